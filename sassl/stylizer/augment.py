@@ -1,0 +1,195 @@
+"""The SASSL augmentation: batched, per-image sampled parameters that can be replayed exactly.
+
+Per image i, with probability p:
+    z_i = alpha_i * P(style_i) + (1 - alpha_i) * P(content_i)
+    y_i = beta_i * T(content_i, z_i) + (1 - beta_i) * content_i
+with alpha, beta ~ U(range). Images not selected are returned unchanged and cost nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from sassl.stylizer.bank import StyleBank
+from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_images
+
+SOURCES = ("bank", "batch", "noise", "content")
+
+
+def _check_range(name: str, r: tuple[float, float]) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a (min, max) pair, got {r!r}") from None
+    if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
+        raise ValueError(f"{name}: both ends must lie in [0, 1], got ({lo}, {hi})")
+    if lo > hi:
+        raise ValueError(f"{name}: min {lo} > max {hi}; give (min, max)")
+    return lo, hi
+
+
+def blend_embeddings(z_style: torch.Tensor, z_content: torch.Tensor, alpha: torch.Tensor,
+                     layers: int = NUM_CIN_LAYERS) -> torch.Tensor:
+    """Per-layer embeddings (N, 13, 100): alpha-blend for the first `layers` CIN layers, content after.
+
+    z_style, z_content: (N, 100); alpha: (N,).
+    """
+    z = alpha[:, None] * z_style + (1 - alpha[:, None]) * z_content
+    per_layer = z_content[:, None, :].repeat(1, NUM_CIN_LAYERS, 1)
+    per_layer[:, :layers] = z[:, None, :]
+    return per_layer
+
+
+def stylize(stylizer: Stylizer, content: torch.Tensor, z_style: torch.Tensor, z_content: torch.Tensor,
+            alpha: torch.Tensor, beta: torch.Tensor, layers: int = NUM_CIN_LAYERS) -> torch.Tensor:
+    """The pure SASSL function. content (N, 3, H, W) in [0, 1]; z_* (N, 100); alpha, beta (N,).
+
+    Returns beta * T(content, blend(z_style, z_content, alpha)) + (1 - beta) * content.
+    """
+    s = stylizer(content, blend_embeddings(z_style, z_content, alpha, layers))
+    b = beta.to(content.dtype)[:, None, None, None]
+    return b * s + (1 - b) * content
+
+
+@dataclass
+class SASSLParams:
+    """Everything sampled for one call; pass back as `op(x, params=...)` to replay exactly.
+
+    apply (N,) bool; alpha, beta (N,); style_index (N,) long: bank row for 'bank', batch row for
+    'batch' (= (i + offset) mod N), i for 'content', -1 for 'noise'; noise (N, 100) for 'noise'.
+    """
+
+    source: str
+    apply: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    style_index: torch.Tensor
+    noise: torch.Tensor | None = None
+    offset: int | None = None
+
+    def to_dict(self) -> dict:
+        """Plain python values (for logging and display)."""
+        return {"source": self.source, "offset": self.offset, "apply": self.apply.tolist(),
+                "alpha": [round(v, 4) for v in self.alpha.tolist()], "beta": [round(v, 4) for v in self.beta.tolist()],
+                "style_index": self.style_index.tolist()}
+
+
+class SASSL(nn.Module):
+    """Style augmentation as a batched module (kornia-style: sample, apply a pure function, return params).
+
+    Args:
+        stylizer: pretrained Stylizer (kept frozen).
+        source: 'bank' (sample a row of `bank` per image), 'batch' (style = batch rolled by an offset),
+            'noise' (z_style ~ N(0, noise_std^2)), 'content' (the image is its own style).
+        bank: StyleBank or (M, 100) tensor, for source='bank'.
+        p: probability of stylizing each image. alpha, beta: (min, max) of the uniform ranges.
+        layers: stylize only the first k of the 13 CIN layers (the rest get the content's embedding).
+        batch_offset: fixed roll offset for source='batch'; None samples one in [1, N-1] per call.
+        embed_size: resize images to this square size before the style predictor; None = as they come.
+    """
+
+    def __init__(self, stylizer: Stylizer, source: str = "bank", bank: StyleBank | torch.Tensor | None = None,
+                 p: float = 0.8, alpha: tuple[float, float] = (0.1, 0.3), beta: tuple[float, float] = (0.1, 0.3),
+                 layers: int = NUM_CIN_LAYERS, batch_offset: int | None = None, noise_std: float = 1.0,
+                 embed_size: int | None = None):
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p: must lie in [0, 1], got {p}")
+        if not (isinstance(layers, int) and 0 <= layers <= NUM_CIN_LAYERS):
+            raise ValueError(f"layers: must be an int in [0, {NUM_CIN_LAYERS}], got {layers!r}")
+        if batch_offset is not None and (not isinstance(batch_offset, int) or batch_offset < 1):
+            raise ValueError(f"batch_offset: must be a positive int or None, got {batch_offset!r}")
+        if noise_std <= 0:
+            raise ValueError(f"noise_std: must be > 0, got {noise_std}")
+        self.source, self.p, self.layers = source, float(p), layers
+        self.alpha_range, self.beta_range = _check_range("alpha", alpha), _check_range("beta", beta)
+        self.batch_offset, self.noise_std, self.embed_size = batch_offset, float(noise_std), embed_size
+        if source == "bank":
+            if bank is None:
+                raise ValueError("bank: source='bank' needs a StyleBank (build one with `sassl style-bank build`)")
+            emb = bank.embeddings if isinstance(bank, StyleBank) else StyleBank(torch.as_tensor(bank)).embeddings
+            self.register_buffer("bank", emb.float().clone(), persistent=False)
+        else:
+            self.bank = None
+        self.stylizer = stylizer.eval().requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return (f"source={self.source}, p={self.p}, alpha={self.alpha_range}, beta={self.beta_range}, "
+                f"layers={self.layers}, batch_offset={self.batch_offset}")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> SASSLParams:
+        """Draw the parameters for a batch of n (on the CPU, so a seed gives the same draw on any device)."""
+        g = generator
+
+        def uniform(r):
+            return r[0] + (r[1] - r[0]) * torch.rand(n, generator=g)
+
+        apply = torch.rand(n, generator=g) < self.p
+        alpha, beta = uniform(self.alpha_range), uniform(self.beta_range)
+        offset, noise = None, None
+        if self.source == "bank":
+            style_index = torch.randint(len(self.bank), (n,), generator=g)
+        elif self.source == "batch":
+            if n < 2:
+                raise ValueError("source='batch' needs a batch of at least 2 images")
+            offset = self.batch_offset if self.batch_offset is not None else int(torch.randint(1, n, (1,), generator=g))
+            style_index = (torch.arange(n) + offset) % n
+        elif self.source == "content":
+            style_index = torch.arange(n)
+        else:
+            style_index = torch.full((n,), -1, dtype=torch.long)
+            noise = self.noise_std * torch.randn(n, STYLE_DIM, generator=g)
+        return SASSLParams(self.source, apply, alpha, beta, style_index, noise, offset)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, params: SASSLParams | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, SASSLParams]:
+        """x (N, 3, H, W) in [0, 1] -> (augmented x, params). Given `params`, replays them exactly."""
+        check_images(x, "x", min_side=self.stylizer.transformer.min_side)
+        n = len(x)
+        params = self.sample(n, generator) if params is None else params
+        if len(params.apply) != n or params.source != self.source:
+            raise ValueError(f"params: sampled for {len(params.apply)} images from source {params.source!r}, "
+                             f"got {n} images for source {self.source!r}")
+        sel = params.apply.nonzero().squeeze(1).to(x.device)
+        if len(sel) == 0:
+            return x, params
+        dtype = next(self.stylizer.parameters()).dtype
+        xs = x.to(dtype)
+        idx = params.style_index.to(x.device)
+        if self.source == "batch":
+            # Embed each needed image once: the selected contents and the images lending them style.
+            need = torch.unique(torch.cat([sel, idx[sel]]))
+            z_need = self.stylizer.embed(xs[need], self.embed_size)
+            where = torch.full((n,), -1, dtype=torch.long, device=x.device)
+            where[need] = torch.arange(len(need), device=x.device)
+            z_content, z_style = z_need[where[sel]], z_need[where[idx[sel]]]
+        else:
+            z_content = self.stylizer.embed(xs[sel], self.embed_size)
+            if self.source == "bank":
+                z_style = self.bank[idx[sel]].to(dtype)
+            elif self.source == "content":
+                z_style = z_content
+            else:
+                z_style = params.noise.to(x.device, dtype)[sel]
+        alpha = params.alpha.to(x.device, dtype)[sel]
+        beta = params.beta.to(x.device, dtype)[sel]
+        y = stylize(self.stylizer, xs[sel], z_style, z_content, alpha, beta, self.layers)
+        out = x.clone()
+        out[sel] = y.to(x.dtype)
+        return out, params
+
+    def with_params(self, **changes) -> "SASSL":
+        """A copy with other settings but the same stylizer and bank (e.g. op.with_params(p=1.0))."""
+        kwargs = dict(source=self.source, bank=self.bank, p=self.p, alpha=self.alpha_range, beta=self.beta_range,
+                      layers=self.layers, batch_offset=self.batch_offset, noise_std=self.noise_std,
+                      embed_size=self.embed_size)
+        kwargs.update(changes)
+        return SASSL(self.stylizer, **kwargs)
+
+
+__all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "stylize"]
