@@ -146,9 +146,9 @@ class StyleTransformer(nn.Module):
 
     def forward(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         n, _, h, w = content.shape
-        if z.ndim == 2:
+        if z.ndim == 2 and len(z) == n:
             z = z[:, None, :].expand(n, NUM_CIN_LAYERS, z.shape[-1])
-        if z.shape[:2] != (n, NUM_CIN_LAYERS):
+        if z.ndim != 3 or z.shape[:2] != (n, NUM_CIN_LAYERS):
             raise ValueError(f"embedding: expected (N, {STYLE_DIM}) or (N, {NUM_CIN_LAYERS}, {STYLE_DIM}) "
                              f"with N={n}, got {tuple(z.shape)}")
         if min(h, w) < self.min_side:

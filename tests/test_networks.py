@@ -1,0 +1,97 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sassl.stylizer.networks import (NUM_CIN_LAYERS, ConditionalInstanceNorm, Conv2dSame, StyleTransformer,
+                                     check_images)
+
+
+def naive_cin(x, z, gamma, beta, eps):
+    """Loop-per-channel reference: (x - mean) / sqrt(biased var + eps) * gamma(z) + beta(z)."""
+    out = torch.empty_like(x)
+    for n in range(x.shape[0]):
+        g = gamma.weight @ z[n] + gamma.bias
+        b = beta.weight @ z[n] + beta.bias
+        for c in range(x.shape[1]):
+            v = x[n, c]
+            mean = v.sum() / v.numel()
+            var = ((v - mean) ** 2).sum() / v.numel()
+            out[n, c] = (v - mean) / math.sqrt(var + eps) * g[c] + b[c]
+    return out
+
+
+def test_cin_matches_naive_reference():
+    torch.manual_seed(0)
+    cin = ConditionalInstanceNorm(5, style_dim=7)
+    x, z = torch.randn(3, 5, 6, 4) * 3 + 1, torch.randn(3, 7)
+    torch.testing.assert_close(cin(x, z), naive_cin(x, z, cin.gamma, cin.beta, cin.eps), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [7, 8, 15, 16, 33])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_same_matches_tensorflow_rule(size, stride):
+    """TF 'SAME': output ceil(in/stride); total pad max((out-1)*s + k - in, 0), the extra pixel bottom/right."""
+    torch.manual_seed(0)
+    conv = Conv2dSame(2, 3, 3, stride)
+    x = torch.randn(1, 2, size, size)
+    out_size = math.ceil(size / stride)
+    total = max((out_size - 1) * stride + 3 - size, 0)
+    ref = F.conv2d(F.pad(x, (total // 2, total - total // 2) * 2), conv.weight, conv.bias, stride)
+    y = conv(x)
+    assert y.shape[-1] == out_size
+    torch.testing.assert_close(y, ref)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (13, 21), (64, 50), (97, 96)])
+def test_transformer_any_size(hw):
+    torch.manual_seed(0)
+    t = StyleTransformer().eval()
+    x = torch.rand(2, 3, *hw)
+    y = t(x, torch.randn(2, 100))
+    assert y.shape == x.shape
+    assert 0 <= y.min() and y.max() <= 1
+
+
+def test_per_layer_embedding_equals_shared_embedding():
+    torch.manual_seed(0)
+    t = StyleTransformer().eval()
+    x, z = torch.rand(2, 3, 32, 32), torch.randn(2, 100)
+    torch.testing.assert_close(t(x, z), t(x, z[:, None].repeat(1, NUM_CIN_LAYERS, 1)))
+    z13 = z[:, None].repeat(1, NUM_CIN_LAYERS, 1)
+    z13[:, -1] += 1  # the last layer's embedding must matter
+    assert not torch.allclose(t(x, z), t(x, z13))
+
+
+def test_transformer_rejects_bad_embedding_and_tiny_images():
+    t = StyleTransformer()
+    with pytest.raises(ValueError, match="embedding"):
+        t(torch.rand(2, 3, 16, 16), torch.randn(3, 100))
+    with pytest.raises(ValueError, match="at least 8"):
+        t(torch.rand(1, 3, 4, 16), torch.randn(1, 100))
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (torch.rand(3, 16, 16), r"\(N, 3, H, W\)"),
+    (torch.rand(1, 1, 16, 16), r"\(N, 3, H, W\)"),
+    (torch.randint(0, 255, (1, 3, 16, 16), dtype=torch.uint8), "float"),
+    (torch.rand(1, 3, 16, 16) * 255, r"\[0, 1\]"),
+    (torch.rand(1, 3, 16, 16) - 0.5, r"\[0, 1\]"),
+])
+def test_check_images_errors(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        check_images(bad, "content")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_follows_input_cuda(stylizer):
+    import copy
+
+    st = copy.deepcopy(stylizer).to("cuda")
+    x = torch.rand(2, 3, 32, 32, device="cuda")
+    y = st(x, st.embed(x))
+    assert y.device.type == "cuda"
+    ref = stylizer(x.cpu(), stylizer.embed(x.cpu()))
+    torch.testing.assert_close(y.cpu(), ref, atol=2e-3, rtol=0)
