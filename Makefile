@@ -1,0 +1,28 @@
+# One virtual environment for everything; `make demo` and `make test` create it on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Main job on bundled real data (fetched once into ~/.cache/sassl): stylization contact sheet.
+demo: setup
+	$(BIN)/sassl demo --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m sassl.bench stylizer
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
