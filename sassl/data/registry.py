@@ -1,0 +1,241 @@
+"""One way to get any dataset by name.
+
+    get_dataset("objects", split="test_shift")     # bundled, built on first use
+    get_dataset("imagefolder:/data/dtd/images")    # class-per-folder tree, or a flat folder (no labels)
+    get_dataset("cifar10", download=True)          # torchvision; offline: a clear error saying where
+    get_dataset("pbn")                             # $SASSL_PBN_DIR, else the bundled paintings (warned)
+
+Every dataset yields (image, label): image = transform(RGB PIL image), by default a (3, H, W) float
+tensor in [0, 1]; label is an int, -1 where the data has none.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from sassl.data.decode import ImageDecodeError, list_files, load_rgb, to_tensor
+from sassl.paths import cache_dir
+
+TORCHVISION = {  # name -> (torchvision class, folder it unpacks to, size, description)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "60,000 images", "32x32, 10 classes (170 MB download)"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "60,000 images", "32x32, 100 classes (170 MB download)"),
+    "stl10": ("STL10", "stl10_binary", "113,000 images", "96x96, 10 classes + 100k unlabelled (2.6 GB download)"),
+}
+PBN_ENV = "SASSL_PBN_DIR"
+
+
+class Dataset(torch.utils.data.Dataset):
+    """Images from files (decoded lazily; unusable ones skipped and counted) or from a uint8 tensor.
+
+    files: list of paths, or images: (N, 3, H, W) uint8; labels: N ints (-1 = unlabelled).
+    meta['source_used'] records where the images really came from.
+    """
+
+    def __init__(self, name: str, labels: list[int], classes: list[str], meta: dict | None = None,
+                 files: list[Path] | None = None, images: torch.Tensor | None = None,
+                 transform: Callable | None = None):
+        if (files is None) == (images is None):
+            raise ValueError("give exactly one of files / images")
+        n = len(files) if files is not None else len(images)
+        if n == 0:
+            raise ValueError(f"dataset {name}: no images")
+        if len(labels) != n:
+            raise ValueError(f"dataset {name}: {n} images but {len(labels)} labels")
+        self.name, self.labels, self.classes = name, list(labels), list(classes)
+        self.meta = dict(meta or {})
+        self.files, self.images = files, images
+        self.transform = transform if transform is not None else to_tensor
+        self.skipped: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pil(self, i: int) -> Image.Image:
+        """Image i as an RGB PIL image (raises ImageDecodeError for an unusable file)."""
+        if self.images is not None:
+            return Image.fromarray(self.images[i].permute(1, 2, 0).numpy(), "RGB")
+        return load_rgb(self.files[i])
+
+    def __getitem__(self, i: int):
+        # NOTE: an unusable file is replaced by the next usable one (never a crash mid-epoch); the
+        # count is per process (each DataLoader worker counts its own).
+        for k in range(len(self)):
+            j = (i + k) % len(self)
+            if j in self.skipped:
+                continue
+            try:
+                return self.transform(self.pil(j)), self.labels[j]
+            except ImageDecodeError as e:
+                self.skipped.add(j)
+                warnings.warn(f"dataset {self.name}: skipping unusable image ({e}); {len(self.skipped)} skipped so far")
+        raise ValueError(f"dataset {self.name}: none of its {len(self)} images is usable")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ----------------------------------------------------------------------------- user folders
+
+def imagefolder(path: str | os.PathLike, name: str | None = None, transform: Callable | None = None) -> Dataset:
+    """Class-per-folder tree (label = first folder level) or a flat folder of images (labels -1).
+
+    Non-image files are left out by suffix; unreadable images are skipped when first read."""
+    from sassl.data.decode import IMAGE_SUFFIXES
+
+    root = Path(path)
+    files = [p for p in list_files(root) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ValueError(f"{root}: no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    nested = [len(p.relative_to(root).parts) > 1 for p in files]
+    if all(nested):
+        classes = sorted({p.relative_to(root).parts[0] for p in files})
+        labels = [classes.index(p.relative_to(root).parts[0]) for p in files]
+    else:
+        classes, labels = [], [-1] * len(files)
+    return Dataset(name or f"imagefolder:{root}", labels, classes, {"source_used": str(root)}, files=files,
+                   transform=transform)
+
+
+def _torchvision(name: str, split: str, root: Path, download: bool, transform) -> Dataset:
+    import torchvision.datasets as tvd
+
+    cls_name, folder, _, _ = TORCHVISION[name]
+    cls = getattr(tvd, cls_name)
+    splits = ("train", "test", "unlabeled", "train+unlabeled") if name == "stl10" else ("train", "test")
+    if split not in splits:
+        raise ValueError(f"{name}: split must be one of {', '.join(splits)}, got {split!r}")
+    try:
+        if name == "stl10":
+            ds = cls(str(root), split=split, download=download)
+            images, labels = torch.from_numpy(ds.data), [int(v) for v in ds.labels]
+        else:
+            ds = cls(str(root), train=split == "train", download=download)
+            images, labels = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), [int(v) for v in ds.targets]
+    except RuntimeError as e:
+        if "not found" in str(e).lower() or "corrupted" in str(e).lower():
+            raise FileNotFoundError(
+                f"{name}: no data under {root / folder}. With a network: get_dataset({name!r}, download=True) or "
+                f"`sassl data prepare {name} --download`. Offline: copy the extracted archive ({folder}/) into {root} "
+                f"(or set SASSL_DATA_ROOT).") from None
+        raise
+    except (OSError, ValueError) as e:  # a download attempted without network
+        raise FileNotFoundError(f"{name}: download failed ({e}); copy {folder}/ into {root} by hand") from None
+    return Dataset(name, labels, list(getattr(ds, "classes", [])), {"source_used": str(root / folder), "split": split},
+                   images=images, transform=transform)
+
+
+def torchvision_root() -> Path:
+    return Path(os.environ.get("SASSL_DATA_ROOT", cache_dir() / "data" / "torchvision"))
+
+
+# ----------------------------------------------------------------------------- bundled sets
+
+def _bundled(name: str, split: str, transform, objects_config=None) -> Dataset:
+    from sassl.data.sets import SETS, data_root, load_index, objects_variant, set_dir
+
+    folder = name
+    if objects_config is not None:
+        folder = objects_variant(objects_config)
+    index = load_index(folder)
+    if index.get("storage") == "tensor":
+        if split not in index["splits"]:
+            raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(index['splits'])}")
+        d = torch.load(set_dir(folder) / index["splits"][split], weights_only=True)
+        return Dataset(name, d["labels"].tolist(), index["classes"],
+                       index["meta"] | {"source_used": f"bundled:{folder}", "split": split, "objects": d["objects"]},
+                       images=d["images"], transform=transform)
+    splits = sorted({it["split"] for it in index["items"]})
+    if splits == ["all"] or split == "all":
+        items = index["items"]
+    elif split in splits:
+        items = [it for it in index["items"] if it["split"] == split]
+    else:
+        raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(splits)}")
+    return Dataset(name, [it["label"] for it in items], index["classes"],
+                   index["meta"] | {"source_used": f"bundled:{name}", "split": split if splits != ["all"] else "all",
+                                    "groups": [it["group"] for it in items], "description": SETS[name].description},
+                   files=[data_root() / it["file"] for it in items], transform=transform)
+
+
+def _pbn(root: str | os.PathLike | None, transform) -> Dataset:
+    path = root or os.environ.get(PBN_ENV)
+    if path:
+        ds = imagefolder(path, "pbn", transform)
+        ds.meta["source_used"] = f"Painter by Numbers at {path}"
+        return ds
+    warnings.warn(f"pbn: no local Painter by Numbers copy (set {PBN_ENV} or pass root=...); USING THE BUNDLED "
+                  "'paintings' SET INSTEAD (~40 public-domain paintings, not the 79k-image PBN).", stacklevel=3)
+    ds = _bundled("paintings", "all", transform)
+    ds.name = "pbn"
+    ds.meta["source_used"] = "bundled:paintings (fallback: no Painter by Numbers copy configured)"
+    return ds
+
+
+def get_dataset(name: str, split: str = "train", transform: Callable | None = None, root: str | None = None,
+                download: bool = False, objects_config=None) -> Dataset:
+    """Any dataset by name (see module doc). Unknown names raise, listing what exists."""
+    from sassl.data.sets import SETS
+
+    if name.startswith("imagefolder:"):
+        return imagefolder(name.split(":", 1)[1], transform=transform)
+    if name == "pbn":
+        return _pbn(root, transform)
+    if name in TORCHVISION:
+        return _torchvision(name, split, Path(root) if root else torchvision_root(), download, transform)
+    if name in SETS:
+        return _bundled(name, split, transform, objects_config if name == "objects" else None)
+    raise KeyError(f"unknown dataset {name!r}; available: {', '.join(dataset_names())}, or imagefolder:PATH")
+
+
+def dataset_names() -> list[str]:
+    from sassl.data.sets import SETS
+
+    return list(SETS) + list(TORCHVISION) + ["pbn"]
+
+
+def dataset_table() -> list[dict]:
+    """name, state, size, description for `sassl data list`."""
+    import json
+
+    from sassl.data.sets import SETS, is_built, set_dir
+
+    rows = []
+    for name, spec in SETS.items():
+        if is_built(name):
+            n = json.loads((set_dir(name) / "manifest.json").read_text())["files"]
+            rows.append({"name": name, "state": "prepared", "size": f"{n} images", "description": spec.description})
+        else:
+            rows.append({"name": name, "state": "fetchable (sassl data prepare)", "size": "?", "description": spec.description})
+    for name, (_, folder, size, desc) in TORCHVISION.items():
+        here = (torchvision_root() / folder).exists()
+        rows.append({"name": name, "state": "prepared" if here else "downloadable (needs network)",
+                     "size": size, "description": desc})
+    pbn = os.environ.get(PBN_ENV)
+    rows.append({"name": "pbn", "state": f"local copy at {pbn}" if pbn else f"needs a local path (${PBN_ENV}); falls back to paintings",
+                 "size": "79,433 paintings (full PBN)", "description": "Painter by Numbers (Kaggle), as an image folder"})
+    rows.append({"name": "imagefolder:PATH", "state": "needs a local path", "size": "-",
+                 "description": "any class-per-folder tree (ImageNet, DTD, iNat, ...) or a flat folder"})
+    return rows
+
+
+def image_paths(source: str) -> list[Path]:
+    """Files of a file-backed dataset by name, or of a folder (recursively), or one file."""
+    path = Path(source)
+    if path.is_dir():
+        return list_files(path)
+    if path.is_file():
+        return [path]
+    try:
+        ds = get_dataset(source, split="all")
+    except KeyError:
+        raise FileNotFoundError(f"{source!r} is neither a folder, an image file, nor a dataset name "
+                                f"(datasets: {', '.join(dataset_names())})") from None
+    if ds.files is None:
+        raise ValueError(f"{source}: stored as tensors, not files; use get_dataset({source!r}) instead")
+    return list(ds.files)
