@@ -10,11 +10,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/sassl data prepare
 	touch $@
 
 setup: $(VENV)/.installed
 
-# Main job on bundled real data (fetched once into ~/.cache/sassl): stylization contact sheet.
+# Main job on bundled real data (prepared once into ~/.cache/sassl): stylization contact sheet.
 demo: setup
 	$(BIN)/sassl demo --out runs/demo
 

@@ -1,6 +1,4 @@
-import io
 import shutil
-import tarfile
 
 import numpy as np
 import pytest
@@ -8,7 +6,6 @@ import torch
 from PIL import Image
 
 from sassl.cli import main
-from sassl.data.bundled import extract_deb
 from sassl.data.decode import ImageDecodeError, load_rgb
 from sassl.stylizer import StyleBank, build_bank
 from sassl.stylizer.bank import StyleBankError
@@ -49,7 +46,7 @@ def test_bank_errors(stylizer, tmp_path):
     (tmp_path / "junk" / "x.jpg").write_text("hello")
     with pytest.raises(ValueError, match="none of its 1 files is a usable image"), pytest.warns(UserWarning):
         build_bank(stylizer, str(tmp_path / "junk"), progress=False)
-    with pytest.raises(FileNotFoundError, match="bundled: opencv-art"):
+    with pytest.raises(FileNotFoundError, match="datasets: paintings"):
         build_bank(stylizer, "no-such-set", progress=False)
     with pytest.raises(StyleBankError, match="no such style bank"):
         StyleBank.load(tmp_path / "missing.pt")
@@ -84,32 +81,6 @@ def test_decoder_errors_name_the_file(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ImageDecodeError, match="bad.png: not a readable image"):
         load_rgb(tmp_path / "bad.png")
-
-
-def _make_deb(path, files):
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w:xz") as tar:
-        for name, payload in files.items():
-            info = tarfile.TarInfo("./" + name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    members = [("debian-binary", b"2.0\n"), ("control.tar.xz", b""), ("data.tar.xz", data.getvalue())]
-    with open(path, "wb") as f:
-        f.write(b"!<arch>\n")
-        for name, body in members:
-            f.write(f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode())
-            f.write(body + (b"\n" if len(body) % 2 else b""))
-
-
-def test_extract_deb(tmp_path):
-    _make_deb(tmp_path / "x.deb", {"usr/share/x/data/a.jpg": b"AAA", "usr/share/x/data/sub/b.png": b"B",
-                                    "usr/share/other/c.txt": b"C"})
-    names = extract_deb(tmp_path / "x.deb", "usr/share/x/data/", tmp_path / "out")
-    assert names == ["a.jpg", "sub/b.png"]
-    assert (tmp_path / "out" / "sub" / "b.png").read_bytes() == b"B"
-    (tmp_path / "no.deb").write_bytes(b"hello")
-    with pytest.raises(ValueError, match="not a Debian package"):
-        extract_deb(tmp_path / "no.deb", "x/", tmp_path / "o2")
 
 
 def test_cli_stylize(photos, art, tmp_path, capsys):

@@ -48,10 +48,13 @@ class ObjectsConfig:
 
 def identity(stem: str) -> str:
     """Object identity of a stamp file: numbered variants (pig2, pig_2) belong to one object."""
-    return re.sub(r"[_-]?\d+$", "", stem.lower())
+    base = re.sub(r"[_-]?\d+$", "", stem.lower())
+    return base or stem.lower()
 
 
-def collect_stamps(stamps_root: Path) -> dict[str, list[Path]]:
+def collect_stamps(stamps_root: Path) -> tuple[dict[str, list[Path]], list[str]]:
+    """Stamp files per class, and the identities dropped because they sit in two classes
+    (e.g. a cement mixer filed under both vehicles and tools): their label would be ambiguous."""
     out = {}
     for cls, folders in CLASSES.items():
         files = []
@@ -60,7 +63,12 @@ def collect_stamps(stamps_root: Path) -> dict[str, list[Path]]:
         if not files:
             raise FileNotFoundError(f"no stamps for class {cls} under {stamps_root}")
         out[cls] = files
-    return out
+    owners: dict[str, set[str]] = {}
+    for cls, files in out.items():
+        for f in files:
+            owners.setdefault(identity(f.stem), set()).add(cls)
+    ambiguous = sorted(i for i, c in owners.items() if len(c) > 1)
+    return {cls: [f for f in files if identity(f.stem) not in ambiguous] for cls, files in out.items()}, ambiguous
 
 
 def split_identities(stamps: dict[str, list[Path]], test_fraction: float, seed: int) -> dict[str, dict[str, list[Path]]]:
@@ -118,7 +126,8 @@ def build_objects(stamps_root: Path, backgrounds: list[Path], shift_backgrounds:
         raise ValueError("objects: need backgrounds for train/test and held-out ones for test_shift")
     rng = random.Random(cfg.seed)
     classes = list(CLASSES)
-    splits = split_identities(collect_stamps(stamps_root), cfg.test_fraction, cfg.seed)
+    stamps, ambiguous = collect_stamps(stamps_root)
+    splits = split_identities(stamps, cfg.test_fraction, cfg.seed)
     bg_imgs = [load_rgb(p) for p in backgrounds]
     shift_imgs = [load_rgb(p) for p in shift_backgrounds]
     out = {}
@@ -138,5 +147,5 @@ def build_objects(stamps_root: Path, backgrounds: list[Path], shift_backgrounds:
     meta = {"config": cfg.__dict__ | {"scale": list(cfg.scale)},
             "train_objects": sorted({o for o in out["train"]["objects"]}),
             "test_objects": sorted({o for o in out["test"]["objects"]}),
-            "backgrounds": [str(p.name) for p in backgrounds], "shift_backgrounds": [str(p.name) for p in shift_backgrounds]}
+            "dropped_ambiguous": ambiguous, "backgrounds": [str(p.name) for p in backgrounds], "shift_backgrounds": [str(p.name) for p in shift_backgrounds]}
     return {"classes": classes, "splits": out, "meta": meta}

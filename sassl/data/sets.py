@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -33,6 +34,8 @@ OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data"
 OPENCV_PHOTOS = ["apple.jpg", "baboon.jpg", "butterfly.jpg", "fruits.jpg", "HappyFish.jpg", "home.jpg",
                  "messi5.jpg", "orange.jpg", "squirrel_cls.jpg", "building.jpg", "aero3.jpg", "lena.jpg"]
 OPENCV_ART = ["starry_night.jpg", "graf1.png", "smarties.png", "board.jpg"]
+# photos without a salient animal, fruit or flower (those would contradict the pasted object's label)
+SCENE_BACKGROUNDS = {"Garden", "Dune", "Wood", "Aqua", "Storm", "GreenMeadow", "RainDrops", "Blinds", "building", "home"}
 VAN_GOGH_DETAILS = ["PortraitOfPereTanguy", "Van_Gogh_The_Night_Cafe", "Eglise_dAuvers-sur-Oise", "VincentVanGoghBridge",
                     "VincentVanGogh0012", "VincentVanGogh0013", "Gogh4", "VincentVanGogh0019"]
 
@@ -52,14 +55,16 @@ def _qml_levels(qml: str) -> list[dict]:
     return [dict(re.findall(r'"(\w+)"\s*:\s*"?([^",\n]+)"?', block)) for block in re.findall(r"\{([^{}]*)\}", qml)]
 
 
-def rebuild_puzzle(qml: str, files: dict[str, bytes], image_prefix: str) -> tuple[str, Image.Image]:
-    """Paste every piece at its centre (x, y are fractions of the background size) -> (title, painting)."""
+def rebuild_puzzle(qml: str, files: dict[str, bytes], image_prefix: str) -> tuple[str, Image.Image, float]:
+    """Paste every piece at its centre (x, y are fractions of the board size) -> (title, painting, coverage).
 
+    The painting is cropped to the pieces' extent (the board has margins); coverage is the fraction of
+    that crop covered by some piece (1.0 = no hole)."""
     title = re.search(r'instruction:\s*qsTr\("([^"]*)"\)', qml)
     levels = _qml_levels(qml)
     bg = next(lv for lv in levels if lv.get("type") == "SHAPE_BACKGROUND_IMAGE")
     w, h = int(bg["width"]), int(bg["height"])
-    canvas = Image.new("RGBA", (w, h), (255, 255, 255, 255))
+    canvas = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     pieces = [lv for lv in levels if "x" in lv and "y" in lv]
     if not pieces:
         raise ValueError("puzzle board without pieces")
@@ -67,7 +72,10 @@ def rebuild_puzzle(qml: str, files: dict[str, bytes], image_prefix: str) -> tupl
         piece = Image.open(io.BytesIO(files[image_prefix + lv["pixmapfile"].split("/", 1)[-1]])).convert("RGBA")
         cx, cy = float(lv["x"]) * w, float(lv["y"]) * h
         canvas.alpha_composite(piece, (round(cx - piece.width / 2), round(cy - piece.height / 2)))
-    return (title.group(1) if title else "untitled"), canvas.convert("RGB")
+    canvas = canvas.crop(canvas.getchannel("A").getbbox())
+    coverage = float((np.asarray(canvas.getchannel("A")) > 0).mean())
+    white = Image.new("RGBA", canvas.size, (255, 255, 255, 255))
+    return (title.group(1) if title else "untitled"), Image.alpha_composite(white, canvas).convert("RGB"), coverage
 
 
 def build_paintings(stage: Path) -> dict:
@@ -79,7 +87,9 @@ def build_paintings(stage: Path) -> dict:
                     key=lambda k: int(re.search(r"board(\d+)_", k).group(1)))
     (stage / "images").mkdir(parents=True)
     for k in boards:
-        title, img = rebuild_puzzle(files[k].decode(), files, prefix + "image/")
+        title, img, coverage = rebuild_puzzle(files[k].decode(), files, prefix + "image/")
+        if coverage < 0.98:
+            raise ValueError(f"paintings: {k} rebuilt with holes ({coverage:.1%} covered)")
         out = stage / "images" / f"gcompris_{Path(k).stem}.png"
         img.save(out)
         items.append(_item(out, group=title))
@@ -178,7 +188,7 @@ def _tiled(img: Image.Image, min_side: int = 256) -> Image.Image:
 
 
 def build_objects_set(stage: Path, cfg: ObjectsConfig = ObjectsConfig()) -> dict:
-    """Backgrounds: nature photos + half the textures (seeded); test_shift: the other half of the textures."""
+    """Backgrounds: scene photos + half the textures (seeded); test_shift: the other half of the textures."""
     textures = load_index("textures")
     tex_paths = [data_root() / it["file"] for it in textures["items"]]
     rng = random.Random(cfg.seed)
@@ -195,7 +205,8 @@ def build_objects_set(stage: Path, cfg: ObjectsConfig = ObjectsConfig()) -> dict
             out.append(q)
         return out
 
-    photos = [data_root() / it["file"] for it in load_index("photos")["items"]]
+    photos = [data_root() / it["file"] for it in load_index("photos")["items"]
+              if Path(it["file"]).stem in SCENE_BACKGROUNDS]
     seen = photos + tiled_copies(tex_paths[:half], "seen")
     held_out = tiled_copies(tex_paths[half:], "heldout")
     stamps = source_dir(SOURCES["tuxpaint-stamps-default"]) / "usr/share/tuxpaint/stamps"
