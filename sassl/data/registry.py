@@ -61,19 +61,25 @@ class Dataset(torch.utils.data.Dataset):
             return Image.fromarray(self.images[i].permute(1, 2, 0).numpy(), "RGB")
         return load_rgb(self.files[i])
 
-    def __getitem__(self, i: int):
-        # NOTE: an unusable file is replaced by the next usable one (never a crash mid-epoch); the
-        # count is per process (each DataLoader worker counts its own).
+    def usable(self, i: int) -> tuple[int, Image.Image]:
+        """(j, image j) for the first usable image from index i on (wrapping around).
+
+        NOTE: an unusable file is replaced by the next usable one (never a crash mid-epoch), with a
+        warning; the count is per process (each DataLoader worker counts its own)."""
         for k in range(len(self)):
             j = (i + k) % len(self)
             if j in self.skipped:
                 continue
             try:
-                return self.transform(self.pil(j)), self.labels[j]
+                return j, self.pil(j)
             except ImageDecodeError as e:
                 self.skipped.add(j)
                 warnings.warn(f"dataset {self.name}: skipping unusable image ({e}); {len(self.skipped)} skipped so far")
         raise ValueError(f"dataset {self.name}: none of its {len(self)} images is usable")
+
+    def __getitem__(self, i: int):
+        j, img = self.usable(i)
+        return self.transform(img), self.labels[j]
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,44 @@
+"""SSL losses as pure functions. Embeddings are (batch, dim); nothing here normalises in place."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, queue: torch.Tensor | None = None,
+             rank: int = 0) -> torch.Tensor:
+    """InfoNCE of queries against keys: the positive of q[i] is k[i + rank * len(q)].
+
+    q: (B, D) local queries; k: (B * world, D) keys (all ranks' keys when distributed, else B);
+    queue: optional (Q, D) extra negatives (classic MoCo v2). Both are L2-normalised here.
+    Returns the mean cross-entropy (a scalar). Shapes: logits (B, B * world [+ Q]).
+    """
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    logits = q @ k.t()
+    if queue is not None:
+        logits = torch.cat([logits, q @ F.normalize(queue, dim=1).t()], dim=1)
+    labels = torch.arange(len(q), device=q.device) + rank * len(q)
+    return F.cross_entropy(logits / temperature, labels)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
+            z1_all: torch.Tensor | None = None, z2_all: torch.Tensor | None = None, rank: int = 0) -> torch.Tensor:
+    """SimCLR's NT-Xent. z1, z2: (B, D) the two views of the local batch; z*_all: (B * world, D)
+    gathered across ranks (default: the local ones). Each of the 2B anchors has one positive (its
+    other view) and 2 * B * world - 2 negatives (itself excluded). Returns the mean over anchors."""
+    z1_all = z1 if z1_all is None else z1_all
+    z2_all = z2 if z2_all is None else z2_all
+    b, n = len(z1), len(z1_all)
+    a = F.normalize(torch.cat([z1, z2]), dim=1)                 # (2B, D) anchors
+    c = F.normalize(torch.cat([z1_all, z2_all]), dim=1)         # (2N, D) candidates
+    logits = a @ c.t() / temperature                            # (2B, 2N)
+    idx = torch.arange(b, device=a.device) + rank * b           # global index of local rows
+    self_idx = torch.cat([idx, idx + n])
+    pos_idx = torch.cat([idx + n, idx])
+    logits = logits.masked_fill(F.one_hot(self_idx, 2 * n).bool(), float("-inf"))
+    return F.cross_entropy(logits, pos_idx)
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL regression loss 2 - 2 cos(p, z), mean over the batch. p: (B, D) predictions; z: (B, D) targets."""
+    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()

@@ -1,0 +1,50 @@
+"""MoCo v2 as SASSL runs it (A.3): no queue, a BYOL-style predictor on the online tower, momentum
+encoder on a cosine schedule, InfoNCE at temperature 0.1 against the other view's keys (all ranks).
+`queue_size > 0, predictor=False, temperature=0.2` gives classic MoCo v2 (He et al. / Chen et al.)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sassl.dist import gather, gather_nograd, rank
+from sassl.learners.heads import frozen_copy, mlp, update_momentum
+from sassl.learners.losses import info_nce
+
+
+class MoCoV2(nn.Module):
+    def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 256,
+                 pred_hidden: int = 2048, temperature: float = 0.1, predictor: bool = True, queue_size: int = 0):
+        super().__init__()
+        self.backbone, self.projector = backbone, mlp(feat_dim, proj_hidden, proj_dim)
+        self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
+        self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
+        self.temperature, self.queue_size = temperature, queue_size
+        if queue_size:
+            self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        n, ptr = len(keys), int(self.queue_ptr)
+        idx = (torch.arange(n, device=keys.device) + ptr) % self.queue_size
+        self.queue[idx] = F.normalize(keys, dim=1)
+        self.queue_ptr.fill_((ptr + n) % self.queue_size)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float) -> tuple[torch.Tensor, dict]:
+        """x1, x2: (B, 3, H, W) the two views -> (loss, logs)."""
+        update_momentum(self.backbone, self.target_backbone, momentum)
+        update_momentum(self.projector, self.target_projector, momentum)
+        q1, q2 = (self.predictor(self.projector(self.backbone(x))) for x in (x1, x2))
+        with torch.no_grad():
+            k1, k2 = (self.target_projector(self.target_backbone(x)) for x in (x1, x2))
+            k1_all, k2_all = gather_nograd(k1), gather_nograd(k2)
+        queue = self.queue.clone() if self.queue_size else None
+        loss = 0.5 * (info_nce(q1, k2_all, self.temperature, queue, rank()) +
+                      info_nce(q2, k1_all, self.temperature, queue, rank()))
+        if self.queue_size:
+            self._enqueue(torch.cat([k1_all, k2_all]))
+        return loss, {"loss": loss.item()}
+
+
+__all__ = ["MoCoV2", "gather"]

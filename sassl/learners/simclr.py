@@ -1,0 +1,23 @@
+"""SimCLR (Chen et al. 2020): one encoder + projector, NT-Xent over both views of the global batch."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from sassl.dist import gather, rank
+from sassl.learners.heads import mlp
+from sassl.learners.losses import nt_xent
+
+
+class SimCLR(nn.Module):
+    def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 128,
+                 temperature: float = 0.1):
+        super().__init__()
+        self.backbone, self.projector = backbone, mlp(feat_dim, proj_hidden, proj_dim)
+        self.temperature = temperature
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float = 0.0) -> tuple[torch.Tensor, dict]:
+        """x1, x2: (B, 3, H, W) -> (loss, logs). `momentum` is unused (uniform learner signature)."""
+        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
+        loss = nt_xent(z1, z2, self.temperature, gather(z1), gather(z2), rank())
+        return loss, {"loss": loss.item()}
