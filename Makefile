@@ -15,9 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Main job on bundled real data (prepared once into ~/.cache/sassl): stylization contact sheet.
+# Main job on bundled real data (prepared once into ~/.cache/sassl): stylization contact sheet, then
+# MoCo v2 + SASSL pre-training on `objects` with the default (pbn -> bundled paintings) style source.
 demo: setup
 	$(BIN)/sassl demo --out runs/demo
+	$(BIN)/sassl pretrain --name default --resume
 
 test: setup
 	$(BIN)/python -m pytest -q

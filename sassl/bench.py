@@ -1,4 +1,7 @@
-"""Throughput benchmarks: `python -m sassl.bench stylizer [--sizes 64 96 224] [--batch 32]`.
+"""Throughput benchmarks: `python -m sassl.bench stylizer|train`.
+
+train: images/s of full training steps (BYOL views + learner + LARS) per learner with SASSL off and on
+(p=0.8, same batch), and the paper's MoCo v2 step built from lightly's blocks as a reference.
 
 stylizer: images/s of one SASSL stylization (content embedding P(x) + transformer T(x, z), style
 embeddings from a bank) on real photos, measured in one run for
@@ -92,6 +95,98 @@ def bench_stylizer(sizes=(64, 96, 224), batch: int = 32, min_time: float = 2.0, 
     return rows
 
 
+class _LightlyMoCo(torch.nn.Module):
+    """The same MoCo v2 step (paper variant: predictor, no queue, symmetric, momentum target) composed from
+    lightly's building blocks, as its MoCo example does: BYOL heads, update_momentum, NTXentLoss."""
+
+    def __init__(self, backbone, feat_dim: int, hidden: int, dim: int, temperature: float = 0.1):
+        import copy
+
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+
+        super().__init__()
+        self.backbone, self.projection_head = backbone, BYOLProjectionHead(feat_dim, hidden, dim)
+        self.prediction_head = BYOLPredictionHead(dim, hidden, dim)
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.criterion = NTXentLoss(temperature=temperature)
+
+    def forward(self, x1, x2, momentum):
+        from lightly.models.utils import update_momentum
+
+        update_momentum(self.backbone, self.backbone_momentum, m=momentum)
+        update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
+        q1, q2 = (self.prediction_head(self.projection_head(self.backbone(x))) for x in (x1, x2))
+        with torch.no_grad():
+            k1, k2 = (self.projection_head_momentum(self.backbone_momentum(x)) for x in (x1, x2))
+        loss = 0.5 * (self.criterion(q1, k2) + self.criterion(q2, k1))
+        return loss, {"loss": loss.item()}
+
+
+def bench_train(batch: int = 64, size: int = 64, steps: int = 5, device: str = "cpu", style: str = "pbn") -> list[dict]:
+    """Images/s of full training steps (views + learner + LARS) per learner, SASSL off / on (p=0.8)."""
+    from sassl.backbones import create_backbone
+    from sassl.learners import create_learner
+    from sassl.stylizer import SASSL, pretrained
+    from sassl.stylizer.bank import bank_for
+    from sassl.train import make_optimizer, train_step
+    from sassl.views import TwoViews
+
+    dev = torch.device(device)
+    c1, c2 = _real_batch(batch, size).to(dev), _real_batch(batch, size).flip(0).to(dev)
+    st = pretrained(dev)
+    op = SASSL(st, "bank", bank_for(style, st, progress=False), p=0.8).to(dev)
+    heads = {"proj_hidden": 1024, "proj_dim": 128}
+
+    def rate(model, views) -> float:
+        opt = make_optimizer(model, "lars", 0.1, 1e-6)
+        g = torch.Generator().manual_seed(0)
+        train_step(model, views, opt, c1, c2, g, 0.1, 0.99)  # warm-up
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            train_step(model, views, opt, c1, c2, g, 0.1, 0.99)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return batch / float(np.median(times))
+
+    rows = []
+    for name in ("mocov2", "simclr", "byol"):
+        kw = heads | ({} if name == "simclr" else {"pred_hidden": 1024})
+        torch.manual_seed(0)
+        model = create_learner(name, "resnet18", small_images=False, **kw).to(dev)
+        off, on = rate(model, TwoViews().to(dev)), rate(model, TwoViews(sassl=op).to(dev))
+        rows.append({"learner": name, "batch": batch, "size": size, "default_views": off, "sassl_p0.8": on,
+                     "sassl_overhead_pct": 100 * (off / on - 1)})
+    try:
+        bb, dim = create_backbone("resnet18", small_images=False)
+        torch.manual_seed(0)
+        ref = rate(_LightlyMoCo(bb, dim, 1024, 128).to(dev), TwoViews().to(dev))
+        rows.append({"learner": "mocov2 (lightly blocks)", "batch": batch, "size": size, "default_views": ref,
+                     "sassl_p0.8": float("nan"), "sassl_overhead_pct": float("nan")})
+        rows[0]["ours_vs_lightly"] = rows[0]["default_views"] / ref
+    except ImportError:
+        print("lightly is not installed (pip install lightly): no reference row")
+    return rows
+
+
+def format_train_table(rows: list[dict]) -> str:
+    lines = ["| learner | batch | crop px | default views (img/s) | SASSL p=0.8 (img/s) | SASSL overhead |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        on = "-" if r["sassl_p0.8"] != r["sassl_p0.8"] else f"{r['sassl_p0.8']:.1f}"
+        ovh = "-" if r["sassl_overhead_pct"] != r["sassl_overhead_pct"] else f"{r['sassl_overhead_pct']:.1f}%"
+        lines.append(f"| {r['learner']} | {r['batch']} | {r['size']} | {r['default_views']:.1f} | {on} | {ovh} |")
+    if "ours_vs_lightly" in rows[0]:
+        lines.append(f"\nours / lightly-based MoCo v2 step: {rows[0]['ours_vs_lightly']:.2f}x")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict]) -> str:
     head = ("| size | batch | onnxruntime int8, 1 img/call (img/s) | ours, batched (img/s) | ours / ORT "
             "| SASSL op p=1.0 (img/s) | SASSL op p=0.8 (img/s) | p=0.8 / p=1.0 |")
@@ -112,7 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed repeats per cell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p = sub.add_parser("train", help="training-step throughput per learner, SASSL off/on, lightly reference")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
+    if args.what == "train":
+        rows = bench_train(args.batch, args.size, args.steps, args.device)
+        print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+        print(format_train_table(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
     if args.what == "stylizer":
         rows = bench_stylizer(args.sizes, args.batch, args.min_time, args.device)
         info = (f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "

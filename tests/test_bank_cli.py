@@ -46,7 +46,7 @@ def test_bank_errors(stylizer, tmp_path):
     (tmp_path / "junk" / "x.jpg").write_text("hello")
     with pytest.raises(ValueError, match="none of its 1 files is a usable image"), pytest.warns(UserWarning):
         build_bank(stylizer, str(tmp_path / "junk"), progress=False)
-    with pytest.raises(FileNotFoundError, match="datasets: paintings"):
+    with pytest.raises(FileNotFoundError, match="neither a folder.*available: paintings"):
         build_bank(stylizer, "no-such-set", progress=False)
     with pytest.raises(StyleBankError, match="no such style bank"):
         StyleBank.load(tmp_path / "missing.pt")

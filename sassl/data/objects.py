@@ -40,7 +40,7 @@ class ObjectsConfig:
     per_object: int = 12
     test_fraction: float = 0.3
     seed: int = 0
-    scale: tuple[float, float] = (0.45, 0.85)
+    scale: tuple[float, float] = (0.65, 0.95)
 
     def tag(self) -> str:
         return f"s{self.size}-n{self.per_object}-t{self.test_fraction}-seed{self.seed}"

@@ -1,15 +1,19 @@
 """Style banks: pre-computed style embeddings of an external style set, saved with their metadata."""
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
-from sassl.data import image_paths
+from sassl.data import get_dataset, image_paths
 from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
+from sassl.paths import cache_dir
 from sassl.stylizer.networks import STYLE_DIM, Stylizer
 
 BANK_FORMAT = 1
@@ -65,19 +69,37 @@ class StyleBank:
         return cls(data["embeddings"].float(), meta)
 
 
+def _image_loaders(source: str) -> tuple[list[tuple[str, Callable[[], Image.Image]]], str]:
+    """(name, loader) per image of a folder, file or dataset name; and where the images really came from."""
+    path = Path(source)
+    if path.exists():
+        return [(str(p), functools.partial(load_rgb, p)) for p in image_paths(source)], str(path)
+    try:
+        ds = get_dataset(source, split="all")
+    except KeyError as e:
+        raise FileNotFoundError(f"style source {source!r} is neither a folder, an image file, nor a dataset name "
+                                f"({e.args[0].split('; ', 1)[-1]})") from None
+    if ds.files is not None:
+        loaders = [(str(p), functools.partial(load_rgb, p)) for p in ds.files]
+    else:
+        loaders = [(f"{source}[{i}]", functools.partial(ds.pil, i)) for i in range(len(ds))]
+    return loaders, ds.meta.get("source_used", source)
+
+
 @torch.no_grad()
 def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_size: int = 32,
                weights_sha256: str = "", progress: bool = True) -> StyleBank:
-    """Embed every image of `source` (folder or bundled set), centre-cropped and resized to image_size.
+    """Embed every image of `source` (folder, file or dataset name), centre-cropped and resized to image_size.
 
     Files that are not usable images are skipped, counted in meta['skipped'] and warned about;
-    a source with no usable image raises.
+    a source with no usable image raises. meta['source_used'] says where the images came from
+    (e.g. the bundled paintings when 'pbn' has no local copy).
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
-    paths = image_paths(source)
+    loaders, source_used = _image_loaders(source)
     device = next(stylizer.parameters()).device
-    report = DecodeReport()
+    kept, skipped = [], []
     chunks: list[torch.Tensor] = []
     batch: list[torch.Tensor] = []
 
@@ -86,19 +108,35 @@ def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_siz
             chunks.append(stylizer.embed(torch.stack(batch).to(device)).float().cpu())
             batch.clear()
 
-    for p in tqdm(paths, desc=f"embedding styles from {source}", unit="img", disable=not progress):
+    for name, load in tqdm(loaders, desc=f"embedding styles from {source}", unit="img", disable=not progress):
         try:
-            batch.append(to_tensor(center_square(load_rgb(p), image_size)))
-            report.kept.append(p)
+            batch.append(to_tensor(center_square(load(), image_size)))
+            kept.append(name)
         except ImageDecodeError as e:
-            report.skipped.append((p, str(e)))
+            skipped.append((Path(name), str(e)))
         if len(batch) == batch_size:
             flush()
     flush()
-    report.warn(f"style source {source}")
-    if not report.kept:
-        raise ValueError(f"style source {source}: none of its {len(paths)} files is a usable image")
+    DecodeReport(kept=[Path(k) for k in kept], skipped=skipped).warn(f"style source {source}")
+    if not kept:
+        raise ValueError(f"style source {source}: none of its {len(loaders)} files is a usable image")
     emb = torch.cat(chunks)
-    meta = {"source": str(source), "count": len(emb), "image_size": image_size, "weights_sha256": weights_sha256,
-            "names": [str(p) for p in report.kept], "skipped": len(report.skipped)}
+    meta = {"source": str(source), "source_used": source_used, "count": len(emb), "image_size": image_size,
+            "weights_sha256": weights_sha256, "names": kept, "skipped": len(skipped)}
     return StyleBank(emb, meta)
+
+
+def bank_for(style: str, stylizer: Stylizer, image_size: int = 256, progress: bool = True) -> StyleBank:
+    """The style bank for a training run: a bank file (.pt), or a folder / dataset name embedded now.
+    Banks of dataset names are cached per (name, weights, image size)."""
+    sha = getattr(stylizer, "weights_sha256", "")
+    if style.endswith(".pt"):
+        return StyleBank.load(style, weights_sha256=sha or None)
+    if Path(style).exists():
+        return build_bank(stylizer, style, image_size, weights_sha256=sha, progress=progress)
+    path = cache_dir() / "banks" / f"{style}-{sha[:12]}-{image_size}.pt"
+    if path.is_file():
+        return StyleBank.load(path, weights_sha256=sha or None)
+    bank = build_bank(stylizer, style, image_size, weights_sha256=sha, progress=progress)
+    bank.save(path)
+    return bank

@@ -1,0 +1,55 @@
+"""LARS and the learning-rate / momentum schedules."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017), as in BYOL/SimCLR:
+    per parameter, lr_local = trust * ||w|| / ||g + wd * w||; groups with `exclude=True` (biases and
+    norm layers) get neither weight decay nor adaptation."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 1e-6, trust: float = 1e-3):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust=trust, exclude=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if not group["exclude"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = p.norm(), g.norm()
+                    scale = torch.where((w_norm > 0) & (g_norm > 0), group["trust"] * w_norm / g_norm, torch.ones_like(w_norm))
+                    g = g * scale
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = torch.clone(g).detach()
+                else:
+                    buf.mul_(group["momentum"]).add_(g)
+                p.add_(buf, alpha=-group["lr"])
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights (decayed, adapted) and biases + norm parameters (exclude=True, no decay)."""
+    decay, exempt = [], []
+    for module in model.modules():
+        norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad:
+                (exempt if norm or name == "bias" else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "exclude": False},
+            {"params": exempt, "weight_decay": 0.0, "exclude": True}]
+
+
+def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
+    """Linear warm-up to base_lr over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))

@@ -1,0 +1,368 @@
+"""Self-supervised pre-training with or without SASSL: `sassl pretrain` / `pretrain(config)`.
+
+Single process needs no launcher; `torchrun --nproc_per_node N -m sassl.cli pretrain ...` runs data
+parallel (NCCL on GPUs, gloo on CPU). Every run writes runs/<name>/: config.json (resolved config,
+git commit, style source used), metrics.jsonl, checkpoints/last.pt (atomic; each epoch and every
+`checkpoint_every` steps) and figures/curves.html (+ .png when kaleido is installed). `resume=True`
+continues from the last checkpoint and reproduces the uninterrupted run: data order, crops and
+augmentations are drawn from seeds derived from (seed, epoch, step), not from global RNG state.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from sassl import dist
+from sassl.learners import LEARNERS, cosine_momentum, create_learner
+from sassl.optim import LARS, cosine_lr, param_groups
+
+STYLE_SOURCES = ("none", "batch", "noise", "content")  # besides a dataset name, a folder or a bank .pt
+
+
+@dataclass
+class PretrainConfig:
+    """Flat, typed run settings (the notebook's parameters cell has the same names)."""
+
+    name: str = "pretrain"                # run folder: runs/<name>
+    learner: str = "mocov2"               # mocov2 (SASSL paper's), mocov2-queue, simclr, byol
+    backbone: str = "resnet18"
+    small_images: bool = False            # CIFAR stem (3x3, no max pool); False = ImageNet stem (cheaper on CPU)
+    dataset: str = "objects"              # registry name; its 'train' split trains, 'test' feeds the kNN monitor
+    image_size: int = 64                  # crop size
+    crop_scale: tuple = (0.08, 1.0)       # random resized crop area range (BYOL: 0.08-1)
+    style: str = "pbn"                    # none | batch | noise | content | dataset name | folder | bank .pt
+    p: float = 0.8                        # SASSL probability per image
+    alpha: tuple = (0.1, 0.3)             # embedding blend range
+    beta: tuple = (0.1, 0.3)              # pixel blend range
+    layers: int = 13                      # stylize only the first k CIN layers
+    epochs: int = 8
+    batch_size: int = 128                 # global batch (split over processes)
+    optimizer: str = "lars"               # lars | sgd
+    lr: float = 1.0                       # base learning rate per 256 images (scaled by batch_size / 256)
+    weight_decay: float = 1e-6
+    warmup_epochs: float = 1.0
+    ema: float = 0.99                     # base target momentum (cosine schedule up to 1.0)
+    temperature: float = 0.0              # 0 = the learner's default
+    proj_hidden: int = 1024
+    proj_dim: int = 128
+    seed: int = 0
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    amp: bool = True                      # bfloat16 autocast on CUDA (ignored on CPU)
+    sync_bn: bool = False                 # SyncBatchNorm when distributed (CUDA only in PyTorch)
+    num_workers: int = 2
+    checkpoint_every: int = 0             # also checkpoint every N steps (0 = epochs only)
+    knn_k: int = 20
+    knn_every: int = 1                    # epochs between kNN monitors (the last epoch always)
+    max_steps: int = 0                    # stop after N steps in total (0 = no limit; for smoke tests)
+    out_dir: str = "runs"
+
+    # fields that may differ between a run and its resumption
+    RESUME_FREE = ("epochs", "num_workers", "device", "out_dir", "checkpoint_every", "knn_every", "max_steps")
+
+
+def config_from_dict(values: dict) -> PretrainConfig:
+    """Validated config: unknown keys and wrong types raise ValueError naming the parameter."""
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(fields)}")
+    out = {}
+    for key, v in values.items():
+        default = getattr(PretrainConfig, key)
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            v = float(v) if ok else v
+        elif isinstance(default, tuple):
+            ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(e, (int, float)) for e in v)
+            v = tuple(float(e) for e in v) if ok else v
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            raise ValueError(f"parameter {key!r}: expected {type(default).__name__} like {default!r}, got {v!r}")
+        out[key] = v
+    cfg = PretrainConfig(**out)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Clear errors for impossible settings, before any data is loaded."""
+    if cfg.learner not in LEARNERS:
+        raise ValueError(f"learner: unknown {cfg.learner!r}; available: {', '.join(LEARNERS)}")
+    if cfg.optimizer not in ("lars", "sgd"):
+        raise ValueError(f"optimizer: expected lars or sgd, got {cfg.optimizer!r}")
+    for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("knn_k", 1), ("knn_every", 1)):
+        if getattr(cfg, name) < lo:
+            raise ValueError(f"{name}: must be >= {lo}, got {getattr(cfg, name)}")
+    if cfg.batch_size % dist.world_size():
+        raise ValueError(f"batch_size: {cfg.batch_size} does not split over {dist.world_size()} processes")
+    if not 0 <= cfg.p <= 1:
+        raise ValueError(f"p: must lie in [0, 1], got {cfg.p}")
+    for name in ("alpha", "beta", "crop_scale"):
+        lo, hi = getattr(cfg, name)
+        if not (0 <= lo <= hi <= 1) or (name == "crop_scale" and lo <= 0):
+            raise ValueError(f"{name}: need 0 <= min <= max <= 1, got {(lo, hi)}")
+    if not 0 <= cfg.layers <= 13:
+        raise ValueError(f"layers: must be in [0, 13], got {cfg.layers}")
+
+
+# ----------------------------------------------------------------------------- data
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's indices for one epoch: a seeded permutation cut to whole global batches, the first
+    `skip_batches` left out (mid-epoch resume); rank r takes every world-th index."""
+
+    def __init__(self, n: int, global_batch: int, seed: int):
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.epoch, self.skip_batches = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        perm = perm[self.skip_batches * self.global_batch:self.batches_per_epoch() * self.global_batch]
+        return iter(perm[dist.rank()::dist.world_size()].tolist())
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch() - self.skip_batches) * self.global_batch // dist.world_size()
+
+
+def _resize_all(ds, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A labelled split as (N, 3, size, size) [0, 1] images (centre square) and labels, for the kNN monitor."""
+    from sassl.data.decode import center_square, to_tensor
+
+    imgs, labels = [], []
+    for i in range(len(ds)):
+        j, img = ds.usable(i)
+        imgs.append(to_tensor(center_square(img, size)))
+        labels.append(ds.labels[j])
+    return torch.stack(imgs), torch.tensor(labels)
+
+
+def _style_op(cfg: PretrainConfig, device: torch.device, run_meta: dict):
+    from sassl.stylizer import SASSL, pretrained
+    from sassl.stylizer.bank import bank_for
+
+    if cfg.style == "none":
+        run_meta["style_source_used"] = "none (SASSL off)"
+        return None
+    stylizer = pretrained(device)
+    if cfg.style in ("batch", "noise", "content"):
+        run_meta["style_source_used"] = cfg.style
+        return SASSL(stylizer, cfg.style, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers)
+    bank = bank_for(cfg.style, stylizer, progress=dist.rank() == 0)
+    run_meta["style_source_used"] = bank.meta.get("source_used", cfg.style)
+    run_meta["style_bank_size"] = len(bank)
+    return SASSL(stylizer, "bank", bank, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers).to(device)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _comparable(cfg_dict: dict) -> dict:
+    return {k: v for k, v in cfg_dict.items() if k not in PretrainConfig.RESUME_FREE}
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train_step(model: nn.Module, views: nn.Module, opt: torch.optim.Optimizer, c1: torch.Tensor, c2: torch.Tensor,
+               g: torch.Generator, lr: float, momentum: float, amp: bool = False) -> tuple[torch.Tensor, dict]:
+    """One optimisation step on a batch of crop pairs: views (SASSL included) -> learner -> backward -> step."""
+    x1, x2, _ = views(c1, c2, g)
+    for grp in opt.param_groups:
+        grp["lr"] = lr
+    with torch.autocast(c1.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss, logs = model(x1, x2, momentum)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, logs
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """LARS (biases and norm layers exempt from decay and adaptation) or SGD with momentum 0.9."""
+    groups = param_groups(model, weight_decay)
+    if name == "lars":
+        return LARS(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train; returns the final metrics. Raises before training for a bad config or checkpoint."""
+    from sassl.data import get_dataset
+    from sassl.eval.knn import extract_features, knn_accuracy
+    from sassl.views import TwoCrops, TwoViews
+
+    validate(cfg)
+    run_dir = Path(cfg.out_dir) / cfg.name
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    state = None
+    if ckpt_path.is_file():
+        if not resume:
+            raise FileExistsError(f"{run_dir} already has a checkpoint; pass resume=True (--resume) to continue it, "
+                                  "or choose another run name")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        if _comparable(saved) != _comparable(cfg_dict):
+            diff = {k: (saved.get(k), v) for k, v in _comparable(cfg_dict).items() if saved.get(k) != v}
+            raise ValueError(f"{ckpt_path} was written by a different config (checkpoint vs now): {diff}")
+    elif resume:
+        warnings.warn(f"--resume: no checkpoint at {ckpt_path}; starting from scratch")
+
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    train_ds = get_dataset(cfg.dataset, split="train")
+    global_batch = cfg.batch_size
+    if len(train_ds) < global_batch:
+        raise ValueError(f"batch_size: {global_batch} is larger than {cfg.dataset}'s train split ({len(train_ds)} images)")
+    try:
+        test_ds = get_dataset(cfg.dataset, split="test")
+    except ValueError:
+        test_ds = None
+    run_meta = {"git_commit": _git_commit(), "world_size": dist.world_size(), "device": str(device),
+                "train_images": len(train_ds), "dataset_source_used": train_ds.meta.get("source_used")}
+    kw = {"proj_hidden": cfg.proj_hidden, "proj_dim": cfg.proj_dim}
+    if cfg.learner.startswith("mocov2") or cfg.learner == "byol":
+        kw["pred_hidden"] = cfg.proj_hidden
+    if cfg.temperature and cfg.learner != "byol":
+        kw["temperature"] = cfg.temperature
+    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, **kw).to(device)
+    if dist.is_dist() and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    views = TwoViews(sassl=_style_op(cfg, device, run_meta)).to(device)
+
+    base_lr = cfg.lr * global_batch / 256
+    opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
+    sampler = EpochSampler(len(train_ds), global_batch, cfg.seed)
+    steps_per_epoch = sampler.batches_per_epoch()
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    step, history = 0, {"epoch_knn": []}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        history = json.loads(state["history_json"])
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.is_dist() else model
+
+    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale)
+    if dist.rank() == 0:
+        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg_dict | {"resolved": run_meta}, indent=1))
+    metrics_file = run_dir / "metrics.jsonl"
+    if dist.rank() == 0 and metrics_file.exists():
+        # keep what the checkpoint we resume from had seen; rows logged after it (or a partial
+        # epoch's summary, or everything when starting afresh) are written again
+        def keep(row: dict) -> bool:
+            partial_epoch = "epoch_seconds" in row and row["step"] == step and step % steps_per_epoch
+            return state is not None and row["step"] <= step and not partial_epoch
+
+        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))
+    knn_data = None
+    if test_ds is not None:
+        knn_data = (_resize_all(train_ds, cfg.image_size), _resize_all(test_ds, cfg.image_size))
+
+    def log(row: dict) -> None:
+        if dist.rank() == 0:
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def save() -> None:
+        if dist.rank() == 0:
+            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                          "config": json.dumps(cfg_dict), "history_json": json.dumps(history)}, ckpt_path)
+
+    use_amp = cfg.amp and device.type == "cuda"
+    start_epoch = step // steps_per_epoch
+    result = {}
+    if start_epoch >= cfg.epochs and metrics_file.exists():  # resuming a finished run: report it again
+        epoch_rows = [json.loads(x) for x in metrics_file.read_text().splitlines() if "epoch_seconds" in x]
+        result = epoch_rows[-1] if epoch_rows else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
+        crops.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(crops, batch_size=global_batch // dist.world_size(), sampler=sampler,
+                                             num_workers=cfg.num_workers, drop_last=True,
+                                             pin_memory=device.type == "cuda", persistent_workers=False)
+        model.train()
+        t0, seen = time.time(), 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or dist.rank() != 0,
+                   initial=sampler.skip_batches, total=steps_per_epoch)
+        for c1, c2, _ in bar:
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * dist.world_size() + dist.rank())
+            lr = cosine_lr(step, total_steps, warmup, base_lr)
+            m = cosine_momentum(step, total_steps, cfg.ema)
+            loss, logs = train_step(ddp, views, opt, c1.to(device, non_blocking=True), c2.to(device, non_blocking=True),
+                                    g, lr, m, use_amp)
+            step += 1
+            seen += len(c1) * dist.world_size()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr (now {cfg.lr})")
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{lr:.3g}")
+            log({"step": step, "epoch": epoch + 1, "loss": logs["loss"], "lr": lr, "momentum": m})
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save()
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(time.time() - t0, 2),
+               "images_per_second": round(seen / max(1e-9, time.time() - t0), 1)}
+        last = epoch + 1 == cfg.epochs or (cfg.max_steps and step >= cfg.max_steps)
+        if knn_data is not None and ((epoch + 1) % cfg.knn_every == 0 or last) and dist.rank() == 0:
+            (tr_x, tr_y), (te_x, te_y) = knn_data
+            bb = model.backbone
+            acc = knn_accuracy(extract_features(bb, tr_x), tr_y, extract_features(bb, te_x), te_y,
+                               len(train_ds.classes), k=cfg.knn_k)
+            row["knn_top1"] = round(100 * acc, 2)
+            history["epoch_knn"].append([epoch + 1, row["knn_top1"]])
+        log(row)
+        result = row
+        save()
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+    if dist.rank() == 0:
+        from sassl.plots import training_curves
+
+        training_curves(metrics_file, run_dir / "figures" / "curves")
+        (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from sassl.train import PretrainConfig, config_from_dict, pretrain
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, photos):
+    """48 real-photo crops in 3 class folders (a stand-in dataset small enough for a test)."""
+    root = tmp_path_factory.mktemp("tiny")
+    for c in range(3):
+        (root / f"c{c}").mkdir()
+        for i in range(16):
+            img = Image.open(photos[(c * 16 + i) % len(photos)]).convert("RGB")
+            w, h = img.size
+            box = ((i * 37) % (w // 2), (i * 23) % (h // 2))
+            img.crop(box + (box[0] + w // 2, box[1] + h // 2)).resize((40, 40)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def _cfg(tmp_path, tiny_folder, **kw):
+    base = dict(name="t", out_dir=str(tmp_path), dataset=f"imagefolder:{tiny_folder}", image_size=32, batch_size=8,
+                epochs=2, proj_hidden=64, proj_dim=32, num_workers=0, style="none", knn_k=5, small_images=False)
+    return config_from_dict(base | kw)
+
+
+def test_config_validation_names_the_parameter():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['lerner'\]"):
+        config_from_dict({"lerner": "simclr"})
+    with pytest.raises(ValueError, match="parameter 'epochs': expected int"):
+        config_from_dict({"epochs": "ten"})
+    with pytest.raises(ValueError, match="learner: unknown 'dino'"):
+        config_from_dict({"learner": "dino"})
+    with pytest.raises(ValueError, match="batch_size: must be >= 2"):
+        config_from_dict({"batch_size": 1})
+    with pytest.raises(ValueError, match=r"alpha: need 0 <= min <= max <= 1"):
+        config_from_dict({"alpha": [0.5, 0.2]})
+    assert config_from_dict({"alpha": [0, 1], "lr": 2}).lr == 2.0
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_folder):
+    full = _cfg(tmp_path, tiny_folder, name="full", style="batch")
+    r_full = pretrain(full, progress=False)
+    # the same run stopped mid-epoch 2 (step 9 of 12), then resumed
+    part = _cfg(tmp_path, tiny_folder, name="part", style="batch", max_steps=9)
+    pretrain(part, progress=False)
+    ck = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["step"] == 9
+    r_part = pretrain(_cfg(tmp_path, tiny_folder, name="part", style="batch"), resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert r_full["knn_top1"] == r_part["knn_top1"]
+    rows = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    losses = lambda run: [(r["step"], round(r["loss"], 5)) for r in rows(run) if "loss" in r]
+    assert losses("full") == losses("part") and len(losses("full")) == 12
+    assert [r["epoch"] for r in rows("part") if "epoch_seconds" in r] == [1, 2]
+    run = tmp_path / "full"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["resolved"]["style_source_used"] == "batch" and "git_commit" in cfg["resolved"]
+    assert (run / "figures" / "curves.html").is_file() and (run / "metrics.json").is_file()
+
+
+def test_refuses_mismatched_or_existing_checkpoint(tmp_path, tiny_folder):
+    pretrain(_cfg(tmp_path, tiny_folder, max_steps=1), progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(_cfg(tmp_path, tiny_folder, max_steps=1), progress=False)
+    with pytest.raises(ValueError, match=r"different config.*'lr': \(1.0, 0.5\)"):
+        pretrain(_cfg(tmp_path, tiny_folder, lr=0.5), resume=True, progress=False)
+
+
+def test_impossible_batch_and_unknown_sources(tmp_path, tiny_folder):
+    with pytest.raises(ValueError, match="batch_size: 64 is larger than"):
+        pretrain(_cfg(tmp_path, tiny_folder, batch_size=64), progress=False)
+    with pytest.raises(KeyError, match="unknown dataset 'nope'"):
+        pretrain(_cfg(tmp_path, tiny_folder, dataset="nope", name="x"), progress=False)
+    with pytest.raises(FileNotFoundError, match="style source 'wikiart'"):
+        pretrain(_cfg(tmp_path, tiny_folder, style="wikiart", name="y"), progress=False)

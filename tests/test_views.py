@@ -1,0 +1,69 @@
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from conftest import load_batch
+from sassl.data.registry import Dataset
+from sassl.stylizer import SASSL
+from sassl.views import (TwoCrops, TwoViews, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
+                         gaussian_blur, sample_crop)
+
+
+@pytest.mark.parametrize("ours, ref, factors", [
+    (adjust_brightness, TF.adjust_brightness, [0.6, 0.9, 1.2, 1.4]),
+    (adjust_contrast, TF.adjust_contrast, [0.6, 0.9, 1.2, 1.4]),
+    (adjust_saturation, TF.adjust_saturation, [0.8, 0.9, 1.1, 1.2]),
+    (adjust_hue, TF.adjust_hue, [-0.1, -0.03, 0.04, 0.1]),
+])
+def test_batched_colour_ops_match_torchvision_per_image(photos, ours, ref, factors):
+    x = load_batch(photos[:4], 32)
+    f = torch.tensor(factors)
+    want = torch.stack([ref(x[i], float(f[i])) for i in range(4)])
+    torch.testing.assert_close(ours(x, f), want, atol=1e-4, rtol=0)
+
+
+def test_batched_blur_matches_torchvision_per_image(photos):
+    x, s = load_batch(photos[:4], 32), torch.tensor([0.1, 0.7, 1.3, 2.0])
+    want = torch.stack([TF.gaussian_blur(x[i], [7, 7], [float(s[i])] * 2) for i in range(4)])
+    torch.testing.assert_close(gaussian_blur(x, s, 7), want, atol=1e-5, rtol=0)
+
+
+def test_crop_box_follows_the_ranges():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        left, top, w, h = sample_crop(120, 80, g)
+        assert 0 <= left and left + w <= 120 and 0 <= top and top + h <= 80
+        assert 0.08 * 9600 * 0.9 <= w * h <= 9600
+
+
+def test_randomness_is_per_image(photos):
+    x = load_batch(photos[:1], 48).expand(16, -1, -1, -1).contiguous()
+    v1, v2, (p1, p2) = TwoViews()(x, x, torch.Generator().manual_seed(0))
+    assert len({tuple(r.tolist()) for r in p1.factors}) == 16
+    assert 0 < p1.flip.sum() < 16 and 0 < p2.solarize.sum() + (~p2.solarize).sum()
+    flat = v1.flatten(1)
+    assert (torch.cdist(flat, flat) + torch.eye(16) * 1e9).min() > 1e-3  # no two identical views
+    assert p1.blur.all() and not p1.solarize.any()  # left view: blur 1.0, solarize 0.0
+
+
+def test_views_seeded_and_sassl_only_on_left(stylizer, photos, art):
+    x1, x2 = load_batch(photos[:6], 48), load_batch(photos[5:11], 48)
+    on = TwoViews(sassl=SASSL(stylizer, "batch", p=1.0))
+    off = TwoViews(sassl=SASSL(stylizer, "batch", p=0.0))  # same random draws, nothing stylized
+    a1, a2, pa = on(x1, x2, torch.Generator().manual_seed(5))
+    b1, b2, pb = off(x1, x2, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a2, b2)            # right view untouched by SASSL
+    assert (a1 - b1).abs().mean() > 1e-3          # left view stylized
+    c1, c2, _ = on(x1, x2, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a1, c1)
+    assert pa[0].sassl.apply.all() and pa[1].sassl is None
+
+
+def test_two_crops_reproducible_per_epoch(photos):
+    ds = Dataset("t", [0, 1], ["a", "b"], files=list(photos[:2]))
+    crops = TwoCrops(ds, 32, seed=1)
+    a = crops[0]
+    assert a[0].shape == (3, 32, 32) and not torch.equal(a[0], a[1])
+    torch.testing.assert_close(crops[0][0], a[0])
+    crops.set_epoch(1)
+    assert not torch.equal(crops[0][0], a[0])
