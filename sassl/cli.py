@@ -4,20 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from sassl.runtime import git_commit, resolve_device
+
 DEMO_SETTINGS = [(1.0, 1.0), (0.5, 1.0), (0.3, 0.3), (0.2, 0.2), (0.1, 0.1)]  # (alpha, beta) columns
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _fit_longer_side(img, size: int):
@@ -38,7 +33,7 @@ def stylize_file(content: str, style: str, out: str, alpha: float = 1.0, beta: f
             raise ValueError(f"--{name} must lie in [0, 1], got {v}")
     if size < 16 or style_size < 32:
         raise ValueError(f"--size must be >= 16 and --style-size >= 32, got {size}, {style_size}")
-    dev = _device(device)
+    dev = resolve_device(device)
     st = pretrained(dev)
     c = to_tensor(_fit_longer_side(load_rgb(content), size))[None].to(dev)
     s = to_tensor(center_square(load_rgb(style), style_size))[None].to(dev)
@@ -58,7 +53,7 @@ def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> P
     from sassl.viz import contact_sheet
 
     t0 = time.time()
-    dev = _device(device)
+    dev = resolve_device(device)
     st = pretrained(dev)
     photos, art = image_paths("opencv-photos"), image_paths("opencv-art")
     pairs = list(zip(photos[:4], art[:4]))
@@ -82,18 +77,10 @@ def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> P
     contact_sheet(rows, header, tile=180, captions=captions).save(sheet_path)
     config = {"command": "demo", "size": size, "device": str(dev), "settings_alpha_beta": DEMO_SETTINGS,
               "pairs": [[str(c), str(s)] for c, s in pairs], "weights_sha256": st.weights_sha256,
-              "git_commit": _git_commit()}
+              "git_commit": git_commit()}
     (out / "config.json").write_text(json.dumps(config, indent=1))
     (out / "metrics.json").write_text(json.dumps({"seconds": round(time.time() - t0, 2), "images": len(rows) * len(DEMO_SETTINGS)}))
     return sheet_path
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -217,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "style-bank" and args.bank_cmd == "build":
             from sassl.stylizer import build_bank, pretrained
 
-            st = pretrained(_device(args.device))
+            st = pretrained(resolve_device(args.device))
             bank = build_bank(st, args.source, args.image_size, args.batch_size, weights_sha256=st.weights_sha256)
             bank.save(args.out)
             print(f"wrote {args.out}: {len(bank)} styles from {args.source} ({bank.meta['skipped']} files skipped)")

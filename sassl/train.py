@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from sassl import dist
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
+from sassl.runtime import git_commit, resolve_device
 
 STYLE_SOURCES = ("none", "batch", "noise", "content")  # besides a dataset name, a folder or a bank .pt
 
@@ -45,7 +45,7 @@ class PretrainConfig:
     beta: tuple = (0.1, 0.3)              # pixel blend range
     layers: int = 13                      # stylize only the first k CIN layers
     epochs: int = 8
-    batch_size: int = 128                 # global batch (split over processes)
+    batch_size: int = 64                  # global batch (split over processes)
     optimizer: str = "lars"               # lars | sgd
     lr: float = 1.0                       # base learning rate per 256 images (scaled by batch_size / 256)
     weight_decay: float = 1e-6
@@ -183,24 +183,6 @@ def _comparable(cfg_dict: dict) -> dict:
     return {k: v for k, v in cfg_dict.items() if k not in PretrainConfig.RESUME_FREE}
 
 
-def _git_commit() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 def train_step(model: nn.Module, views: nn.Module, opt: torch.optim.Optimizer, c1: torch.Tensor, c2: torch.Tensor,
@@ -245,10 +227,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if _comparable(saved) != _comparable(cfg_dict):
             diff = {k: (saved.get(k), v) for k, v in _comparable(cfg_dict).items() if saved.get(k) != v}
             raise ValueError(f"{ckpt_path} was written by a different config (checkpoint vs now): {diff}")
-    elif resume:
-        warnings.warn(f"--resume: no checkpoint at {ckpt_path}; starting from scratch")
+    elif resume and dist.rank() == 0:
+        print(f"sassl pretrain: no checkpoint at {ckpt_path} yet; starting the run", flush=True)
 
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_ds = get_dataset(cfg.dataset, split="train")
     global_batch = cfg.batch_size
@@ -258,7 +240,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         test_ds = get_dataset(cfg.dataset, split="test")
     except ValueError:
         test_ds = None
-    run_meta = {"git_commit": _git_commit(), "world_size": dist.world_size(), "device": str(device),
+    run_meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(device),
                 "train_images": len(train_ds), "dataset_source_used": train_ds.meta.get("source_used")}
     kw = {"proj_hidden": cfg.proj_hidden, "proj_dim": cfg.proj_dim}
     if cfg.learner.startswith("mocov2") or cfg.learner == "byol":

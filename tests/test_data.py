@@ -18,7 +18,7 @@ from sassl.data.bundled import SOURCES, Source, extract_deb, prepare_source, sou
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import CLASSES, ObjectsConfig, identity
 from sassl.data.registry import imagefolder
-from sassl.data.sets import _qml_levels, prepare_set, rebuild_puzzle, set_dir
+from sassl.data.sets import prepare_set, rebuild_puzzle, set_dir
 from sassl.fetch import FetchError
 
 

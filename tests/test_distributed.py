@@ -4,7 +4,6 @@ NOTE: SyncBatchNorm is CUDA-only in PyTorch, so on CPU each rank normalises with
 statistics. To compare exactly, batch norm runs in eval mode here; what is tested is the rest of the
 distributed path: key/embedding gathering with gradients, rank offsets of the positives, DDP's
 gradient averaging and the loss normalisation."""
-import os
 
 import pytest
 import torch

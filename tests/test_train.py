@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sassl.train import PretrainConfig, config_from_dict, pretrain
+from sassl.train import config_from_dict, pretrain
 
 
 @pytest.fixture(scope="module")

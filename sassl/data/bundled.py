@@ -101,36 +101,32 @@ def _safe_rel(path: str) -> Path | None:
     return None if rel.is_absolute() or ".." in rel.parts else rel
 
 
+def _write_members(entries, members: tuple[str, ...], dest: Path, archive) -> list[str]:
+    """entries: (path inside the archive, is_file, read() -> bytes); write the files matching `members`."""
+    names = []
+    for path, is_file, read in entries:
+        rel = _safe_rel(path)
+        if not is_file or rel is None or not _wanted(str(rel), members):
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(read())
+        names.append(str(rel))
+    if not names:
+        raise ValueError(f"{archive}: nothing matches {members}")
+    return sorted(names)
+
+
 def extract_deb(deb: str | os.PathLike, members: tuple[str, ...], dest: str | os.PathLike) -> list[str]:
     """Extract the regular files matching `members` (globs) into dest, keeping their paths."""
-    dest, names = Path(dest), []
     with read_deb_data_tar(deb) as tar:
-        for m in tar.getmembers():
-            rel = _safe_rel(m.name)
-            if not m.isfile() or rel is None or not _wanted(str(rel), members):
-                continue
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(m) as src, open(dest / rel, "wb") as out:
-                shutil.copyfileobj(src, out)
-            names.append(str(rel))
-    if not names:
-        raise ValueError(f"{deb}: nothing matches {members}")
-    return sorted(names)
+        entries = ((m.name, m.isfile(), lambda m=m: tar.extractfile(m).read()) for m in tar.getmembers())
+        return _write_members(entries, members, Path(dest), deb)
 
 
 def extract_wheel(wheel: str | os.PathLike, members: tuple[str, ...], dest: str | os.PathLike) -> list[str]:
-    dest, names = Path(dest), []
     with zipfile.ZipFile(wheel) as zf:
-        for n in zf.namelist():
-            rel = _safe_rel(n)
-            if n.endswith("/") or rel is None or not _wanted(str(rel), members):
-                continue
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).write_bytes(zf.read(n))
-            names.append(str(rel))
-    if not names:
-        raise ValueError(f"{wheel}: nothing matches {members}")
-    return sorted(names)
+        entries = ((n, not n.endswith("/"), lambda n=n: zf.read(n)) for n in zf.namelist())
+        return _write_members(entries, members, Path(dest), wheel)
 
 
 def source_dir(src: Source, root: Path | None = None) -> Path:
