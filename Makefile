@@ -7,6 +7,10 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 .PHONY: setup demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
+	@# Chromium renders plotly figures to PNG (kaleido). Optional: without it figures are HTML only.
+	@command -v chromium >/dev/null || command -v google-chrome >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: no Chromium (install it for PNG figures); continuing with HTML figures"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
