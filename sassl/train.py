@@ -295,6 +295,16 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                           "config": json.dumps(cfg_dict), "history_json": json.dumps(history)}, ckpt_path)
 
+    def knn_now() -> float:
+        (tr_x, tr_y), (te_x, te_y) = knn_data
+        bb = model.backbone
+        acc = knn_accuracy(extract_features(bb, tr_x), tr_y, extract_features(bb, te_x), te_y,
+                           len(train_ds.classes), k=cfg.knn_k)
+        return round(100 * acc, 2)
+
+    if state is None and knn_data is not None and dist.rank() == 0:
+        log({"epoch": 0, "step": 0, "knn_top1": knn_now()})  # the random-init baseline a run must beat
+
     use_amp = cfg.amp and device.type == "cuda"
     start_epoch = step // steps_per_epoch
     result = {}
@@ -331,11 +341,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                "images_per_second": round(seen / max(1e-9, time.time() - t0), 1)}
         last = epoch + 1 == cfg.epochs or (cfg.max_steps and step >= cfg.max_steps)
         if knn_data is not None and ((epoch + 1) % cfg.knn_every == 0 or last) and dist.rank() == 0:
-            (tr_x, tr_y), (te_x, te_y) = knn_data
-            bb = model.backbone
-            acc = knn_accuracy(extract_features(bb, tr_x), tr_y, extract_features(bb, te_x), te_y,
-                               len(train_ds.classes), k=cfg.knn_k)
-            row["knn_top1"] = round(100 * acc, 2)
+            row["knn_top1"] = knn_now()
             history["epoch_knn"].append([epoch + 1, row["knn_top1"]])
         log(row)
         result = row

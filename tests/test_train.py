@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -59,10 +60,13 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_folder):
     losses = lambda run: [(r["step"], round(r["loss"], 5)) for r in rows(run) if "loss" in r]
     assert losses("full") == losses("part") and len(losses("full")) == 12
     assert [r["epoch"] for r in rows("part") if "epoch_seconds" in r] == [1, 2]
+    assert rows("full")[0]["epoch"] == 0 and "knn_top1" in rows("full")[0]  # random-init baseline logged first
     run = tmp_path / "full"
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["resolved"]["style_source_used"] == "batch" and "git_commit" in cfg["resolved"]
     assert (run / "figures" / "curves.html").is_file() and (run / "metrics.json").is_file()
+    if shutil.which("chromium") or shutil.which("google-chrome"):  # the set-up installs Chromium where it can
+        assert (run / "figures" / "curves.png").stat().st_size > 10_000
 
 
 def test_refuses_mismatched_or_existing_checkpoint(tmp_path, tiny_folder):
