@@ -103,10 +103,10 @@ def _pretrain(args) -> int:
     import dataclasses
 
     from sassl import dist
-    from sassl.train import config_from_dict, pretrain
+    from sassl.train import PretrainConfig, config_from_dict, pretrain
 
     values = json.loads(Path(args.config).read_text()) if args.config else {}
-    for f in dataclasses.fields(__import__("sassl.train", fromlist=["PretrainConfig"]).PretrainConfig):
+    for f in dataclasses.fields(PretrainConfig):
         v = getattr(args, f.name)
         if v is not None:
             values[f.name] = v

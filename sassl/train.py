@@ -258,12 +258,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     steps_per_epoch = sampler.batches_per_epoch()
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    step, history = 0, {"epoch_knn": []}
+    step = 0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
-        history = json.loads(state["history_json"])
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.is_dist() else model
 
@@ -293,7 +292,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     def save() -> None:
         if dist.rank() == 0:
             _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                          "config": json.dumps(cfg_dict), "history_json": json.dumps(history)}, ckpt_path)
+                          "config": json.dumps(cfg_dict)}, ckpt_path)
 
     def knn_now() -> float:
         (tr_x, tr_y), (te_x, te_y) = knn_data
@@ -342,7 +341,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         last = epoch + 1 == cfg.epochs or (cfg.max_steps and step >= cfg.max_steps)
         if knn_data is not None and ((epoch + 1) % cfg.knn_every == 0 or last) and dist.rank() == 0:
             row["knn_top1"] = knn_now()
-            history["epoch_knn"].append([epoch + 1, row["knn_top1"]])
         log(row)
         result = row
         save()

@@ -11,7 +11,7 @@ Every random parameter is drawn per image (on the CPU, from a generator seeded p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -160,7 +160,6 @@ class ViewParams:
     sigma: torch.Tensor
     solarize: torch.Tensor
     sassl: object = None
-    extra: dict = field(default_factory=dict)
 
 
 class TwoViews(nn.Module):

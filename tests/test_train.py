@@ -84,3 +84,17 @@ def test_impossible_batch_and_unknown_sources(tmp_path, tiny_folder):
         pretrain(_cfg(tmp_path, tiny_folder, dataset="nope", name="x"), progress=False)
     with pytest.raises(FileNotFoundError, match="style source 'wikiart'"):
         pretrain(_cfg(tmp_path, tiny_folder, style="wikiart", name="y"), progress=False)
+
+
+def test_cli_pretrain(tmp_path, tiny_folder, capsys):
+    from sassl.cli import main
+
+    common = ["pretrain", "--out-dir", str(tmp_path), "--dataset", f"imagefolder:{tiny_folder}", "--image-size", "32",
+              "--batch-size", "8", "--proj-hidden", "32", "--proj-dim", "16", "--num-workers", "0", "--style", "none"]
+    assert main(common + ["--name", "cli", "--epochs", "1", "--max-steps", "2", "--small-images", "false"]) == 0
+    out = capsys.readouterr().out
+    assert "run folder:" in out and (tmp_path / "cli" / "checkpoints" / "last.pt").is_file()
+    assert main(common + ["--name", "bad", "--alpha", "0.5", "0.2"]) == 2
+    assert "alpha: need 0 <= min <= max <= 1" in capsys.readouterr().err
+    assert main(common + ["--name", "cli", "--epochs", "1"]) == 2  # exists: needs --resume
+    assert "--resume" in capsys.readouterr().err

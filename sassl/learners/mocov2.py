@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sassl.dist import gather, gather_nograd, rank
+from sassl.dist import gather_nograd, rank
 from sassl.learners.heads import frozen_copy, mlp, update_momentum
 from sassl.learners.losses import info_nce
 
@@ -46,5 +46,3 @@ class MoCoV2(nn.Module):
             self._enqueue(torch.cat([k1_all, k2_all]))
         return loss, {"loss": loss.item()}
 
-
-__all__ = ["MoCoV2", "gather"]

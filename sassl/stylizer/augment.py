@@ -183,13 +183,5 @@ class SASSL(nn.Module):
         out[sel] = y.to(x.dtype)
         return out, params
 
-    def with_params(self, **changes) -> "SASSL":
-        """A copy with other settings but the same stylizer and bank (e.g. op.with_params(p=1.0))."""
-        kwargs = dict(source=self.source, bank=self.bank, p=self.p, alpha=self.alpha_range, beta=self.beta_range,
-                      layers=self.layers, batch_offset=self.batch_offset, noise_std=self.noise_std,
-                      embed_size=self.embed_size)
-        kwargs.update(changes)
-        return SASSL(self.stylizer, **kwargs)
-
 
 __all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "stylize"]
