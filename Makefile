@@ -19,11 +19,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Main job on bundled real data (prepared once into ~/.cache/sassl): stylization contact sheet, then
-# MoCo v2 + SASSL pre-training on `objects` with the default (pbn -> bundled paintings) style source.
+# Main job on bundled real data (prepared once into ~/.cache/sassl): a stylization contact sheet, then the
+# notebooks through papermill: MoCo v2 + SASSL pre-training on `objects` with the default style source
+# (pbn -> bundled paintings), then its evaluation. Re-running resumes / reuses the run.
 demo: setup
 	$(BIN)/sassl demo --out runs/demo
-	$(BIN)/sassl pretrain --name default --resume
+	mkdir -p runs/default
+	$(BIN)/papermill notebooks/pretrain.ipynb runs/default/pretrain.ipynb -p name default --log-level WARNING
+	$(BIN)/papermill notebooks/evaluate.ipynb runs/default/evaluate.ipynb -p encoder default --log-level WARNING
+	@echo "results: runs/default/ (executed notebooks pretrain.ipynb and evaluate.ipynb, eval/summary.csv, figures/)"
 
 test: setup
 	$(BIN)/python -m pytest -q

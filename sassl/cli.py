@@ -83,33 +83,39 @@ def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> P
     return sheet_path
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, cls) -> None:
+    """One flag per field of a flat config dataclass (--image-size for image_size); unset flags stay None."""
     import dataclasses
 
-    from sassl.train import PretrainConfig
-
-    for f in dataclasses.fields(PretrainConfig):
+    for f in dataclasses.fields(cls):
         default = f.default
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, bool):
             p.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
-        elif isinstance(default, tuple):
+        elif isinstance(default, tuple) and len(default) == 2 and all(isinstance(e, float) for e in default):
             p.add_argument(flag, type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=type(default[0]), nargs="+", default=None)
         else:
             p.add_argument(flag, type=type(default), default=None)
 
 
-def _pretrain(args) -> int:
+def _config_values(args, cls) -> dict:
     import dataclasses
 
+    values = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return values
+
+
+def _pretrain(args) -> int:
     from sassl import dist
     from sassl.train import PretrainConfig, config_from_dict, pretrain
 
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
-    for f in dataclasses.fields(PretrainConfig):
-        v = getattr(args, f.name)
-        if v is not None:
-            values[f.name] = v
+    values = _config_values(args, PretrainConfig)
     if "WORLD_SIZE" in os.environ and not dist.is_dist():  # launched by torchrun
         import torch.distributed as tdist
 
@@ -119,6 +125,43 @@ def _pretrain(args) -> int:
     if dist.rank() == 0:
         print(json.dumps(result))
         print(f"run folder: {Path(cfg.out_dir) / cfg.name}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from sassl.config import from_dict
+    from sassl.eval.transfer import EvalConfig, evaluate
+
+    values = _config_values(args, EvalConfig)
+    if args.encoder_arg:
+        values["encoder"] = args.encoder_arg
+    res = evaluate(from_dict(EvalConfig, values))
+    w = max(len(r["target"]) for r in res["summary"])
+    print(f"{'target':<{w}}  {'protocol':<9}  {'n':>3}  top1 mean +- std")
+    for r in res["summary"]:
+        print(f"{r['target']:<{w}}  {r['protocol']:<9}  {r['n']:>3}  {r['top1_mean']:6.2f} +- {r['top1_std']:.2f}")
+    print(f"results: {res['out'] / 'summary.csv'} (per seed: results.csv; figure: figures/summary.html)")
+    return 0
+
+
+def _style_space(args) -> int:
+    from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
+    from sassl.plots import save_figure
+
+    out = Path(args.out)
+    emb, labels, names = style_embeddings(args.sources, args.per_dataset, seed=args.seed,
+                                          device=resolve_device(args.device))
+    m = overlap_matrices(emb, labels)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    save_figure(tsne_figure(emb, labels, names, args.perplexity, args.iterations, args.seed), out / "figures" / "tsne")
+    save_figure(overlap_figure(m), out / "figures" / "overlap")
+    (out / "overlap.json").write_text(json.dumps(m, indent=1))
+    (out / "config.json").write_text(json.dumps(vars(args) | {"points": len(emb), "git_commit": git_commit()}, indent=1))
+    w = max(len(d) for d in m["datasets"])
+    print("Frechet distance / kNN overlap between style embeddings:")
+    for i, d in enumerate(m["datasets"]):
+        print(f"{d:<{w}}  " + "  ".join(f"{m['frechet'][i][j]:7.2f}/{m['knn_overlap'][i][j]:.2f}" for j in range(len(m["datasets"]))))
+    print(f"figures: {out / 'figures'} (tsne.html, overlap.html)")
     return 0
 
 
@@ -187,9 +230,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="use a local package file (.deb/.whl) for a source instead of downloading it")
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training with or without SASSL (runs/<name>/)")
-    _add_config_args(p)
+    from sassl.train import PretrainConfig
+
+    _add_config_args(p, PretrainConfig)
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
+
+    p = sub.add_parser("evaluate", help="kNN / linear probe / few-shot / fine-tune of an encoder on target datasets")
+    from sassl.eval.transfer import EvalConfig
+
+    p.add_argument("encoder_arg", nargs="?", metavar="ENCODER",
+                   help="run name, run folder or checkpoint .pt; random:resnet18 for a random-init baseline")
+    _add_config_args(p, EvalConfig)
+    p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
+
+    p = sub.add_parser("style-space", help="t-SNE of style embeddings of datasets, and their overlap matrices")
+    p.add_argument("sources", nargs="+", help="dataset names, folders or style-bank .pt files")
+    p.add_argument("--per-dataset", type=int, default=200, help="images embedded per source (seeded sample)")
+    p.add_argument("--perplexity", type=float, default=30.0)
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/style_space")
+    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("demo", help="stylization contact sheet on bundled real images")
     p.add_argument("--out", default="runs/demo")
@@ -218,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         elif args.cmd == "pretrain":
             return _pretrain(args)
+        elif args.cmd == "evaluate":
+            return _evaluate(args)
+        elif args.cmd == "style-space":
+            return _style_space(args)
         elif args.cmd == "demo":
             path = demo(args.out, args.size, args.device)
             print(f"contact sheet: {path}\nrun folder:    {path.parent.parent}")

@@ -21,6 +21,11 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
 
 
 def training_curves(metrics_file: str | Path, stem: str | Path) -> list[Path]:
+    """Save curves_figure(metrics_file) as stem.html (+ .png)."""
+    return save_figure(curves_figure(metrics_file), stem)
+
+
+def curves_figure(metrics_file: str | Path):
     """Loss per step and kNN top-1 per epoch from a metrics.jsonl, side by side."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -35,4 +40,4 @@ def training_curves(metrics_file: str | Path, stem: str | Path) -> list[Path]:
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
     fig.update_layout(template="plotly_white", showlegend=False)
-    return save_figure(fig, stem)
+    return fig

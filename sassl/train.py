@@ -9,7 +9,6 @@ augmentations are drawn from seeds derived from (seed, epoch, step), not from gl
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -21,6 +20,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from sassl import dist
+from sassl.config import from_dict
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
 from sassl.runtime import git_commit, resolve_device
@@ -71,29 +71,7 @@ class PretrainConfig:
 
 def config_from_dict(values: dict) -> PretrainConfig:
     """Validated config: unknown keys and wrong types raise ValueError naming the parameter."""
-    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(fields)}")
-    out = {}
-    for key, v in values.items():
-        default = getattr(PretrainConfig, key)
-        if isinstance(default, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(default, int):
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        elif isinstance(default, float):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-            v = float(v) if ok else v
-        elif isinstance(default, tuple):
-            ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(e, (int, float)) for e in v)
-            v = tuple(float(e) for e in v) if ok else v
-        else:
-            ok = isinstance(v, str)
-        if not ok:
-            raise ValueError(f"parameter {key!r}: expected {type(default).__name__} like {default!r}, got {v!r}")
-        out[key] = v
-    cfg = PretrainConfig(**out)
+    cfg = from_dict(PretrainConfig, values)
     validate(cfg)
     return cfg
 
@@ -139,18 +117,6 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch() - self.skip_batches) * self.global_batch // dist.world_size()
-
-
-def _resize_all(ds, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A labelled split as (N, 3, size, size) [0, 1] images (centre square) and labels, for the kNN monitor."""
-    from sassl.data.decode import center_square, to_tensor
-
-    imgs, labels = [], []
-    for i in range(len(ds)):
-        j, img = ds.usable(i)
-        imgs.append(to_tensor(center_square(img, size)))
-        labels.append(ds.labels[j])
-    return torch.stack(imgs), torch.tensor(labels)
 
 
 def _style_op(cfg: PretrainConfig, device: torch.device, run_meta: dict):
@@ -211,6 +177,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     """Train; returns the final metrics. Raises before training for a bad config or checkpoint."""
     from sassl.data import get_dataset
     from sassl.eval.knn import extract_features, knn_accuracy
+    from sassl.eval.targets import resize_all
     from sassl.views import TwoCrops, TwoViews
 
     validate(cfg)
@@ -282,7 +249,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))
     knn_data = None
     if test_ds is not None:
-        knn_data = (_resize_all(train_ds, cfg.image_size), _resize_all(test_ds, cfg.image_size))
+        knn_data = (resize_all(train_ds, cfg.image_size), resize_all(test_ds, cfg.image_size))
 
     def log(row: dict) -> None:
         if dist.rank() == 0:

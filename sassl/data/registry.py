@@ -150,9 +150,12 @@ def _bundled(name: str, split: str, transform, objects_config=None) -> Dataset:
         folder = objects_variant(objects_config)
     index = load_index(folder)
     if index.get("storage") == "tensor":
-        if split not in index["splits"]:
-            raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(index['splits'])}")
-        d = torch.load(set_dir(folder) / index["splits"][split], weights_only=True)
+        if split not in index["splits"] and split != "all":
+            raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(index['splits'])} (or all)")
+        parts = [torch.load(set_dir(folder) / index["splits"][s], weights_only=True)
+                 for s in (index["splits"] if split == "all" else [split])]
+        d = {k: torch.cat([p[k] for p in parts]) for k in ("images", "labels")}
+        d["objects"] = [o for p in parts for o in p["objects"]]
         return Dataset(name, d["labels"].tolist(), index["classes"],
                        index["meta"] | {"source_used": f"bundled:{folder}", "split": split, "objects": d["objects"]},
                        images=d["images"], transform=transform)

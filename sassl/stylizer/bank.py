@@ -88,16 +88,20 @@ def _image_loaders(source: str) -> tuple[list[tuple[str, Callable[[], Image.Imag
 
 @torch.no_grad()
 def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_size: int = 32,
-               weights_sha256: str = "", progress: bool = True) -> StyleBank:
+               weights_sha256: str = "", progress: bool = True, sample: int = 0, seed: int = 0) -> StyleBank:
     """Embed every image of `source` (folder, file or dataset name), centre-cropped and resized to image_size.
 
     Files that are not usable images are skipped, counted in meta['skipped'] and warned about;
     a source with no usable image raises. meta['source_used'] says where the images came from
-    (e.g. the bundled paintings when 'pbn' has no local copy).
+    (e.g. the bundled paintings when 'pbn' has no local copy). `sample` > 0 embeds only a seeded
+    subset of that many images.
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     loaders, source_used = _image_loaders(source)
+    if 0 < sample < len(loaders):
+        keep = torch.randperm(len(loaders), generator=torch.Generator().manual_seed(seed))[:sample]
+        loaders = [loaders[i] for i in sorted(keep.tolist())]
     device = next(stylizer.parameters()).device
     kept, skipped = [], []
     chunks: list[torch.Tensor] = []

@@ -1,0 +1,108 @@
+"""Compare runs: every run under runs/ (or a list), grouped into variants that differ only by seed.
+
+A variant is a run's config without name, seed and run-time settings; its label reads like
+"mocov2 + SASSL(pbn)" or "mocov2 baseline", with any non-default SASSL setting appended. Scores are the
+pre-training kNN monitor and each evaluation summary (runs/<name>/eval/summary.json).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+RUNTIME_KEYS = {"name", "seed", "out_dir", "device", "num_workers", "checkpoint_every", "knn_every", "max_steps",
+                "resolved", "amp"}
+SASSL_DEFAULTS = {"p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13}
+
+
+def variant_label(cfg: dict) -> str:
+    if cfg.get("style", "none") == "none":
+        return f"{cfg['learner']} baseline"
+    extra = [f"{k}={cfg[k]}" for k, v in SASSL_DEFAULTS.items() if cfg.get(k, v) != v]
+    return f"{cfg['learner']} + SASSL({cfg['style']})" + (" " + " ".join(extra) if extra else "")
+
+
+def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[dict]:
+    """One row per (run, target, protocol): run, variant, seed, target, protocol, top1 (the run's mean over
+    its evaluation seeds). Runs without config.json are skipped; a named run that is missing raises."""
+    runs_dir = Path(runs_dir)
+    if names:
+        missing = [n for n in names if not (runs_dir / n / "config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(f"runs {missing} have no config.json under {runs_dir}")
+        folders = [runs_dir / n for n in names]
+    else:
+        folders = sorted(p.parent for p in runs_dir.glob("*/config.json"))
+    rows = []
+    for run in folders:
+        cfg = json.loads((run / "config.json").read_text())
+        if "learner" not in cfg:  # not a pre-training run (demo, evaluation of a baseline, ...)
+            continue
+        base = {"run": run.name, "variant": variant_label(cfg), "seed": cfg.get("seed", 0),
+                "key": json.dumps({k: v for k, v in sorted(cfg.items()) if k not in RUNTIME_KEYS})}
+        if (run / "metrics.json").is_file():
+            m = json.loads((run / "metrics.json").read_text())
+            if "knn_top1" in m:
+                rows.append(base | {"target": cfg.get("dataset", "?"), "protocol": "knn (monitor)", "top1": m["knn_top1"]})
+        if (run / "eval" / "summary.json").is_file():
+            for r in json.loads((run / "eval" / "summary.json").read_text()):
+                rows.append(base | {"target": r["target"], "protocol": r["protocol"], "top1": r["top1_mean"]})
+    return rows
+
+
+def _mean_std(v: list[float]) -> tuple[float, float]:
+    m = sum(v) / len(v)
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+
+
+def compare_table(rows: list[dict]) -> list[dict]:
+    """Mean and std over seeds per (variant, target, protocol)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["target"], r["protocol"]), []).append(r)
+    out = []
+    for (variant, target, protocol), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        m, s = _mean_std([r["top1"] for r in rs])
+        out.append({"variant": variant, "target": target, "protocol": protocol, "seeds": len(rs),
+                    "top1_mean": round(m, 2), "top1_std": round(s, 2), "runs": ", ".join(r["run"] for r in rs)})
+    return out
+
+
+def differences(rows: list[dict]) -> list[dict]:
+    """SASSL variant minus the same learner's baseline, per (target, protocol): difference of means and
+    Welch's t-test p-value over seeds (None with fewer than 2 seeds on a side)."""
+    from scipy import stats
+
+    by: dict[tuple, list[float]] = {}
+    for r in rows:
+        by.setdefault((r["variant"], r["target"], r["protocol"]), []).append(r["top1"])
+    out = []
+    for (variant, target, protocol), v in sorted(by.items()):
+        if " + SASSL" not in variant:
+            continue
+        base = by.get((variant.split(" + ")[0] + " baseline", target, protocol))
+        if not base:
+            continue
+        pval = None
+        if len(v) > 1 and len(base) > 1:
+            t = stats.ttest_ind(v, base, equal_var=False)
+            pval = None if math.isnan(t.pvalue) else round(float(t.pvalue), 4)
+        d = sum(v) / len(v) - sum(base) / len(base)
+        out.append({"variant": variant, "target": target, "protocol": protocol, "diff": round(d, 2),
+                    "seeds": f"{len(v)} vs {len(base)}", "p_value": pval,
+                    "verdict": "n/a (<2 seeds)" if pval is None else ("significant (p<0.05)" if pval < 0.05 else "not significant")})
+    return out
+
+
+def compare_figure(table: list[dict]):
+    """Bars of top-1 mean +- std per target/protocol, one colour per variant."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for variant in dict.fromkeys(r["variant"] for r in table):
+        rs = [r for r in table if r["variant"] == variant]
+        fig.add_bar(name=variant, x=[f"{r['target']}<br>{r['protocol']}" for r in rs], y=[r["top1_mean"] for r in rs],
+                    error_y={"type": "data", "array": [r["top1_std"] for r in rs]})
+    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)",
+                      title="SASSL vs baseline (mean +- std over seeds)")
+    return fig

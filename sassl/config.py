@@ -1,0 +1,41 @@
+"""Flat dataclass configs from dicts (notebook parameters, JSON files, CLI flags), type-checked.
+
+A tuple field whose default is two numbers is a (min, max) range and takes exactly two numbers;
+any other tuple field takes a list of one or more values of its default's element type."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+def _coerce(key: str, v: Any, default: Any) -> Any:
+    def fail():
+        raise ValueError(f"parameter {key!r}: expected {type(default).__name__} like {default!r}, got {v!r}")
+
+    if isinstance(default, bool):
+        return v if isinstance(v, bool) else fail()
+    if isinstance(default, int):
+        return v if isinstance(v, int) and not isinstance(v, bool) else fail()
+    if isinstance(default, float):
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else fail()
+    if isinstance(default, tuple):
+        if isinstance(v, str) or not isinstance(v, (list, tuple)):
+            fail()
+        is_range = len(default) == 2 and all(isinstance(e, float) for e in default)
+        if is_range:
+            if len(v) != 2:
+                fail()
+            return tuple(_coerce(key, e, 0.0) for e in v)
+        if not v:
+            fail()
+        return tuple(_coerce(key, e, default[0]) for e in v) if default else tuple(v)
+    return v if isinstance(v, str) else fail()
+
+
+def from_dict(cls, values: dict):
+    """cls(**values) after checking names and types; ValueError names the offending parameter."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(fields)}")
+    return cls(**{k: _coerce(k, v, fields[k].default) for k, v in values.items()})

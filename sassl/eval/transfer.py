@@ -1,0 +1,161 @@
+"""One call, many targets and protocols: `sassl evaluate ENCODER --targets ... --protocols ...`.
+
+Writes <out>/results.csv|json (a row per target x protocol x seed/episode), <out>/summary.csv|json
+(mean and std over seeds; the tidy table to compare runs by), figures/summary.html|png, and run.json
+(time taken; few-shot settings skipped because a class has fewer training images than shots).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
+
+
+@dataclass
+class EvalConfig:
+    """Flat evaluation settings (evaluate.ipynb's parameters cell has the same names)."""
+
+    encoder: str = "default"            # run name / folder / checkpoint, or random:resnet18 for a baseline
+    targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")
+    protocols: tuple = ("knn", "linear", "fewshot")
+    seeds: tuple = (0, 1, 2)
+    image_size: int = 0                 # 0 = the pre-training crop size
+    knn_k: int = 20
+    probe_epochs: int = 100
+    probe_lr: float = 0.1
+    augment: bool = False               # augmented linear probe / fine-tune (large targets)
+    shots: tuple = (1, 10)
+    episodes: int = 5                   # few-shot episodes per seed
+    finetune_epochs: int = 10
+    finetune_lr: float = 0.01
+    max_per_split: int = 0              # >0: a seeded subset of each split (quick looks)
+    device: str = "auto"
+    runs_dir: str = "runs"
+    out: str = ""                       # "" = runs/<run>/eval (or runs/eval-<encoder>)
+
+
+def default_out(cfg: EvalConfig) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    run = Path(cfg.runs_dir) / cfg.encoder
+    if (run / "checkpoints").is_dir():
+        return run / "eval"
+    return Path(cfg.runs_dir) / ("eval-" + cfg.encoder.replace(":", "-").replace("/", "_").removesuffix(".pt"))
+
+
+def _check(cfg: EvalConfig) -> None:
+    bad = [p for p in cfg.protocols if p not in PROTOCOLS]
+    if bad:
+        raise ValueError(f"protocols: unknown {bad}; available: {', '.join(PROTOCOLS)}")
+    if not cfg.targets:
+        raise ValueError("targets: give at least one dataset name")
+    if not cfg.seeds:
+        raise ValueError("seeds: give at least one seed")
+    if cfg.episodes < 1 or any(s < 1 for s in cfg.shots):
+        raise ValueError(f"episodes and shots must be >= 1, got episodes={cfg.episodes}, shots={list(cfg.shots)}")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and (sample) std of top1/top5 per (target, protocol), over seeds / episodes."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["target"], r["protocol"]), []).append(r)
+    out = []
+    for (target, protocol), rs in groups.items():
+        row = {"target": target, "protocol": protocol, "n": len(rs)}
+        for m in ("top1", "top5"):
+            v = [r[m] for r in rs if r.get(m) is not None]
+            row[f"{m}_mean"] = round(sum(v) / len(v), 3) if v else None
+            row[f"{m}_std"] = round(math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)), 3) \
+                if len(v) > 1 else (0.0 if v else None)
+        out.append(row)
+    return out
+
+
+def summary_figure(summary: list[dict], title: str = ""):
+    """Grouped bars: top-1 mean +- std per target, one colour per protocol."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for protocol in dict.fromkeys(r["protocol"] for r in summary):
+        rs = [r for r in summary if r["protocol"] == protocol]
+        fig.add_bar(name=protocol, x=[r["target"] for r in rs], y=[r["top1_mean"] for r in rs],
+                    error_y={"type": "data", "array": [r["top1_std"] for r in rs]})
+    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)", title=title)
+    return fig
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Run every protocol on every target; returns {'rows', 'summary', 'out', 'encoder'}."""
+    from sassl.eval.checkpoint import load_encoder
+    from sassl.eval.fewshot import few_shot
+    from sassl.eval.finetune import finetune
+    from sassl.eval.knn import extract_features, knn_predict
+    from sassl.eval.linear import linear_probe
+    from sassl.eval.targets import load_target
+    from sassl.plots import save_figure
+    from sassl.runtime import git_commit, resolve_device, write_table
+
+    _check(cfg)
+    device = resolve_device(cfg.device)
+    backbone, info = load_encoder(cfg.encoder, cfg.runs_dir, device)  # fails before any data is loaded
+    size = cfg.image_size or info.get("pretrain_config", {}).get("image_size", 64)
+    out = default_out(cfg)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg) | {"resolved": {
+        "out": str(out), "image_size": size, "device": str(device), "git_commit": git_commit(),
+        "encoder": {k: v for k, v in info.items() if k != "pretrain_config"}}}, indent=1))
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    t_start = time.time()
+    bar = tqdm(cfg.targets, desc="evaluating", disable=not progress)
+    for name in bar:
+        target = load_target(name, size, max_per_split=cfg.max_per_split)
+        base = {"encoder": cfg.encoder, "target": name, "classes": target.num_classes,
+                "n_train": len(target.train_y), "n_test": len(target.test_y)}
+        cache = {"train": extract_features(backbone, target.train_x), "test": extract_features(backbone, target.test_x)}
+        for protocol in cfg.protocols:
+            bar.set_postfix(target=name, protocol=protocol)
+            if protocol == "knn":  # deterministic: one row
+                from sassl.eval.linear import scores
+
+                pred = knn_predict(cache["train"], target.train_y, cache["test"], target.num_classes, cfg.knn_k)
+                logits = torch.nn.functional.one_hot(pred, target.num_classes).float()
+                rows.append(base | {"protocol": "knn", "seed": 0} | scores(logits, target.test_y) | {"top5": None})
+            elif protocol == "linear":
+                for seed in cfg.seeds:
+                    r = linear_probe(backbone, target.train_x, target.train_y, target.test_x, target.test_y,
+                                     target.num_classes, cfg.probe_epochs, cfg.probe_lr, seed=seed,
+                                     augment=cfg.augment, cache=cache)
+                    rows.append(base | {"protocol": "linear", "seed": seed} | r)
+            elif protocol == "fewshot":
+                for shots in cfg.shots:
+                    for seed in cfg.seeds:
+                        try:
+                            eps = few_shot(cache["train"], target.train_y, cache["test"], target.test_y,
+                                           target.num_classes, shots, cfg.episodes, seed * 1000, cfg.probe_epochs)
+                        except ValueError as e:  # too few images for this many shots: skip it, say so
+                            warnings.warn(f"target {name}: {e}; {shots}-shot skipped for this target")
+                            skipped.append({"target": name, "protocol": f"{shots}-shot", "reason": str(e)})
+                            break
+                        rows += [base | {"protocol": f"{shots}-shot", "seed": seed} | r for r in eps]
+            elif protocol == "finetune":
+                for seed in cfg.seeds:
+                    r = finetune(backbone, info["dim"], target.train_x, target.train_y, target.test_x, target.test_y,
+                                 target.num_classes, cfg.finetune_epochs, cfg.finetune_lr, seed=seed,
+                                 augment=cfg.augment)
+                    rows.append(base | {"protocol": "finetune", "seed": seed} | r)
+    summary = summarize(rows)
+    write_table(rows, out / "results")
+    write_table(summary, out / "summary")
+    save_figure(summary_figure(summary, f"{cfg.encoder}: top-1 by target and protocol"), out / "figures" / "summary")
+    (out / "run.json").write_text(json.dumps({"seconds": round(time.time() - t_start, 1), "skipped": skipped}, indent=1))
+    return {"rows": rows, "summary": summary, "out": out, "encoder": info, "skipped": skipped}

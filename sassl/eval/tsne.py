@@ -1,0 +1,126 @@
+"""The style space: style-predictor embeddings of several datasets, their t-SNE map, and how much
+their distributions overlap (the paper's A.2 eyeballs t-SNE plots; here the overlap gets numbers).
+
+    emb, labels, names = style_embeddings(["paintings", "objects", "textures"], per_dataset=200)
+    fig = tsne_figure(emb, labels, names)          # interactive plotly scatter, hover = image path
+    m = overlap_matrices(emb, labels)              # {"datasets", "frechet", "knn_overlap"}
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def style_embeddings(sources: list[str], per_dataset: int = 200, image_size: int = 256, seed: int = 0,
+                     device: str | torch.device | None = None, progress: bool = True):
+    """(emb (N, 100) float32 numpy, labels (N,) source per row, names (N,) image path or id).
+    Up to `per_dataset` images per source (folder, bank .pt file or dataset name), seeded."""
+    from sassl.stylizer import pretrained
+    from sassl.stylizer.bank import StyleBank, build_bank
+
+    if not sources:
+        raise ValueError("style space: give at least one dataset")
+    stylizer = None
+    embs, labels, names = [], [], []
+    for src in sources:
+        if str(src).endswith(".pt"):
+            bank = StyleBank.load(src)
+            keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:per_dataset]
+            e, n = bank.embeddings[keep], [bank.meta.get("names", [f"{src}[{i}]" for i in range(len(bank))])[i] for i in keep]
+        else:
+            stylizer = stylizer or pretrained(device)
+            bank = build_bank(stylizer, src, image_size, progress=progress, sample=per_dataset, seed=seed)
+            e, n = bank.embeddings, bank.meta["names"]
+        embs.append(e.float().cpu().numpy())
+        labels += [str(src)] * len(e)
+        names += list(n)
+    return np.concatenate(embs), np.array(labels), np.array(names)
+
+
+def tsne(emb: np.ndarray, perplexity: float = 30.0, iterations: int = 1000, seed: int = 0) -> np.ndarray:
+    """(N, 2) t-SNE map with PCA initialisation (scikit-learn's Barnes-Hut t-SNE). Perplexity is capped
+    below N (t-SNE needs perplexity < N)."""
+    from sklearn.manifold import TSNE
+
+    if len(emb) < 3:
+        raise ValueError(f"t-SNE needs at least 3 points, got {len(emb)}")
+    if perplexity <= 0 or iterations < 250:
+        raise ValueError(f"t-SNE: perplexity must be > 0 and iterations >= 250, got {perplexity}, {iterations}")
+    perp = min(perplexity, (len(emb) - 1) / 3)
+    return TSNE(2, perplexity=perp, init="pca", max_iter=iterations, random_state=seed).fit_transform(emb)
+
+
+def tsne_figure(emb: np.ndarray, labels: np.ndarray, names: np.ndarray, perplexity: float = 30.0,
+                iterations: int = 1000, seed: int = 0, title: str = "style space (t-SNE of style embeddings)"):
+    """Interactive scatter: colour = dataset, hover = image path / id."""
+    import plotly.graph_objects as go
+
+    xy = tsne(emb, perplexity, iterations, seed)
+    fig = go.Figure()
+    for name in dict.fromkeys(labels.tolist()):
+        m = labels == name
+        fig.add_scattergl(x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, hovertext=names[m],
+                          hoverinfo="text+name", marker={"size": 6, "opacity": 0.75})
+    fig.update_layout(title=title, template="plotly_white", xaxis_title="t-SNE 1", yaxis_title="t-SNE 2",
+                      legend_title="dataset")
+    return fig
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to a (N, D) and b (M, D):
+    |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
+    from scipy import linalg
+
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("frechet distance: need at least 2 points per set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = linalg.sqrtm(s_a @ s_b)
+    if not np.isfinite(covmean).all():  # near-singular product: regularise (as in the FID reference code)
+        eps = 1e-6 * np.eye(len(s_a))
+        covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
+    covmean = np.real(covmean)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+
+
+def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """How mixed two point sets are: the mean, over all points of a and b pooled, of the share of the k
+    nearest neighbours (Euclidean, self excluded) that come from the other set, divided by that share
+    under perfect mixing. ~1: indistinguishable distributions; 0: fully separated."""
+    x = np.concatenate([a, b]).astype(np.float64)
+    src = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    n = len(x)
+    if len(a) < 1 or len(b) < 1 or n < 3:
+        raise ValueError("knn overlap: need points in both sets and 3 in all")
+    k = min(k, n - 1)
+    sq = (x ** 2).sum(1)
+    d = sq[:, None] + sq[None, :] - 2 * x @ x.T
+    np.fill_diagonal(d, np.inf)
+    nn_idx = np.argsort(d, axis=1)[:, :k]
+    other = (src[nn_idx] != src[:, None]).mean(1)
+    expected = np.where(src == 0, len(b), len(a)) / (n - 1)
+    return float((other / expected).mean())
+
+
+def overlap_matrices(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> dict:
+    """Pairwise Fréchet distance and kNN overlap between the datasets in `labels`, as nested lists."""
+    names = list(dict.fromkeys(labels.tolist()))
+    sets = [emb[labels == n] for n in names]
+    fd = [[0.0 if i == j else frechet_distance(sets[i], sets[j]) for j in range(len(names))] for i in range(len(names))]
+    ko = [[1.0 if i == j else knn_overlap(sets[i], sets[j], k) for j in range(len(names))] for i in range(len(names))]
+    return {"datasets": names, "frechet": fd, "knn_overlap": ko}
+
+
+def overlap_figure(m: dict):
+    """Two heatmaps side by side: Fréchet distance (lower = closer) and kNN overlap (higher = more mixed)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(1, 2, subplot_titles=("Fréchet distance (lower = closer styles)", "kNN overlap (1 = mixed, 0 = apart)"))
+    for col, key, scale in ((1, "frechet", "Viridis_r"), (2, "knn_overlap", "Viridis")):
+        z = np.round(np.array(m[key]), 2)
+        fig.add_trace(go.Heatmap(z=z, x=m["datasets"], y=m["datasets"], text=z, texttemplate="%{text}",
+                                 colorscale=scale, showscale=False), 1, col)
+    fig.update_yaxes(autorange="reversed")  # read as a matrix: first dataset top left
+    fig.update_layout(template="plotly_white", title="style-embedding overlap between datasets")
+    return fig

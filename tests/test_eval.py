@@ -1,0 +1,269 @@
+"""Evaluators: kNN, linear probe, fine-tune, few-shot, transfer table, checkpoint loading, style space."""
+import csv
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from sassl.eval.checkpoint import load_encoder
+from sassl.eval.fewshot import few_shot, sample_shots
+from sassl.eval.finetune import finetune
+from sassl.eval.knn import knn_accuracy
+from sassl.eval.linear import linear_probe, random_crops, topk_accuracy, train_linear
+from sassl.eval.targets import load_target, stratified_split
+from sassl.eval.transfer import EvalConfig, evaluate, summarize
+from sassl.eval.tsne import frechet_distance, knn_overlap, overlap_matrices, tsne
+
+
+def _blobs(n_per=40, classes=4, dim=16, spread=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=g) * 3
+    y = torch.arange(classes).repeat_interleave(n_per)
+    return centres[y] + spread * torch.randn(len(y), dim, generator=g), y
+
+
+class TinyNet(nn.Module):
+    """A small conv backbone: (N, 3, H, W) -> (N, 8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).relu().mean((2, 3))
+
+
+def _bright_dark(n=32, size=16, seed=0):
+    """Class 1 images are bright, class 0 dark: separable by any sensible encoder."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = (0.25 + 0.5 * y[:, None, None, None] + 0.1 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
+    return x, y
+
+
+# ----------------------------------------------------------------------------- kNN, linear, fine-tune
+
+def test_knn_identical_train_test_is_perfect():
+    x, y = _blobs(spread=1.0)
+    assert knn_accuracy(x, y, x, y, 4, k=1) == 1.0
+
+
+def test_topk_against_naive():
+    logits, labels = torch.randn(50, 12), torch.randint(0, 12, (50,))
+    for k in (1, 5):
+        naive = sum(int(labels[i] in sorted(range(12), key=lambda c: -logits[i, c])[:k]) for i in range(50)) / 50
+        assert topk_accuracy(logits, labels, k) == pytest.approx(100 * naive)
+
+
+def test_linear_probe_separable_features_reach_100():
+    x, y = _blobs()
+    xt, yt = _blobs(seed=0)
+    clf = train_linear(x, y, 4, epochs=30, seed=0)
+    assert topk_accuracy(clf(xt), yt) == 100.0
+
+
+def test_linear_probe_random_labels_stay_near_chance():
+    x, _ = _blobs(n_per=100, classes=4, spread=2.0)
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 4, (len(x),), generator=g)
+    perm = torch.randperm(len(x), generator=g)
+    tr, te = perm[:300], perm[300:]
+    acc = topk_accuracy(train_linear(x[tr], y[tr], 4, epochs=30)(x[te]), y[te])
+    assert 10 < acc < 45  # chance 25 %
+
+
+def test_linear_probe_seeded_and_augmented_mode():
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x, y = _bright_dark(48)
+    a = linear_probe(net, x, y, x, y, 2, epochs=20, seed=3)
+    b = linear_probe(net, x, y, x, y, 2, epochs=20, seed=3)
+    assert a == b and a["top1"] > 90 and a["top5"] is None
+    c = linear_probe(net, x, y, x, y, 2, epochs=5, seed=3, augment=True)
+    assert c["top1"] > 80
+
+
+def test_random_crops_per_image_and_identity_at_full_scale():
+    x = torch.rand(6, 3, 20, 20)
+    g = torch.Generator().manual_seed(0)
+    out = random_crops(x, g, scale=(0.2, 0.5))
+    assert out.shape == x.shape
+    assert len({round(v, 4) for v in (out - x).abs().mean((1, 2, 3)).tolist()}) == 6
+    # a full-image, square crop reproduces the image (possibly mirrored)
+    full = random_crops(x, torch.Generator().manual_seed(1), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    same = [(torch.allclose(f, i, atol=1e-5) or torch.allclose(f, i.flip(-1), atol=1e-5)) for f, i in zip(full, x)]
+    assert all(same)
+
+
+def test_finetune_learns_and_leaves_backbone_untouched():
+    torch.manual_seed(0)
+    net = TinyNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = _bright_dark(64)
+    r = finetune(net, 8, x, y, x, y, 2, epochs=15, lr=0.05, batch_size=16, seed=0)
+    assert r["top1"] > 90
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="at least 2"):
+        finetune(net, 8, x[:1], y[:1], x, y, 2)
+
+
+# ----------------------------------------------------------------------------- few-shot
+
+def test_few_shot_episodes_seeded_with_clear_errors():
+    x, y = _blobs(n_per=12)
+    idx = sample_shots(y, 3, seed=5)
+    assert len(idx) == 12 and torch.bincount(y[idx]).tolist() == [3, 3, 3, 3]
+    assert torch.equal(idx, sample_shots(y, 3, seed=5)) and not torch.equal(idx, sample_shots(y, 3, seed=6))
+    eps = few_shot(x, y, x, y, 4, shots=1, episodes=3, seed=0, epochs=20)
+    assert len(eps) == 3 and min(e["top1"] for e in eps) > 95  # tight blobs: one shot suffices
+    with pytest.raises(ValueError, match="13 shots asked but class 0 has only 12"):
+        sample_shots(y, 13, seed=0)
+    with pytest.raises(ValueError, match="shots must be >= 1"):
+        sample_shots(y, 0, seed=0)
+
+
+# ----------------------------------------------------------------------------- targets, checkpoints
+
+def test_stratified_split_disjoint_with_every_class_both_sides():
+    labels = [0] * 5 + [1] * 2 + [2] * 1 + [-1] * 3 + [3] * 10
+    tr, te = stratified_split(labels, 0.5, seed=0)
+    assert not set(tr) & set(te)
+    assert {labels[i] for i in tr} == {labels[i] for i in te} == {0, 1, 3}  # class 2 has a single image
+    assert stratified_split(labels, 0.5, seed=0) == (tr, te)
+
+
+def test_targets_bundled_and_bad_inputs(tmp_path):
+    t = load_target("objects@test_shift", size=32, max_per_split=40)
+    assert t.train_x.shape == (40, 3, 32, 32) and t.test_x.shape[0] == 40 and t.num_classes == 9
+    assert "test_shift" in t.meta["split"]
+    tex = load_target("textures", size=32)
+    assert "stratified" in tex.meta["split"] and (tex.train_y >= 0).all()
+    with pytest.raises(ValueError, match="no labels"):
+        load_target("photos", size=32)
+    one = tmp_path / "one" / "only"
+    one.mkdir(parents=True)
+    from PIL import Image
+    for i in range(4):
+        Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(one / f"{i}.png")
+    with pytest.raises(ValueError, match="only one class"):
+        load_target(f"imagefolder:{tmp_path / 'one'}", size=16)
+    with pytest.raises((ValueError, FileNotFoundError)):
+        load_target(f"imagefolder:{tmp_path / 'missing'}", size=16)
+
+
+def _checkpoint(tmp_path, backbone="resnet18"):
+    from sassl.learners import create_learner
+    from sassl.train import PretrainConfig
+
+    cfg = PretrainConfig(backbone=backbone, proj_hidden=32, proj_dim=16)
+    torch.manual_seed(0)
+    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, proj_hidden=32, proj_dim=16, pred_hidden=32)
+    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    path = tmp_path / "runs" / "r" / "checkpoints" / "last.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "config": json.dumps(d), "step": 7}, path)
+    return path, model
+
+
+def test_load_encoder_strict(tmp_path):
+    path, model = _checkpoint(tmp_path)
+    net, info = load_encoder("r", runs_dir=str(tmp_path / "runs"))
+    assert info["step"] == 7 and not info["random_init"] and info["dim"] == 512
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in net.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="random:BACKBONE"):
+        load_encoder("nope", runs_dir=str(tmp_path / "runs"))
+    # a checkpoint whose config names another architecture than its weights
+    state = torch.load(path, weights_only=True)
+    cfg = json.loads(state["config"]) | {"backbone": "resnet50"}
+    torch.save(state | {"config": json.dumps(cfg)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="do not (match|fit) resnet50"):
+        load_encoder(str(tmp_path / "bad.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_encoder(str(tmp_path / "junk.pt"))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        load_encoder("random:vgg")
+
+
+# ----------------------------------------------------------------------------- transfer table
+
+def test_evaluate_writes_tidy_tables(tmp_path):
+    path, _ = _checkpoint(tmp_path)
+    cfg = EvalConfig(encoder="r", runs_dir=str(tmp_path / "runs"), targets=("objects",),
+                     protocols=("knn", "linear", "fewshot", "finetune"), seeds=(0, 1), image_size=32, shots=(1, 2),
+                     episodes=2, probe_epochs=10, finetune_epochs=1, max_per_split=90, device="cpu")
+    res = evaluate(cfg, progress=False)
+    out = tmp_path / "runs" / "r" / "eval"
+    assert res["out"] == out
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert list(summary[0]) == ["target", "protocol", "n", "top1_mean", "top1_std", "top5_mean", "top5_std"]
+    got = {(r["target"], r["protocol"]): int(r["n"]) for r in summary}
+    assert got == {(t, p): n for t in ("objects",)
+                   for p, n in (("knn", 1), ("linear", 2), ("1-shot", 4), ("2-shot", 4), ("finetune", 2))}
+    rows = json.loads((out / "results.json").read_text())
+    assert all(0 <= r["top1"] <= 100 for r in rows)
+    assert (out / "figures" / "summary.html").exists() and json.loads((out / "config.json").read_text())["resolved"]
+    with pytest.raises(ValueError, match="protocols: unknown"):
+        evaluate(EvalConfig(encoder="r", runs_dir=str(tmp_path / "runs"), protocols=("svm",)))
+    # textures has classes of 1-2 labelled images: more shots than images is skipped with a warning, and said
+    with pytest.warns(UserWarning, match="target textures: few-shot: 2 shots asked"):
+        res = evaluate(cfg.__class__(**{**asdict(cfg), "targets": ("textures",), "protocols": ("fewshot",)}))
+    assert [r["protocol"] for r in res["summary"]] == ["1-shot"] and res["skipped"][0]["protocol"] == "2-shot"
+    with pytest.raises(FileNotFoundError):
+        evaluate(EvalConfig(encoder="missing-run", runs_dir=str(tmp_path / "runs")))
+
+
+def test_summarize_mean_std_against_naive():
+    rows = [{"target": "a", "protocol": "linear", "top1": v, "top5": None} for v in (50.0, 60.0, 70.0)]
+    (s,) = summarize(rows)
+    assert s["top1_mean"] == 60.0 and s["top1_std"] == pytest.approx(float(np.std([50, 60, 70], ddof=1)), abs=1e-3)
+    assert s["top5_mean"] is None
+
+
+def test_cli_evaluate_random_baseline(tmp_path, capsys):
+    from sassl.cli import main
+
+    rc = main(["evaluate", "random:resnet18", "--targets", "objects", "--protocols", "knn", "linear",
+               "--seeds", "0", "--image-size", "32", "--max-per-split", "45", "--probe-epochs", "5",
+               "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert rc == 0 and "objects" in capsys.readouterr().out
+    assert (tmp_path / "ev" / "summary.csv").exists()
+    assert main(["evaluate", "random:resnet18", "--protocols", "svm", "--out", str(tmp_path / "x")]) == 2
+    assert "protocols: unknown" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- style space
+
+def test_frechet_against_diagonal_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (4000, 3)) * [1.0, 2.0, 0.5]
+    b = rng.normal(1, 1, (4000, 3)) * [3.0, 1.0, 0.5] + [1.0, -2.0, 0.0]
+    sa, sb = a.var(0, ddof=1), b.var(0, ddof=1)
+    naive = ((a.mean(0) - b.mean(0)) ** 2).sum() + ((np.sqrt(sa) - np.sqrt(sb)) ** 2).sum()
+    assert frechet_distance(a, b) == pytest.approx(naive, rel=0.02)  # sample covariances are near-diagonal
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_knn_overlap_mixed_vs_separated():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (200, 5)), rng.normal(0, 1, (150, 5))
+    assert 0.85 < knn_overlap(a, b) < 1.15
+    assert knn_overlap(a, b + 50) == 0.0
+
+
+def test_tsne_and_overlap_matrix_on_real_styles():
+    from sassl.eval.tsne import style_embeddings, tsne_figure
+
+    emb, labels, names = style_embeddings(["paintings", "textures"], per_dataset=12, image_size=64, progress=False)
+    assert emb.shape == (24, 100) and set(labels) == {"paintings", "textures"} and len(names) == 24
+    xy = tsne(emb, perplexity=5, iterations=250, seed=0)
+    assert xy.shape == (24, 2) and np.allclose(xy, tsne(emb, perplexity=5, iterations=250, seed=0))
+    m = overlap_matrices(emb, labels, k=3)
+    fd = np.array(m["frechet"])
+    assert fd.shape == (2, 2) and np.allclose(fd, fd.T, rtol=1e-3) and fd[0, 1] > 0
+    fig = tsne_figure(emb, labels, names, perplexity=5, iterations=250)
+    assert fig.data[0].hovertext is not None and len(fig.data) == 2

@@ -1,0 +1,66 @@
+"""Every notebook runs through papermill with tiny parameters and leaves what it must in its run folder."""
+import json
+from pathlib import Path
+
+import pytest
+
+pm = pytest.importorskip("papermill")
+
+NB = Path(__file__).parent.parent / "notebooks"
+TINY = dict(max_steps=2, batch_size=8, image_size=32, epochs=1, num_workers=0, show_views=3)
+
+
+def _run(nb: str, out: Path, **params):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return pm.execute_notebook(str(NB / nb), str(out), parameters=params, cwd=str(NB), progress_bar=False,
+                               log_output=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SASSL_RUNS", str(root))  # the kernels inherit it
+    yield root
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_pretrain_and_evaluate_notebooks(runs):
+    for name, style in (("sassl", "pbn"), ("base", "none")):
+        _run("pretrain.ipynb", runs / name / "pretrain.ipynb", name=name, style=style, **TINY)
+        run = runs / name
+        assert {"config.json", "metrics.jsonl", "metrics.json", "pretrain.ipynb"} <= {p.name for p in run.iterdir()}
+        assert (run / "figures" / "views.png").is_file() and (run / "figures" / "curves.html").is_file()
+        assert json.loads((run / "config.json").read_text())["style"] == style
+        _run("evaluate.ipynb", run / "evaluate.ipynb", encoder=name, targets=["objects"], protocols=["knn", "linear"],
+             seeds=[0, 1], max_per_split=50, probe_epochs=3)
+        summary = (run / "eval" / "summary.csv").read_text().splitlines()
+        assert summary[0] == "target,protocol,n,top1_mean,top1_std,top5_mean,top5_std" and len(summary) == 3
+    _run("compare.ipynb", runs / "compare" / "compare.ipynb")
+    table = json.loads((runs / "compare" / "table.json").read_text())
+    assert {r["variant"] for r in table} == {"mocov2 + SASSL(pbn)", "mocov2 baseline"}
+    assert {"variant", "target", "protocol", "seeds", "top1_mean", "top1_std"} <= set(table[0])
+    diffs = json.loads((runs / "compare" / "differences.json").read_text())
+    assert {d["protocol"] for d in diffs} == {"knn", "linear", "knn (monitor)"}
+    assert (runs / "compare" / "figures" / "compare.html").is_file()
+
+
+def test_style_tsne_notebook(runs):
+    _run("style_tsne.ipynb", runs / "st" / "style_tsne.ipynb", sources=["paintings", "textures"], per_dataset=10,
+         perplexity=5.0, iterations=250, name="st")
+    m = json.loads((runs / "st" / "overlap.json").read_text())
+    assert m["datasets"] == ["paintings", "textures"] and len(m["frechet"]) == 2
+    assert (runs / "st" / "figures" / "tsne.html").is_file()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"lerner": "simclr"}, "unknown notebook parameter(s) ['lerner']"),
+    ({"epochs": "ten"}, "parameter 'epochs': expected int"),
+    ({"alpha": [0.5, 0.2]}, "alpha: need 0 <= min <= max <= 1"),
+])
+def test_wrong_parameter_fails_in_the_first_cell(runs, params, message):
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run("pretrain.ipynb", runs / "bad" / "pretrain.ipynb", name="bad", **params)
+    assert message in str(e.value)
+    assert not (runs / "bad" / "checkpoints").exists()  # nothing trained
