@@ -197,6 +197,27 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def bench_explorer(n: int = 4, size: int = 256, reps: int = 5, device: str = "cpu",
+                   styles=("paintings", "batch", "noise", "content")) -> list[dict]:
+    """Seconds per explorer update (Explorer.run: crops, SASSL op, stylized-before-interpolation,
+    two views, style-space PCA) for n bundled objects at `size` px; median over reps, new seed each."""
+    from sassl.explorer import Explorer
+
+    ex = Explorer(device)
+    contents = ex.contents("objects", n=n, seed=0)
+    rows = []
+    for style in styles:
+        ex.run(contents, style, seed=0, size=size)  # warm-up (builds the style bank once)
+        times = []
+        for r in range(reps):
+            t = time.perf_counter()
+            ex.run(contents, style, seed=r + 1, size=size)
+            times.append(time.perf_counter() - t)
+        med = float(np.median(times))
+        rows.append({"style": style, "images": n, "size": size, "seconds": round(med, 3), "vs_2s_budget": round(med / 2.0, 2)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sassl.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,7 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p = sub.add_parser("explorer", help="seconds per update of the stylization explorer (target: < 2 s)")
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    if args.what == "explorer":
+        rows = bench_explorer(args.n, args.size, args.reps, args.device)
+        print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+        print("| style source | images | px | seconds / update | / 2 s budget |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
+        return 0
     if args.what == "train":
         rows = bench_train(args.batch, args.size, args.steps, args.device)
         print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")

@@ -258,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--device", default="auto")
 
+    sub.add_parser("app", help="the Gradio stylization explorer (127.0.0.1 by default; sassl app --help)")
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"]:  # its own flags (--host, --port, --share, --device)
+        from sassl.app import main as app_main
+
+        return app_main(argv[1:])
     args = ap.parse_args(argv)
     try:
         if args.cmd == "stylize":

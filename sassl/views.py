@@ -43,6 +43,12 @@ def sample_crop(w: int, h: int, g: torch.Generator, scale=(0.08, 1.0), ratio=(3 
     return (w - side) // 2, (h - side) // 2, side, side
 
 
+def random_resized_crop(img: Image.Image, size: int, g: torch.Generator, scale=(0.08, 1.0)) -> torch.Tensor:
+    """One random resized crop (area `scale`, aspect 3/4-4/3) of a PIL image as (3, size, size) in [0, 1]."""
+    left, top, cw, ch = sample_crop(img.width, img.height, g, scale)
+    return to_tensor(img.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch)))
+
+
 class TwoCrops(torch.utils.data.Dataset):
     """(crop1, crop2, label): two random resized crops (3, size, size) in [0, 1] of one image."""
 
@@ -55,14 +61,11 @@ class TwoCrops(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def _crop(self, img: Image.Image, g: torch.Generator) -> torch.Tensor:
-        left, top, cw, ch = sample_crop(img.width, img.height, g, self.scale)
-        return to_tensor(img.resize((self.size, self.size), Image.BILINEAR, box=(left, top, left + cw, top + ch)))
-
     def __getitem__(self, i: int):
         j, img = self.dataset.usable(i)
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & ((1 << 62) - 1))
-        return self._crop(img, g), self._crop(img, g), self.dataset.labels[j]
+        crop = random_resized_crop
+        return crop(img, self.size, g, self.scale), crop(img, self.size, g, self.scale), self.dataset.labels[j]
 
 
 # ----------------------------------------------------------------------------- batched colour ops
