@@ -78,7 +78,7 @@ def build(explorer: Explorer | None = None) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="SASSL stylization explorer (Gradio)")
+    ap = argparse.ArgumentParser(prog="sassl app", description="SASSL stylization explorer (Gradio)")
     ap.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="make a public gradio.live link (off by default)")

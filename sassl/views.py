@@ -147,6 +147,10 @@ class ViewConfig:
     gray_p: float = 0.2
     blur_p: tuple[float, float] = (1.0, 0.1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    # NOTE: BYOL's sigma range is in pixels of a 224-px crop; we scale it to the crop size (a 64-px crop
+    # gets 0.03-0.57 px), as the kernel (10% of the side) already is. 0 = use blur_sigma as given.
+    # Measured (MoCo v2, no SASSL, 8 epochs on objects, one seed): kNN 34.65% scaled vs 31.58% unscaled.
+    blur_reference_size: int = 224
     solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
@@ -202,7 +206,8 @@ class TwoViews(nn.Module):
         sel = p.blur.nonzero().squeeze(1).to(dev)
         if len(sel):
             k = max(3, int(0.1 * x.shape[-1]) | 1)
-            x = x.index_copy(0, sel, gaussian_blur(x[sel], p.sigma[sel.cpu()].to(dev), k))
+            scale = x.shape[-1] / self.cfg.blur_reference_size if self.cfg.blur_reference_size else 1.0
+            x = x.index_copy(0, sel, gaussian_blur(x[sel], p.sigma[sel.cpu()].to(dev) * scale, k))
         x = torch.where(p.solarize.to(dev)[:, None, None, None] & (x >= 0.5), 1 - x, x)
         return (x - self.mean) / self.std if self.normalize else x
 

@@ -67,3 +67,16 @@ def test_two_crops_reproducible_per_epoch(photos):
     torch.testing.assert_close(crops[0][0], a[0])
     crops.set_epoch(1)
     assert not torch.equal(crops[0][0], a[0])
+
+
+def test_blur_sigma_scales_with_crop_size():
+    from sassl.views import TwoViews, ViewConfig
+
+    cfg = ViewConfig(flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=(1.0, 1.0), solarize_p=(0.0, 0.0))
+    x = torch.rand(3, 3, 64, 64)
+    views = TwoViews(cfg, normalize=False)
+    p = views.sample(3, 0, torch.Generator().manual_seed(0))
+    want = gaussian_blur(x, p.sigma * 64 / 224, 7)  # kernel: 10% of the side, odd
+    torch.testing.assert_close(views.apply(x, p), want)
+    raw = TwoViews(ViewConfig(**{**cfg.__dict__, "blur_reference_size": 0}), normalize=False)
+    torch.testing.assert_close(raw.apply(x, p), gaussian_blur(x, p.sigma, 7))
