@@ -106,3 +106,17 @@ def compare_figure(table: list[dict]):
     fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)",
                       title="SASSL vs baseline (mean +- std over seeds)")
     return fig
+
+
+def to_markdown(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A GitHub-flavoured markdown table of dict rows (for docs/RESULTS.md)."""
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+
+    def fmt(v):
+        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
