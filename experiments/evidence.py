@@ -4,6 +4,7 @@
     python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers
     python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
+    python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
 
 Each run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks/evaluate.ipynb ->
 runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv; kNN, linear probe,
@@ -57,7 +58,69 @@ def run_one(name: str, params: dict) -> None:
     print(f"{name}: {t1 - t0:.0f} s pre-training, {time.time() - t1:.0f} s evaluation", flush=True)
 
 
+def report() -> str:
+    """Markdown tables from runs/evidence (compare.ipynb's output), run metrics and timing."""
+    import statistics
+
+    from sassl.compare import to_markdown
+
+    ev = RUNS / "evidence"
+    table = json.loads((ev / "table.json").read_text())
+    diffs = {(d["variant"], d["target"], d["protocol"]): d for d in json.loads((ev / "differences.json").read_text())}
+    out = []
+    variants = list(dict.fromkeys(r["variant"] for r in table))
+    keys = list(dict.fromkeys((r["target"], r["protocol"]) for r in table))
+    for learner in ("mocov2", "simclr", "byol"):
+        vs = sorted((v for v in variants if v.startswith(learner + " ")),
+                    key=lambda v: (not v.endswith("baseline"), v != f"{learner} + SASSL(pbn)", v))
+        if not vs:
+            continue
+        rows = []
+        for t, pr in keys:
+            row = {"target": t, "protocol": pr}
+            for v in vs:
+                r = next((x for x in table if (x["variant"], x["target"], x["protocol"]) == (v, t, pr)), None)
+                row[v.removeprefix(learner + " ")] = "" if r is None else \
+                    f"{r['top1_mean']:.2f} +- {r['top1_std']:.2f} (n={r['seeds']})"
+            d = diffs.get((f"{learner} + SASSL(pbn)", t, pr))
+            if d:
+                row["SASSL(pbn) - baseline"] = f"{d['diff']:+.2f}" + (f" (p={d['p_value']:.3f})" if d["p_value"] is not None else "")
+            rows.append(row)
+        out.append(f"### {learner}: top-1 (%), mean +- std over seeds\n\n" + to_markdown(rows))
+    speed = {}
+    for run in sorted(p.parent for p in RUNS.glob("*/metrics.jsonl")):
+        cfg_file = run / "config.json"
+        if not cfg_file.is_file() or run.name not in {n for sw in SWEEPS.values() for n, _ in sw}:
+            continue
+        cfg = json.loads(cfg_file.read_text())
+        rates = [json.loads(x)["images_per_second"] for x in (run / "metrics.jsonl").read_text().splitlines()
+                 if "images_per_second" in x][1:]  # the first epoch includes start-up
+        if rates:
+            key = (cfg["learner"], "SASSL" if cfg["style"] != "none" else "default views")
+            if cfg["style"] in ("none", "pbn") and cfg["beta"] == [0.1, 0.3] and cfg["layers"] == 13:
+                speed.setdefault(key, []).append(statistics.median(rates))
+    rows = []
+    for learner in ("mocov2", "simclr", "byol"):
+        a, b = speed.get((learner, "default views")), speed.get((learner, "SASSL"))
+        if a and b:
+            ma, mb = statistics.mean(a), statistics.mean(b)
+            rows.append({"learner": learner, "default views (img/s)": round(ma, 1), "SASSL p=0.8 (img/s)": round(mb, 1),
+                         "SASSL / default": f"{mb / ma:.2f}x", "runs": f"{len(a)} + {len(b)}"})
+    out.append("### Throughput during the runs (median epoch images/s, first epoch left out)\n\n" + to_markdown(rows))
+    timing = [json.loads(x) for x in (ev / "timing.jsonl").read_text().splitlines() if x.strip()]
+    total = sum(t["pretrain_s"] + t["evaluate_s"] for t in timing)
+    out.append(f"Compute: {len(timing)} runs, {total / 3600:.2f} h on the 2-core CPU "
+               f"(pre-training {sum(t['pretrain_s'] for t in timing) / 60:.0f} min, evaluation "
+               f"{sum(t['evaluate_s'] for t in timing) / 60:.0f} min).")
+    text = "\n\n".join(out) + "\n"
+    (ev / "tables.md").write_text(text)
+    return text
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["report"]:
+        print(report())
+        return 0
     if not argv or any(a not in (*SWEEPS, "compare") for a in argv):
         print(__doc__)
         return 2
