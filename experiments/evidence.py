@@ -69,7 +69,14 @@ def report() -> str:
     diffs = {(d["variant"], d["target"], d["protocol"]): d for d in json.loads((ev / "differences.json").read_text())}
     out = []
     variants = list(dict.fromkeys(r["variant"] for r in table))
-    keys = list(dict.fromkeys((r["target"], r["protocol"]) for r in table))
+    keys = [k for k in dict.fromkeys((r["target"], r["protocol"]) for r in table) if k[1] != "knn (monitor)"]
+    # the monitor is the same kNN (same splits, k) as the evaluation's; a random-init encoder is the floor
+    rand_file = RUNS / "eval-random-resnet18" / "summary.json"
+    if not rand_file.is_file():
+        from sassl.eval.transfer import EvalConfig, evaluate
+
+        evaluate(EvalConfig(encoder="random:resnet18", runs_dir=str(RUNS), **EVAL), progress=False)
+    rand = {(r["target"], r["protocol"]): r for r in json.loads(rand_file.read_text())}
     for learner in ("mocov2", "simclr", "byol"):
         vs = sorted((v for v in variants if v.startswith(learner + " ")),
                     key=lambda v: (not v.endswith("baseline"), v != f"{learner} + SASSL(pbn)", v))
@@ -78,6 +85,8 @@ def report() -> str:
         rows = []
         for t, pr in keys:
             row = {"target": t, "protocol": pr}
+            r0 = rand.get((t, pr))
+            row["random init"] = "" if r0 is None else f"{r0['top1_mean']:.2f} +- {r0['top1_std']:.2f}"
             for v in vs:
                 r = next((x for x in table if (x["variant"], x["target"], x["protocol"]) == (v, t, pr)), None)
                 row[v.removeprefix(learner + " ")] = "" if r is None else \
