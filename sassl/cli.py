@@ -87,12 +87,14 @@ def _add_config_args(p: argparse.ArgumentParser, cls) -> None:
     """One flag per field of a flat config dataclass (--image-size for image_size); unset flags stay None."""
     import dataclasses
 
+    from sassl.config import is_range
+
     for f in dataclasses.fields(cls):
         default = f.default
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, bool):
             p.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
-        elif isinstance(default, tuple) and len(default) == 2 and all(isinstance(e, float) for e in default):
+        elif is_range(default):
             p.add_argument(flag, type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
         elif isinstance(default, tuple):
             p.add_argument(flag, type=type(default[0]), nargs="+", default=None)

@@ -10,8 +10,8 @@ import json
 import math
 from pathlib import Path
 
-RUNTIME_KEYS = {"name", "seed", "out_dir", "device", "num_workers", "checkpoint_every", "knn_every", "max_steps",
-                "resolved", "amp"}
+from sassl.eval.transfer import mean_std
+
 SASSL_DEFAULTS = {"p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13}
 
 
@@ -38,8 +38,7 @@ def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[d
         cfg = json.loads((run / "config.json").read_text())
         if "learner" not in cfg:  # not a pre-training run (demo, evaluation of a baseline, ...)
             continue
-        base = {"run": run.name, "variant": variant_label(cfg), "seed": cfg.get("seed", 0),
-                "key": json.dumps({k: v for k, v in sorted(cfg.items()) if k not in RUNTIME_KEYS})}
+        base = {"run": run.name, "variant": variant_label(cfg), "seed": cfg.get("seed", 0)}
         if (run / "metrics.json").is_file():
             m = json.loads((run / "metrics.json").read_text())
             if "knn_top1" in m:
@@ -50,11 +49,6 @@ def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[d
     return rows
 
 
-def _mean_std(v: list[float]) -> tuple[float, float]:
-    m = sum(v) / len(v)
-    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-
-
 def compare_table(rows: list[dict]) -> list[dict]:
     """Mean and std over seeds per (variant, target, protocol)."""
     groups: dict[tuple, list[dict]] = {}
@@ -62,7 +56,7 @@ def compare_table(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["variant"], r["target"], r["protocol"]), []).append(r)
     out = []
     for (variant, target, protocol), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
-        m, s = _mean_std([r["top1"] for r in rs])
+        m, s = mean_std([r["top1"] for r in rs])
         out.append({"variant": variant, "target": target, "protocol": protocol, "seeds": len(rs),
                     "top1_mean": round(m, 2), "top1_std": round(s, 2), "runs": ", ".join(r["run"] for r in rs)})
     return out
@@ -87,7 +81,7 @@ def differences(rows: list[dict]) -> list[dict]:
         if len(v) > 1 and len(base) > 1:
             t = stats.ttest_ind(v, base, equal_var=False)
             pval = None if math.isnan(t.pvalue) else round(float(t.pvalue), 4)
-        d = sum(v) / len(v) - sum(base) / len(base)
+        d = mean_std(v)[0] - mean_std(base)[0]
         out.append({"variant": variant, "target": target, "protocol": protocol, "diff": round(d, 2),
                     "seeds": f"{len(v)} vs {len(base)}", "p_value": pval,
                     "verdict": "n/a (<2 seeds)" if pval is None else ("significant (p<0.05)" if pval < 0.05 else "not significant")})

@@ -8,7 +8,14 @@ import dataclasses
 from typing import Any
 
 
-def _coerce(key: str, v: Any, default: Any) -> Any:
+def is_range(default: Any) -> bool:
+    """A (min, max) range field: its default is a tuple of two floats."""
+    return isinstance(default, tuple) and len(default) == 2 and all(isinstance(e, float) for e in default)
+
+
+def coerce(key: str, v: Any, default: Any) -> Any:
+    """v checked against the type of `default` (ints -> float where a float is expected, lists -> tuples);
+    ValueError naming `key` otherwise."""
     def fail():
         raise ValueError(f"parameter {key!r}: expected {type(default).__name__} like {default!r}, got {v!r}")
 
@@ -21,14 +28,13 @@ def _coerce(key: str, v: Any, default: Any) -> Any:
     if isinstance(default, tuple):
         if isinstance(v, str) or not isinstance(v, (list, tuple)):
             fail()
-        is_range = len(default) == 2 and all(isinstance(e, float) for e in default)
-        if is_range:
+        if is_range(default):
             if len(v) != 2:
                 fail()
-            return tuple(_coerce(key, e, 0.0) for e in v)
+            return tuple(coerce(key, e, 0.0) for e in v)
         if not v:
             fail()
-        return tuple(_coerce(key, e, default[0]) for e in v) if default else tuple(v)
+        return tuple(coerce(key, e, default[0]) for e in v) if default else tuple(v)
     return v if isinstance(v, str) else fail()
 
 
@@ -38,4 +44,4 @@ def from_dict(cls, values: dict):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(fields)}")
-    return cls(**{k: _coerce(k, v, fields[k].default) for k, v in values.items()})
+    return cls(**{k: coerce(k, v, fields[k].default) for k, v in values.items()})

@@ -83,7 +83,7 @@ class Explorer:
         """Crop each content image, run the SASSL op (sampled with `seed`) and the two-view pipeline."""
         from sassl.data.decode import to_pil
         from sassl.stylizer import SASSL
-        from sassl.stylizer.bank import StyleBank
+        from sassl.stylizer.bank import build_bank
         from sassl.views import TwoViews, random_resized_crop
 
         if not contents:
@@ -105,10 +105,8 @@ class Explorer:
         elif style == "style image":
             if not style_image:
                 raise ValueError("style image: upload one")
-            from sassl.data.decode import center_square, to_tensor
-
-            x = to_tensor(center_square(check_upload(style_image, "style upload"), 256))[None].to(self.device)
-            bank = StyleBank(self.stylizer.embed(x).float().cpu(), {"names": [Path(style_image).name]})
+            check_upload(style_image, "style upload")
+            bank = build_bank(self.stylizer, style_image, progress=False)  # embedded as banks embed styles
         if bank is not None:
             names = bank.meta.get("names")
         source = "bank" if bank is not None else style

@@ -22,12 +22,13 @@ def config_from_cells(namespace: dict, names_before: set, cls, notebook_only: di
     """The config a notebook's parameters cell (plus papermill's injected cell) describes.
 
     namespace: globals(); names_before: set(globals()) taken before the parameters cell. Every new
-    plain value (modules, classes and functions imported meanwhile are ignored) must be a field of `cls` or a key of `notebook_only` (name -> default); an unknown name or a
-    wrong type raises ValueError naming it. Returns (config, {notebook-only values})."""
+    plain value (modules, classes and functions imported meanwhile are ignored) must be a field of
+    `cls` or a key of `notebook_only` (name -> default); an unknown name or a wrong type raises
+    ValueError naming it. Returns (config, {notebook-only values})."""
     import dataclasses
     import inspect
 
-    from sassl.config import from_dict
+    from sassl.config import coerce, from_dict
 
     fields = {f.name for f in dataclasses.fields(cls)}
     notebook_only = notebook_only or {}
@@ -36,12 +37,7 @@ def config_from_cells(namespace: dict, names_before: set, cls, notebook_only: di
     unknown = sorted(set(new) - fields - set(notebook_only))
     if unknown:
         raise ValueError(f"unknown notebook parameter(s) {unknown}; known: {', '.join(sorted(fields | set(notebook_only)))}")
-    extra = {}
-    for k, default in notebook_only.items():
-        v = new.get(k, default)
-        if default is not None and not isinstance(v, type(default)):
-            raise ValueError(f"parameter {k!r}: expected {type(default).__name__} like {default!r}, got {v!r}")
-        extra[k] = v
+    extra = {k: coerce(k, new.get(k, default), default) for k, default in notebook_only.items()}
     values = {k: v for k, v in new.items() if k in fields}
     return from_dict(cls, values), extra
 

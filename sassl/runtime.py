@@ -1,6 +1,8 @@
 """Where a run executes: the device and the code version, recorded in every run's config.json."""
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -28,10 +30,6 @@ def git_commit() -> str | None:
 
 def write_table(rows: list[dict], stem) -> None:
     """rows as stem.json and stem.csv (columns in first-seen order); creates the folder."""
-    import csv
-    import json
-    from pathlib import Path
-
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))

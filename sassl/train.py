@@ -119,7 +119,8 @@ class EpochSampler(torch.utils.data.Sampler):
         return (self.batches_per_epoch() - self.skip_batches) * self.global_batch // dist.world_size()
 
 
-def _style_op(cfg: PretrainConfig, device: torch.device, run_meta: dict):
+def style_op(cfg: PretrainConfig, device: torch.device, run_meta: dict):
+    """The SASSL op a config asks for (None when style == 'none'); records the source used in run_meta."""
     from sassl.stylizer import SASSL, pretrained
     from sassl.stylizer.bank import bank_for
 
@@ -217,7 +218,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, **kw).to(device)
     if dist.is_dist() and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    views = TwoViews(sassl=_style_op(cfg, device, run_meta)).to(device)
+    views = TwoViews(sassl=style_op(cfg, device, run_meta)).to(device)
 
     base_lr = cfg.lr * global_batch / 256
     opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)

@@ -35,7 +35,7 @@ def augmented_views(cfg, n: int = 8, seed: int = 0, device: str | None = None):
 
     from sassl.data import get_dataset
     from sassl.runtime import resolve_device
-    from sassl.train import _style_op
+    from sassl.train import style_op
     from sassl.views import TwoCrops, TwoViews
 
     dev = resolve_device(device or cfg.device)
@@ -44,7 +44,7 @@ def augmented_views(cfg, n: int = 8, seed: int = 0, device: str | None = None):
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     c1, c2, _ = zip(*(crops[i] for i in idx))
     c1, c2 = torch.stack(c1).to(dev), torch.stack(c2).to(dev)
-    views = TwoViews(sassl=_style_op(cfg, dev, {}), normalize=False).to(dev)
+    views = TwoViews(sassl=style_op(cfg, dev, {}), normalize=False).to(dev)
     v1, v2, params = views(c1, c2, torch.Generator().manual_seed(seed))
     return c1.cpu(), v1.cpu(), v2.cpu(), params
 

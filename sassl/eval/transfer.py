@@ -63,6 +63,12 @@ def _check(cfg: EvalConfig) -> None:
         raise ValueError(f"episodes and shots must be >= 1, got episodes={cfg.episodes}, shots={list(cfg.shots)}")
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((x - m) ** 2 for x in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean and (sample) std of top1/top5 per (target, protocol), over seeds / episodes."""
     groups: dict[tuple, list[dict]] = {}
@@ -73,9 +79,9 @@ def summarize(rows: list[dict]) -> list[dict]:
         row = {"target": target, "protocol": protocol, "n": len(rs)}
         for m in ("top1", "top5"):
             v = [r[m] for r in rs if r.get(m) is not None]
-            row[f"{m}_mean"] = round(sum(v) / len(v), 3) if v else None
-            row[f"{m}_std"] = round(math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)), 3) \
-                if len(v) > 1 else (0.0 if v else None)
+            mean, std = mean_std(v) if v else (None, None)
+            row[f"{m}_mean"] = None if mean is None else round(mean, 3)
+            row[f"{m}_std"] = None if std is None else round(std, 3)
         out.append(row)
     return out
 
@@ -99,7 +105,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     from sassl.eval.fewshot import few_shot
     from sassl.eval.finetune import finetune
     from sassl.eval.knn import extract_features, knn_predict
-    from sassl.eval.linear import linear_probe
+    from sassl.eval.linear import linear_probe, scores
     from sassl.eval.targets import load_target
     from sassl.plots import save_figure
     from sassl.runtime import git_commit, resolve_device, write_table
@@ -125,8 +131,6 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         for protocol in cfg.protocols:
             bar.set_postfix(target=name, protocol=protocol)
             if protocol == "knn":  # deterministic: one row
-                from sassl.eval.linear import scores
-
                 pred = knn_predict(cache["train"], target.train_y, cache["test"], target.num_classes, cfg.knn_k)
                 logits = torch.nn.functional.one_hot(pred, target.num_classes).float()
                 rows.append(base | {"protocol": "knn", "seed": 0} | scores(logits, target.test_y) | {"top5": None})
