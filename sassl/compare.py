@@ -90,15 +90,17 @@ def differences(rows: list[dict]) -> list[dict]:
 
 def compare_figure(table: list[dict]):
     """Bars of top-1 mean +- std per target/protocol, one colour per variant."""
+    import plotly.colors
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    fig = go.Figure(layout={"colorway": plotly.colors.qualitative.Dark24})  # ablation sweeps exceed 10 variants
     for variant in dict.fromkeys(r["variant"] for r in table):
         rs = [r for r in table if r["variant"] == variant]
-        fig.add_bar(name=variant, x=[f"{r['target']}<br>{r['protocol']}" for r in rs], y=[r["top1_mean"] for r in rs],
+        fig.add_bar(name=variant, x=[f"{r['target']} / {r['protocol']}" for r in rs], y=[r["top1_mean"] for r in rs],
                     error_y={"type": "data", "array": [r["top1_std"] for r in rs]})
-    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)",
-                      title="SASSL vs baseline (mean +- std over seeds)")
+    n_groups = len({(r["target"], r["protocol"]) for r in table})
+    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)", xaxis_tickangle=-35,
+                      title="SASSL vs baseline (mean +- std over seeds)", height=520, width=max(1000, 110 * n_groups))
     return fig
 
 

@@ -13,7 +13,7 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
     out = [stem.with_suffix(".html")]
     fig.write_html(out[0], include_plotlyjs="cdn")
     try:
-        fig.write_image(stem.with_suffix(".png"), width=1000, height=450, scale=1)
+        fig.write_image(stem.with_suffix(".png"), width=fig.layout.width or 1000, height=fig.layout.height or 450, scale=1)
         out.append(stem.with_suffix(".png"))
     except Exception as e:  # kaleido missing or without a browser: the HTML is the figure
         warnings.warn(f"no PNG for {stem.name} (static export unavailable: {type(e).__name__}); the HTML has the figure")
