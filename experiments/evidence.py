@@ -1,6 +1,7 @@
 """Issue 8's CPU-scale evidence, run through the workbench's own notebooks (papermill).
 
     python experiments/evidence.py core        # MoCo v2: default views vs SASSL (pbn), 3 seeds each
+    python experiments/evidence.py core-ema    # the same with target momentum 0.9 instead of the paper's 0.99
     python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers
     python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
@@ -29,6 +30,9 @@ BASE = {"style": "none"}
 SWEEPS = {
     "core": [(f"moco-{tag}-s{s}", {"learner": "mocov2", "seed": s} | kw)
              for s in (0, 1, 2) for tag, kw in (("base", BASE), ("sassl", SASSL))],
+    # issue 4's lead: the paper's target momentum 0.99 barely moves the target in 288 steps
+    "core-ema": [(f"moco09-{tag}-s{s}", {"learner": "mocov2", "seed": s, "ema": 0.9} | kw)
+                 for tag, kw in (("sassl", SASSL), ("base", BASE)) for s in (1, 2, 0)],
     "ablations": [(f"moco-{tag}-s0", {"learner": "mocov2", "seed": 0} | kw) for tag, kw in (
         ("batch", {"style": "batch"}), ("beta1", SASSL | {"beta": [1.0, 1.0]}), ("noise", {"style": "noise"}),
         ("content", {"style": "content"}), ("layers4", SASSL | {"layers": 4}), ("layers8", SASSL | {"layers": 8}),
@@ -58,6 +62,32 @@ def run_one(name: str, params: dict) -> None:
     print(f"{name}: {t1 - t0:.0f} s pre-training, {time.time() - t1:.0f} s evaluation", flush=True)
 
 
+def learning_gain() -> list[dict]:
+    """Per variant: the kNN monitor's gain from the run's own random init (epoch 0) to its last epoch,
+    mean +- std over seeds and a one-sample t-test against 0 (a paired test: each seed is its own control)."""
+    from scipy import stats
+
+    from sassl.compare import variant_label
+    from sassl.eval.transfer import mean_std
+
+    names = {n for sw in SWEEPS.values() for n, _ in sw}
+    gains: dict[str, list[tuple[float, float]]] = {}
+    for run in sorted(RUNS / n for n in names):
+        if not (run / "eval" / "summary.json").is_file():
+            continue
+        knn = [json.loads(x)["knn_top1"] for x in (run / "metrics.jsonl").read_text().splitlines() if "knn_top1" in x]
+        gains.setdefault(variant_label(json.loads((run / "config.json").read_text())), []).append((knn[0], knn[-1]))
+    rows = []
+    for v, pairs in sorted(gains.items()):
+        d = [b - a for a, b in pairs]
+        m, sd = mean_std(d)
+        p = stats.ttest_1samp(d, 0.0).pvalue if len(d) > 1 and sd > 0 else None
+        rows.append({"variant": v, "seeds": len(d), "init kNN": f"{mean_std([a for a, _ in pairs])[0]:.2f}",
+                     "last kNN": f"{mean_std([b for _, b in pairs])[0]:.2f}", "gain": f"{m:+.2f} +- {sd:.2f}",
+                     "p (gain = 0)": "" if p is None else f"{p:.3f}"})
+    return rows
+
+
 def report() -> str:
     """Markdown tables from runs/evidence (compare.ipynb's output), run metrics and timing."""
     import statistics
@@ -77,11 +107,12 @@ def report() -> str:
 
         evaluate(EvalConfig(encoder="random:resnet18", runs_dir=str(RUNS), **EVAL), progress=False)
     rand = {(r["target"], r["protocol"]): r for r in json.loads(rand_file.read_text())}
-    for learner in ("mocov2", "simclr", "byol"):
-        vs = sorted((v for v in variants if v.startswith(learner + " ")),
-                    key=lambda v: (not v.endswith("baseline"), v != f"{learner} + SASSL(pbn)", v))
-        if not vs:
-            continue
+    # one table per learner and training settings ("mocov2", "mocov2 ema=0.99", ...): its baseline, SASSL
+    # variants, and SASSL(pbn) minus that baseline
+    groups = dict.fromkeys(v.split(" + ")[0].removesuffix(" baseline") for v in variants)
+    for group in sorted(groups, key=lambda g: (["mocov2", "simclr", "byol"].index(g.split()[0]), g)):
+        vs = sorted((v for v in variants if v.split(" + ")[0].removesuffix(" baseline") == group),
+                    key=lambda v: (not v.endswith("baseline"), v != f"{group} + SASSL(pbn)", v))
         rows = []
         for t, pr in keys:
             row = {"target": t, "protocol": pr}
@@ -89,13 +120,15 @@ def report() -> str:
             row["random init"] = "" if r0 is None else f"{r0['top1_mean']:.2f} +- {r0['top1_std']:.2f}"
             for v in vs:
                 r = next((x for x in table if (x["variant"], x["target"], x["protocol"]) == (v, t, pr)), None)
-                row[v.removeprefix(learner + " ")] = "" if r is None else \
+                row[v.removeprefix(group + " ")] = "" if r is None else \
                     f"{r['top1_mean']:.2f} +- {r['top1_std']:.2f} (n={r['seeds']})"
-            d = diffs.get((f"{learner} + SASSL(pbn)", t, pr))
+            d = diffs.get((f"{group} + SASSL(pbn)", t, pr))
             if d:
                 row["SASSL(pbn) - baseline"] = f"{d['diff']:+.2f}" + (f" (p={d['p_value']:.3f})" if d["p_value"] is not None else "")
             rows.append(row)
-        out.append(f"### {learner}: top-1 (%), mean +- std over seeds\n\n" + to_markdown(rows))
+        out.append(f"### {group}: top-1 (%), mean +- std over seeds\n\n" + to_markdown(rows))
+    out.append("### Does pre-training move the encoder? kNN monitor on objects test, last epoch minus the same "
+               "run's random init (epoch 0)\n\n" + to_markdown(learning_gain()))
     speed = {}
     for run in sorted(p.parent for p in RUNS.glob("*/metrics.jsonl")):
         cfg_file = run / "config.json"

@@ -1,7 +1,9 @@
 """Compare runs: every run under runs/ (or a list), grouped into variants that differ only by seed.
 
 A variant is a run's config without name, seed and run-time settings; its label reads like
-"mocov2 + SASSL(pbn)" or "mocov2 baseline", with any non-default SASSL setting appended. Scores are the
+"mocov2 + SASSL(pbn)" or "mocov2 baseline", with any training setting that differs from today's
+PretrainConfig default after the learner ("mocov2 ema=0.99 baseline") and any non-default SASSL setting
+appended, so runs of different budgets or settings are never pooled. Scores are the
 pre-training kNN monitor and each evaluation summary (runs/<name>/eval/summary.json).
 """
 from __future__ import annotations
@@ -13,13 +15,30 @@ from pathlib import Path
 from sassl.eval.transfer import mean_std
 
 SASSL_DEFAULTS = {"p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13}
+# settings that do not change what a run learns (or are the learner / SASSL part of the label)
+NOT_VARIANT = {"name", "seed", "learner", "style", "amp", "sync_bn", *SASSL_DEFAULTS}
+
+
+def _training_defaults() -> dict:
+    import dataclasses
+
+    from sassl.train import PretrainConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    skip = NOT_VARIANT | set(PretrainConfig.RESUME_FREE) - {"epochs", "max_steps"}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items() if k not in skip}
 
 
 def variant_label(cfg: dict) -> str:
+    """"mocov2 + SASSL(pbn)", "simclr baseline", "mocov2 ema=0.99 + SASSL(batch) layers=4": the learner,
+    training settings that differ from PretrainConfig's defaults, then the SASSL part."""
+    norm = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    learner = " ".join([cfg["learner"]] + [f"{k}={norm[k]}" for k, v in _training_defaults().items()
+                                           if k in norm and norm[k] != v])
     if cfg.get("style", "none") == "none":
-        return f"{cfg['learner']} baseline"
-    extra = [f"{k}={cfg[k]}" for k, v in SASSL_DEFAULTS.items() if cfg.get(k, v) != v]
-    return f"{cfg['learner']} + SASSL({cfg['style']})" + (" " + " ".join(extra) if extra else "")
+        return f"{learner} baseline"
+    extra = [f"{k}={norm[k]}" for k, v in SASSL_DEFAULTS.items() if norm.get(k, v) != v]
+    return f"{learner} + SASSL({cfg['style']})" + (" " + " ".join(extra) if extra else "")
 
 
 def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[dict]:

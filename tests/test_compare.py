@@ -37,3 +37,24 @@ def test_variants_means_and_welch(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         collect_runs(tmp_path, ["nope"])
     assert variant_label({"learner": "byol", "style": "batch", "layers": 4}) == "byol + SASSL(batch) layers=4"
+
+
+def test_runs_with_other_training_settings_are_their_own_variant(tmp_path):
+    """Runs that differ in a training setting (here the target momentum, and a budget) are never pooled, and
+    SASSL is compared with the baseline of the same settings."""
+    from sassl.train import PretrainConfig
+
+    slow = PretrainConfig.ema + 0.005
+    for s in (0, 1):
+        _run(tmp_path, f"base-s{s}", "none", s, 30, 40.0 + s)
+        _run(tmp_path, f"sassl-s{s}", "pbn", s, 30, 42.0 + s)
+        _run(tmp_path, f"slow-base-s{s}", "none", s, 30, 10.0 + s, ema=slow)
+        _run(tmp_path, f"slow-sassl-s{s}", "pbn", s, 30, 20.0 + s, ema=slow)
+    _run(tmp_path, "long", "pbn", 0, 30, 60.0, epochs=PretrainConfig.epochs * 2, num_workers=7, device="cuda")
+    table = {r["variant"]: r for r in compare_table(collect_runs(tmp_path)) if r["protocol"] == "linear"}
+    slow_label = f"mocov2 ema={slow}"
+    assert set(table) == {"mocov2 baseline", "mocov2 + SASSL(pbn)", f"{slow_label} baseline",
+                          f"{slow_label} + SASSL(pbn)", f"mocov2 epochs={PretrainConfig.epochs * 2} + SASSL(pbn)"}
+    assert table[f"{slow_label} baseline"]["top1_mean"] == 10.5 and table["mocov2 baseline"]["top1_mean"] == 40.5
+    diffs = {d["variant"]: d["diff"] for d in differences(collect_runs(tmp_path)) if d["protocol"] == "linear"}
+    assert diffs == {"mocov2 + SASSL(pbn)": 2.0, f"{slow_label} + SASSL(pbn)": 10.0}
