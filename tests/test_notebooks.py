@@ -64,3 +64,20 @@ def test_wrong_parameter_fails_in_the_first_cell(runs, params, message):
         _run("pretrain.ipynb", runs / "bad" / "pretrain.ipynb", name="bad", **params)
     assert message in str(e.value)
     assert not (runs / "bad" / "checkpoints").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("nb", sorted(p.name for p in NB.glob("*.ipynb")))
+def test_papermill_reads_every_parameter(nb):
+    """`papermill --help-notebook` and `-p` see every name of the parameters cell with its default (a comment
+    papermill cannot parse, e.g. one holding ' = ', makes it drop that parameter with only a warning)."""
+    import ast
+
+    import nbformat
+
+    cell = next(c for c in nbformat.read(NB / nb, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+                for t in node.targets if isinstance(node, ast.Assign)}
+    seen = pm.inspect_notebook(str(NB / nb))
+    assert set(seen) == set(assigned), f"{nb}: papermill misses {set(assigned) - set(seen)}"
+    for name, value in assigned.items():
+        assert ast.literal_eval(seen[name]["default"]) == value, (nb, name)
