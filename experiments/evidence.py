@@ -4,6 +4,7 @@
     python experiments/evidence.py core-ema    # the same with target momentum 0.9 instead of the paper's 0.99
     python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers
     python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
+    python experiments/evidence.py probes      # issue 4: MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
 
@@ -40,6 +41,17 @@ SWEEPS = {
     "learners": [(f"{lr}-{tag}-s{s}", {"learner": lr, "seed": s} | kw)
                  for lr in ("simclr", "byol") for s in (0, 1) for tag, kw in (("base", BASE), ("sassl", SASSL))],
 }
+# Issue 4: what makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
+# kNN monitor), through `sassl pretrain`; controls: moco-base-s0/s1 (same settings, paper defaults).
+PROBES = {
+    "probe-t02-s1": "--style none --seed 1 --temperature 0.2",
+    "probe-ema0-s1": "--style none --seed 1 --ema 0.0",
+    "probe-queue-s1": "--style none --seed 1 --learner mocov2-queue",
+    "probe-lr4-s1": "--style none --seed 1 --lr 4",
+    "probe-lr8-s1": "--style none --seed 1 --lr 8",
+    "probe-lr4-s0": "--style none --seed 0 --lr 4",
+    "probe-long24-s0": "--seed 0 --epochs 24",
+}
 EVAL = {"targets": ["objects", "objects@test_shift", "textures", "elpv"], "protocols": ["knn", "linear", "fewshot"],
         "seeds": [0, 1, 2], "shots": [1, 10]}
 
@@ -60,6 +72,37 @@ def run_one(name: str, params: dict) -> None:
     with open(RUNS / "evidence" / "timing.jsonl", "a") as f:
         f.write(json.dumps({"run": name, "pretrain_s": round(t1 - t0, 1), "evaluate_s": round(time.time() - t1, 1)}) + "\n")
     print(f"{name}: {t1 - t0:.0f} s pre-training, {time.time() - t1:.0f} s evaluation", flush=True)
+
+
+def run_probes() -> None:
+    import shlex
+    import subprocess
+
+    for name, flags in PROBES.items():
+        if (RUNS / name / "metrics.json").is_file():
+            print(f"{name}: done already")
+            continue
+        subprocess.run([sys.executable, "-m", "sassl.cli", "pretrain", "--name", name, "--knn-every", "2",
+                        "--out-dir", str(RUNS), "--resume", *shlex.split(flags)], check=True)
+
+
+def probe_table() -> list[dict]:
+    """The kNN monitor of each probe and its control: random init, best and last epoch, and the mean
+    training loss of the last epoch."""
+    rows = []
+    for name, flags in {"moco-base-s0": "--style none --seed 0", "moco-base-s1": "--style none --seed 1",
+                        "moco-sassl-s0": "--seed 0", **PROBES}.items():
+        f = RUNS / name / "metrics.jsonl"
+        if not f.is_file():
+            continue
+        m = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        knn = [r["knn_top1"] for r in m if "knn_top1" in r]
+        losses = [r["loss"] for r in m if "loss" in r]
+        per_epoch = len(losses) // max(1, max(r["epoch"] for r in m))
+        rows.append({"run": name, "sassl pretrain flags": f"`{flags}`", "init kNN": knn[0], "best kNN": max(knn[1:]),
+                     "last kNN": knn[-1], "gain": f"{knn[-1] - knn[0]:+.2f}",
+                     "last-epoch loss": round(sum(losses[-per_epoch:]) / per_epoch, 2)})
+    return rows
 
 
 def learning_gain() -> list[dict]:
@@ -92,7 +135,7 @@ def report() -> str:
     """Markdown tables from runs/evidence (compare.ipynb's output), run metrics and timing."""
     import statistics
 
-    from sassl.compare import to_markdown
+    from sassl.compare import to_markdown, variant_label
 
     ev = RUNS / "evidence"
     table = json.loads((ev / "table.json").read_text())
@@ -127,6 +170,7 @@ def report() -> str:
                 row["SASSL(pbn) - baseline"] = f"{d['diff']:+.2f}" + (f" (p={d['p_value']:.3f})" if d["p_value"] is not None else "")
             rows.append(row)
         out.append(f"### {group}: top-1 (%), mean +- std over seeds\n\n" + to_markdown(rows))
+    out.append("### MoCo v2 probes (issue 4): kNN monitor on objects test (%), one seed each\n\n" + to_markdown(probe_table()))
     out.append("### Does pre-training move the encoder? kNN monitor on objects test, last epoch minus the same "
                "run's random init (epoch 0)\n\n" + to_markdown(learning_gain()))
     speed = {}
@@ -137,10 +181,10 @@ def report() -> str:
         cfg = json.loads(cfg_file.read_text())
         rates = [json.loads(x)["images_per_second"] for x in (run / "metrics.jsonl").read_text().splitlines()
                  if "images_per_second" in x][1:]  # the first epoch includes start-up
-        if rates:
+        label = variant_label(cfg)  # default settings only: "<learner> baseline" or "<learner> + SASSL(pbn)"
+        if rates and label in (f"{cfg['learner']} baseline", f"{cfg['learner']} + SASSL(pbn)"):
             key = (cfg["learner"], "SASSL" if cfg["style"] != "none" else "default views")
-            if cfg["style"] in ("none", "pbn") and cfg["beta"] == [0.1, 0.3] and cfg["layers"] == 13:
-                speed.setdefault(key, []).append(statistics.median(rates))
+            speed.setdefault(key, []).append(statistics.median(rates))
     rows = []
     for learner in ("mocov2", "simclr", "byol"):
         a, b = speed.get((learner, "default views")), speed.get((learner, "SASSL"))
@@ -160,6 +204,9 @@ def report() -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["probes"]:
+        run_probes()
+        return 0
     if argv == ["report"]:
         print(report())
         return 0
