@@ -117,10 +117,10 @@ def learning_gain() -> list[dict]:
     from sassl.compare import variant_label
     from sassl.eval.transfer import mean_std
 
-    names = {n for sw in SWEEPS.values() for n, _ in sw}
+    names = {n for sw in SWEEPS.values() for n, _ in sw} | set(PROBES)
     gains: dict[str, list[tuple[float, float]]] = {}
     for run in sorted(RUNS / n for n in names):
-        if not (run / "eval" / "summary.json").is_file():
+        if not (run / "metrics.json").is_file():  # finished pre-training runs only
             continue
         knn = [json.loads(x)["knn_top1"] for x in (run / "metrics.jsonl").read_text().splitlines() if "knn_top1" in x]
         gains.setdefault(variant_label(json.loads((run / "config.json").read_text())), []).append((knn[0], knn[-1]))
@@ -185,23 +185,26 @@ def report() -> str:
         cfg = json.loads(cfg_file.read_text())
         rates = [json.loads(x)["images_per_second"] for x in (run / "metrics.jsonl").read_text().splitlines()
                  if "images_per_second" in x][1:]  # the first epoch includes start-up
-        label = variant_label(cfg)  # default settings only: "<learner> baseline" or "<learner> + SASSL(pbn)"
-        if rates and label in (f"{cfg['learner']} baseline", f"{cfg['learner']} + SASSL(pbn)"):
-            key = (cfg["learner"], "SASSL" if cfg["style"] != "none" else "default views")
-            speed.setdefault(key, []).append(statistics.median(rates))
+        label = variant_label(cfg)
+        group = label.split(" + ")[0].removesuffix(" baseline")  # learner and training settings
+        if rates and (label.endswith(" baseline") or label.endswith(" + SASSL(pbn)")):  # default SASSL settings
+            speed.setdefault((group, "SASSL" if cfg["style"] != "none" else "default views"), []).append(statistics.median(rates))
     rows = []
-    for learner in ("mocov2", "simclr", "byol"):
-        a, b = speed.get((learner, "default views")), speed.get((learner, "SASSL"))
+    for group in dict.fromkeys(g for g, _ in speed):
+        a, b = speed.get((group, "default views")), speed.get((group, "SASSL"))
         if a and b:
             ma, mb = statistics.mean(a), statistics.mean(b)
-            rows.append({"learner": learner, "default views (img/s)": round(ma, 1), "SASSL p=0.8 (img/s)": round(mb, 1),
+            rows.append({"runs of": group, "default views (img/s)": round(ma, 1), "SASSL p=0.8 (img/s)": round(mb, 1),
                          "SASSL / default": f"{mb / ma:.2f}x", "runs": f"{len(a)} + {len(b)}"})
     out.append("### Throughput during the runs (median epoch images/s, first epoch left out)\n\n" + to_markdown(rows))
     timing = [json.loads(x) for x in (ev / "timing.jsonl").read_text().splitlines() if x.strip()]
     total = sum(t["pretrain_s"] + t["evaluate_s"] for t in timing)
-    out.append(f"Compute: {len(timing)} runs, {total / 3600:.2f} h on the 2-core CPU "
+    probe_s = [sum(json.loads(x).get("epoch_seconds", 0) for x in (RUNS / n / "metrics.jsonl").read_text().splitlines())
+               for n in PROBES if (RUNS / n / "metrics.jsonl").is_file()]
+    out.append(f"Compute: {len(timing)} sweep runs, {total / 3600:.2f} h on the 2-core CPU "
                f"(pre-training {sum(t['pretrain_s'] for t in timing) / 60:.0f} min, evaluation "
-               f"{sum(t['evaluate_s'] for t in timing) / 60:.0f} min).")
+               f"{sum(t['evaluate_s'] for t in timing) / 60:.0f} min); {len(probe_s)} probes, "
+               f"{sum(probe_s) / 60:.0f} min of training epochs (kNN monitors and start-up not counted).")
     text = "\n\n".join(out) + "\n"
     (ev / "tables.md").write_text(text)
     return text
