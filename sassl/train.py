@@ -44,7 +44,7 @@ class PretrainConfig:
     alpha: tuple = (0.1, 0.3)             # embedding blend range
     beta: tuple = (0.1, 0.3)              # pixel blend range
     layers: int = 13                      # stylize only the first k CIN layers
-    # NOTE: 24 epochs (864 steps, ~13 min on 2 CPU cores): at 8 epochs no learner's kNN left its own
+    # NOTE: 24 epochs (864 steps, 13.5-15 min on 2 CPU cores): at 8 epochs no learner's kNN left its own
     # random init on objects (docs/RESULTS.md); the paper trains ImageNet for hundreds of epochs
     epochs: int = 24
     batch_size: int = 64                  # global batch (split over processes)
