@@ -41,6 +41,12 @@ def variant_label(cfg: dict) -> str:
     return f"{learner} + SASSL({cfg['style']})" + (" " + " ".join(extra) if extra else "")
 
 
+def variant_group(variant: str) -> str:
+    """The learner-and-training-settings part of a label: "mocov2 epochs=8" for both
+    "mocov2 epochs=8 baseline" and "mocov2 epochs=8 + SASSL(batch)"."""
+    return variant.split(" + ")[0].removesuffix(" baseline")
+
+
 def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[dict]:
     """One row per (run, target, protocol): run, variant, seed, target, protocol, top1 (the run's mean over
     its evaluation seeds). Runs without config.json are skipped; a named run that is missing raises."""
@@ -93,7 +99,7 @@ def differences(rows: list[dict]) -> list[dict]:
     for (variant, target, protocol), v in sorted(by.items()):
         if " + SASSL" not in variant:
             continue
-        base = by.get((variant.split(" + ")[0] + " baseline", target, protocol))
+        base = by.get((variant_group(variant) + " baseline", target, protocol))
         if not base:
             continue
         pval = None
