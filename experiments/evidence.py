@@ -22,6 +22,8 @@ from pathlib import Path
 
 import papermill as pm
 
+from sassl.runtime import read_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs"
 NB = ROOT / "notebooks"
@@ -99,7 +101,7 @@ def probe_table() -> list[dict]:
         f = RUNS / name / "metrics.jsonl"
         if not f.is_file():
             continue
-        m = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        m = read_metrics(f)
         knn = [r["knn_top1"] for r in m if "knn_top1" in r]
         losses = [r["loss"] for r in m if "loss" in r]
         per_epoch = len(losses) // max(1, max(r["epoch"] for r in m))
@@ -122,7 +124,7 @@ def learning_gain() -> list[dict]:
     for run in sorted(RUNS / n for n in names):
         if not (run / "metrics.json").is_file():  # finished pre-training runs only
             continue
-        knn = [json.loads(x)["knn_top1"] for x in (run / "metrics.jsonl").read_text().splitlines() if "knn_top1" in x]
+        knn = [r["knn_top1"] for r in read_metrics(run / "metrics.jsonl") if "knn_top1" in r]
         gains.setdefault(variant_label(json.loads((run / "config.json").read_text())), []).append((knn[0], knn[-1]))
     rows = []
     for v, pairs in sorted(gains.items()):
@@ -183,8 +185,7 @@ def report() -> str:
         if not cfg_file.is_file() or run.name not in {n for sw in SWEEPS.values() for n, _ in sw}:
             continue
         cfg = json.loads(cfg_file.read_text())
-        rates = [json.loads(x)["images_per_second"] for x in (run / "metrics.jsonl").read_text().splitlines()
-                 if "images_per_second" in x][1:]  # the first epoch includes start-up
+        rates = [r["images_per_second"] for r in read_metrics(run / "metrics.jsonl") if "images_per_second" in r][1:]  # the first epoch includes start-up
         label = variant_label(cfg)
         group = variant_group(label)
         if rates and (label.endswith(" baseline") or label.endswith(" + SASSL(pbn)")):  # default SASSL settings
@@ -199,7 +200,7 @@ def report() -> str:
     out.append("### Throughput during the runs (median epoch images/s, first epoch left out)\n\n" + to_markdown(rows))
     timing = [json.loads(x) for x in (ev / "timing.jsonl").read_text().splitlines() if x.strip()]
     total = sum(t["pretrain_s"] + t["evaluate_s"] for t in timing)
-    probe_s = [sum(json.loads(x).get("epoch_seconds", 0) for x in (RUNS / n / "metrics.jsonl").read_text().splitlines())
+    probe_s = [sum(r.get("epoch_seconds", 0) for r in read_metrics(RUNS / n / "metrics.jsonl"))
                for n in PROBES if (RUNS / n / "metrics.jsonl").is_file()]
     out.append(f"Compute: {len(timing)} sweep runs, {total / 3600:.2f} h on the 2-core CPU "
                f"(pre-training {sum(t['pretrain_s'] for t in timing) / 60:.0f} min, evaluation "

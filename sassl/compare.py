@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from sassl.config import plain
 from sassl.eval.transfer import mean_std
 
 SASSL_DEFAULTS = {"p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13}
@@ -24,15 +25,14 @@ def _training_defaults() -> dict:
 
     from sassl.train import PretrainConfig
 
-    fields = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
     skip = NOT_VARIANT | set(PretrainConfig.RESUME_FREE) - {"epochs", "max_steps"}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items() if k not in skip}
+    return plain({f.name: f.default for f in dataclasses.fields(PretrainConfig) if f.name not in skip})
 
 
 def variant_label(cfg: dict) -> str:
     """"mocov2 + SASSL(pbn)", "simclr baseline", "mocov2 ema=0.99 + SASSL(batch) layers=4": the learner,
     training settings that differ from PretrainConfig's defaults, then the SASSL part."""
-    norm = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    norm = plain(cfg)
     learner = " ".join([cfg["learner"]] + [f"{k}={norm[k]}" for k, v in _training_defaults().items()
                                            if k in norm and norm[k] != v])
     if cfg.get("style", "none") == "none":

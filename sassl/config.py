@@ -8,6 +8,11 @@ import dataclasses
 from typing import Any
 
 
+def plain(values: dict) -> dict:
+    """A config dict with tuples as lists, as it reads back from config.json."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
 def is_range(default: Any) -> bool:
     """A (min, max) range field: its default is a tuple of two floats."""
     return isinstance(default, tuple) and len(default) == 2 and all(isinstance(e, float) for e in default)

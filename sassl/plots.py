@@ -1,7 +1,6 @@
 """Plotly figures saved as HTML (always) and PNG (when kaleido can render)."""
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -30,7 +29,9 @@ def curves_figure(metrics_file: str | Path):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    rows = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
+    from sassl.runtime import read_metrics
+
+    rows = read_metrics(metrics_file)
     steps = [r for r in rows if "loss" in r]
     epochs = [r for r in rows if "knn_top1" in r]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "kNN top-1 (%) on the held-out split"))

@@ -28,6 +28,11 @@ def git_commit() -> str | None:
         return None
 
 
+def read_metrics(path) -> list[dict]:
+    """The rows of a run's metrics.jsonl (per-step losses, per-epoch summaries and kNN monitors)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def write_table(rows: list[dict], stem) -> None:
     """rows as stem.json and stem.csv (columns in first-seen order); creates the folder."""
     stem = Path(stem)

@@ -20,10 +20,10 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from sassl import dist
-from sassl.config import from_dict
+from sassl.config import from_dict, plain
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
-from sassl.runtime import git_commit, resolve_device
+from sassl.runtime import git_commit, read_metrics, resolve_device
 
 STYLE_SOURCES = ("none", "batch", "noise", "content")  # besides a dataset name, a folder or a bank .pt
 
@@ -186,7 +186,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     validate(cfg)
     run_dir = Path(cfg.out_dir) / cfg.name
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    cfg_dict = plain(asdict(cfg))
     state = None
     if ckpt_path.is_file():
         if not resume:
@@ -248,7 +248,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             partial_epoch = "epoch_seconds" in row and row["step"] == step and step % steps_per_epoch
             return state is not None and row["step"] <= step and not partial_epoch
 
-        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        rows = read_metrics(metrics_file)
         metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))
     knn_data = None
     if test_ds is not None:
@@ -278,7 +278,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     start_epoch = step // steps_per_epoch
     result = {}
     if start_epoch >= cfg.epochs and metrics_file.exists():  # resuming a finished run: report it again
-        epoch_rows = [json.loads(x) for x in metrics_file.read_text().splitlines() if "epoch_seconds" in x]
+        epoch_rows = [r for r in read_metrics(metrics_file) if "epoch_seconds" in r]
         result = epoch_rows[-1] if epoch_rows else {}
     for epoch in range(start_epoch, cfg.epochs):
         sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
