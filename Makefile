@@ -3,17 +3,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
+LOCK   := requirements.lock
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lab lock clean
 
-$(VENV)/.installed: pyproject.toml
+# The set-up installs exactly the versions in requirements.lock (what CI last passed with), then the package
+# itself without resolving anything again.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@# Chromium renders plotly figures to PNG (kaleido). Optional: without it figures are HTML only.
 	@command -v chromium >/dev/null || command -v google-chrome >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: no Chromium (install it for PNG figures); continuing with HTML figures"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
 	$(BIN)/sassl data prepare
 	touch $@
 
@@ -34,6 +38,18 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m sassl.bench stylizer
+
+# Re-resolve every dependency in a clean venv and write the lock (then run `make test` and commit it).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q $(TORCH)
+	.lock-venv/bin/pip install -q '.[dev]'
+	{ echo "# Exact versions 'make setup' installs (Linux x86_64, CPython 3.11), made by 'make lock' from a clean venv."; \
+	  echo "# Refresh: make lock && make test, then commit this file."; \
+	  .lock-venv/bin/pip freeze --exclude sassl; } > $(LOCK)
+	rm -rf .lock-venv build
+	@echo "wrote $(LOCK): $$(grep -vc '^#' $(LOCK)) packages; now run make test and commit it"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

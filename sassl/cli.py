@@ -84,22 +84,37 @@ def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> P
 
 
 def _add_config_args(p: argparse.ArgumentParser, cls) -> None:
-    """One flag per field of a flat config dataclass (--image-size for image_size); unset flags stay None."""
+    """One flag per field of a flat config dataclass (--image-size for image_size); unset flags stay None.
+    Each flag's help is the field's own comment in the dataclass (sassl.config.field_help) and its default."""
     import dataclasses
 
-    from sassl.config import is_range
+    from sassl.config import field_help, is_range
 
+    helps = field_help(cls)
     for f in dataclasses.fields(cls):
         default = f.default
         flag = "--" + f.name.replace("_", "-")
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default).lower() \
+            if isinstance(default, bool) else repr(default) if default == "" else str(default)
+        text = (helps[f.name] + " " if helps[f.name] else "") + f"(default: {shown})"
+        text = text.replace("%", "%%")  # argparse formats help strings with %
         if isinstance(default, bool):
-            p.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+            p.add_argument(flag, type=_bool, default=None, metavar="BOOL", help=text)
         elif is_range(default):
-            p.add_argument(flag, type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
+            p.add_argument(flag, type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help=text)
         elif isinstance(default, tuple):
-            p.add_argument(flag, type=type(default[0]), nargs="+", default=None)
+            p.add_argument(flag, type=type(default[0]), nargs="+", default=None, help=text)
         else:
-            p.add_argument(flag, type=type(default), default=None)
+            p.add_argument(flag, type=type(default), default=None, help=text)
+
+
+def _bool(v: str) -> bool:
+    """true/false flag values (1/0, yes/no); anything else is an error naming the value."""
+    if v.lower() in ("1", "true", "yes"):
+        return True
+    if v.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def _config_values(args, cls) -> dict:
@@ -143,6 +158,27 @@ def _evaluate(args) -> int:
     for r in res["summary"]:
         print(f"{r['target']:<{w}}  {r['protocol']:<9}  {r['n']:>3}  {r['top1_mean']:6.2f} +- {r['top1_std']:.2f}")
     print(f"results: {res['out'] / 'summary.csv'} (per seed: results.csv; figure: figures/summary.html)")
+    return 0
+
+
+def _notebook(args) -> int:
+    import yaml
+    from papermill.exceptions import PapermillExecutionError
+
+    from sassl.notebook import run_notebook
+
+    params = {}
+    for text in args.yaml:
+        values = yaml.safe_load(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"-y: expected YAML of name: value pairs, got {text!r}")
+        params.update(values)
+    params.update({k: yaml.safe_load(v) for k, v in args.parameter})  # as papermill reads -p: 3 -> int, true -> bool
+    try:
+        run_notebook(args.notebook, params, args.out)
+    except PapermillExecutionError as e:
+        print(f"sassl notebook: error in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -246,6 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_args(p, EvalConfig)
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
 
+    p = sub.add_parser("notebook", help="run a workbench notebook headless (papermill) into its run folder")
+    p.add_argument("notebook", help="pretrain, evaluate, style_tsne, compare (notebooks/), or a path to a .ipynb")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a parameter, as papermill's -p (value read as YAML: 3, 0.5, true, pbn)")
+    p.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML",
+                   help='parameters as YAML, as papermill\'s -y: -y "alpha: [0.1, 0.5]"')
+    p.add_argument("--out", help="executed notebook path (default: the run folder the notebook writes to, "
+                                 "runs/<name>/<notebook>.ipynb)")
+
     p = sub.add_parser("style-space", help="t-SNE of style embeddings of datasets, and their overlap matrices")
     p.add_argument("sources", nargs="+", help="dataset names, folders or style-bank .pt files")
     p.add_argument("--per-dataset", type=int, default=200, help="images embedded per source (seeded sample)")
@@ -291,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args)
         elif args.cmd == "evaluate":
             return _evaluate(args)
+        elif args.cmd == "notebook":
+            return _notebook(args)
         elif args.cmd == "style-space":
             return _style_space(args)
         elif args.cmd == "demo":

@@ -50,3 +50,20 @@ def from_dict(cls, values: dict):
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}; known: {', '.join(fields)}")
     return cls(**{k: coerce(k, v, fields[k].default) for k, v in values.items()})
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each field's trailing `# comment` in the dataclass source: the one description that the CLI's
+    --help and the notebooks' parameters cells share. Fields without one map to ""."""
+    import inspect
+    import io
+    import tokenize
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    helps, field_on_line = {}, {}
+    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.string in names and tok.start[0] not in field_on_line:
+            field_on_line[tok.start[0]] = tok.string
+        elif tok.type == tokenize.COMMENT and tok.start[0] in field_on_line:
+            helps[field_on_line[tok.start[0]]] = tok.string.lstrip("#").strip()
+    return {f.name: helps.get(f.name, "") for f in dataclasses.fields(cls)}

@@ -54,3 +54,64 @@ def html_table(rows: list[dict], columns: list[str] | None = None, digits: int =
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def notebook_path(notebook: str | os.PathLike) -> Path:
+    """A notebook file, or the name of one of the workbench's notebooks ('pretrain', 'evaluate', ...)."""
+    p = Path(notebook)
+    if p.suffix == ".ipynb" and p.is_file():
+        return p
+    named = NOTEBOOKS / (p.name if p.suffix == ".ipynb" else p.name + ".ipynb")
+    if not named.is_file():
+        known = ", ".join(sorted(q.stem for q in NOTEBOOKS.glob("*.ipynb")))
+        raise FileNotFoundError(f"notebook {str(notebook)!r}: no such file, and not one of the workbench's ({known})")
+    return named
+
+
+def parameter_defaults(path: Path) -> dict:
+    """The names and default values of a notebook's parameters cell (the cell tagged 'parameters')."""
+    import ast
+    import json
+
+    cells = json.loads(Path(path).read_text())["cells"]
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    body = ast.parse("".join(cell["source"])).body
+    return {t.id: ast.literal_eval(node.value) for node in body if isinstance(node, ast.Assign) for t in node.targets}
+
+
+def run_folder_of(path: Path, params: dict) -> Path:
+    """Where a notebook run's results go, as the notebook itself decides: runs/<name> for pretrain,
+    style_tsne and compare; the encoder's run folder (or runs/eval-<encoder>) for evaluate."""
+    values = parameter_defaults(path) | params
+    root = Path(values.get("out_dir") or values.get("runs_dir") or runs_root(path.parent))
+    if "encoder" in values and "name" not in values:
+        from sassl.eval.transfer import EvalConfig, default_out
+
+        out = default_out(EvalConfig(encoder=str(values["encoder"]), runs_dir=str(root), out=str(values.get("out", ""))))
+        return out.parent if out.name == "eval" else out
+    return root / str(values.get("name", path.stem))
+
+
+def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLike | None = None) -> Path:
+    """Execute a notebook with papermill into its run folder (created), as `sassl notebook` does; returns
+    the executed notebook's path. Progress lines of long cells reach the terminal (sassl.runtime.terminal_line)."""
+    import papermill as pm
+
+    from sassl.runtime import terminal_line
+
+    src = notebook_path(notebook)
+    unknown = sorted(set(params) - set(parameter_defaults(src)))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {src.name}; known: {', '.join(parameter_defaults(src))}")
+    dest = Path(out) if out else run_folder_of(src, params) / src.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    terminal_line(f"running {src} -> {dest}")
+    pm.execute_notebook(str(src), str(dest), parameters=params, cwd=str(src.parent), progress_bar=False,
+                        log_output=False)
+    terminal_line(f"executed notebook: {dest}\nrun folder: {dest.parent}")
+    return dest

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -26,6 +27,27 @@ def git_commit() -> str | None:
                               cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def terminal_line(text: str) -> None:
+    """One progress line where a person watching the job sees it. In a Jupyter kernel (JupyterLab or
+    papermill) the kernel's own stderr is the terminal that launched it, and ipykernel also copies what is
+    written there into the cell's output; elsewhere, stdout."""
+    if "ipykernel" in sys.modules and sys.__stderr__ is not None:
+        sys.__stderr__.write(text + "\n")
+        sys.__stderr__.flush()
+    else:
+        print(text, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '7 min 05 s', '2 h 03 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def read_metrics(path) -> list[dict]:

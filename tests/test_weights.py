@@ -55,13 +55,22 @@ def _embedding_int8_range(model_dir):
 def test_close_to_original_int8_graph(stylizer, model_dir, photos, art):
     """Against the original int8 files, the only difference left is the dropped activation fake-quant.
 
-    Measured on the 16 bundled real images: the int8 graph clips the embedding to [-2.05, 3.02]
-    (one image, smarties.png, has entries down to -3.5 in float); inside that range embeddings
-    differ by max 0.12 / mean 0.01, and images by mean 0.028, 99.9th percentile 0.29, max 0.49 (a few pixels).
+    The int8 graph is a QDQ graph: its meaning is float arithmetic with every activation rounded to an
+    int8 grid (Quantize/DequantizeLinear). We run it as written (`fuse=False`: onnxruntime's graph
+    optimisations off), so the reference is that meaning to float rounding on any CPU. With the default
+    fusion onnxruntime swaps in int8 GEMM kernels whose rounding depends on the CPU: on AVX2 without VNNI
+    (u8s8 products saturating in int16) the fused embedding differed from ours by mean 0.13 / max 0.57,
+    on AVX-512 by mean 0.01 / max 0.12, so the fused graph is only checked loosely, below.
+
+    Bounds, measured on the 16 bundled real images (AMD EPYC AVX2 and Xeon AVX-512 alike): the int8 graph
+    clips the embedding to [-2.05, 3.02] (smarties.png goes down to -3.5 in float); where it saturated, our
+    value lies beyond that range; after the same clip embeddings differ by max 0.12 / mean 0.012 (the
+    output grid step is 0.02, and ~50 rounded layers stand before it), images by mean 0.028, 99.9th
+    percentile 0.29, max 0.45 (a few pixels). The asserted bounds are these with ~1.5x headroom.
     """
     styles = load_batch(art + photos, 256)
     contents = load_batch(photos[:3], 384)
-    ort = OrtModels(model_dir, quantized=True)
+    ort = OrtModels(model_dir, quantized=True, fuse=False)
     z_ort = ort.embed(styles.numpy())
     with torch.no_grad():
         z = stylizer.embed(styles).numpy()
@@ -69,8 +78,9 @@ def test_close_to_original_int8_graph(stylizer, model_dir, photos, art):
     img_ort = ort.stylize(contents.numpy(), z_ort[:3])
     lo, hi = _embedding_int8_range(model_dir)
     saturated = (z_ort <= lo + 1e-4) | (z_ort >= hi - 1e-4)
+    assert saturated.any()  # the clip is exercised by these images
     # where the int8 graph saturated, our float value lies beyond its range (that is the whole difference)
-    assert ((z < lo + 0.03) | (z > hi - 0.03))[saturated].all()
+    assert ((z <= lo + 1e-4) | (z >= hi - 1e-4))[saturated].all()
     dz, di = np.abs(np.clip(z, lo, hi) - z_ort), np.abs(img - img_ort)
     print(f"\nint8 graph: {saturated.sum()} saturated embedding entries; after the int8 range clip: embedding "
           f"max|d|={dz.max():.4f} mean={dz.mean():.4f}; image max|d|={di.max():.4f} mean={di.mean():.4f}")
@@ -80,6 +90,11 @@ def test_close_to_original_int8_graph(stylizer, model_dir, photos, art):
     assert di.mean() < 0.05 and p999 < 0.4 and di.max() < 0.75
     cos = (z * z_ort).sum(1) / np.linalg.norm(z, axis=1) / np.linalg.norm(z_ort, axis=1)
     assert cos.min() > 0.98
+    # the fused int8 kernels (what onnxruntime runs by default): the same embedding direction, loosely
+    z_fused = OrtModels(model_dir, quantized=True).embed(styles.numpy())
+    cos_fused = (z * z_fused).sum(1) / np.linalg.norm(z, axis=1) / np.linalg.norm(z_fused, axis=1)
+    print(f"fused int8 kernels: embedding cosine min {cos_fused.min():.4f}, mean|d| {np.abs(np.clip(z, lo, hi) - z_fused).mean():.4f}")
+    assert cos_fused.min() > 0.95
 
 
 def test_cache_roundtrip_and_keying(model_dir, tmp_path):

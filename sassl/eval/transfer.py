@@ -24,21 +24,21 @@ class EvalConfig:
     """Flat evaluation settings (evaluate.ipynb's parameters cell has the same names)."""
 
     encoder: str = "default"            # run name / folder / checkpoint, or random:resnet18 for a baseline
-    targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")
-    protocols: tuple = ("knn", "linear", "fewshot")
-    seeds: tuple = (0, 1, 2)
+    targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")  # dataset names, name@split or imagefolder:PATH
+    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune
+    seeds: tuple = (0, 1, 2)             # probe / few-shot seeds (mean and std over them)
     image_size: int = 0                 # 0 = the pre-training crop size
-    knn_k: int = 20
-    probe_epochs: int = 100
-    probe_lr: float = 0.1
+    knn_k: int = 20                     # neighbours of the weighted kNN vote
+    probe_epochs: int = 100             # linear probe (and few-shot classifier) epochs
+    probe_lr: float = 0.1               # linear probe learning rate (SGD, Nesterov 0.9, cosine, no weight decay)
     augment: bool = False               # augmented linear probe / fine-tune (large targets)
-    shots: tuple = (1, 10)
+    shots: tuple = (1, 10)              # few-shot settings: labelled images per class
     episodes: int = 5                   # few-shot episodes per seed
-    finetune_epochs: int = 10
-    finetune_lr: float = 0.01
+    finetune_epochs: int = 10           # fine-tuning epochs (whole network)
+    finetune_lr: float = 0.01           # fine-tuning learning rate
     max_per_split: int = 0              # >0: a seeded subset of each split (quick looks)
-    device: str = "auto"
-    runs_dir: str = "runs"
+    device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
+    runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
     out: str = ""                       # "" = runs/<run>/eval (or runs/eval-<encoder>)
 
 

@@ -40,11 +40,16 @@ def prepared_graph(path: Path, quantized: bool = True, dynamic: bool = False) ->
 class OrtModels:
     """Run the predictor/transformer ONNX files (original or float) on NCHW [0,1] numpy batches, one image a call."""
 
-    def __init__(self, model_dir: Path, quantized: bool = True, threads: int | None = None, dynamic: bool = False):
+    def __init__(self, model_dir: Path, quantized: bool = True, threads: int | None = None, dynamic: bool = False,
+                 fuse: bool = True):
+        """fuse=False runs the int8 graph's Quantize/DequantizeLinear nodes as written, in float (graph
+        optimisations off), instead of fusing them into int8 kernels whose rounding depends on the CPU."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if not fuse:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
 
