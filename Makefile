@@ -28,10 +28,13 @@ setup: $(VENV)/.installed
 # (pbn -> bundled paintings), then its evaluation. Re-running resumes / reuses the run.
 demo: setup
 	$(BIN)/sassl demo --out runs/demo
-	mkdir -p runs/default
-	$(BIN)/papermill notebooks/pretrain.ipynb runs/default/pretrain.ipynb -p name default --log-level WARNING
-	$(BIN)/papermill notebooks/evaluate.ipynb runs/default/evaluate.ipynb -p encoder default --log-level WARNING
+	$(BIN)/sassl notebook pretrain -p name default
+	$(BIN)/sassl notebook evaluate -p encoder default
 	@echo "results: runs/default/ (executed notebooks pretrain.ipynb and evaluate.ipynb, eval/summary.csv, figures/)"
+
+# JupyterLab from the project's environment (its kernel has sassl), on 127.0.0.1 with a token, opened on notebooks/.
+lab: setup
+	$(BIN)/sassl lab
 
 test: setup
 	$(BIN)/python -m pytest -q

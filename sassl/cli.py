@@ -182,6 +182,32 @@ def _notebook(args) -> int:
     return 0
 
 
+def lab_command(host: str = "127.0.0.1", port: int = 8888, browser: bool = True, token: str | None = None,
+                root: str | os.PathLike | None = None, extra: list[str] | None = None) -> list[str]:
+    """The JupyterLab command `sassl lab` runs: this environment's Python (so its kernel has sassl), the
+    workbench as root (notebooks/ and runs/ both reachable), opened on notebooks/, on loopback with a token."""
+    from sassl.notebook import NOTEBOOKS
+
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.ip={host}", f"--ServerApp.port={port}",
+           f"--ServerApp.root_dir={root or NOTEBOOKS.parent}", "--ServerApp.default_url=/lab/tree/notebooks"]
+    if token is not None:
+        cmd.append(f"--IdentityProvider.token={token}")  # default: a random token, printed with the URL
+    if not browser:
+        cmd.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--ServerApp.allow_root=True")  # containers and CI run as root; Jupyter refuses without it
+    return cmd + list(extra or [])
+
+
+def _lab(args) -> int:
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"sassl lab: serving on {args.host}: anyone who can reach it and has the token can run code here",
+              file=sys.stderr)
+    import subprocess
+
+    return subprocess.call(lab_command(args.host, args.port, not args.no_browser))
+
+
 def _style_space(args) -> int:
     from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
     from sassl.plots import save_figure
@@ -305,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("lab", help="JupyterLab on the workbench's notebooks (127.0.0.1, with a token)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8888, help="port (the next free one if taken)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser; the URL with its token is printed")
+
     sub.add_parser("app", help="the Gradio stylization explorer (127.0.0.1 by default; sassl app --help)")
 
     argv = sys.argv[1:] if argv is None else argv
@@ -336,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args)
         elif args.cmd == "evaluate":
             return _evaluate(args)
+        elif args.cmd == "lab":
+            return _lab(args)
         elif args.cmd == "notebook":
             return _notebook(args)
         elif args.cmd == "style-space":

@@ -1,18 +1,15 @@
 """The stylization explorer: callback logic without a server, the app over loopback, and in headless Chromium."""
-import base64
 import json
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from browser import Chromium, free_port
 from sassl.data.decode import to_tensor
 from sassl.explorer import Explorer, check_upload
 
@@ -83,16 +80,10 @@ def test_uploads_validated(ex, tmp_path):
         ex.run([Image.new("RGB", (64, 64))], "batch")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     """`sassl app` in a subprocess on loopback (the default host)."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "sassl.cli", "app", "--port", str(port), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
@@ -129,71 +120,25 @@ def test_app_over_loopback_with_gradio_client(server):
     assert len(client.predict(*args.values(), api_name="/update")[0]) == 10
 
 
-def _cdp_call(ws):
-    """A minimal Chrome DevTools Protocol client: call(method, **params) -> result."""
-    counter = iter(range(1, 10**6))
-
-    def call(method, **params):
-        i = next(counter)
-        ws.send(json.dumps({"id": i, "method": method, "params": params}))
-        while True:
-            msg = json.loads(ws.recv(timeout=60))
-            if msg.get("id") == i:
-                return msg.get("result", {})
-
-    return call
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian chromium (the set-up installs it)")
 def test_app_in_headless_chromium_resample_changes_images(server, tmp_path):
-    port = _free_port()
-    browser = subprocess.Popen(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                                f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}",
-                                "--window-size=1400,1000", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    page = Chromium(tmp_path / "profile")
     try:
-        for _ in range(60):
-            try:
-                pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=1).read())
-                page = next(p for p in pages if p["type"] == "page")
-                break
-            except (OSError, StopIteration):
-                time.sleep(0.5)
-        from websockets.sync.client import connect
+        page.call("Page.navigate", url=server)
+        gallery = "Array.from(document.querySelectorAll('#views img')).map(i => i.src).join('|')"
 
-        with connect(page["webSocketDebuggerUrl"], max_size=2**26) as ws:
-            call = _cdp_call(ws)
-            call("Page.navigate", url=server)
+        def wait_change(old):
+            page.wait(f"(() => {{ const v = {gallery}; return v && v !== {json.dumps(old)} && v.split('|').length >= 5; }})()",
+                      what="the explorer's gallery changing")
+            time.sleep(1.0)
+            return page.js(gallery)
 
-            def gallery_srcs():
-                js = "Array.from(document.querySelectorAll('#views img')).map(i => i.src).join('|')"
-                return call("Runtime.evaluate", expression=js)["result"].get("value", "")
-
-            def wait_change(old, timeout=120):
-                t0 = time.time()
-                while time.time() - t0 < timeout:
-                    v = gallery_srcs()
-                    if v and v != old and v.count("|") >= 4:
-                        time.sleep(1.0)
-                        return gallery_srcs()
-                    time.sleep(0.5)
-                pytest.fail(f"gallery did not change (had {old[:80]!r})")
-
-            first = wait_change("")  # the page loads and renders the first update
-            shot = tmp_path / "explorer_before.png"
-            shot.write_bytes(base64.b64decode(call("Page.captureScreenshot")["data"]))
-            call("Runtime.evaluate", expression="document.querySelector('#resample').click()")
-            second = wait_change(first)
-            assert second != first
-            after = tmp_path / "explorer_after.png"
-            after.write_bytes(base64.b64decode(call("Page.captureScreenshot")["data"]))
-            assert after.read_bytes() != shot.read_bytes()
-            artefacts = Path(__file__).parent / "artefacts"  # kept as a test artefact (git-ignored)
-            artefacts.mkdir(exist_ok=True)
-            shutil.copy(shot, artefacts / "explorer_before_resample.png")
-            shutil.copy(after, artefacts / "explorer_after_resample.png")
+        first = wait_change("")  # the page loads and renders the first update
+        shot = page.screenshot(tmp_path / "before.png", keep_as="explorer_before_resample.png")
+        page.js("document.querySelector('#resample').click()")
+        second = wait_change(first)
+        assert second != first
+        after = page.screenshot(tmp_path / "after.png", keep_as="explorer_after_resample.png")
+        assert after != shot
     finally:
-        browser.terminate()
-        browser.wait(10)
+        page.close()

@@ -1,8 +1,12 @@
 """Every notebook runs through papermill with tiny parameters and leaves what it must in its run folder."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from sassl.notebook import parameter_defaults
 
 pm = pytest.importorskip("papermill")
 
@@ -67,7 +71,14 @@ def test_wrong_parameter_fails_in_the_first_cell(runs, params, message):
     assert not (runs / "bad" / "checkpoints").exists()  # nothing trained
 
 
-@pytest.mark.parametrize("nb", sorted(p.name for p in NB.glob("*.ipynb")))
+PARAMETERIZED = sorted(p.name for p in NB.glob("*.ipynb") if parameter_defaults(p))
+
+
+def test_every_notebook_but_the_quickstart_takes_parameters():
+    assert set(PARAMETERIZED) == {p.name for p in NB.glob("*.ipynb")} - {"quickstart.ipynb"}
+
+
+@pytest.mark.parametrize("nb", PARAMETERIZED)
 def test_papermill_reads_every_parameter(nb):
     """`papermill --help-notebook` and `-p` see every name of the parameters cell with its default (a comment
     papermill cannot parse, e.g. one holding ' = ', makes it drop that parameter with only a warning)."""
@@ -82,3 +93,12 @@ def test_papermill_reads_every_parameter(nb):
     assert set(seen) == set(assigned), f"{nb}: papermill misses {set(assigned) - set(seen)}"
     for name, value in assigned.items():
         assert ast.literal_eval(seen[name]["default"]) == value, (nb, name)
+
+
+def test_quickstart_outputs_checked_by_nbval():
+    """nbval runs notebooks/quickstart.ipynb in this environment and compares every stored text output (the
+    sampled SASSL parameters, the exact replay) with what the code gives now; images are not compared."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
+                        str(NB / "quickstart.ipynb")], cwd=NB, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert "5 passed" in r.stdout, r.stdout[-2000:]  # one nbval item per code cell

@@ -1,0 +1,122 @@
+"""JupyterLab as users open it (`sassl lab`): the style-space notebook run and its widgets used in headless
+Chromium, and an executed notebook from runs/ that shows its plotly figures when reopened."""
+import os
+import secrets
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from browser import Chromium, free_port, need_chromium
+from sassl.cli import lab_command
+
+pm = pytest.importorskip("papermill")
+NB = Path(__file__).parent.parent / "notebooks"
+SMALL = dict(sources=["paintings", "textures"], per_dataset=10, perplexity=5.0, iterations=250, name="st")
+
+
+def test_lab_command_is_loopback_with_token_on_notebooks():
+    cmd = lab_command(port=9999, browser=False, token="t0k")
+    assert cmd[1:3] == ["-m", "jupyterlab"] and "--ServerApp.ip=127.0.0.1" in cmd and "--no-browser" in cmd
+    assert f"--ServerApp.root_dir={NB.parent}" in cmd and "--ServerApp.default_url=/lab/tree/notebooks" in cmd
+    assert "--IdentityProvider.token=t0k" in cmd
+    assert not any("token=" in c for c in lab_command())  # default: Jupyter's own random token
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on loopback over a folder with style_tsne.ipynb (small parameters injected, not run) and
+    runs/st/style_tsne.ipynb (executed by papermill, as `sassl notebook` leaves it)."""
+    need_chromium()
+    root = tmp_path_factory.mktemp("lab")
+    (root / "runs" / "st").mkdir(parents=True)
+    (root / "runs" / "README.md").touch()
+    env = os.environ | {"SASSL_RUNS": str(root / "runs")}  # the kernels inherit it
+    os.environ["SASSL_RUNS"] = env["SASSL_RUNS"]
+    try:
+        pm.execute_notebook(str(NB / "style_tsne.ipynb"), str(root / "style_tsne.ipynb"), parameters=SMALL,
+                            prepare_only=True)
+        pm.execute_notebook(str(NB / "style_tsne.ipynb"), str(root / "runs" / "st" / "style_tsne.ipynb"),
+                            parameters=SMALL, cwd=str(NB), progress_bar=False)
+    finally:
+        del os.environ["SASSL_RUNS"]
+    port, token = free_port(), secrets.token_hex(16)
+    proc = subprocess.Popen(lab_command(port=port, browser=False, token=token, root=root,
+                                        extra=["--LabApp.expose_app_in_browser=True"]),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("JupyterLab exited at start")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("JupyterLab did not answer in 120 s")
+    yield base, token, root
+    proc.terminate()
+    proc.wait(20)
+
+
+PANEL = "(window.jupyterapp && Array.from(jupyterapp.shell.widgets('main')).find(w => w.sessionContext))"
+PLOTS = "document.querySelectorAll('.jp-Notebook .js-plotly-plot')"
+NO_NEWS = "Array.from(document.querySelectorAll('button')).find(b => b.textContent.trim() === 'No')?.click()"
+
+
+def show_plot(page, i: int) -> None:
+    """Scroll plot i (negative: from the end) into view for the screenshot, with Jupyter's news prompt closed."""
+    page.js(NO_NEWS)
+    page.js(f"(() => {{ const p = Array.from({PLOTS}); p.at({i}).scrollIntoView({{block: 'center'}}); }})()")
+    time.sleep(1.0)
+
+
+TRACES = f"Array.from({PLOTS}).map(p => p.data.map(t => t.name).join(','))"
+
+
+@pytest.mark.slow
+def test_widgets_in_jupyterlab_update_the_tsne(lab, tmp_path):
+    base, token, _ = lab
+    page = Chromium(tmp_path / "profile")
+    try:
+        page.call("Page.navigate", url=f"{base}/lab/tree/style_tsne.ipynb?token={token}")
+        page.wait(f"{PANEL} && {PANEL}.sessionContext.session?.kernel?.status === 'idle'", 180,
+                  "the notebook open with an idle kernel")
+        page.js(f"(() => {{ jupyterapp.shell.activateById({PANEL}.id);"
+                " return jupyterapp.commands.execute('notebook:run-all-cells'); })()")
+        page.wait(f"{PLOTS}.length >= 2 && Array.from(document.querySelectorAll('button'))"
+                  ".some(b => b.textContent.trim() === 'update')", 300, "the t-SNE figure and the widgets")
+        first = page.js(TRACES)
+        assert first[0] == "paintings,textures"  # one trace per dataset of the parameters
+        show_plot(page, 0)
+        page.screenshot(tmp_path / "before.png", keep_as="lab_style_tsne_before_update.png")
+        # the widgets as a person uses them: pick other datasets, then press update
+        page.js("(() => { const s = document.querySelector('.widget-select-multiple select');"
+                " for (const o of s.options) o.selected = ['paintings', 'photos'].includes(o.textContent.trim());"
+                " s.dispatchEvent(new Event('change', {bubbles: true})); })()")
+        page.js("Array.from(document.querySelectorAll('button')).find(b => b.textContent.trim() === 'update').click()")
+        page.wait(f"{PLOTS}.length >= 4", 300, "the updated t-SNE figure in the widget's output")
+        after = page.js(TRACES)
+        assert after[2] == "paintings,photos" and after[2] != first[0]
+        show_plot(page, -2)
+        page.screenshot(tmp_path / "after.png", keep_as="lab_style_tsne_after_update.png")
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+def test_executed_notebook_shows_its_figures_when_reopened(lab, tmp_path):
+    base, token, _ = lab
+    page = Chromium(tmp_path / "profile")
+    try:
+        page.call("Page.navigate", url=f"{base}/lab/tree/runs/st/style_tsne.ipynb?token={token}")
+        page.wait(f"{PLOTS}.length >= 2", 180, "the stored plotly figures of the executed notebook")
+        assert page.js(TRACES)[0] == "paintings,textures"
+        show_plot(page, 0)
+        page.screenshot(tmp_path / "reopened.png", keep_as="lab_executed_notebook_reopened.png")
+    finally:
+        page.close()
