@@ -28,7 +28,7 @@ setup: $(VENV)/.installed
 # (pbn -> bundled paintings), then its evaluation. Re-running resumes / reuses the run.
 demo: setup
 	$(BIN)/sassl demo --out runs/demo
-	$(BIN)/sassl notebook pretrain -p name default
+	$(BIN)/sassl notebook pretrain -p name default -p resume true
 	$(BIN)/sassl notebook evaluate -p encoder default
 	@echo "results: runs/default/ (executed notebooks pretrain.ipynb and evaluate.ipynb, eval/summary.csv, figures/)"
 

@@ -102,3 +102,17 @@ def test_quickstart_outputs_checked_by_nbval():
                         str(NB / "quickstart.ipynb")], cwd=NB, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:]
     assert "5 passed" in r.stdout, r.stdout[-2000:]  # one nbval item per code cell
+
+
+def test_pretrain_parameters_cell_lists_every_config_field_with_its_default():
+    """The notebook's parameters are PretrainConfig's fields with the same defaults (out_dir empty means the
+    workbench's runs/), plus two notebook-only ones; resume is off by default as in `sassl pretrain`."""
+    import dataclasses
+
+    from sassl.config import plain
+    from sassl.train import PretrainConfig
+
+    cell = parameter_defaults(NB / "pretrain.ipynb")
+    defaults = plain({f.name: f.default for f in dataclasses.fields(PretrainConfig)}) | {"out_dir": ""}
+    assert {k: v for k, v in cell.items() if k not in ("resume", "show_views")} == defaults
+    assert cell["resume"] is False

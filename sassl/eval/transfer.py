@@ -27,7 +27,7 @@ class EvalConfig:
     targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")  # dataset names, name@split or imagefolder:PATH
     protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune
     seeds: tuple = (0, 1, 2)             # probe / few-shot seeds (mean and std over them)
-    image_size: int = 0                 # 0 = the pre-training crop size
+    image_size: int = 0                 # 0: the pre-training crop size
     knn_k: int = 20                     # neighbours of the weighted kNN vote
     probe_epochs: int = 100             # linear probe (and few-shot classifier) epochs
     probe_lr: float = 0.1               # linear probe learning rate (SGD, Nesterov 0.9, cosine, no weight decay)
@@ -39,7 +39,7 @@ class EvalConfig:
     max_per_split: int = 0              # >0: a seeded subset of each split (quick looks)
     device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
     runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
-    out: str = ""                       # "" = runs/<run>/eval (or runs/eval-<encoder>)
+    out: str = ""                       # empty: runs/<run>/eval (or runs/eval-<encoder>)
 
 
 def default_out(cfg: EvalConfig) -> Path:
