@@ -95,7 +95,7 @@ def run_probes() -> None:
             print(f"{name}: done already")
             continue
         subprocess.run([sys.executable, "-m", "sassl.cli", "pretrain", "--name", name, "--knn-every", "2",
-                        "--out-dir", str(RUNS), "--resume", *shlex.split(flags)], check=True)
+                        "--runs-dir", str(RUNS), "--resume", *shlex.split(flags)], check=True)
 
 
 def probe_table() -> list[dict]:

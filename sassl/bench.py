@@ -22,6 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sassl.backbones import create_backbone
+from sassl.data import image_paths
+from sassl.data.decode import center_square, load_rgb, to_tensor
+from sassl.explorer import Explorer
+from sassl.learners import create_learner
+from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
+from sassl.stylizer.onnx_ref import OrtModels  # imports onnx/onnxruntime only when a reference runs
+from sassl.stylizer.weights import find_model_dir
+from sassl.train import make_optimizer, train_step
+from sassl.views import TwoViews
+
 
 def _rate(fn, n_images: int, min_time: float, min_reps: int = 3) -> float:
     """Images/s: one warm-up call, then repeat until min_time and min_reps; the median rate."""
@@ -35,20 +46,11 @@ def _rate(fn, n_images: int, min_time: float, min_reps: int = 3) -> float:
 
 
 def _real_batch(n: int, size: int) -> torch.Tensor:
-    from sassl.data import image_paths
-    from sassl.data.decode import center_square, load_rgb, to_tensor
-
     paths = image_paths("opencv-photos")
     return torch.stack([to_tensor(center_square(load_rgb(paths[i % len(paths)]), size)) for i in range(n)])
 
 
 def bench_stylizer(sizes=(64, 96, 224), batch: int = 32, min_time: float = 2.0, device: str = "cpu") -> list[dict]:
-    from sassl.data import image_paths
-    from sassl.data.decode import center_square, load_rgb, to_tensor
-    from sassl.stylizer import SASSL, StyleBank, pretrained
-    from sassl.stylizer.onnx_ref import OrtModels
-    from sassl.stylizer.weights import find_model_dir
-
     dev = torch.device(device)
     st = pretrained(dev)
     ort = OrtModels(find_model_dir(), quantized=True, dynamic=True, threads=torch.get_num_threads())
@@ -129,18 +131,11 @@ class _LightlyMoCo(torch.nn.Module):
 
 def bench_train(batch: int = 64, size: int = 64, steps: int = 5, device: str = "cpu", style: str = "pbn") -> list[dict]:
     """Images/s of full training steps (views + learner + LARS) per learner, SASSL off / on (p=0.8)."""
-    from sassl.backbones import create_backbone
-    from sassl.learners import create_learner
-    from sassl.stylizer import SASSL, pretrained
-    from sassl.stylizer.bank import bank_for
-    from sassl.train import make_optimizer, train_step
-    from sassl.views import TwoViews
-
     dev = torch.device(device)
     c1, c2 = _real_batch(batch, size).to(dev), _real_batch(batch, size).flip(0).to(dev)
     st = pretrained(dev)
-    op = SASSL(st, "bank", bank_for(style, st, progress=False), p=0.8).to(dev)
-    heads = {"proj_hidden": 1024, "proj_dim": 128}
+    op = make_style_op(style, st, p=0.8, progress=False).op
+    heads = {"proj_hidden": 1024, "proj_dim": 128, "pred_hidden": 1024}  # each learner takes what it declares
 
     def rate(model, views) -> float:
         opt = make_optimizer(model, "lars", 0.1, 1e-6)
@@ -157,9 +152,8 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 5, device: str = "
 
     rows = []
     for name in ("mocov2", "simclr", "byol"):
-        kw = heads | ({} if name == "simclr" else {"pred_hidden": 1024})
         torch.manual_seed(0)
-        model = create_learner(name, "resnet18", small_images=False, **kw).to(dev)
+        model = create_learner(name, "resnet18", small_images=False, **heads).to(dev)
         off, on = rate(model, TwoViews().to(dev)), rate(model, TwoViews(sassl=op).to(dev))
         rows.append({"learner": name, "batch": batch, "size": size, "default_views": off, "sassl_p0.8": on,
                      "sassl_overhead_pct": 100 * (off / on - 1)})
@@ -201,8 +195,6 @@ def bench_explorer(n: int = 4, size: int = 256, reps: int = 5, device: str = "cp
                    styles=("paintings", "batch", "noise", "content")) -> list[dict]:
     """Seconds per explorer update (Explorer.run: crops, SASSL op, stylized-before-interpolation,
     two views, style-space PCA) for n bundled objects at `size` px; median over reps, new seed each."""
-    from sassl.explorer import Explorer
-
     ex = Explorer(device)
     contents = ex.contents("objects", n=n, seed=0)
     rows = []

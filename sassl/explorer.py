@@ -15,9 +15,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from sassl.data import get_dataset
+from sassl.data.decode import ImageDecodeError, load_rgb, to_pil
+from sassl.runtime import resolve_device
+from sassl.stylizer import STYLE_KEYWORDS, make_style_op, mix, pretrained
+from sassl.views import TwoViews, random_resized_crop
+
 CONTENT_SETS = ("objects", "paintings", "photos")
 STYLE_SETS = ("paintings", "textures", "pbn")
-STYLE_MODES = STYLE_SETS + ("bank file", "style image", "batch", "noise", "content")
+STYLE_MODES = STYLE_SETS + ("bank file", "style image") + tuple(k for k in STYLE_KEYWORDS if k != "none")
 UPLOAD_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_SIZE = 512
@@ -25,8 +31,6 @@ MAX_SIZE = 512
 
 def check_upload(path: str | os.PathLike, what: str = "upload") -> Image.Image:
     """An uploaded file as an RGB image, or ValueError saying what is wrong (type, size, unreadable)."""
-    from sassl.data.decode import ImageDecodeError, load_rgb
-
     p = Path(path)
     if p.suffix.lower() not in UPLOAD_SUFFIXES:
         raise ValueError(f"{what} {p.name}: type {p.suffix or '(none)'} not accepted; use {', '.join(sorted(UPLOAD_SUFFIXES))}")
@@ -47,27 +51,14 @@ class Result:
 
 
 class Explorer:
-    """Holds the stylizer and style banks (built once); `run` is one update of the explorer."""
+    """Holds the stylizer; `run` is one update of the explorer (dataset banks are cached on disk by load_bank)."""
 
     def __init__(self, device: str | torch.device | None = None):
-        from sassl.runtime import resolve_device
-        from sassl.stylizer import pretrained
-
         self.device = resolve_device(str(device or "auto"))
         self.stylizer = pretrained(self.device)
-        self._banks: dict[str, object] = {}
-
-    def bank(self, name: str):
-        from sassl.stylizer.bank import StyleBank, bank_for
-
-        if name not in self._banks:
-            self._banks[name] = StyleBank.load(name) if name.endswith(".pt") else bank_for(name, self.stylizer, progress=False)
-        return self._banks[name]
 
     def contents(self, source: str, uploads: list[str] | None = None, n: int = 4, seed: int = 0) -> list[Image.Image]:
         """n images of a bundled set (seeded pick), or the uploaded files (validated)."""
-        from sassl.data import get_dataset
-
         if uploads:
             return [check_upload(u, "content upload") for u in uploads[:8]]
         if source not in CONTENT_SETS:
@@ -81,39 +72,32 @@ class Explorer:
             style_image: str | None = None, offset: int = 1, p: float = 0.8, alpha=(0.1, 0.3), beta=(0.1, 0.3),
             layers: int = 13, seed: int = 0, size: int = 256, crop_scale=(0.08, 1.0)) -> Result:
         """Crop each content image, run the SASSL op (sampled with `seed`) and the two-view pipeline."""
-        from sassl.data.decode import to_pil
-        from sassl.stylizer import SASSL
-        from sassl.stylizer.bank import build_bank
-        from sassl.views import TwoViews, random_resized_crop
-
         if not contents:
             raise ValueError("content: no images")
         if not 32 <= size <= MAX_SIZE:
             raise ValueError(f"size: must be in [32, {MAX_SIZE}], got {size}")
         if style not in STYLE_MODES:
             raise ValueError(f"style: choose one of {', '.join(STYLE_MODES)}")
+        if style == "bank file" and not bank_file:
+            raise ValueError("bank file: give a style bank .pt (sassl style-bank build SOURCE --out FILE)")
+        if style == "style image":
+            if not style_image:
+                raise ValueError("style image: upload one")
+            check_upload(style_image, "style upload")
+        if style == "batch" and len(contents) < 2:
+            raise ValueError("batch: in-batch styles need at least 2 content images")
         g = torch.Generator().manual_seed(int(seed))
         pairs = [(random_resized_crop(im, size, g, crop_scale), random_resized_crop(im, size, g, crop_scale))
                  for im in contents]
         c1 = torch.stack([a for a, _ in pairs]).to(self.device)
         c2 = torch.stack([b for _, b in pairs]).to(self.device)
-        bank, names = None, None
-        if style in STYLE_SETS or style == "bank file":
-            if style == "bank file" and not bank_file:
-                raise ValueError("bank file: give a style bank .pt (sassl style-bank build SOURCE --out FILE)")
-            bank = self.bank(bank_file if style == "bank file" else style)
-        elif style == "style image":
-            if not style_image:
-                raise ValueError("style image: upload one")
-            check_upload(style_image, "style upload")
-            bank = build_bank(self.stylizer, style_image, progress=False)  # embedded as banks embed styles
-        if bank is not None:
-            names = bank.meta.get("names")
-        source = "bank" if bank is not None else style
-        if source == "batch" and len(contents) < 2:
-            raise ValueError("batch: in-batch styles need at least 2 content images")
-        op = SASSL(self.stylizer, source, bank, p=p, alpha=tuple(alpha), beta=tuple(beta), layers=int(layers),
-                   batch_offset=(int(offset) % len(contents)) or 1 if source == "batch" else None).to(self.device)
+        setting = {"bank file": bank_file, "style image": style_image}.get(style, style)
+        choice = make_style_op(setting, self.stylizer, p=p, alpha=tuple(alpha), beta=tuple(beta), layers=int(layers),
+                               batch_offset=(int(offset) % len(contents)) or 1 if style == "batch" else None,
+                               progress=False)
+        op, bank = choice.op, choice.bank
+        names = bank.meta.get("names") if bank is not None else None
+        source = op.source
         params = op.sample(len(contents), g)
         out, _ = op(c1, params)  # the real op
         full = dataclasses.replace(params, apply=torch.ones_like(params.apply), beta=torch.ones_like(params.beta))
@@ -138,17 +122,9 @@ class Explorer:
         """PCA of the style space: bank styles (grey), contents, and the blended embedding each gets."""
         import plotly.graph_objects as go
 
-        zc = self.stylizer.embed(crops.to(self.device)).float().cpu()
-        if params.source == "bank":
-            zs = op.bank.cpu()[params.style_index]
-        elif params.source == "batch":
-            zs = zc[params.style_index]
-        elif params.source == "content":
-            zs = zc
-        else:
-            zs = params.noise
-        a = params.alpha[:, None]
-        zb = a * zs + (1 - a) * zc
+        everyone = torch.arange(len(crops), device=self.device)
+        zs, zc = (z.float().cpu() for z in op.codes(crops.to(self.device), params, everyone))
+        zb = mix(zs, zc, params.alpha)
         ref = torch.cat([bank.embeddings.float(), zc]) if bank is not None and len(bank) > 2 else torch.cat([zc, zs])
         mean = ref.mean(0)
         _, _, v = torch.pca_lowrank(ref - mean, q=2, center=False, niter=4)

@@ -5,6 +5,10 @@ import html
 import os
 from pathlib import Path
 
+from sassl.config import coerce, from_dict
+from sassl.eval.transfer import EvalConfig, default_out
+from sassl.runtime import terminal_line
+
 
 def runs_root(start: str | os.PathLike | None = None) -> Path:
     """The workbench's runs/ folder: $SASSL_RUNS, else the nearest runs/ (holding README.md) at or above
@@ -27,8 +31,6 @@ def config_from_cells(namespace: dict, names_before: set, cls, notebook_only: di
     ValueError naming it. Returns (config, {notebook-only values})."""
     import dataclasses
     import inspect
-
-    from sassl.config import coerce, from_dict
 
     fields = {f.name for f in dataclasses.fields(cls)}
     notebook_only = notebook_only or {}
@@ -88,10 +90,8 @@ def run_folder_of(path: Path, params: dict) -> Path:
     """Where a notebook run's results go, as the notebook itself decides: runs/<name> for pretrain,
     style_tsne and compare; the encoder's run folder (or runs/eval-<encoder>) for evaluate."""
     values = parameter_defaults(path) | params
-    root = Path(values.get("out_dir") or values.get("runs_dir") or runs_root(path.parent))
+    root = Path(values.get("runs_dir") or runs_root(path.parent))
     if "encoder" in values and "name" not in values:
-        from sassl.eval.transfer import EvalConfig, default_out
-
         out = default_out(EvalConfig(encoder=str(values["encoder"]), runs_dir=str(root), out=str(values.get("out", ""))))
         return out.parent if out.name == "eval" else out
     return root / str(values.get("name", path.stem))
@@ -101,8 +101,6 @@ def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLi
     """Execute a notebook with papermill into its run folder (created), as `sassl notebook` does; returns
     the executed notebook's path. Progress lines of long cells reach the terminal (sassl.runtime.terminal_line)."""
     import papermill as pm
-
-    from sassl.runtime import terminal_line
 
     src = notebook_path(notebook)
     unknown = sorted(set(params) - set(parameter_defaults(src)))

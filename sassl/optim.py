@@ -37,11 +37,12 @@ class LARS(torch.optim.Optimizer):
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights (decayed, adapted) and biases + norm parameters (exclude=True, no decay)."""
-    decay, exempt = [], []
+    decay, exempt, seen = [], [], set()
     for module in model.modules():
         norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
         for name, p in module.named_parameters(recurse=False):
-            if p.requires_grad:
+            if p.requires_grad and id(p) not in seen:  # a weight shared by two modules counts once
+                seen.add(id(p))
                 (exempt if norm or name == "bias" else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay, "exclude": False},
             {"params": exempt, "weight_decay": 0.0, "exclude": True}]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from sassl.runtime import read_metrics
+
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
     """Write stem.html, and stem.png if a static renderer (kaleido) works here; returns the paths written."""
@@ -28,8 +30,6 @@ def curves_figure(metrics_file: str | Path):
     """Loss per step and kNN top-1 per epoch from a metrics.jsonl, side by side."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
-    from sassl.runtime import read_metrics
 
     rows = read_metrics(metrics_file)
     steps = [r for r in rows if "loss" in r]

@@ -20,12 +20,15 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from sassl import dist
-from sassl.config import from_dict, plain
+from sassl.config import check_range, from_dict, plain
+from sassl.data import get_dataset, held_out_split, parse_name, resize_all
+from sassl.eval.knn import extract_features, knn_accuracy
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
+from sassl.plots import training_curves
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
-
-STYLE_SOURCES = ("none", "batch", "noise", "content")  # besides a dataset name, a folder or a bank .pt
+from sassl.stylizer import StyleChoice, make_style_op, pretrained
+from sassl.views import TwoCrops, TwoViews
 
 
 @dataclass
@@ -33,7 +36,7 @@ class PretrainConfig:
     """Flat, typed run settings. The trailing comment of each field is its `sassl pretrain --help` line
     (sassl.config.field_help); the pretrain notebook's parameters cell uses the same names."""
 
-    name: str = "pretrain"                # run folder: <out_dir>/<name>
+    name: str = "pretrain"                # run folder: <runs_dir>/<name>
     learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol
     backbone: str = "resnet18"            # resnet18, resnet34 or resnet50 (torchvision layout, random init)
     small_images: bool = False            # CIFAR stem (3x3 conv, no max pool); false: ImageNet stem (cheaper on CPU)
@@ -45,9 +48,9 @@ class PretrainConfig:
     alpha: tuple = (0.1, 0.3)             # embedding blend range: z is alpha P(style) + (1 - alpha) P(content)
     beta: tuple = (0.1, 0.3)              # pixel blend range: y is beta T(content, z) + (1 - beta) content
     layers: int = 13                      # stylize only the first k of the 13 CIN layers (the rest get the content's code)
-    # NOTE: the CPU default budget (9 epochs of batch 32 = 657 steps, lr 2.0 per 256 = 0.25 per step, as
-    # 24 epochs of batch 64 had) ends within the 20-minute main job on a 2-core AVX2 CPU and above the
-    # run's own random-init kNN; the paper trains ImageNet for 1000 epochs of batch 4096 (docs/DESIGN.md)
+    # NOTE: a CPU-scale budget (9 epochs of batch 32 = 657 steps; lr 2.0 per 256 is 0.25 per step), sized
+    # so the main job fits 20 minutes on a 2-core AVX2 CPU; the paper pre-trains on ImageNet for hundreds
+    # of epochs (docs/DESIGN.md §2.3; the measurements behind this choice are in docs/RESULTS.md)
     epochs: int = 9                       # passes over the train split
     batch_size: int = 32                  # global batch, split over processes
     optimizer: str = "lars"               # lars or sgd (momentum 0.9)
@@ -67,10 +70,10 @@ class PretrainConfig:
     knn_k: int = 20                       # neighbours of the kNN monitor
     knn_every: int = 3                    # epochs between kNN monitor passes (the last epoch always has one)
     max_steps: int = 0                    # stop after N steps in total (0: no limit; smoke tests)
-    out_dir: str = "runs"                 # the runs root that holds <name>/
+    runs_dir: str = "runs"                # the runs root that holds <name>/ (one name for it in every config)
 
     # fields that may differ between a run and its resumption
-    RESUME_FREE = ("epochs", "num_workers", "device", "out_dir", "checkpoint_every", "knn_every", "max_steps")
+    RESUME_FREE = ("epochs", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every", "max_steps")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
@@ -94,9 +97,7 @@ def validate(cfg: PretrainConfig) -> None:
     if not 0 <= cfg.p <= 1:
         raise ValueError(f"p: must lie in [0, 1], got {cfg.p}")
     for name in ("alpha", "beta", "crop_scale"):
-        lo, hi = getattr(cfg, name)
-        if not (0 <= lo <= hi <= 1) or (name == "crop_scale" and lo <= 0):
-            raise ValueError(f"{name}: need 0 <= min <= max <= 1, got {(lo, hi)}")
+        check_range(name, getattr(cfg, name), positive=name == "crop_scale")
     if not 0 <= cfg.layers <= 13:
         raise ValueError(f"layers: must be in [0, 13], got {cfg.layers}")
 
@@ -123,22 +124,11 @@ class EpochSampler(torch.utils.data.Sampler):
         return (self.batches_per_epoch() - self.skip_batches) * self.global_batch // dist.world_size()
 
 
-def style_op(cfg: PretrainConfig, device: torch.device, run_meta: dict):
-    """The SASSL op a config asks for (None when style == 'none'); records the source used in run_meta."""
-    from sassl.stylizer import SASSL, pretrained
-    from sassl.stylizer.bank import bank_for
-
-    if cfg.style == "none":
-        run_meta["style_source_used"] = "none (SASSL off)"
-        return None
-    stylizer = pretrained(device)
-    if cfg.style in ("batch", "noise", "content"):
-        run_meta["style_source_used"] = cfg.style
-        return SASSL(stylizer, cfg.style, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers)
-    bank = bank_for(cfg.style, stylizer, progress=dist.rank() == 0)
-    run_meta["style_source_used"] = bank.meta.get("source_used", cfg.style)
-    run_meta["style_bank_size"] = len(bank)
-    return SASSL(stylizer, "bank", bank, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers).to(device)
+def style_op(cfg: PretrainConfig, device: torch.device, progress: bool = True) -> StyleChoice:
+    """The SASSL op a config asks for (op None when style is 'none') and where its styles came from."""
+    stylizer = None if cfg.style == "none" else pretrained(device)
+    return make_style_op(cfg.style, stylizer, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers,
+                         progress=progress)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -148,6 +138,9 @@ def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> today's names (read when resuming them)
 
 
 def _comparable(cfg_dict: dict) -> dict:
@@ -160,8 +153,8 @@ def train_step(model: nn.Module, views: nn.Module, opt: torch.optim.Optimizer, c
                g: torch.Generator, lr: float, momentum: float, amp: bool = False) -> tuple[torch.Tensor, dict]:
     """One optimisation step on a batch of crop pairs: views (SASSL included) -> learner -> backward -> step."""
     x1, x2, _ = views(c1, c2, g)
-    # NOTE: channels-last activations: oneDNN's convolutions (CPU) and cuDNN's tensor cores (CUDA) are faster
-    # on them (measured 7% per MoCo v2 step at 64 px on a 2-core AVX2 CPU); the maths is unchanged
+    # channels-last activations: oneDNN's convolutions (CPU) and cuDNN's tensor cores (CUDA) are faster on
+    # them; the maths is unchanged
     x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
     for grp in opt.param_groups:
         grp["lr"] = lr
@@ -171,6 +164,12 @@ def train_step(model: nn.Module, views: nn.Module, opt: torch.optim.Optimizer, c
     loss.backward()
     opt.step()
     return loss, logs
+
+
+def learner_settings(cfg: PretrainConfig) -> dict:
+    """The settings a config gives a learner; create_learner keeps those the learner's class declares."""
+    return {"proj_hidden": cfg.proj_hidden, "proj_dim": cfg.proj_dim, "pred_hidden": cfg.proj_hidden,
+            "temperature": cfg.temperature or None}  # 0: the learner's own default
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -183,13 +182,8 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns the final metrics. Raises before training for a bad config or checkpoint."""
-    from sassl.data import get_dataset
-    from sassl.eval.knn import extract_features, knn_accuracy
-    from sassl.eval.targets import resize_all
-    from sassl.views import TwoCrops, TwoViews
-
     validate(cfg)
-    run_dir = Path(cfg.out_dir) / cfg.name
+    run_dir = Path(cfg.runs_dir) / cfg.name
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     cfg_dict = plain(asdict(cfg))
     state = None
@@ -198,7 +192,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             raise FileExistsError(f"{run_dir} already has a checkpoint; pass resume=True (--resume) to continue it, "
                                   "or choose another run name")
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
+        saved = {RENAMED.get(k, k): v for k, v in json.loads(state["config"]).items()}
         if _comparable(saved) != _comparable(cfg_dict):
             diff = {k: (saved.get(k), v) for k, v in _comparable(cfg_dict).items() if saved.get(k) != v}
             raise ValueError(f"{ckpt_path} was written by a different config (checkpoint vs now): {diff}")
@@ -207,25 +201,23 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    train_ds = get_dataset(cfg.dataset, split="train")
+    base_name, _ = parse_name(cfg.dataset)  # NAME@SPLIT names the monitor's split
+    train_ds = get_dataset(base_name, split="train")
     global_batch = cfg.batch_size
     if len(train_ds) < global_batch:
         raise ValueError(f"batch_size: {global_batch} is larger than {cfg.dataset}'s train split ({len(train_ds)} images)")
-    try:
-        test_ds = get_dataset(cfg.dataset, split="test")
-    except ValueError:
-        test_ds = None
+    monitor_split = held_out_split(cfg.dataset)  # the kNN monitor's test split; None for a single pool
+    test_ds = get_dataset(base_name, split=monitor_split) if monitor_split else None
     run_meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(device),
                 "train_images": len(train_ds), "dataset_source_used": train_ds.meta.get("source_used")}
-    kw = {"proj_hidden": cfg.proj_hidden, "proj_dim": cfg.proj_dim}
-    if cfg.learner.startswith("mocov2") or cfg.learner == "byol":
-        kw["pred_hidden"] = cfg.proj_hidden
-    if cfg.temperature and cfg.learner != "byol":
-        kw["temperature"] = cfg.temperature
-    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, **kw).to(device, memory_format=torch.channels_last)
+    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, **learner_settings(cfg)).to(device, memory_format=torch.channels_last)
     if dist.is_dist() and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    views = TwoViews(sassl=style_op(cfg, device, run_meta)).to(device)
+    style = style_op(cfg, device, progress=dist.rank() == 0)
+    run_meta["style_source_used"] = style.used
+    if style.bank is not None:
+        run_meta["style_bank_size"] = len(style.bank)
+    views = TwoViews(sassl=style.op).to(device)
 
     base_lr = cfg.lr * global_batch / 256
     opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
@@ -310,9 +302,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             seen += len(c1) * dist.world_size()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr (now {cfg.lr})")
-            losses.append(logs["loss"])
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{lr:.3g}")
-            log({"step": step, "epoch": epoch + 1, "loss": logs["loss"], "lr": lr, "momentum": m})
+            loss_value = float(logs["loss"])  # the step's one read of the loss on the host
+            losses.append(loss_value)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")
+            log({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "momentum": m})
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save()
             if cfg.max_steps and step >= cfg.max_steps:
@@ -336,8 +329,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if cfg.max_steps and step >= cfg.max_steps:
             break
     if dist.rank() == 0:
-        from sassl.plots import training_curves
-
         training_curves(metrics_file, run_dir / "figures" / "curves")
         (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     return result

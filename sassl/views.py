@@ -136,7 +136,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """BYOL's parameters (DESIGN.md 1); blur/solarize probabilities per view (left, right)."""
+    """BYOL's parameters (docs/DESIGN.md §2.1); blur/solarize probabilities per view (left, right)."""
 
     flip_p: float = 0.5
     jitter_p: float = 0.8
@@ -148,8 +148,8 @@ class ViewConfig:
     blur_p: tuple[float, float] = (1.0, 0.1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     # NOTE: BYOL's sigma range is in pixels of a 224-px crop; we scale it to the crop size (a 64-px crop
-    # gets 0.03-0.57 px), as the kernel (10% of the side) already is. 0 = use blur_sigma as given.
-    # Measured (MoCo v2, no SASSL, 8 epochs on objects, one seed): kNN 34.65% scaled vs 31.58% unscaled.
+    # gets 0.03-0.57 px), as the kernel (10% of the side) already is (docs/DESIGN.md §2.3; the measured
+    # effect is in docs/RESULTS.md). 0: use blur_sigma as given.
     blur_reference_size: int = 224
     solarize_p: tuple[float, float] = (0.0, 0.2)
 

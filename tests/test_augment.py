@@ -132,8 +132,8 @@ def test_pure_function_endpoints(stylizer, images, bank):
 @pytest.mark.parametrize("kwargs, msg", [
     (dict(p=1.5), "p: must lie in"),
     (dict(p=-0.1), "p: must lie in"),
-    (dict(alpha=(0.3, 0.1)), "alpha: min 0.3 > max 0.1"),
-    (dict(beta=(0.1, 1.2)), r"beta: both ends must lie in \[0, 1\]"),
+    (dict(alpha=(0.3, 0.1)), r"alpha: need 0 <= min <= max <= 1, got \(0.3, 0.1\)"),  # one message for every range
+    (dict(beta=(0.1, 1.2)), r"beta: need 0 <= min <= max <= 1, got \(0.1, 1.2\)"),
     (dict(alpha=0.2), r"alpha: expected a \(min, max\) pair"),
     (dict(layers=14), r"layers: must be an int in \[0, 13\]"),
     (dict(source="wikiart"), "source: expected one of"),

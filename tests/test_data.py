@@ -270,3 +270,50 @@ def test_cli_data(capsys):
     assert "contact_sheet.png" in capsys.readouterr().out
     assert main(["data", "prepare", "nope"]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+def _split_tree(root, layout: dict):
+    """layout: {split: {class: n images}} -> files under root/split/class/."""
+    for split, classes in layout.items():
+        for c, n in classes.items():
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(root / split / c / f"{i}.png")
+
+
+def test_imagefolder_train_val_splits_share_one_class_map(tmp_path):
+    """train/ and val/ are real splits; a class present in only one of them keeps the same index in both."""
+    from sassl.data import held_out_split, splits_of
+
+    _split_tree(tmp_path, {"train": {"cat": 2, "dog": 3}, "val": {"dog": 1, "eel": 1}})
+    name = f"imagefolder:{tmp_path}"
+    assert splits_of(name) == ("train", "val") and held_out_split(name) == "val"
+    train, val = get_dataset(name, split="train"), get_dataset(f"{name}@val")
+    assert train.classes == val.classes == ["cat", "dog", "eel"]
+    assert sorted(train.labels) == [0, 0, 1, 1, 1] and sorted(val.labels) == [1, 2]
+    assert len(get_dataset(name, split="all")) == 7
+    with pytest.raises(ValueError, match=r"no split 'test'; splits: train, val"):
+        get_dataset(name, split="test")
+    with pytest.raises(ValueError, match="also asked for split"):
+        get_dataset(f"{name}@val", split="train")
+
+
+def test_pool_folders_have_no_held_out_split(tmp_path):
+    """A class tree without split subfolders is one pool: it trains whole and says it has no test split."""
+    from sassl.data import held_out_split, splits_of
+
+    _split_tree(tmp_path, {"": {"a": 2, "b": 2}})
+    name = f"imagefolder:{tmp_path}"
+    assert splits_of(name) == ("all",) and held_out_split(name) is None
+    assert len(get_dataset(name, split="train")) == 4  # training uses the whole pool
+    with pytest.raises(ValueError, match="no split 'test'.*one pool"):
+        get_dataset(name, split="test")
+
+
+def test_bundled_splits_answered_without_catching_errors():
+    from sassl.data import held_out_split, splits_of
+
+    assert splits_of("objects") == ("train", "test", "test_shift")
+    assert held_out_split("objects") == "test" and held_out_split("objects@test_shift") == "test_shift"
+    assert splits_of("textures") == ("all",) and held_out_split("textures") is None
+    assert splits_of("cifar10") == ("train", "test")  # no download needed to answer

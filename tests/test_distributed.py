@@ -12,12 +12,11 @@ import torch.multiprocessing as mp
 
 from sassl.learners import create_learner
 
-HEADS = {"mocov2": {"pred_hidden": 32}, "simclr": {}, "byol": {"pred_hidden": 32}}
 
 
 def _model(name):
     torch.manual_seed(0)
-    model = create_learner(name, "resnet18", small_images=True, proj_hidden=32, proj_dim=16, **HEADS[name])
+    model = create_learner(name, "resnet18", small_images=True, proj_hidden=32, proj_dim=16, pred_hidden=32)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()

@@ -11,7 +11,7 @@ import torch.nn as nn
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.fewshot import few_shot, sample_shots
 from sassl.eval.finetune import finetune
-from sassl.eval.knn import knn_accuracy
+from sassl.eval.knn import extract_features, knn_accuracy
 from sassl.eval.linear import linear_probe, random_crops, topk_accuracy, train_linear
 from sassl.eval.targets import load_target, stratified_split
 from sassl.eval.transfer import EvalConfig, evaluate, summarize
@@ -49,6 +49,20 @@ def _bright_dark(n=32, size=16, seed=0):
 def test_knn_identical_train_test_is_perfect():
     x, y = _blobs(spread=1.0)
     assert knn_accuracy(x, y, x, y, 4, k=1) == 1.0
+
+
+def test_knn_held_out_separable_blobs_is_perfect():
+    """Blob centres 14-21 apart, noise norm ~1.2: every held-out point's neighbours share its class, so 100%."""
+    x, y = _blobs(n_per=80)
+    assert knn_accuracy(x[::2], y[::2], x[1::2], y[1::2], 4, k=20) == 1.0
+
+
+def test_knn_random_labels_is_chance():
+    """iid uniform labels over 4 classes: accuracy ~ Binomial(400, 1/4) / 400, so within 4 sd (0.087) of 0.25."""
+    x, _ = _blobs(n_per=200)
+    y = torch.randint(0, 4, (len(x),), generator=torch.Generator().manual_seed(1))
+    acc = knn_accuracy(x[::2], y[::2], x[1::2], y[1::2], 4, k=20)
+    assert abs(acc - 0.25) <= 4 * (0.25 * 0.75 / 400) ** 0.5
 
 
 def test_topk_against_naive():
@@ -205,7 +219,15 @@ def test_evaluate_writes_tidy_tables(tmp_path):
     assert got == {(t, p): n for t in ("objects",)
                    for p, n in (("knn", 1), ("linear", 2), ("1-shot", 4), ("2-shot", 4), ("finetune", 2))}
     rows = json.loads((out / "results.json").read_text())
-    assert all(0 <= r["top1"] <= 100 for r in rows)
+    # known answers: the kNN row is 100 x knn_accuracy recomputed outside evaluate(), each summary mean its rows' mean
+    net, _ = load_encoder("r", runs_dir=str(tmp_path / "runs"))
+    t = load_target("objects", 32, max_per_split=90)
+    tr, te = extract_features(net, t.train_x), extract_features(net, t.test_x)
+    knn = next(r for r in rows if r["protocol"] == "knn")
+    assert knn["top1"] == pytest.approx(100 * knn_accuracy(tr, t.train_y, te, t.test_y, t.num_classes, k=cfg.knn_k))
+    for s in summary:
+        v = [r["top1"] for r in rows if (r["target"], r["protocol"]) == (s["target"], s["protocol"])]
+        assert float(s["top1_mean"]) == pytest.approx(float(np.mean(v)), abs=1e-3)
     assert (out / "figures" / "summary.html").exists() and json.loads((out / "config.json").read_text())["resolved"]
     with pytest.raises(ValueError, match="protocols: unknown"):
         evaluate(EvalConfig(encoder="r", runs_dir=str(tmp_path / "runs"), protocols=("svm",)))

@@ -25,7 +25,7 @@ def contents(ex):
 
 
 def test_run_matches_the_op_and_replays(ex, contents):
-    from sassl.stylizer import SASSL, SASSLParams
+    from sassl.stylizer import SASSL, SASSLParams, make_style_op
 
     r = ex.run(contents, "paintings", p=1.0, alpha=(0.2, 0.4), beta=(0.5, 0.5), seed=3, size=64)
     assert len(r.rows) == 3 and all(set(row) == {"crop", "stylized", "output", "left", "right", "caption"} for row in r.rows)
@@ -34,7 +34,7 @@ def test_run_matches_the_op_and_replays(ex, contents):
     for row in r.rows:
         crop, sty, out = (to_tensor(row[k]) for k in ("crop", "stylized", "output"))
         assert (out - (0.5 * sty + 0.5 * crop)).abs().max() < 2.5 / 255
-    op = SASSL(ex.stylizer, "bank", ex.bank("paintings"), p=1.0, alpha=(0.2, 0.4), beta=(0.5, 0.5))
+    op = SASSL(ex.stylizer, "bank", make_style_op("paintings", ex.stylizer).bank, p=1.0, alpha=(0.2, 0.4), beta=(0.5, 0.5))
     crops = torch.stack([to_tensor(row["crop"]) for row in r.rows])
     d = r.params
     params = SASSLParams("bank", torch.tensor(d["apply"]), torch.tensor(d["alpha"]), torch.tensor(d["beta"]),

@@ -63,13 +63,13 @@ def test_cosine_momentum_schedule():
 @pytest.mark.parametrize("name", list(LEARNERS))
 def test_learner_train_step(name):
     torch.manual_seed(0)
-    heads = {"proj_hidden": 64, "proj_dim": 32} | ({} if name == "simclr" or name == "mocov2-queue" else {"pred_hidden": 64})
+    heads = {"proj_hidden": 64, "proj_dim": 32, "pred_hidden": 64}  # a learner takes the settings it declares
     model = create_learner(name, "resnet18", small_images=True, **heads)
     x1, x2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     target = getattr(model, "target_backbone", None)
     before = [p.clone() for p in target.parameters()] if target is not None else None
     loss, logs = model(x1, x2, 0.9)
-    assert torch.isfinite(loss) and logs["loss"] == pytest.approx(loss.item())
+    assert torch.isfinite(loss) and not logs["loss"].requires_grad and float(logs["loss"]) == pytest.approx(loss.item())
     loss.backward()
     assert all(p.grad is not None for p in model.backbone.parameters())
     if target is not None:

@@ -104,15 +104,23 @@ def test_quickstart_outputs_checked_by_nbval():
     assert "5 passed" in r.stdout, r.stdout[-2000:]  # one nbval item per code cell
 
 
-def test_pretrain_parameters_cell_lists_every_config_field_with_its_default():
-    """The notebook's parameters are PretrainConfig's fields with the same defaults (out_dir empty means the
-    workbench's runs/), plus two notebook-only ones; resume is off by default as in `sassl pretrain`."""
+@pytest.mark.parametrize("nb, cls, notebook_only", [
+    ("pretrain.ipynb", "sassl.train:PretrainConfig", {"resume", "show_views"}),
+    ("evaluate.ipynb", "sassl.eval.transfer:EvalConfig", set()),
+])
+def test_parameters_cell_lists_every_config_field_with_its_default(nb, cls, notebook_only):
+    """A notebook's parameters are its config's fields with the same defaults (runs_dir empty means the
+    workbench's runs/), plus the notebook-only ones; resume is off by default as in `sassl pretrain`."""
     import dataclasses
+    import importlib
 
     from sassl.config import plain
-    from sassl.train import PretrainConfig
 
-    cell = parameter_defaults(NB / "pretrain.ipynb")
-    defaults = plain({f.name: f.default for f in dataclasses.fields(PretrainConfig)}) | {"out_dir": ""}
-    assert {k: v for k, v in cell.items() if k not in ("resume", "show_views")} == defaults
-    assert cell["resume"] is False
+    module, name = cls.split(":")
+    config = getattr(importlib.import_module(module), name)
+    cell = parameter_defaults(NB / nb)
+    defaults = plain({f.name: f.default for f in dataclasses.fields(config)}) | {"runs_dir": ""}
+    assert {k: v for k, v in cell.items() if k not in notebook_only} == defaults
+    assert set(cell) - set(defaults) == notebook_only
+    if "resume" in cell:
+        assert cell["resume"] is False

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import shutil
 
@@ -10,20 +11,22 @@ from sassl.train import config_from_dict, pretrain
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory, photos):
-    """48 real-photo crops in 3 class folders (a stand-in dataset small enough for a test)."""
+    """Real-photo crops in 3 class folders: 48 in train/, 12 in val/ (the kNN monitor's split), a stand-in
+    dataset small enough for a test."""
     root = tmp_path_factory.mktemp("tiny")
-    for c in range(3):
-        (root / f"c{c}").mkdir()
-        for i in range(16):
-            img = Image.open(photos[(c * 16 + i) % len(photos)]).convert("RGB")
-            w, h = img.size
-            box = ((i * 37) % (w // 2), (i * 23) % (h // 2))
-            img.crop(box + (box[0] + w // 2, box[1] + h // 2)).resize((40, 40)).save(root / f"c{c}" / f"{i}.png")
+    for split, n, shift in (("train", 16, 0), ("val", 4, 11)):
+        for c in range(3):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                img = Image.open(photos[(c * 16 + i) % len(photos)]).convert("RGB")
+                w, h = img.size
+                box = ((i * 37 + shift) % (w // 2), (i * 23 + shift) % (h // 2))
+                img.crop(box + (box[0] + w // 2, box[1] + h // 2)).resize((40, 40)).save(root / split / f"c{c}" / f"{i}.png")
     return root
 
 
 def _cfg(tmp_path, tiny_folder, **kw):
-    base = dict(name="t", out_dir=str(tmp_path), dataset=f"imagefolder:{tiny_folder}", image_size=32, batch_size=8,
+    base = dict(name="t", runs_dir=str(tmp_path), dataset=f"imagefolder:{tiny_folder}", image_size=32, batch_size=8,
                 epochs=2, proj_hidden=64, proj_dim=32, num_workers=0, style="none", knn_k=5, small_images=False)
     return config_from_dict(base | kw)
 
@@ -65,15 +68,21 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_folder):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["resolved"]["style_source_used"] == "batch" and "git_commit" in cfg["resolved"]
     assert (run / "figures" / "curves.html").is_file() and (run / "metrics.json").is_file()
-    if shutil.which("chromium") or shutil.which("google-chrome"):  # the set-up installs Chromium where it can
-        assert (run / "figures" / "curves.png").stat().st_size > 10_000
+    # the PNG needs plotly's kaleido and a Chrome/Chromium for it to drive; without them, say so instead of passing
+    if importlib.util.find_spec("kaleido") is None:
+        pytest.skip("SKIPPED LOUDLY (all else above passed): kaleido is not installed, so curves.png was not checked; "
+                    "`pip install 'kaleido>=1'` and run again")
+    if not (shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")):
+        pytest.skip("SKIPPED LOUDLY (all else above passed): no Chrome/Chromium for kaleido, so curves.png was not "
+                    "checked; `apt-get install chromium` (or `plotly_get_chrome`) and run again")
+    assert (run / "figures" / "curves.png").stat().st_size > 10_000
 
 
 def test_refuses_mismatched_or_existing_checkpoint(tmp_path, tiny_folder):
     pretrain(_cfg(tmp_path, tiny_folder, max_steps=1), progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain(_cfg(tmp_path, tiny_folder, max_steps=1), progress=False)
-    with pytest.raises(ValueError, match=r"different config.*'lr': \(1.0, 0.5\)"):
+    with pytest.raises(ValueError, match=r"different config.*'lr': \(2.0, 0.5\)"):
         pretrain(_cfg(tmp_path, tiny_folder, lr=0.5), resume=True, progress=False)
 
 
@@ -89,7 +98,7 @@ def test_impossible_batch_and_unknown_sources(tmp_path, tiny_folder):
 def test_cli_pretrain(tmp_path, tiny_folder, capsys):
     from sassl.cli import main
 
-    common = ["pretrain", "--out-dir", str(tmp_path), "--dataset", f"imagefolder:{tiny_folder}", "--image-size", "32",
+    common = ["pretrain", "--runs-dir", str(tmp_path), "--dataset", f"imagefolder:{tiny_folder}", "--image-size", "32",
               "--batch-size", "8", "--proj-hidden", "32", "--proj-dim", "16", "--num-workers", "0", "--style", "none"]
     assert main(common + ["--name", "cli", "--epochs", "1", "--max-steps", "2", "--small-images", "false"]) == 0
     out = capsys.readouterr().out

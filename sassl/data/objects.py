@@ -37,9 +37,9 @@ class ObjectsConfig:
     """size: output px; per_object: composites per object identity and split; test_fraction of identities;
     textures_in_train: also use half the textures as train/test backgrounds (the other half for test_shift).
 
-    NOTE: by default train/test backgrounds are scene photos only. With distinctive textures behind the
-    objects in training, both SSL views share a background that is easier to match than the object, and
-    short CPU runs learned background features (kNN at the random-init level)."""
+    NOTE: by default train/test backgrounds are scene photos only: with distinctive textures behind the
+    objects, both SSL views share a background that is easier to match than the object (the measured
+    effect is in docs/RESULTS.md, "objects benchmark")."""
 
     size: int = 96
     per_object: int = 12

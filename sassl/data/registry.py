@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from sassl.data.decode import ImageDecodeError, list_files, load_rgb, to_tensor
+from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, center_square, list_files, load_rgb, to_tensor
+from sassl.data.sets import SETS, data_root, is_built, load_index, objects_variant, set_dir
 from sassl.paths import cache_dir
 
 TORCHVISION = {  # name -> (torchvision class, folder it unpacks to, size, description)
@@ -88,24 +89,110 @@ class Dataset(torch.utils.data.Dataset):
 
 # ----------------------------------------------------------------------------- user folders
 
-def imagefolder(path: str | os.PathLike, name: str | None = None, transform: Callable | None = None) -> Dataset:
-    """Class-per-folder tree (label = first folder level) or a flat folder of images (labels -1).
+SPLIT_FOLDERS = ("train", "val", "test")  # subfolders that make a user folder a split layout
 
-    Non-image files are left out by suffix; unreadable images are skipped when first read."""
-    from sassl.data.decode import IMAGE_SUFFIXES
 
-    root = Path(path)
+def folder_splits(root: Path) -> tuple[str, ...]:
+    """The split subfolders of a user folder ('train', 'val', 'test' that exist), or ('all',) when it has
+    none (one pool: a class-per-folder tree or a flat folder)."""
+    found = tuple(d for d in SPLIT_FOLDERS if (root / d).is_dir())
+    return found if "train" in found else ("all",)
+
+
+def _image_files(root: Path) -> list[Path]:
     files = [p for p in list_files(root) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise ValueError(f"{root}: no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    nested = [len(p.relative_to(root).parts) > 1 for p in files]
-    if all(nested):
-        classes = sorted({p.relative_to(root).parts[0] for p in files})
-        labels = [classes.index(p.relative_to(root).parts[0]) for p in files]
-    else:
-        classes, labels = [], [-1] * len(files)
-    return Dataset(name or f"imagefolder:{root}", labels, classes, {"source_used": str(root)}, files=files,
+    return files
+
+
+def _class_tree(files: list[Path], root: Path, classes: list[str] | None = None) -> tuple[list[str], list[int]]:
+    """(classes, labels): label = first folder level below root, or -1 for all when some file lies in root."""
+    if not all(len(p.relative_to(root).parts) > 1 for p in files):
+        return [], [-1] * len(files)
+    classes = classes or sorted({p.relative_to(root).parts[0] for p in files})
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, [index[p.relative_to(root).parts[0]] for p in files]
+
+
+def imagefolder(path: str | os.PathLike, name: str | None = None, transform: Callable | None = None,
+                split: str = "all") -> Dataset:
+    """A user folder: a split layout (train/ plus val/ and/or test/, each a class-per-folder tree with one
+    class-to-index map over all splits), or one pool: a class-per-folder tree (label = first folder level)
+    or a flat folder (labels -1). Non-image files are left out by suffix; unreadable images are skipped
+    when first read."""
+    root = Path(path)
+    splits = folder_splits(root)
+    name = name or f"imagefolder:{root}"
+    if splits == ("all",):
+        if split not in ("all", "train"):  # a pool trains whole; it has nothing held out
+            raise ValueError(f"{name}: no split {split!r}: the folder has no train/ + val/ or test/ subfolders, "
+                             "so it is one pool (evaluation splits it, seeded and stratified)")
+        files = _image_files(root)
+        classes, labels = _class_tree(files, root)
+        return Dataset(name, labels, classes, {"source_used": str(root), "split": "all"}, files=files,
+                       transform=transform)
+    if split != "all" and split not in splits:
+        raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(splits)} (or all)")
+    parts = {s: _image_files(root / s) for s in (splits if split == "all" else (split,))}
+    classes = sorted({p.relative_to(root / s).parts[0] for s in splits for p in list_files(root / s)
+                      if len(p.relative_to(root / s).parts) > 1})
+    files, labels = [], []
+    for s, fs in parts.items():
+        _, ls = _class_tree(fs, root / s, classes)
+        files += fs
+        labels += ls
+    return Dataset(name, labels, classes, {"source_used": str(root), "split": split}, files=files,
                    transform=transform)
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """'objects@test_shift' -> ('objects', 'test_shift'); a name without '@' -> (name, None)."""
+    base, at, split = name.partition("@")
+    if at and not split:
+        raise ValueError(f"dataset {name!r}: nothing after '@'; give NAME@SPLIT")
+    return base, (split or None)
+
+
+def splits_of(name: str) -> tuple[str, ...]:
+    """The splits a dataset has, e.g. ('train', 'test', 'test_shift'), or ('all',) for one pool. Bundled
+    sets are prepared first if needed; torchvision sets need no download to answer."""
+    base, _ = parse_name(name)
+    if base.startswith("imagefolder:"):
+        return folder_splits(Path(base.split(":", 1)[1]))
+    if base == "pbn":
+        return ("all",)
+    if base in TORCHVISION:
+        return ("train", "test", "unlabeled") if base == "stl10" else ("train", "test")
+    if base in SETS:
+        index = load_index(base)
+        if index.get("storage") == "tensor":
+            return tuple(index["splits"])
+        found = sorted({it["split"] for it in index["items"]})
+        return ("all",) if found == ["all"] else tuple(found)
+    raise KeyError(f"unknown dataset {base!r}; available: {', '.join(dataset_names())}, or imagefolder:PATH")
+
+
+def held_out_split(name: str) -> str | None:
+    """The split that tests a dataset when none is named: 'test', else 'val', else None (one pool)."""
+    base, split = parse_name(name)
+    if split:
+        return split
+    splits = splits_of(base)
+    return next((s for s in ("test", "val") if s in splits), None)
+
+
+def resize_all(ds: Dataset, size: int, indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of a dataset as (N, 3, size, size) [0, 1] (centre square) and their labels; unusable files
+    skipped. Holds them all in memory: for small sets only."""
+    imgs, labels = [], []
+    for i in range(len(ds)) if indices is None else indices:
+        j, img = ds.usable(i)
+        imgs.append(to_tensor(center_square(img, size)))
+        labels.append(ds.labels[j])
+    if not imgs:
+        raise ValueError(f"dataset {ds.name}: no images to evaluate on")
+    return torch.stack(imgs), torch.tensor(labels, dtype=torch.long)
 
 
 def _torchvision(name: str, split: str, root: Path, download: bool, transform) -> Dataset:
@@ -143,8 +230,6 @@ def torchvision_root() -> Path:
 # ----------------------------------------------------------------------------- bundled sets
 
 def _bundled(name: str, split: str, transform, objects_config=None) -> Dataset:
-    from sassl.data.sets import SETS, data_root, load_index, objects_variant, set_dir
-
     folder = name
     if objects_config is not None:
         folder = objects_variant(objects_config)
@@ -186,13 +271,16 @@ def _pbn(root: str | os.PathLike | None, transform) -> Dataset:
     return ds
 
 
-def get_dataset(name: str, split: str = "train", transform: Callable | None = None, root: str | None = None,
+def get_dataset(name: str, split: str | None = None, transform: Callable | None = None, root: str | None = None,
                 download: bool = False, objects_config=None) -> Dataset:
-    """Any dataset by name (see module doc). Unknown names raise, listing what exists."""
-    from sassl.data.sets import SETS
-
+    """Any dataset by name (see module doc); `NAME@SPLIT` names the split, else `split` (default 'train').
+    Unknown names raise, listing what exists; a split the data lacks raises, listing its splits."""
+    name, named_split = parse_name(name)
+    if named_split and split and split != named_split:
+        raise ValueError(f"dataset {name}@{named_split}: also asked for split {split!r}; give one")
+    split = named_split or split or "train"
     if name.startswith("imagefolder:"):
-        return imagefolder(name.split(":", 1)[1], transform=transform)
+        return imagefolder(name.split(":", 1)[1], transform=transform, split=split)
     if name == "pbn":
         return _pbn(root, transform)
     if name in TORCHVISION:
@@ -203,16 +291,12 @@ def get_dataset(name: str, split: str = "train", transform: Callable | None = No
 
 
 def dataset_names() -> list[str]:
-    from sassl.data.sets import SETS
-
     return list(SETS) + list(TORCHVISION) + ["pbn"]
 
 
 def dataset_table() -> list[dict]:
     """name, state, size, description for `sassl data list`."""
     import json
-
-    from sassl.data.sets import SETS, is_built, set_dir
 
     rows = []
     for name, spec in SETS.items():

@@ -1,4 +1,4 @@
-"""Linear probe on a frozen backbone (DESIGN.md A.4): SGD + Nesterov momentum 0.9, cosine schedule, no
+"""Linear probe on a frozen backbone (docs/DESIGN.md §2.2): SGD + Nesterov momentum 0.9, cosine schedule, no
 weight decay. Features are extracted once and cached (fast); `augment=True` draws fresh random crops and
 flips every epoch and extracts their features (for large targets)."""
 from __future__ import annotations

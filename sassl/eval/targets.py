@@ -3,17 +3,18 @@
     load_target("objects")              # train vs test
     load_target("objects@test_shift")   # train vs the style-shift split
     load_target("textures")             # one labelled pool: a seeded, stratified train/test split
-    load_target("imagefolder:/data/dtd") # PATH/train + PATH/val|test if present, else a stratified split
+    load_target("imagefolder:/data/dtd") # PATH/train vs PATH/test (else val) if present, else a stratified split
 
-Images follow the paper's small-target protocol (DESIGN.md A.4): shorter side resized, centre crop,
+Images follow the paper's small-target protocol (docs/DESIGN.md §2.2): shorter side resized, centre crop,
 no augmentation; ImageNet normalisation happens in the feature extractor.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+
+from sassl.data import get_dataset, held_out_split, parse_name, resize_all, splits_of
 
 
 @dataclass
@@ -29,20 +30,6 @@ class Target:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-
-def resize_all(ds, size: int, indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images of a dataset as (N, 3, size, size) [0, 1] (centre square) and their labels; unusable files skipped."""
-    from sassl.data.decode import center_square, to_tensor
-
-    imgs, labels = [], []
-    for i in range(len(ds)) if indices is None else indices:
-        j, img = ds.usable(i)
-        imgs.append(to_tensor(center_square(img, size)))
-        labels.append(ds.labels[j])
-    if not imgs:
-        raise ValueError(f"dataset {ds.name}: no images to evaluate on")
-    return torch.stack(imgs), torch.tensor(labels, dtype=torch.long)
 
 
 def stratified_split(labels: list[int], test_fraction: float = 0.5, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -62,22 +49,11 @@ def stratified_split(labels: list[int], test_fraction: float = 0.5, seed: int = 
 
 def _splits_of(name: str) -> tuple[object, object | None]:
     """(train dataset, test dataset or None when the data has one pool)."""
-    from sassl.data import get_dataset
-
-    base, _, test_split = name.partition("@")
-    if base.startswith("imagefolder:"):
-        root = Path(base.split(":", 1)[1])
-        test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-        if (root / "train").is_dir() and test_dir is not None:
-            return get_dataset(f"imagefolder:{root / 'train'}"), get_dataset(f"imagefolder:{test_dir}")
-        return get_dataset(base), None
-    try:
-        train = get_dataset(base, split="train")
-    except ValueError:  # a single pool ('all')
+    base, _ = parse_name(name)
+    test_split = held_out_split(name)
+    if test_split is None or "train" not in splits_of(base):
         return get_dataset(base, split="all"), None
-    if train.meta.get("split") == "all":
-        return train, None
-    return train, get_dataset(base, split=test_split or "test")
+    return get_dataset(base, split="train"), get_dataset(base, split=test_split)
 
 
 def load_target(name: str, size: int = 64, test_fraction: float = 0.5, split_seed: int = 0,

@@ -16,6 +16,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from sassl.eval.checkpoint import load_encoder
+from sassl.eval.fewshot import few_shot
+from sassl.eval.finetune import finetune
+from sassl.eval.knn import extract_features, knn_predict
+from sassl.eval.linear import linear_probe, scores
+from sassl.eval.targets import load_target
+from sassl.plots import save_figure
+from sassl.runtime import git_commit, resolve_device, write_table
+
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
 
 
@@ -101,15 +110,6 @@ def summary_figure(summary: list[dict], title: str = ""):
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run every protocol on every target; returns {'rows', 'summary', 'out', 'encoder'}."""
-    from sassl.eval.checkpoint import load_encoder
-    from sassl.eval.fewshot import few_shot
-    from sassl.eval.finetune import finetune
-    from sassl.eval.knn import extract_features, knn_predict
-    from sassl.eval.linear import linear_probe, scores
-    from sassl.eval.targets import load_target
-    from sassl.plots import save_figure
-    from sassl.runtime import git_commit, resolve_device, write_table
-
     _check(cfg)
     device = resolve_device(cfg.device)
     backbone, info = load_encoder(cfg.encoder, cfg.runs_dir, device)  # fails before any data is loaded

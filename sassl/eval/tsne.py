@@ -10,21 +10,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sassl.stylizer import build_bank, load_bank, pretrained
+
 
 def style_embeddings(sources: list[str], per_dataset: int = 200, image_size: int = 256, seed: int = 0,
                      device: str | torch.device | None = None, progress: bool = True):
     """(emb (N, 100) float32 numpy, labels (N,) source per row, names (N,) image path or id).
     Up to `per_dataset` images per source (folder, bank .pt file or dataset name), seeded."""
-    from sassl.stylizer import pretrained
-    from sassl.stylizer.bank import StyleBank, build_bank
-
     if not sources:
         raise ValueError("style space: give at least one dataset")
     stylizer = None
     embs, labels, names = [], [], []
     for src in sources:
         if str(src).endswith(".pt"):
-            bank = StyleBank.load(src)
+            stylizer = stylizer or pretrained(device)
+            bank = load_bank(src, stylizer)  # refused when embedded by other predictor weights
             keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:per_dataset]
             e, n = bank.embeddings[keep], [bank.meta.get("names", [f"{src}[{i}]" for i in range(len(bank))])[i] for i in keep]
         else:

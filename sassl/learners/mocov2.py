@@ -8,17 +8,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sassl.dist import gather_nograd, rank
-from sassl.learners.heads import frozen_copy, mlp, update_momentum
 from sassl.learners.losses import info_nce
+from sassl.learners.momentum import MomentumTwoTower
 
 
-class MoCoV2(nn.Module):
+class MoCoV2(MomentumTwoTower):
+    SETTINGS = MomentumTwoTower.SETTINGS + ("temperature", "predictor", "queue_size")
+
     def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 256,
                  pred_hidden: int = 2048, temperature: float = 0.1, predictor: bool = True, queue_size: int = 0):
-        super().__init__()
-        self.backbone, self.projector = backbone, mlp(feat_dim, proj_hidden, proj_dim)
-        self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
-        self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
+        super().__init__(backbone, feat_dim, proj_hidden, proj_dim, pred_hidden, predictor)
         self.temperature, self.queue_size = temperature, queue_size
         if queue_size:
             self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
@@ -31,18 +30,13 @@ class MoCoV2(nn.Module):
         self.queue[idx] = F.normalize(keys, dim=1)
         self.queue_ptr.fill_((ptr + n) % self.queue_size)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float) -> tuple[torch.Tensor, dict]:
-        """x1, x2: (B, 3, H, W) the two views -> (loss, logs)."""
-        update_momentum(self.backbone, self.target_backbone, momentum)
-        update_momentum(self.projector, self.target_projector, momentum)
-        q1, q2 = (self.predictor(self.projector(self.backbone(x))) for x in (x1, x2))
-        with torch.no_grad():
-            k1, k2 = (self.target_projector(self.target_backbone(x)) for x in (x1, x2))
-            k1_all, k2_all = gather_nograd(k1), gather_nograd(k2)
+    def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE: each view's queries against the other view's keys of all ranks."""
+        q1, q2 = self.online(x1), self.online(x2)
+        k1_all, k2_all = gather_nograd(self.target(x1)), gather_nograd(self.target(x2))
         queue = self.queue.clone() if self.queue_size else None
         loss = 0.5 * (info_nce(q1, k2_all, self.temperature, queue, rank()) +
                       info_nce(q2, k1_all, self.temperature, queue, rank()))
         if self.queue_size:
             self._enqueue(torch.cat([k1_all, k2_all]))
-        return loss, {"loss": loss.item()}
-
+        return loss

@@ -10,6 +10,8 @@ from sassl.learners.losses import nt_xent
 
 
 class SimCLR(nn.Module):
+    SETTINGS = ("proj_hidden", "proj_dim", "temperature")  # what create_learner may pass
+
     def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 128,
                  temperature: float = 0.1):
         super().__init__()
@@ -20,4 +22,4 @@ class SimCLR(nn.Module):
         """x1, x2: (B, 3, H, W) -> (loss, logs). `momentum` is unused (uniform learner signature)."""
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
         loss = nt_xent(z1, z2, self.temperature, gather(z1), gather(z2), rank())
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}

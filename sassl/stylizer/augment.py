@@ -12,22 +12,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from sassl.config import check_range
 from sassl.stylizer.bank import StyleBank
 from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_images
 
-SOURCES = ("bank", "batch", "noise", "content")
+SOURCES = ("bank", "batch", "noise", "content")  # the op's own modes; a style *setting* is read by sources.py
 
 
-def _check_range(name: str, r: tuple[float, float]) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in r)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a (min, max) pair, got {r!r}") from None
-    if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
-        raise ValueError(f"{name}: both ends must lie in [0, 1], got ({lo}, {hi})")
-    if lo > hi:
-        raise ValueError(f"{name}: min {lo} > max {hi}; give (min, max)")
-    return lo, hi
+def mix(z_style: torch.Tensor, z_content: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """SASSL's embedding blend z = alpha * z_style + (1 - alpha) * z_content. z_*: (N, 100); alpha: (N,)."""
+    return alpha[:, None] * z_style + (1 - alpha[:, None]) * z_content
 
 
 def blend_embeddings(z_style: torch.Tensor, z_content: torch.Tensor, alpha: torch.Tensor,
@@ -36,7 +30,7 @@ def blend_embeddings(z_style: torch.Tensor, z_content: torch.Tensor, alpha: torc
 
     z_style, z_content: (N, 100); alpha: (N,).
     """
-    z = alpha[:, None] * z_style + (1 - alpha[:, None]) * z_content
+    z = mix(z_style, z_content, alpha)
     per_layer = z_content[:, None, :].repeat(1, NUM_CIN_LAYERS, 1)
     per_layer[:, :layers] = z[:, None, :]
     return per_layer
@@ -106,7 +100,7 @@ class SASSL(nn.Module):
         if noise_std <= 0:
             raise ValueError(f"noise_std: must be > 0, got {noise_std}")
         self.source, self.p, self.layers = source, float(p), layers
-        self.alpha_range, self.beta_range = _check_range("alpha", alpha), _check_range("beta", beta)
+        self.alpha_range, self.beta_range = check_range("alpha", alpha), check_range("beta", beta)
         self.batch_offset, self.noise_std, self.embed_size = batch_offset, float(noise_std), embed_size
         if source == "bank":
             if bank is None:
@@ -146,6 +140,25 @@ class SASSL(nn.Module):
         return SASSLParams(self.source, apply, alpha, beta, style_index, noise, offset)
 
     @torch.no_grad()
+    def codes(self, x: torch.Tensor, params: SASSLParams, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_style, z_content) (len(sel), 100) of the images `sel` (indices on x's device) as `params` picks
+        their styles; each image is embedded at most once."""
+        dtype = next(self.stylizer.parameters()).dtype
+        idx = params.style_index.to(x.device)
+        if self.source == "batch":  # the selected contents and the images lending them style
+            need = torch.unique(torch.cat([sel, idx[sel]]))
+            z_need = self.stylizer.embed(x[need].to(dtype), self.embed_size)
+            where = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+            where[need] = torch.arange(len(need), device=x.device)
+            return z_need[where[idx[sel]]], z_need[where[sel]]
+        z_content = self.stylizer.embed(x[sel].to(dtype), self.embed_size)
+        if self.source == "bank":
+            return self.bank[idx[sel]].to(dtype), z_content
+        if self.source == "content":
+            return z_content, z_content
+        return params.noise.to(x.device, dtype)[sel], z_content
+
+    @torch.no_grad()
     def forward(self, x: torch.Tensor, params: SASSLParams | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, SASSLParams]:
         """x (N, 3, H, W) in [0, 1] -> (augmented x, params). Given `params`, replays them exactly."""
@@ -160,22 +173,7 @@ class SASSL(nn.Module):
             return x, params
         dtype = next(self.stylizer.parameters()).dtype
         xs = x.to(dtype)
-        idx = params.style_index.to(x.device)
-        if self.source == "batch":
-            # Embed each needed image once: the selected contents and the images lending them style.
-            need = torch.unique(torch.cat([sel, idx[sel]]))
-            z_need = self.stylizer.embed(xs[need], self.embed_size)
-            where = torch.full((n,), -1, dtype=torch.long, device=x.device)
-            where[need] = torch.arange(len(need), device=x.device)
-            z_content, z_style = z_need[where[sel]], z_need[where[idx[sel]]]
-        else:
-            z_content = self.stylizer.embed(xs[sel], self.embed_size)
-            if self.source == "bank":
-                z_style = self.bank[idx[sel]].to(dtype)
-            elif self.source == "content":
-                z_style = z_content
-            else:
-                z_style = params.noise.to(x.device, dtype)[sel]
+        z_style, z_content = self.codes(xs, params, sel)
         alpha = params.alpha.to(x.device, dtype)[sel]
         beta = params.beta.to(x.device, dtype)[sel]
         y = stylize(self.stylizer, xs[sel], z_style, z_content, alpha, beta, self.layers)
@@ -184,4 +182,4 @@ class SASSL(nn.Module):
         return out, params
 
 
-__all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "stylize"]
+__all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "mix", "stylize"]

@@ -130,17 +130,19 @@ def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_siz
     return StyleBank(emb, meta)
 
 
-def bank_for(style: str, stylizer: Stylizer, image_size: int = 256, progress: bool = True) -> StyleBank:
-    """The style bank for a training run: a bank file (.pt), or a folder / dataset name embedded now.
-    Banks of dataset names are cached per (name, weights, image size)."""
+def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: bool = True) -> StyleBank:
+    """The style bank a style source names: a bank file (.pt, refused when embedded by other predictor
+    weights), a folder or image file (embedded now), or a dataset name (embedded once, then cached per
+    name, weights and image size). Only rank 0 of a distributed run should call it for a dataset name
+    the first time (the cache file is written atomically)."""
     sha = getattr(stylizer, "weights_sha256", "")
-    if style.endswith(".pt"):
-        return StyleBank.load(style, weights_sha256=sha or None)
-    if Path(style).exists():
-        return build_bank(stylizer, style, image_size, weights_sha256=sha, progress=progress)
-    path = cache_dir() / "banks" / f"{style}-{sha[:12]}-{image_size}.pt"
+    if str(source).endswith(".pt"):
+        return StyleBank.load(source, weights_sha256=sha or None)
+    if Path(source).exists():
+        return build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress)
+    path = cache_dir() / "banks" / f"{source}-{sha[:12]}-{image_size}.pt"
     if path.is_file():
         return StyleBank.load(path, weights_sha256=sha or None)
-    bank = build_bank(stylizer, style, image_size, weights_sha256=sha, progress=progress)
+    bank = build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress)
     bank.save(path)
     return bank

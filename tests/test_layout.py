@@ -1,0 +1,61 @@
+"""The package's import graph: sassl's own imports at the top of each module, and no circles."""
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).parent.parent / "sassl"
+LAZY_OK = {("sassl.cli", "sassl.app")}  # the Gradio app: seconds to import, only `sassl app` needs it
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for f in PKG.rglob("*.py"):
+        name = ".".join(f.relative_to(PKG.parent).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = f
+    return mods
+
+
+def _imports(mods: dict[str, Path]):
+    """(module, imported sassl module, at top level?) for every import statement of sassl's own."""
+    for name, f in mods.items():
+        tree = ast.parse(f.read_text())
+        top = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sassl":
+                targets = {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                           for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets = {a.name for a in node.names if a.name.split(".")[0] == "sassl"}
+            else:
+                continue
+            for t in targets:
+                yield name, t, id(node) in top
+
+
+def test_sassl_imports_sit_at_the_top_of_each_module():
+    inner = {(m, t) for m, t, top in _imports(_modules()) if not top} - LAZY_OK
+    assert not inner, f"function-level imports of sassl's own modules: {sorted(inner)}"
+
+
+def test_no_import_circles():
+    mods = _modules()
+    graph: dict[str, set] = {m: set() for m in mods}
+    for m, t, _ in _imports(mods):
+        if t in mods and t != m:
+            graph[m].add(t)
+    seen, on_path, circles = set(), [], []
+
+    def visit(m):
+        if m in on_path:
+            circles.append(on_path[on_path.index(m):] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        on_path.append(m)
+        for t in sorted(graph[m]):
+            visit(t)
+        on_path.pop()
+
+    for m in sorted(graph):
+        visit(m)
+    assert not circles, f"import circles: {circles}"
