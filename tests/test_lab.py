@@ -44,7 +44,8 @@ def lab(tmp_path_factory):
         del os.environ["SASSL_RUNS"]
     port, token = free_port(), secrets.token_hex(16)
     proc = subprocess.Popen(lab_command(port=port, browser=False, token=token, root=root,
-                                        extra=["--LabApp.expose_app_in_browser=True"]),
+                                        extra=["--LabApp.expose_app_in_browser=True",  # window.jupyterapp for the test
+                                               f"--LabApp.workspaces_dir={tmp_path_factory.mktemp('ws')}"]),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(240):
@@ -63,60 +64,78 @@ def lab(tmp_path_factory):
     proc.wait(20)
 
 
-PANEL = "(window.jupyterapp && Array.from(jupyterapp.shell.widgets('main')).find(w => w.sessionContext))"
-PLOTS = "document.querySelectorAll('.jp-Notebook .js-plotly-plot')"
+def panel(path: str) -> str:
+    """JavaScript for the JupyterLab notebook panel showing `path` (relative to the server root)."""
+    return (f"(window.jupyterapp && Array.from(jupyterapp.shell.widgets('main'))"
+            f".find(w => w.context && w.context.path === '{path}'))")
+
+
+def plots(path: str) -> str:
+    """JavaScript for the plotly figures rendered in that notebook."""
+    return f"Array.from({panel(path)} ? {panel(path)}.node.querySelectorAll('.js-plotly-plot') : [])"
+
+
+def traces(path: str) -> str:
+    return f"{plots(path)}.map(p => p.data.map(t => t.name).join(','))"
+
+
 NO_NEWS = "Array.from(document.querySelectorAll('button')).find(b => b.textContent.trim() === 'No')?.click()"
 
 
-def show_plot(page, i: int) -> None:
+def show_plot(page, path: str, i: int) -> None:
     """Scroll plot i (negative: from the end) into view for the screenshot, with Jupyter's news prompt closed."""
     page.js(NO_NEWS)
-    page.js(f"(() => {{ const p = Array.from({PLOTS}); p.at({i}).scrollIntoView({{block: 'center'}}); }})()")
+    page.js(f"{plots(path)}.at({i}).scrollIntoView({{block: 'center'}})")
     time.sleep(1.0)
 
 
-TRACES = f"Array.from({PLOTS}).map(p => p.data.map(t => t.name).join(','))"
-
-
-@pytest.mark.slow
-def test_widgets_in_jupyterlab_update_the_tsne(lab, tmp_path):
+@pytest.fixture
+def open_in_lab(lab, tmp_path):
+    """open_in_lab(path) -> a headless Chromium page showing that notebook in the JupyterLab above."""
     base, token, _ = lab
-    page = Chromium(tmp_path / "profile")
-    try:
-        page.call("Page.navigate", url=f"{base}/lab/tree/style_tsne.ipynb?token={token}")
-        page.wait(f"{PANEL} && {PANEL}.sessionContext.session?.kernel?.status === 'idle'", 180,
-                  "the notebook open with an idle kernel")
-        page.js(f"(() => {{ jupyterapp.shell.activateById({PANEL}.id);"
-                " return jupyterapp.commands.execute('notebook:run-all-cells'); })()")
-        page.wait(f"{PLOTS}.length >= 2 && Array.from(document.querySelectorAll('button'))"
-                  ".some(b => b.textContent.trim() === 'update')", 300, "the t-SNE figure and the widgets")
-        first = page.js(TRACES)
-        assert first[0] == "paintings,textures"  # one trace per dataset of the parameters
-        show_plot(page, 0)
-        page.screenshot(tmp_path / "before.png", keep_as="lab_style_tsne_before_update.png")
-        # the widgets as a person uses them: pick other datasets, then press update
-        page.js("(() => { const s = document.querySelector('.widget-select-multiple select');"
-                " for (const o of s.options) o.selected = ['paintings', 'photos'].includes(o.textContent.trim());"
-                " s.dispatchEvent(new Event('change', {bubbles: true})); })()")
-        page.js("Array.from(document.querySelectorAll('button')).find(b => b.textContent.trim() === 'update').click()")
-        page.wait(f"{PLOTS}.length >= 4", 300, "the updated t-SNE figure in the widget's output")
-        after = page.js(TRACES)
-        assert after[2] == "paintings,photos" and after[2] != first[0]
-        show_plot(page, -2)
-        page.screenshot(tmp_path / "after.png", keep_as="lab_style_tsne_after_update.png")
-    finally:
+    pages = []
+
+    def open_(path: str) -> Chromium:
+        pages.append(Chromium(tmp_path / f"profile{len(pages)}"))
+        pages[-1].call("Page.navigate", url=f"{base}/lab/tree/{path}?token={token}")
+        return pages[-1]
+
+    yield open_
+    for page in pages:
         page.close()
 
 
 @pytest.mark.slow
-def test_executed_notebook_shows_its_figures_when_reopened(lab, tmp_path):
-    base, token, _ = lab
-    page = Chromium(tmp_path / "profile")
-    try:
-        page.call("Page.navigate", url=f"{base}/lab/tree/runs/st/style_tsne.ipynb?token={token}")
-        page.wait(f"{PLOTS}.length >= 2", 180, "the stored plotly figures of the executed notebook")
-        assert page.js(TRACES)[0] == "paintings,textures"
-        show_plot(page, 0)
-        page.screenshot(tmp_path / "reopened.png", keep_as="lab_executed_notebook_reopened.png")
-    finally:
-        page.close()
+def test_widgets_in_jupyterlab_update_the_tsne(open_in_lab, tmp_path):
+    nb = "style_tsne.ipynb"
+    page = open_in_lab(nb)
+    page.wait(f"{panel(nb)} && {panel(nb)}.sessionContext.session?.kernel?.status === 'idle'", 180,
+              "the notebook open with an idle kernel")
+    page.js(f"(() => {{ jupyterapp.shell.activateById({panel(nb)}.id);"
+            " return jupyterapp.commands.execute('notebook:run-all-cells'); })()")
+    page.wait(f"{plots(nb)}.length >= 2 && Array.from(document.querySelectorAll('button'))"
+              ".some(b => b.textContent.trim() === 'update')", 300, "the t-SNE figure and the widgets")
+    first = page.js(traces(nb))
+    assert first[0] == "paintings,textures"  # one trace per dataset of the parameters
+    show_plot(page, nb, 0)
+    page.screenshot(tmp_path / "before.png", keep_as="lab_style_tsne_before_update.png")
+    # the widgets as a person uses them: pick other datasets, then press update
+    page.js("(() => { const s = document.querySelector('.widget-select-multiple select');"
+            " for (const o of s.options) o.selected = ['paintings', 'photos'].includes(o.textContent.trim());"
+            " s.dispatchEvent(new Event('change', {bubbles: true})); })()")
+    page.js("Array.from(document.querySelectorAll('button')).find(b => b.textContent.trim() === 'update').click()")
+    page.wait(f"{plots(nb)}.length >= 4", 300, "the updated t-SNE figure in the widget's output")
+    after = page.js(traces(nb))
+    assert after[2] == "paintings,photos" and after[2] != first[0]
+    show_plot(page, nb, -2)
+    page.screenshot(tmp_path / "after.png", keep_as="lab_style_tsne_after_update.png")
+
+
+@pytest.mark.slow
+def test_executed_notebook_shows_its_figures_when_reopened(open_in_lab, tmp_path):
+    nb = "runs/st/style_tsne.ipynb"
+    page = open_in_lab(nb)
+    page.wait(f"{plots(nb)}.length >= 2", 180, "the stored plotly figures of the executed notebook")
+    assert page.js(traces(nb))[0] == "paintings,textures"
+    show_plot(page, nb, 0)
+    page.screenshot(tmp_path / "reopened.png", keep_as="lab_executed_notebook_reopened.png")
