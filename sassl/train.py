@@ -27,7 +27,7 @@ from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
 from sassl.plots import training_curves
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
-from sassl.stylizer import StyleChoice, make_style_op, pretrained
+from sassl.stylizer import StyleChoice, make_style_op
 from sassl.views import TwoCrops, TwoViews
 
 
@@ -40,7 +40,7 @@ class PretrainConfig:
     learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol
     backbone: str = "resnet18"            # resnet18, resnet34 or resnet50 (torchvision layout, random init)
     small_images: bool = False            # CIFAR stem (3x3 conv, no max pool); false: ImageNet stem (cheaper on CPU)
-    dataset: str = "objects"              # registry name or imagefolder:PATH; 'train' trains, 'test' feeds the kNN monitor
+    dataset: str = "objects"              # registry name or imagefolder:PATH; 'train' trains, test (else val, or NAME@SPLIT) feeds the kNN monitor
     image_size: int = 64                  # side of the random resized crops, px
     crop_scale: tuple = (0.08, 1.0)       # random resized crop area range, as a share of the image (BYOL: 0.08-1)
     style: str = "pbn"                    # SASSL style source: none (off), batch, noise, content, a dataset name, a folder or a bank .pt
@@ -126,9 +126,8 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def style_op(cfg: PretrainConfig, device: torch.device, progress: bool = True) -> StyleChoice:
     """The SASSL op a config asks for (op None when style is 'none') and where its styles came from."""
-    stylizer = None if cfg.style == "none" else pretrained(device)
-    return make_style_op(cfg.style, stylizer, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers,
-                         progress=progress)
+    return make_style_op(cfg.style, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers,
+                         progress=progress, device=device)
 
 
 # ----------------------------------------------------------------------------- checkpoints

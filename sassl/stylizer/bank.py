@@ -133,8 +133,8 @@ def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_siz
 def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: bool = True) -> StyleBank:
     """The style bank a style source names: a bank file (.pt, refused when embedded by other predictor
     weights), a folder or image file (embedded now), or a dataset name (embedded once, then cached per
-    name, weights and image size). Only rank 0 of a distributed run should call it for a dataset name
-    the first time (the cache file is written atomically)."""
+    name, weights and image size; the file is written atomically, but under torchrun every rank still
+    builds it: issue 14)."""
     sha = getattr(stylizer, "weights_sha256", "")
     if str(source).endswith(".pt"):
         return StyleBank.load(source, weights_sha256=sha or None)

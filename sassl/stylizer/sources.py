@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sassl.stylizer.augment import SOURCES, SASSL
 from sassl.stylizer.bank import StyleBank, load_bank
 from sassl.stylizer.networks import NUM_CIN_LAYERS, Stylizer
+from sassl.stylizer.weights import pretrained
 
 STYLE_KEYWORDS = ("none",) + tuple(s for s in SOURCES if s != "bank")  # none: SASSL off; then the op's other sources
 
@@ -29,19 +30,19 @@ class StyleChoice:
     bank: StyleBank | None  # the bank of a bank source
 
 
-def make_style_op(style: str, stylizer: Stylizer | None, p: float = 0.8, alpha=(0.1, 0.3), beta=(0.1, 0.3),
+def make_style_op(style: str, stylizer: Stylizer | None = None, p: float = 0.8, alpha=(0.1, 0.3), beta=(0.1, 0.3),
                   layers: int = NUM_CIN_LAYERS, batch_offset: int | None = None, embed_size: int | None = None,
-                  image_size: int = 256, progress: bool = True) -> StyleChoice:
-    """The SASSL op a style setting asks for, on the stylizer's device. `stylizer` may be None only for
-    "none". Bad settings raise ValueError (ranges, p, layers: checked once, by SASSL) or FileNotFoundError
-    (a source that is neither a keyword, a file, a folder nor a dataset name)."""
+                  image_size: int = 256, progress: bool = True, device=None) -> StyleChoice:
+    """The SASSL op a style setting asks for, on the stylizer's device. Without a stylizer, the pretrained
+    one is loaded onto `device` when the setting needs it. Bad settings raise ValueError (ranges, p,
+    layers: checked once, by SASSL) or FileNotFoundError (a source that is neither a keyword, a file, a
+    folder nor a dataset name)."""
     if not isinstance(style, str) or not style:
         raise ValueError(f"style: expected one of {', '.join(STYLE_KEYWORDS)}, a dataset name, a folder or a "
                          f"bank .pt, got {style!r}")
     if style == "none":
         return StyleChoice(None, "none (SASSL off)", None)
-    if stylizer is None:
-        raise ValueError(f"style {style!r}: needs the stylizer (sassl.stylizer.pretrained())")
+    stylizer = stylizer or pretrained(device)
     kw = dict(p=p, alpha=alpha, beta=beta, layers=layers, embed_size=embed_size)
     if style in STYLE_KEYWORDS:
         op = SASSL(stylizer, style, batch_offset=batch_offset, **kw)
