@@ -62,7 +62,8 @@ def test_close_to_original_int8_graph(stylizer, model_dir, photos, art):
     (u8s8 products saturating in int16) the fused embedding differed from ours by mean 0.13 / max 0.57,
     on AVX-512 by mean 0.01 / max 0.12, so the fused graph is only checked loosely, below.
 
-    Bounds, measured on the 16 bundled real images (AMD EPYC AVX2 and Xeon AVX-512 alike): the int8 graph
+    Bounds, measured on the 16 bundled real images (unfused, on an AMD EPYC AVX2; the fused graph gave the
+    same values on an AVX-512 Xeon in an earlier session): the int8 graph
     clips the embedding to [-2.05, 3.02] (smarties.png goes down to -3.5 in float); where it saturated, our
     value lies beyond that range; after the same clip embeddings differ by max 0.12 / mean 0.012 (the
     output grid step is 0.02, and ~50 rounded layers stand before it), images by mean 0.028, 99.9th
