@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as tdist
 from PIL import Image
 
 from sassl import dist
@@ -135,13 +134,19 @@ def _config_values(args, cls) -> dict:
 
 
 def _pretrain(args) -> int:
-
+    """`sassl pretrain`, also under torchrun: joins the process group first (sassl.dist.setup) and leaves it
+    at the end; a non-finite loss stops every rank with one message (rank 0 prints it) and exit code 1."""
     values = _config_values(args, PretrainConfig)
-    if "WORLD_SIZE" in os.environ and not dist.is_dist():  # launched by torchrun
-
-        tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    cfg = from_dict(PretrainConfig, values)  # validated once, by pretrain()
-    result = pretrain(cfg, resume=args.resume)
+    cfg = from_dict(PretrainConfig, values)  # types checked here; recipe and settings by pretrain()
+    dist.setup(timeout_min=cfg.dist_timeout)
+    try:
+        result = pretrain(cfg, resume=args.resume)
+    except FloatingPointError as e:
+        if dist.rank() == 0:
+            print(f"sassl pretrain: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        dist.teardown()
     if dist.rank() == 0:
         print(json.dumps(result))
         print(f"run folder: {Path(cfg.runs_dir) / cfg.name}")

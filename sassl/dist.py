@@ -1,8 +1,20 @@
-"""torch.distributed helpers; everything degrades to the single-process case without a process group."""
+"""torch.distributed helpers; everything degrades to the single-process case without a process group.
+
+Launch (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK): `setup()` picks this process's GPU first
+(`torch.cuda.set_device(LOCAL_RANK)`, so no rank opens a context on GPU 0), then joins the process
+group with a timeout; `teardown()` leaves it cleanly. `rank_zero_first()` lets rank 0 build a shared
+file (style bank, converted weights, file index) while the others wait, then read it.
+"""
 from __future__ import annotations
+
+import contextlib
+import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+DEFAULT_TIMEOUT_MIN = 60.0  # long enough for rank 0 to embed a 79k-painting style bank on one GPU
 
 
 def is_dist() -> bool:
@@ -15,6 +27,45 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
+
+
+def launched() -> bool:
+    """True when started by torchrun (or any launcher that sets WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(timeout_min: float = DEFAULT_TIMEOUT_MIN) -> None:
+    """Join the process group torchrun describes (no-op outside torchrun or when already joined):
+    set this process's CUDA device from LOCAL_RANK first, then NCCL on GPUs or gloo on CPU."""
+    if not launched() or is_dist():
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout_min))
+
+
+def teardown() -> None:
+    """Leave the process group (after a barrier, so no rank exits while another still talks to it)."""
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def rank_zero_first():
+    """Rank 0 runs the block first (building a cache file), the others wait, then run it (reading it)."""
+    if rank() != 0:
+        barrier()
+    try:
+        yield
+    finally:
+        if rank() == 0:
+            barrier()
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:
@@ -33,3 +84,38 @@ def gather_nograd(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+@torch.no_grad()
+def gather_uneven(x: torch.Tensor) -> list[torch.Tensor]:
+    """Each rank's x (sizes along dim 0 may differ; other dims equal), as a list indexed by rank."""
+    if not is_dist() or world_size() == 1:
+        return [x]
+    n = torch.tensor([len(x)], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    pad = x.new_zeros((max(sizes),) + tuple(x.shape[1:]))
+    pad[:len(x)] = x
+    out = [torch.empty_like(pad) for _ in range(world_size())]
+    dist.all_gather(out, pad.contiguous())
+    return [o[:s] for o, s in zip(out, sizes)]
+
+
+def all_values(value: float, device: torch.device | str = "cpu") -> list[float]:
+    """One float from every rank, indexed by rank (one collective): the step's losses, resume steps."""
+    if not is_dist() or world_size() == 1:
+        return [float(value)]
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    out = [torch.empty_like(t) for _ in range(world_size())]
+    dist.all_gather(out, t)
+    return [float(o) for o in out]
+
+
+def all_objects(obj) -> list:
+    """A small picklable object from every rank (error messages, paths), indexed by rank."""
+    if not is_dist() or world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -9,10 +9,12 @@ augmentations are drawn from seeds derived from (seed, epoch, step), not from gl
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -21,11 +23,12 @@ from tqdm.auto import tqdm
 
 from sassl import dist
 from sassl.config import check_range, from_dict, plain
-from sassl.data import get_dataset, held_out_split, parse_name, resize_all
-from sassl.eval.knn import extract_features, knn_accuracy
+from sassl.data import get_dataset, held_out_split, parse_name
+from sassl.eval.knn import KnnMonitor
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
 from sassl.plots import training_curves
+from sassl.recipes import recipe_values
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
 from sassl.stylizer import StyleChoice, make_style_op
 from sassl.views import TwoCrops, TwoViews
@@ -37,6 +40,7 @@ class PretrainConfig:
     (sassl.config.field_help); the pretrain notebook's parameters cell uses the same names."""
 
     name: str = "pretrain"                # run folder: <runs_dir>/<name>
+    recipe: str = ""                      # named settings for the fields left at their defaults: imagenet-resnet50 (sassl.recipes)
     learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol
     backbone: str = "resnet18"            # resnet18, resnet34 or resnet50 (torchvision layout, random init)
     small_images: bool = False            # CIFAR stem (3x3 conv, no max pool); false: ImageNet stem (cheaper on CPU)
@@ -68,19 +72,34 @@ class PretrainConfig:
     num_workers: int = 2                  # DataLoader worker processes per process (decoding and crops)
     checkpoint_every: int = 0             # also checkpoint every N steps (0: at the end of each epoch only)
     knn_k: int = 20                       # neighbours of the kNN monitor
-    knn_every: int = 3                    # epochs between kNN monitor passes (the last epoch always has one)
+    knn_every: int = 3                    # epochs between kNN monitor passes (the last epoch always has one); 0: no monitor
+    knn_max_train: int = 20000            # kNN monitor: at most this many train images (a seeded subset; 0: all)
+    knn_max_test: int = 5000              # kNN monitor: at most this many held-out images (a seeded subset; 0: all)
+    accumulate: int = 1                   # micro-batches per step (gradient accumulation; the step sees batch_size images)
+    dist_timeout: float = 60.0            # minutes a process waits for the others in a collective before the run stops
     max_steps: int = 0                    # stop after N steps in total (0: no limit; smoke tests)
     runs_dir: str = "runs"                # the runs root that holds <name>/ (one name for it in every config)
 
     # fields that may differ between a run and its resumption
-    RESUME_FREE = ("epochs", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every", "max_steps")
+    RESUME_FREE = ("epochs", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every", "knn_max_train",
+                   "knn_max_test", "max_steps", "accumulate", "dist_timeout")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
-    """Validated config: unknown keys and wrong types raise ValueError naming the parameter."""
-    cfg = from_dict(PretrainConfig, values)
+    """Validated config with its recipe applied: unknown keys and wrong types raise ValueError naming the
+    parameter."""
+    cfg = with_recipe(from_dict(PretrainConfig, values))
     validate(cfg)
     return cfg
+
+
+def with_recipe(cfg: PretrainConfig) -> PretrainConfig:
+    """cfg with its recipe's settings in the fields it leaves at their defaults (sassl.recipes); idempotent."""
+    defaults = PretrainConfig()
+    values = from_dict(PretrainConfig, recipe_values(cfg.recipe))  # type-checks the recipe itself
+    keep = {f.name: getattr(values, f.name) for f in fields(PretrainConfig)
+            if getattr(cfg, f.name) == getattr(defaults, f.name) and f.name in recipe_values(cfg.recipe)}
+    return replace(cfg, **keep)
 
 
 def validate(cfg: PretrainConfig) -> None:
@@ -89,17 +108,22 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"learner: unknown {cfg.learner!r}; available: {', '.join(LEARNERS)}")
     if cfg.optimizer not in ("lars", "sgd"):
         raise ValueError(f"optimizer: expected lars or sgd, got {cfg.optimizer!r}")
-    for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("knn_k", 1), ("knn_every", 1)):
+    for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("knn_k", 1), ("knn_every", 0),
+                     ("knn_max_train", 0), ("knn_max_test", 0), ("accumulate", 1)):
         if getattr(cfg, name) < lo:
             raise ValueError(f"{name}: must be >= {lo}, got {getattr(cfg, name)}")
-    if cfg.batch_size % dist.world_size():
-        raise ValueError(f"batch_size: {cfg.batch_size} does not split over {dist.world_size()} processes")
+    if cfg.batch_size % (dist.world_size() * cfg.accumulate):
+        raise ValueError(f"batch_size: {cfg.batch_size} does not split into {dist.world_size()} processes x "
+                         f"{cfg.accumulate} micro-batches (accumulate)")
+    if cfg.dist_timeout <= 0:
+        raise ValueError(f"dist_timeout: must be > 0 minutes, got {cfg.dist_timeout}")
     if not 0 <= cfg.p <= 1:
         raise ValueError(f"p: must lie in [0, 1], got {cfg.p}")
     for name in ("alpha", "beta", "crop_scale"):
         check_range(name, getattr(cfg, name), positive=name == "crop_scale")
     if not 0 <= cfg.layers <= 13:
         raise ValueError(f"layers: must be in [0, 13], got {cfg.layers}")
+    recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
 
 
 # ----------------------------------------------------------------------------- data
@@ -149,20 +173,37 @@ def _comparable(cfg_dict: dict) -> dict:
 # ----------------------------------------------------------------------------- the loop
 
 def train_step(model: nn.Module, views: nn.Module, opt: torch.optim.Optimizer, c1: torch.Tensor, c2: torch.Tensor,
-               g: torch.Generator, lr: float, momentum: float, amp: bool = False) -> tuple[torch.Tensor, dict]:
-    """One optimisation step on a batch of crop pairs: views (SASSL included) -> learner -> backward -> step."""
-    x1, x2, _ = views(c1, c2, g)
-    # channels-last activations: oneDNN's convolutions (CPU) and cuDNN's tensor cores (CUDA) are faster on
-    # them; the maths is unchanged
-    x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
+               g: torch.Generator, lr: float, momentum: float, amp: bool = False, accumulate: int = 1
+               ) -> tuple[torch.Tensor, dict]:
+    """One optimisation step on a batch of crop pairs: views (SASSL included) -> learner -> backward -> step.
+
+    accumulate > 1 cuts the batch into that many micro-batches, each through views, forward and backward
+    (gradients summed, DDP's all-reduce only on the last), then one optimiser step. The target tower
+    moves once, before the first micro-batch. Learners without negatives (BYOL) get exactly the full
+    batch's gradient (BN aside: it normalises per micro-batch). NOTE: contrastive learners (MoCo v2,
+    SimCLR) then contrast each micro-batch against its own negatives only, as each GPU does without
+    gathering: a smaller effective batch for the loss than `batch_size`.
+    Returns the mean loss (a 0-d tensor, not synchronised) and the logs of the last micro-batch."""
     for grp in opt.param_groups:
         grp["lr"] = lr
-    with torch.autocast(c1.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, logs = model(x1, x2, momentum)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total = torch.zeros((), device=c1.device)
+    logs: dict = {}
+    for k, (m1, m2) in enumerate(zip(c1.chunk(accumulate), c2.chunk(accumulate))):
+        x1, x2, _ = views(m1, m2, g)
+        # channels-last activations: oneDNN's convolutions (CPU) and cuDNN's tensor cores (CUDA) are faster on
+        # them; the maths is unchanged
+        x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
+        last = k == accumulate - 1
+        sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) and not last \
+            else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(c1.device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, logs = model(x1, x2, momentum if k == 0 else None)
+            (loss / accumulate).backward()
+        total += loss.detach() / accumulate
     opt.step()
-    return loss, logs
+    return total, logs
 
 
 def learner_settings(cfg: PretrainConfig) -> dict:
@@ -179,112 +220,173 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
     return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train; returns the final metrics. Raises before training for a bad config or checkpoint."""
-    validate(cfg)
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    cfg_dict = plain(asdict(cfg))
-    state = None
-    if ckpt_path.is_file():
-        if not resume:
-            raise FileExistsError(f"{run_dir} already has a checkpoint; pass resume=True (--resume) to continue it, "
-                                  "or choose another run name")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = {RENAMED.get(k, k): v for k, v in json.loads(state["config"]).items()}
-        if _comparable(saved) != _comparable(cfg_dict):
-            diff = {k: (saved.get(k), v) for k, v in _comparable(cfg_dict).items() if saved.get(k) != v}
-            raise ValueError(f"{ckpt_path} was written by a different config (checkpoint vs now): {diff}")
-    elif resume and dist.rank() == 0:
-        print(f"sassl pretrain: no checkpoint at {ckpt_path} yet; starting the run", flush=True)
+# ----------------------------------------------------------------------------- the run, in named parts
 
+@dataclass
+class Run:
+    """Where a run lives and what it resumes from (the same on every rank)."""
+
+    dir: Path
+    cfg_dict: dict
+    state: dict | None  # the checkpoint resumed from, or None for a fresh start
+    step: int           # the global step the run continues after
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.dir / "checkpoints" / "last.pt"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+
+def open_run(cfg: PretrainConfig, resume: bool) -> Run:
+    """The run folder and, with `resume`, its last checkpoint. Rank 0 decides whether there is one; every
+    rank then reads it itself, and the run stops on every rank, naming the ranks, when one cannot read it
+    (checkpoints need a filesystem that every node sees) or when the ranks disagree on the step."""
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    run = Run(run_dir, plain(asdict(cfg)), None, 0)
+    found = dist.all_objects(run.ckpt_path.is_file())[0]  # rank 0's view decides
+    if not found:
+        if resume and dist.rank() == 0:
+            print(f"sassl pretrain: no checkpoint at {run.ckpt_path} yet; starting the run", flush=True)
+        return run
+    if not resume:
+        raise FileExistsError(f"{run_dir} already has a checkpoint; pass resume=True (--resume) to continue it, "
+                              "or choose another run name")
+    try:
+        state, err = torch.load(run.ckpt_path, map_location="cpu", weights_only=True), ""
+    except Exception as e:  # noqa: BLE001 (any failure is reported, per rank, below)
+        state, err = None, f"{type(e).__name__}: {e}"
+    steps = dist.all_objects(state["step"] if state else err)
+    bad = {r: s for r, s in enumerate(steps) if not isinstance(s, int)}
+    if bad:
+        raise RuntimeError(f"cannot resume: rank(s) {sorted(bad)} cannot read {run.ckpt_path} ({bad[min(bad)]}); "
+                           "every rank reads rank 0's checkpoint, so runs_dir must be on a filesystem that every "
+                           "node sees (NFS, Lustre, ...)")
+    if len(set(steps)) > 1:
+        raise RuntimeError(f"cannot resume: the ranks read different checkpoints at {run.ckpt_path} (steps "
+                           f"{steps} by rank); runs_dir must be one shared folder, not a local disk per node")
+    saved = {RENAMED.get(k, k): v for k, v in json.loads(state["config"]).items()}
+    if _comparable(saved) != _comparable(run.cfg_dict):
+        diff = {k: (saved.get(k), v) for k, v in _comparable(run.cfg_dict).items() if saved.get(k) != v}
+        raise ValueError(f"{run.ckpt_path} was written by a different config (checkpoint vs now): {diff}")
+    run.state, run.step = state, state["step"]
+    return run
+
+
+def build_model(cfg: PretrainConfig, device: torch.device) -> nn.Module:
+    """The learner on `device` (channels-last), SyncBN across processes when asked (CUDA)."""
+    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, **learner_settings(cfg))
+    model = model.to(device, memory_format=torch.channels_last)
+    if dist.is_dist() and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def make_monitor(cfg: PretrainConfig, train_ds, base_name: str) -> KnnMonitor | None:
+    """The kNN monitor on the dataset's held-out split, or None (knn_every 0, or a single pool)."""
+    monitor_split = held_out_split(cfg.dataset)  # the test split, else val, or NAME@SPLIT; None for one pool
+    if not cfg.knn_every or monitor_split is None:
+        return None
+    test_ds = get_dataset(base_name, split=monitor_split)
+    return KnnMonitor(train_ds, test_ds, cfg.image_size, k=cfg.knn_k, max_train=cfg.knn_max_train,
+                      max_test=cfg.knn_max_test, seed=cfg.seed, num_workers=cfg.num_workers)
+
+
+def prune_metrics(run: Run, steps_per_epoch: int) -> None:
+    """Keep the metric rows the resumed checkpoint had seen; rows logged after it (or a partial epoch's
+    summary, or everything when starting afresh) are written again."""
+    if dist.rank() != 0 or not run.metrics_file.exists():
+        return
+
+    def keep(row: dict) -> bool:
+        partial_epoch = "epoch_seconds" in row and row["step"] == run.step and run.step % steps_per_epoch
+        return run.state is not None and row["step"] <= run.step and not partial_epoch
+
+    rows = read_metrics(run.metrics_file)
+    run.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))
+
+
+def checked_loss(loss: torch.Tensor, step: int, cfg: PretrainConfig) -> float:
+    """The step's mean loss over ranks (one collective, the step's one host read); a non-finite loss on any
+    rank stops every rank with the same message."""
+    values = dist.all_values(float(loss), loss.device)
+    bad = [r for r, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        where = f" on rank(s) {bad} of {len(values)}" if len(values) > 1 else ""
+        raise FloatingPointError(f"loss is {values[bad[0]]}{where} at step {step}; the run stops (every rank). "
+                                 f"Lower lr (now {cfg.lr}) or check the data, then resume from the last checkpoint")
+    return sum(values) / len(values)
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train; returns the final metrics. Raises before training for a bad config or checkpoint.
+    Under torchrun call `sassl.dist.setup()` first (the CLI does)."""
+    cfg = with_recipe(cfg)
+    validate(cfg)
+    run = open_run(cfg, resume)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     base_name, _ = parse_name(cfg.dataset)  # NAME@SPLIT names the monitor's split
     train_ds = get_dataset(base_name, split="train")
-    global_batch = cfg.batch_size
-    if len(train_ds) < global_batch:
-        raise ValueError(f"batch_size: {global_batch} is larger than {cfg.dataset}'s train split ({len(train_ds)} images)")
-    monitor_split = held_out_split(cfg.dataset)  # the kNN monitor's test split; None for a single pool
-    test_ds = get_dataset(base_name, split=monitor_split) if monitor_split else None
-    run_meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(device),
-                "train_images": len(train_ds), "dataset_source_used": train_ds.meta.get("source_used")}
-    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, **learner_settings(cfg)).to(device, memory_format=torch.channels_last)
-    if dist.is_dist() and cfg.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    style = style_op(cfg, device, progress=dist.rank() == 0)
-    run_meta["style_source_used"] = style.used
-    if style.bank is not None:
-        run_meta["style_bank_size"] = len(style.bank)
+    if len(train_ds) < cfg.batch_size:
+        raise ValueError(f"batch_size: {cfg.batch_size} is larger than {cfg.dataset}'s train split ({len(train_ds)} images)")
+    model = build_model(cfg, device)
+    style = style_op(cfg, device, progress=progress and dist.rank() == 0)
     views = TwoViews(sassl=style.op).to(device)
-
-    base_lr = cfg.lr * global_batch / 256
+    base_lr = cfg.lr * cfg.batch_size / 256
     opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
-    sampler = EpochSampler(len(train_ds), global_batch, cfg.seed)
-    steps_per_epoch = sampler.batches_per_epoch()
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    planned = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps  # steps this invocation ends at
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = state["step"]
+    if run.state is not None:
+        model.load_state_dict(run.state["model"])
+        opt.load_state_dict(run.state["optimizer"])
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.is_dist() else model
+    monitor = make_monitor(cfg, train_ds, base_name)
 
-    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale)
+    sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.seed)
+    steps_per_epoch = sampler.batches_per_epoch()
+    total_steps = steps_per_epoch * cfg.epochs
+    planned = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps  # steps this invocation ends at
     if dist.rank() == 0:
-        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg_dict | {"resolved": run_meta}, indent=1))
-    metrics_file = run_dir / "metrics.jsonl"
-    if dist.rank() == 0 and metrics_file.exists():
-        # keep what the checkpoint we resume from had seen; rows logged after it (or a partial
-        # epoch's summary, or everything when starting afresh) are written again
-        def keep(row: dict) -> bool:
-            partial_epoch = "epoch_seconds" in row and row["step"] == step and step % steps_per_epoch
-            return state is not None and row["step"] <= step and not partial_epoch
-
-        rows = read_metrics(metrics_file)
-        metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))
-    knn_data = None
-    if test_ds is not None:
-        knn_data = (resize_all(train_ds, cfg.image_size), resize_all(test_ds, cfg.image_size))
+        meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(device),
+                "train_images": len(train_ds), "dataset_source_used": train_ds.meta.get("source_used"),
+                "style_source_used": style.used, "knn_monitor": monitor and {
+                    "train_images": len(monitor.train_idx), "test_images": len(monitor.test_idx)}}
+        if style.bank is not None:
+            meta["style_bank_size"] = len(style.bank)
+        (run.dir / "figures").mkdir(parents=True, exist_ok=True)
+        (run.dir / "config.json").write_text(json.dumps(run.cfg_dict | {"resolved": meta}, indent=1))
+    prune_metrics(run, steps_per_epoch)
 
     def log(row: dict) -> None:
         if dist.rank() == 0:
-            with open(metrics_file, "a") as f:
+            with open(run.metrics_file, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
-    def save() -> None:
+    def save(step: int) -> None:
         if dist.rank() == 0:
             _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                          "config": json.dumps(cfg_dict)}, ckpt_path)
+                          "config": json.dumps(run.cfg_dict)}, run.ckpt_path)
 
-    def knn_now() -> float:
-        (tr_x, tr_y), (te_x, te_y) = knn_data
-        bb = model.backbone
-        acc = knn_accuracy(extract_features(bb, tr_x), tr_y, extract_features(bb, te_x), te_y,
-                           len(train_ds.classes), k=cfg.knn_k)
-        return round(100 * acc, 2)
+    if run.state is None and monitor is not None:
+        knn0 = monitor(model.backbone)  # every rank embeds its share
+        log({"epoch": 0, "step": 0, "knn_top1": knn0})  # the random-init baseline a run must beat
+        if progress and dist.rank() == 0:
+            terminal_line(f"{cfg.name}: random-init kNN {knn0:.2f}% (the bar to beat); {planned} steps to go, "
+                          f"run folder {run.dir}")
 
-    if state is None and knn_data is not None and dist.rank() == 0:
-        log({"epoch": 0, "step": 0, "knn_top1": knn_now()})  # the random-init baseline a run must beat
-        if progress:
-            terminal_line(f"{cfg.name}: random-init kNN {read_metrics(metrics_file)[-1]['knn_top1']:.2f}% "
-                          f"(the bar to beat); {planned} steps to go, run folder {run_dir}")
-
-    use_amp = cfg.amp and device.type == "cuda"
-    start_epoch = step // steps_per_epoch
     result = {}
-    if start_epoch >= cfg.epochs and metrics_file.exists():  # resuming a finished run: report it again
-        epoch_rows = [r for r in read_metrics(metrics_file) if "epoch_seconds" in r]
+    if run.step >= total_steps and run.metrics_file.exists():  # resuming a finished run: report it again
+        epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
         result = epoch_rows[-1] if epoch_rows else {}
-    epoch_times: list[float] = []  # wall time of each epoch (with its monitor), for the time-left estimate
-    for epoch in range(start_epoch, cfg.epochs):
+    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale)
+    use_amp = cfg.amp and device.type == "cuda"
+    step, epoch_times = run.step, []  # wall time of each epoch (with its monitor), for the time-left estimate
+    for epoch in range(run.step // steps_per_epoch, cfg.epochs):
         sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
         crops.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(crops, batch_size=global_batch // dist.world_size(), sampler=sampler,
+        loader = torch.utils.data.DataLoader(crops, batch_size=cfg.batch_size // dist.world_size(), sampler=sampler,
                                              num_workers=cfg.num_workers, drop_last=True,
                                              pin_memory=device.type == "cuda", persistent_workers=False)
         model.train()
@@ -293,30 +395,28 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                    initial=sampler.skip_batches, total=steps_per_epoch)
         for c1, c2, _ in bar:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * dist.world_size() + dist.rank())
-            lr = cosine_lr(step, total_steps, warmup, base_lr)
+            lr = cosine_lr(step, total_steps, int(cfg.warmup_epochs * steps_per_epoch), base_lr)
             m = cosine_momentum(step, total_steps, cfg.ema)
-            loss, logs = train_step(ddp, views, opt, c1.to(device, non_blocking=True), c2.to(device, non_blocking=True),
-                                    g, lr, m, use_amp)
+            loss, _ = train_step(ddp, views, opt, c1.to(device, non_blocking=True), c2.to(device, non_blocking=True),
+                                 g, lr, m, use_amp, cfg.accumulate)
             step += 1
             seen += len(c1) * dist.world_size()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr (now {cfg.lr})")
-            loss_value = float(logs["loss"])  # the step's one read of the loss on the host
+            loss_value = checked_loss(loss, step, cfg)
             losses.append(loss_value)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")
             log({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "momentum": m})
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save()
+                save(step)
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(time.time() - t0, 2),
                "images_per_second": round(seen / max(1e-9, time.time() - t0), 1)}
         last = epoch + 1 == cfg.epochs or (cfg.max_steps and step >= cfg.max_steps)
-        if knn_data is not None and ((epoch + 1) % cfg.knn_every == 0 or last) and dist.rank() == 0:
-            row["knn_top1"] = knn_now()
+        if monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or last):
+            row["knn_top1"] = monitor(model.backbone)
         log(row)
         result = row
-        save()
+        save(step)
         if progress and dist.rank() == 0:
             epoch_times.append(time.time() - t0)
             left = (planned - step) / steps_per_epoch * sum(epoch_times) / len(epoch_times)
@@ -328,6 +428,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if cfg.max_steps and step >= cfg.max_steps:
             break
     if dist.rank() == 0:
-        training_curves(metrics_file, run_dir / "figures" / "curves")
-        (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+        training_curves(run.metrics_file, run.dir / "figures" / "curves")
+        (run.dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    dist.barrier()  # no rank leaves while rank 0 still writes the run's last files
     return result

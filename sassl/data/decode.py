@@ -74,12 +74,25 @@ def center_square(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC, reducing_gap=3.0)
 
 
+def walk(root: str | os.PathLike) -> list[str]:
+    """Relative paths ('a/b.jpg') of every non-hidden file below root (hidden folders pruned), sorted.
+    os.walk reads each directory once with scandir: no per-file stat."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        out.extend(prefix + f for f in filenames if not f.startswith("."))
+    out.sort()
+    return out
+
+
 def list_files(folder: str | os.PathLike) -> list[Path]:
     """Every non-hidden file below `folder`, sorted; raise if the folder is missing or has none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts))
+    files = [folder / r for r in walk(folder)]
     if not files:
         raise ValueError(f"{folder}: the folder is empty; put image files (jpg, png, ...) in it")
     return files

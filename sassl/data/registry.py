@@ -15,10 +15,12 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
-from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, center_square, list_files, load_rgb, to_tensor
+from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, center_square, load_rgb, to_tensor
+from sassl.data.index import FileList, folder_index
 from sassl.data.sets import SETS, data_root, is_built, load_index, objects_variant, set_dir
 from sassl.paths import cache_dir
 
@@ -99,20 +101,36 @@ def folder_splits(root: Path) -> tuple[str, ...]:
     return found if "train" in found else ("all",)
 
 
-def _image_files(root: Path) -> list[Path]:
-    files = [p for p in list_files(root) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise ValueError(f"{root}: no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files
+def _images_below(index: FileList, prefix: str, where: Path) -> FileList:
+    """The image files of a folder index whose relative path starts with `prefix` ('' for all)."""
+    rel = index.rel
+    keep = np.char.startswith(rel, prefix.encode()) if prefix else np.ones(len(rel), dtype=bool)
+    keep &= np.isin(np.char.lower(np.char.rpartition(rel, b".")[:, 2]), [s[1:].encode() for s in IMAGE_SUFFIXES])
+    if not keep.any():
+        raise ValueError(f"{where}: no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return index.select(keep)
 
 
-def _class_tree(files: list[Path], root: Path, classes: list[str] | None = None) -> tuple[list[str], list[int]]:
-    """(classes, labels): label = first folder level below root, or -1 for all when some file lies in root."""
-    if not all(len(p.relative_to(root).parts) > 1 for p in files):
-        return [], [-1] * len(files)
-    classes = classes or sorted({p.relative_to(root).parts[0] for p in files})
-    index = {c: i for i, c in enumerate(classes)}
-    return classes, [index[p.relative_to(root).parts[0]] for p in files]
+def _class_of(rel: np.ndarray, prefix: str) -> np.ndarray:
+    """First folder level below `prefix` of each relative path (b'' for files directly in it)."""
+    tail = np.char.partition(rel, prefix.encode())[:, 2] if prefix else rel
+    first, sep, _ = np.char.partition(tail, b"/").T
+    return np.where(sep == b"/", first, b"")
+
+
+def _classes(index: FileList, prefix: str) -> set[str]:
+    """Names of the folders directly below `prefix` that hold files."""
+    rel = index.rel[np.char.startswith(index.rel, prefix.encode())]
+    return {n.decode() for n in set(_class_of(rel, prefix).tolist()) if n}
+
+
+def _labels(files: FileList, prefix: str, classes: list[str]) -> list[int]:
+    """Label = index in `classes` of the first folder level below prefix; -1 for all when a file lies in it."""
+    names = _class_of(files.rel, prefix)
+    if (names == b"").any():
+        return [-1] * len(files)
+    lookup = {c.encode(): i for i, c in enumerate(classes)}
+    return [lookup[n] for n in names.tolist()]
 
 
 def imagefolder(path: str | os.PathLike, name: str | None = None, transform: Callable | None = None,
@@ -120,28 +138,27 @@ def imagefolder(path: str | os.PathLike, name: str | None = None, transform: Cal
     """A user folder: a split layout (train/ plus val/ and/or test/, each a class-per-folder tree with one
     class-to-index map over all splits), or one pool: a class-per-folder tree (label = first folder level)
     or a flat folder (labels -1). Non-image files are left out by suffix; unreadable images are skipped
-    when first read."""
+    when first read. The file list comes from a cached index (sassl.data.index), walked once per folder."""
     root = Path(path)
     splits = folder_splits(root)
     name = name or f"imagefolder:{root}"
-    if splits == ("all",):
-        if split not in ("all", "train"):  # a pool trains whole; it has nothing held out
-            raise ValueError(f"{name}: no split {split!r}: the folder has no train/ + val/ or test/ subfolders, "
-                             "so it is one pool (evaluation splits it, seeded and stratified)")
-        files = _image_files(root)
-        classes, labels = _class_tree(files, root)
-        return Dataset(name, labels, classes, {"source_used": str(root), "split": "all"}, files=files,
-                       transform=transform)
-    if split != "all" and split not in splits:
+    if splits == ("all",) and split not in ("all", "train"):  # a pool trains whole; it has nothing held out
+        raise ValueError(f"{name}: no split {split!r}: the folder has no train/ + val/ or test/ subfolders, "
+                         "so it is one pool (evaluation splits it, seeded and stratified)")
+    if split not in ("all", "train") + splits:
         raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(splits)} (or all)")
-    parts = {s: _image_files(root / s) for s in (splits if split == "all" else (split,))}
-    classes = sorted({p.relative_to(root / s).parts[0] for s in splits for p in list_files(root / s)
-                      if len(p.relative_to(root / s).parts) > 1})
-    files, labels = [], []
-    for s, fs in parts.items():
-        _, ls = _class_tree(fs, root / s, classes)
-        files += fs
-        labels += ls
+    index = folder_index(root)
+    if splits == ("all",):
+        files = _images_below(index, "", root)
+        classes = [] if (_class_of(files.rel, "") == b"").any() else sorted(_classes(files, ""))
+        return Dataset(name, _labels(files, "", classes), classes, {"source_used": str(root), "split": "all"},
+                       files=files, transform=transform)
+    # one class map over every split folder (a class missing from val/ keeps its train/ index)
+    classes = sorted(set().union(*(_classes(index, f"{s}/") for s in splits)))
+    wanted = splits if split == "all" else (split,)
+    parts = [_images_below(index, f"{s}/", root / s) for s in wanted]
+    files = FileList(index.root, np.concatenate([p.rel for p in parts]))
+    labels = [label for s, p in zip(wanted, parts) for label in _labels(p, f"{s}/", classes)]
     return Dataset(name, labels, classes, {"source_used": str(root), "split": split}, files=files,
                    transform=transform)
 
@@ -321,7 +338,7 @@ def image_paths(source: str) -> list[Path]:
     """Files of a file-backed dataset by name, or of a folder (recursively), or one file."""
     path = Path(source)
     if path.is_dir():
-        return list_files(path)
+        return list(folder_index(path))
     if path.is_file():
         return [path]
     try:

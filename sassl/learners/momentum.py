@@ -40,8 +40,10 @@ class MomentumTwoTower(nn.Module):
     def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float) -> tuple[torch.Tensor, dict]:
-        """x1, x2: (B, 3, H, W) the two views -> (loss, {"loss": detached loss})."""
-        self.update_target(momentum)
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | None) -> tuple[torch.Tensor, dict]:
+        """x1, x2: (B, 3, H, W) the two views -> (loss, {"loss": detached loss}). momentum None leaves the
+        target where it is (the later micro-batches of an accumulated step)."""
+        if momentum is not None:
+            self.update_target(momentum)
         loss = self.loss(x1, x2)
         return loss, {"loss": loss.detach()}

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -11,7 +13,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from sassl import dist
 from sassl.data import get_dataset, image_paths
+from sassl.data.index import signature
+from sassl.data.registry import PBN_ENV
 from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
 from sassl.paths import cache_dir
 from sassl.stylizer.networks import STYLE_DIM, Stylizer
@@ -43,7 +48,7 @@ class StyleBank:
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one name per process, then an atomic rename
         torch.save({"format": BANK_FORMAT, "embeddings": self.embeddings.cpu().float(), "meta": self.meta}, tmp)
         os.replace(tmp, path)
         return path
@@ -130,19 +135,35 @@ def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_siz
     return StyleBank(emb, meta)
 
 
+def bank_cache_path(source: str, weights_sha256: str, image_size: int) -> Path:
+    """Where the bank of a folder, image file or dataset name is cached: keyed by the source (a folder by
+    its absolute path and its index signature, a file by its mtime; 'pbn' by the folder it points to),
+    the predictor weights and the image size."""
+    path = Path(source)
+    if path.is_dir():
+        key = f"{path.resolve()}:{signature(path.resolve())}"
+    elif path.is_file():
+        key = f"{path.resolve()}:{path.stat().st_mtime_ns}"
+    else:
+        key = f"{source}:{os.environ.get(PBN_ENV, '') if source == 'pbn' else ''}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / "banks" / f"{path.name or source}-{tag}-{weights_sha256[:12]}-{image_size}.pt"
+
+
 def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: bool = True) -> StyleBank:
     """The style bank a style source names: a bank file (.pt, refused when embedded by other predictor
-    weights), a folder or image file (embedded now), or a dataset name (embedded once, then cached per
-    name, weights and image size; the file is written atomically, but under torchrun every rank still
-    builds it: issue 14)."""
+    weights), or a folder, image file or dataset name: embedded once, then cached (bank_cache_path).
+    Under torchrun rank 0 embeds and writes it while the other ranks wait, then they read it."""
     sha = getattr(stylizer, "weights_sha256", "")
     if str(source).endswith(".pt"):
         return StyleBank.load(source, weights_sha256=sha or None)
-    if Path(source).exists():
-        return build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress)
-    path = cache_dir() / "banks" / f"{source}-{sha[:12]}-{image_size}.pt"
-    if path.is_file():
-        return StyleBank.load(path, weights_sha256=sha or None)
-    bank = build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress)
-    bank.save(path)
-    return bank
+    path = bank_cache_path(source, sha, image_size)
+    with dist.rank_zero_first():
+        if path.is_file():
+            try:
+                return StyleBank.load(path, weights_sha256=sha or None)
+            except StyleBankError as e:  # a stale or damaged cache is rebuilt, not trusted
+                warnings.warn(f"rebuilding the style bank cache: {e}")
+        bank = build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress)
+        bank.save(path)
+        return bank

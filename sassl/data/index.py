@@ -1,0 +1,104 @@
+"""File indexes of user folders: walked once, cached, shared by every rank.
+
+Walking ImageNet's 1.28 M files takes minutes on a network filesystem, and every rank (and every
+re-run) did it again. `folder_index(root)` walks the tree once (os.walk: one stat-free scandir per
+directory), caches the relative paths under `<cache>/index/`, keyed by the folder's absolute path and
+the modification times of the folder and of its sub-folders two levels down (split and class folders:
+adding or removing a file there invalidates the cache; deeper trees are re-walked only when one of
+those changes). Under torchrun rank 0 builds it while the others wait, then every rank reads it.
+`FileList` holds the paths as one numpy bytes array: a few dozen bytes per file and no per-item Python
+objects, so DataLoader workers forked from a rank do not copy it page by page as refcounts change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from sassl import dist
+from sassl.data.decode import walk
+from sassl.paths import cache_dir
+
+INDEX_FORMAT = 1
+SIGNATURE_DEPTH = 2  # folder, split folders, class folders
+
+
+class FileList(Sequence):
+    """Paths `root / rel[i]`, stored compactly; indexing gives a Path, slicing a list of Paths."""
+
+    def __init__(self, root: str | os.PathLike, rel: Sequence[str] | np.ndarray):
+        self.root = Path(root)
+        self.rel = rel if isinstance(rel, np.ndarray) else np.array([r.encode() for r in rel] or [b""], dtype=bytes)[:len(rel)]
+
+    def __len__(self) -> int:
+        return len(self.rel)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.root / r.decode() for r in self.rel[i]]
+        return self.root / self.rel[i].decode()
+
+    def __iter__(self) -> Iterator[Path]:
+        return (self.root / r.decode() for r in self.rel)
+
+    def select(self, keep: np.ndarray) -> "FileList":
+        """The files where the boolean mask (or index array) `keep` selects."""
+        return FileList(self.root, self.rel[keep])
+
+
+def signature(root: Path, depth: int = SIGNATURE_DEPTH) -> str:
+    """Hash of the mtimes of root and of its sub-folders down to `depth` levels."""
+    h = hashlib.sha256()
+    level = [root]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in sorted(level):
+            h.update(f"{d.relative_to(root)}:{d.stat().st_mtime_ns}\n".encode())
+            with os.scandir(d) as it:
+                nxt += [Path(e.path) for e in it if e.is_dir() and not e.name.startswith(".")]
+        level = nxt
+    return h.hexdigest()
+
+
+def index_path(root: Path) -> Path:
+    return cache_dir() / "index" / f"{hashlib.sha256(str(root).encode()).hexdigest()[:20]}.json"
+
+
+def _read(path: Path, root: Path, sig: str) -> FileList | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("format") != INDEX_FORMAT or data.get("folder") != str(root) or data.get("signature") != sig:
+        return None
+    return FileList(root, data["files"])
+
+
+def folder_index(folder: str | os.PathLike, cache: bool = True) -> FileList:
+    """Every non-hidden file below `folder` (sorted), from the cache when the folder has not changed."""
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    with os.scandir(root) as entries:
+        empty = not any(entries)
+    if empty:
+        raise ValueError(f"{folder}: the folder is empty; put image files (jpg, png, ...) in it")
+    if not cache:
+        return FileList(root, walk(root))
+    sig = signature(root)
+    path = index_path(root)
+    with dist.rank_zero_first():
+        found = _read(path, root, sig)
+        if found is None:  # rank 0, or a rank that cannot see rank 0's cache (no shared filesystem)
+            files = walk(root)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one name per process, then atomic rename
+            tmp.write_text(json.dumps({"format": INDEX_FORMAT, "folder": str(root), "signature": sig,
+                                       "files": files}))
+            os.replace(tmp, path)
+            found = FileList(root, files)
+    return found
