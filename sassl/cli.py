@@ -27,7 +27,7 @@ from sassl.plots import save_figure
 from sassl.runtime import git_commit, resolve_device
 from sassl.sheet import contact_sheet
 from sassl.stylizer import StyleBank, build_bank, pretrained, stylize
-from sassl.train import PretrainConfig, pretrain
+from sassl.train import PretrainConfig, config_from_dict, pretrain
 
 DEMO_SETTINGS = [(1.0, 1.0), (0.5, 1.0), (0.3, 0.3), (0.2, 0.2), (0.1, 0.1)]  # (alpha, beta) columns
 
@@ -136,18 +136,19 @@ def _config_values(args, cls) -> dict:
 def _pretrain(args) -> int:
     """`sassl pretrain`, also under torchrun: joins the process group first (sassl.dist.setup) and leaves it
     at the end; a non-finite loss stops every rank with one message (rank 0 prints it) and exit code 1."""
-    values = _config_values(args, PretrainConfig)
-    cfg = from_dict(PretrainConfig, values)  # types checked here; recipe and settings by pretrain()
-    dist.setup(timeout_min=cfg.dist_timeout)
+    values = _config_values(args, PretrainConfig)  # only the flags given: they win over --recipe
+    dist.setup(timeout_min=from_dict(PretrainConfig, values).dist_timeout)
+    rank = dist.rank()
     try:
+        cfg = config_from_dict(values)
         result = pretrain(cfg, resume=args.resume)
     except FloatingPointError as e:
-        if dist.rank() == 0:
+        if rank == 0:
             print(f"sassl pretrain: {e}", file=sys.stderr, flush=True)
         return 1
     finally:
         dist.teardown()
-    if dist.rank() == 0:
+    if rank == 0:
         print(json.dumps(result))
         print(f"run folder: {Path(cfg.runs_dir) / cfg.name}")
     return 0

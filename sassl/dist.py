@@ -56,15 +56,23 @@ def barrier() -> None:
         dist.barrier()
 
 
+_first_depth = 0  # > 0 inside a rank_zero_first block: nested blocks are plain (their barriers would not pair)
+
+
 @contextlib.contextmanager
 def rank_zero_first():
-    """Rank 0 runs the block first (building a cache file), the others wait, then run it (reading it)."""
-    if rank() != 0:
+    """Rank 0 runs the block first (building a cache file), the others wait, then run it (reading it).
+    Nested blocks run as plain code: by then this rank already runs alone or after rank 0."""
+    global _first_depth
+    outer = _first_depth == 0
+    if outer and rank() != 0:
         barrier()
+    _first_depth += 1
     try:
         yield
     finally:
-        if rank() == 0:
+        _first_depth -= 1
+        if outer and rank() == 0:
             barrier()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sassl.config import coerce, from_dict
 from sassl.eval.transfer import EvalConfig, default_out
+from sassl.recipes import with_recipe
 from sassl.runtime import terminal_line
 
 
@@ -41,6 +42,12 @@ def config_from_cells(namespace: dict, names_before: set, cls, notebook_only: di
         raise ValueError(f"unknown notebook parameter(s) {unknown}; known: {', '.join(sorted(fields | set(notebook_only)))}")
     extra = {k: coerce(k, new.get(k, default), default) for k, default in notebook_only.items()}
     values = {k: v for k, v in new.items() if k in fields}
+    if "recipe" in fields and values.get("recipe"):
+        # NOTE: a notebook's parameters cell holds every default, so with a recipe only the parameters that
+        # differ from their defaults count as given (and win over the recipe's settings)
+        defaults = dataclasses.asdict(cls())
+        values = {k: v for k, v in values.items() if k == "recipe" or coerce(k, v, defaults[k]) != defaults[k]}
+        return from_dict(cls, with_recipe(values)), extra
     return from_dict(cls, values), extra
 
 

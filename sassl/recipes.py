@@ -48,3 +48,10 @@ def recipe_values(name: str) -> dict:
     if name not in RECIPES:
         raise ValueError(f"recipe: unknown {name!r}; available: {', '.join(RECIPES)}")
     return dict(RECIPES[name])
+
+
+def with_recipe(values: dict) -> dict:
+    """Given settings on top of their recipe's (values['recipe'], if any): the given ones win. The one rule
+    for applying a recipe; config_from_dict (flags, JSON) and the notebooks call it."""
+    recipe = values.get("recipe") or ""
+    return recipe_values(recipe if isinstance(recipe, str) else "") | values

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from sassl.eval.knn import KnnMonitor
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
 from sassl.plots import training_curves
-from sassl.recipes import recipe_values
+from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
 from sassl.stylizer import StyleChoice, make_style_op
 from sassl.views import TwoCrops, TwoViews
@@ -40,7 +40,7 @@ class PretrainConfig:
     (sassl.config.field_help); the pretrain notebook's parameters cell uses the same names."""
 
     name: str = "pretrain"                # run folder: <runs_dir>/<name>
-    recipe: str = ""                      # named settings for the fields left at their defaults: imagenet-resnet50 (sassl.recipes)
+    recipe: str = ""                      # named settings under the ones given (which win): imagenet-resnet50 (sassl.recipes)
     learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol
     backbone: str = "resnet18"            # resnet18, resnet34 or resnet50 (torchvision layout, random init)
     small_images: bool = False            # CIFAR stem (3x3 conv, no max pool); false: ImageNet stem (cheaper on CPU)
@@ -86,20 +86,12 @@ class PretrainConfig:
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
-    """Validated config with its recipe applied: unknown keys and wrong types raise ValueError naming the
-    parameter."""
-    cfg = with_recipe(from_dict(PretrainConfig, values))
+    """The validated config that `values` (the settings given: flags, notebook parameters, JSON) describe,
+    on top of their recipe's settings (sassl.recipes): given values win. Unknown keys and wrong types
+    raise ValueError naming the parameter. The one place a recipe is applied."""
+    cfg = from_dict(PretrainConfig, with_recipe(values))
     validate(cfg)
     return cfg
-
-
-def with_recipe(cfg: PretrainConfig) -> PretrainConfig:
-    """cfg with its recipe's settings in the fields it leaves at their defaults (sassl.recipes); idempotent."""
-    defaults = PretrainConfig()
-    values = from_dict(PretrainConfig, recipe_values(cfg.recipe))  # type-checks the recipe itself
-    keep = {f.name: getattr(values, f.name) for f in fields(PretrainConfig)
-            if getattr(cfg, f.name) == getattr(defaults, f.name) and f.name in recipe_values(cfg.recipe)}
-    return replace(cfg, **keep)
 
 
 def validate(cfg: PretrainConfig) -> None:
@@ -322,8 +314,8 @@ def checked_loss(loss: torch.Tensor, step: int, cfg: PretrainConfig) -> float:
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns the final metrics. Raises before training for a bad config or checkpoint.
-    Under torchrun call `sassl.dist.setup()` first (the CLI does)."""
-    cfg = with_recipe(cfg)
+    Build cfg with config_from_dict (that applies its recipe); under torchrun call `sassl.dist.setup()`
+    first (the CLI does)."""
     validate(cfg)
     run = open_run(cfg, resume)
     device = resolve_device(cfg.device)

@@ -123,3 +123,63 @@ def test_every_flag_has_a_help_line_from_its_config_field(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--epochs EPOCHS passes over the train split (default: 9)" in text
     assert "--alpha MIN MAX embedding blend range: z is alpha P(style) + (1 - alpha) P(content) (default: 0.1 0.3)" in text
+
+
+def test_recipe_fills_defaults_and_flags_win(tmp_path):
+    from sassl.recipes import RECIPES
+
+    cfg = config_from_dict({"recipe": "imagenet-resnet50", "lr": 0.3, "dataset": "imagefolder:/x"})
+    recipe = RECIPES["imagenet-resnet50"]
+    assert (cfg.backbone, cfg.batch_size, cfg.proj_hidden, cfg.proj_dim, cfg.sync_bn, cfg.warmup_epochs) == \
+        (recipe["backbone"], recipe["batch_size"], 4096, 256, True, 10.0)
+    assert cfg.lr == 0.3 and cfg.dataset == "imagefolder:/x"  # given values win over the recipe
+    assert config_from_dict({"recipe": "imagenet-resnet50", "backbone": "resnet18"}).backbone == "resnet18"
+    with pytest.raises(ValueError, match="recipe: unknown 'imagenet'; available: imagenet-resnet50"):
+        config_from_dict({"recipe": "imagenet"})
+
+
+def test_cli_recipe_is_recorded_and_knn_can_be_off(tmp_path, tiny_folder):
+    """The recipe's values land in config.json; flags override it; --knn-every 0 logs no kNN at all."""
+    from sassl.cli import main
+
+    assert main(["pretrain", "--recipe", "imagenet-resnet50", "--name", "r", "--runs-dir", str(tmp_path),
+                 "--dataset", f"imagefolder:{tiny_folder}", "--backbone", "resnet18", "--image-size", "32",
+                 "--batch-size", "8", "--proj-hidden", "32", "--num-workers", "0", "--style", "none",
+                 "--max-steps", "2", "--knn-every", "0", "--device", "cpu"]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["recipe"] == "imagenet-resnet50" and saved["backbone"] == "resnet18" and saved["batch_size"] == 8
+    assert (saved["proj_dim"], saved["lr"], saved["weight_decay"], saved["ema"]) == (256, 0.2, 1.5e-6, 0.996)
+    assert saved["resolved"]["knn_monitor"] is None
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2] and not any("knn_top1" in r for r in rows)
+
+
+def test_accumulated_micro_batches_equal_one_batch():
+    """BYOL (no negatives) with BN frozen: 4 micro-batches of 2 give the same step as one batch of 8."""
+    from sassl.learners import create_learner
+    from sassl.train import make_optimizer, train_step
+
+    def frozen_byol():
+        torch.manual_seed(0)
+        model = create_learner("byol", "resnet18", small_images=True, proj_hidden=32, proj_dim=16, pred_hidden=32)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return model
+
+    def identity_views(c1, c2, g):
+        return c1, c2, None
+
+    torch.manual_seed(1)
+    c1, c2 = torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)
+    after = []
+    for n in (1, 4):
+        model = frozen_byol()
+        opt = make_optimizer(model, "sgd", 0.1, 1e-4)
+        loss, _ = train_step(model, identity_views, opt, c1, c2, torch.Generator(), 0.1, 0.9, accumulate=n)
+        after.append((loss, {k: v.clone() for k, v in model.state_dict().items()}))
+    torch.testing.assert_close(after[0][0], after[1][0], rtol=1e-5, atol=1e-6)
+    for k, v in after[0][1].items():
+        torch.testing.assert_close(after[1][1][k], v, rtol=1e-4, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match=r"batch_size: 8 does not split into 1 processes x 3 micro-batches"):
+        config_from_dict({"batch_size": 8, "accumulate": 3})

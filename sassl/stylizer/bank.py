@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,9 @@ def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: 
                 return StyleBank.load(path, weights_sha256=sha or None)
             except StyleBankError as e:  # a stale or damaged cache is rebuilt, not trusted
                 warnings.warn(f"rebuilding the style bank cache: {e}")
+        who = f"rank {dist.rank()}: " if dist.is_dist() else ""
+        print(f"sassl: {who}embedding the style source {source} into {path} (once; later runs read it)",
+              file=sys.stderr, flush=True)
         bank = build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress)
         bank.save(path)
         return bank
