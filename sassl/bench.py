@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -210,6 +211,85 @@ def bench_explorer(n: int = 4, size: int = 256, reps: int = 5, device: str = "cp
     return rows
 
 
+def make_imagefolder(root: str | Path, train: int, val: int, classes: int = 10, distinct: int = 200,
+                    size: tuple[int, int] = (500, 375), quality: int = 90) -> Path:
+    """An ImageNet-layout folder (train/ and val/, `classes` class folders each) of `train` + `val` JPEGs:
+    `distinct` real photos re-encoded at `size` (ImageNet's typical 500x375, quality 90), the rest hard
+    links to them (bulk without the disk). Reused when it already holds that many files."""
+    root = Path(root)
+    marker = root / f".made-{train}-{val}-{classes}"
+    if marker.exists():
+        return root
+    src = root / ".sources"
+    src.mkdir(parents=True, exist_ok=True)
+    photos = image_paths("opencv-photos")
+    originals = []
+    for i in range(distinct):
+        img = load_rgb(photos[i % len(photos)])
+        w, h = img.size  # a different crop of each photo, resized to the target size
+        box = ((i * 37) % max(1, w // 3), (i * 23) % max(1, h // 3))
+        img = img.crop(box + (box[0] + 2 * w // 3, box[1] + 2 * h // 3)).resize(size)
+        originals.append(src / f"{i}.JPEG")
+        img.save(originals[-1], quality=quality)
+    k = 0
+    for split, n in (("train", train), ("val", val)):
+        for i in range(n):
+            d = root / split / f"n{i % classes:08d}"
+            d.mkdir(parents=True, exist_ok=True)
+            dst = d / f"{split}_{i:08d}.JPEG"
+            if not dst.exists():
+                os.link(originals[k % distinct], dst)
+            k += 1
+    marker.touch()
+    return root
+
+
+def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image_size: int = 64, steps: int = 3,
+                extra: tuple[str, ...] = ()) -> dict:
+    """`sassl pretrain` on a generated ImageNet-layout folder, as a fresh process: file index built cold
+    and read warm, then `steps` steps with the kNN monitor at the start and end; wall time and the peak
+    resident memory of the largest process (the trainer; its loader workers are smaller)."""
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+
+    from sassl.data.index import folder_index
+
+    t = time.perf_counter()
+    root = make_imagefolder(folder, train, val)
+    made = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ | {"SASSL_CACHE": tmp}
+        os.environ["SASSL_CACHE"], old = tmp, os.environ.get("SASSL_CACHE")
+        try:
+            t = time.perf_counter()
+            n = len(folder_index(root))
+            cold = time.perf_counter() - t
+            t = time.perf_counter()
+            folder_index(root)
+            warm = time.perf_counter() - t
+        finally:
+            if old is None:
+                del os.environ["SASSL_CACHE"]
+            else:
+                os.environ["SASSL_CACHE"] = old
+        cmd = [sys.executable, "-m", "sassl.cli", "pretrain", "--name", "start", "--runs-dir", tmp,
+               "--dataset", f"imagefolder:{root}", "--max-steps", str(steps), "--batch-size", "32",
+               "--style", "none", "--image-size", str(image_size), *extra]
+        t = time.perf_counter()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if r.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        resolved = json.loads((Path(tmp) / "start" / "config.json").read_text())["resolved"]
+    return {"files": n, "make_folder_s": round(made, 1), "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 3),
+            "train_images": resolved["train_images"], "knn_monitor": resolved["knn_monitor"], "steps": steps,
+            "image_size": image_size, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb),
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sassl.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p = sub.add_parser("start", help="sassl pretrain's start on a generated ImageNet-layout folder: index, memory")
+    p.add_argument("--folder", default="/tmp/sassl-scale", help="where the generated folder is (re)used")
+    p.add_argument("--train", type=int, default=40_000)
+    p.add_argument("--val", type=int, default=1_000)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--json", help="also write the result to this JSON file")
     p = sub.add_parser("explorer", help="seconds per update of the stylization explorer (target: < 2 s)")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--size", type=int, default=256)
@@ -238,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         print("| style source | images | px | seconds / update | / 2 s budget |\n|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
+        return 0
+    if args.what == "start":
+        row = bench_start(args.folder, args.train, args.val, steps=args.steps)
+        print(json.dumps(row, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(row, indent=1))
         return 0
     if args.what == "train":
         rows = bench_train(args.batch, args.size, args.steps, args.device)
