@@ -1,4 +1,10 @@
-"""Throughput benchmarks: `python -m sassl.bench stylizer|train`.
+"""Benchmarks: `python -m sassl.bench stylizer|train|start|index|explorer`.
+
+start: `sassl pretrain` on a generated ImageNet-layout folder (default 40,000 + 1,000 JPEGs): file index
+cold/warm, wall time of a 3-step run with its kNN monitor passes, peak memory of the trainer.
+
+index: ImageNet's 1,281,167 + 50,000 files (hard links): the file index cold and cached, the datasets
+built from it, and the memory their file lists take.
 
 train: images/s of full training steps (BYOL views + learner + LARS) per learner with SASSL off and on
 (p=0.8, same batch), and the paper's MoCo v2 step built from lightly's blocks as a reference.
@@ -290,6 +296,47 @@ def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image
             "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
 
 
+def bench_index(folder: str | Path, train: int = 1_281_167, val: int = 50_000, classes: int = 1000) -> dict:
+    """ImageNet's file count: build its folder (hard links), then time the file index cold (walk) and warm
+    (cached), the train/val datasets built from it, and the memory their file lists take."""
+    import resource
+    import tempfile
+
+    from sassl.data import get_dataset
+    from sassl.data.index import folder_index
+
+    t = time.perf_counter()
+    root = make_imagefolder(folder, train, val, classes=classes, distinct=50)
+    made = time.perf_counter() - t
+    old = os.environ.get("SASSL_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SASSL_CACHE"] = tmp
+        try:
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            t = time.perf_counter()
+            n = len(folder_index(root))
+            cold = time.perf_counter() - t
+            t = time.perf_counter()
+            index = folder_index(root)
+            warm = time.perf_counter() - t
+            t = time.perf_counter()
+            tr = get_dataset(f"imagefolder:{root}", split="train")
+            va = get_dataset(f"imagefolder:{root}", split="val")
+            build = time.perf_counter() - t
+            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            cache_mb = sum(p.stat().st_size for p in (Path(tmp) / "index").iterdir()) / 2**20
+        finally:
+            if old is None:
+                del os.environ["SASSL_CACHE"]
+            else:
+                os.environ["SASSL_CACHE"] = old
+    return {"files": n, "train": len(tr), "val": len(va), "classes": len(tr.classes), "make_folder_s": round(made, 1),
+            "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 2), "datasets_s": round(build, 2),
+            "file_list_mb": round((tr.files.rel.nbytes + va.files.rel.nbytes + index.rel.nbytes) / 2**20, 1),
+            "index_cache_mb": round(cache_mb, 1), "peak_rss_growth_mb": round(rss1 - rss0),
+            "cpu": platform.processor() or platform.machine()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sassl.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -312,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=int, default=1_000)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--json", help="also write the result to this JSON file")
+    p = sub.add_parser("index", help="file index and datasets of an ImageNet-size folder (1.28 M hard links)")
+    p.add_argument("--folder", default="/tmp/sassl-imagenet-links")
+    p.add_argument("--train", type=int, default=1_281_167)
+    p.add_argument("--val", type=int, default=50_000)
+    p.add_argument("--json", help="also write the result to this JSON file")
     p = sub.add_parser("explorer", help="seconds per update of the stylization explorer (target: < 2 s)")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--size", type=int, default=256)
@@ -324,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         print("| style source | images | px | seconds / update | / 2 s budget |\n|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
+        return 0
+    if args.what == "index":
+        row = bench_index(args.folder, args.train, args.val)
+        print(json.dumps(row, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(row, indent=1))
         return 0
     if args.what == "start":
         row = bench_start(args.folder, args.train, args.val, steps=args.steps)
