@@ -23,6 +23,10 @@ import argparse
 import json
 import os
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +34,9 @@ import numpy as np
 import torch
 
 from sassl.backbones import create_backbone
-from sassl.data import image_paths
+from sassl.data import get_dataset, image_paths
 from sassl.data.decode import center_square, load_rgb, to_tensor
+from sassl.data.index import folder_index
 from sassl.explorer import Explorer
 from sassl.learners import create_learner
 from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
@@ -255,13 +260,6 @@ def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image
     """`sassl pretrain` on a generated ImageNet-layout folder, as a fresh process: file index built cold
     and read warm, then `steps` steps with the kNN monitor at the start and end; wall time and the peak
     resident memory of the largest process (the trainer; its loader workers are smaller)."""
-    import resource
-    import subprocess
-    import sys
-    import tempfile
-
-    from sassl.data.index import folder_index
-
     t = time.perf_counter()
     root = make_imagefolder(folder, train, val)
     made = time.perf_counter() - t
@@ -299,12 +297,6 @@ def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image
 def bench_index(folder: str | Path, train: int = 1_281_167, val: int = 50_000, classes: int = 1000) -> dict:
     """ImageNet's file count: build its folder (hard links), then time the file index cold (walk) and warm
     (cached), the train/val datasets built from it, and the memory their file lists take."""
-    import resource
-    import tempfile
-
-    from sassl.data import get_dataset
-    from sassl.data.index import folder_index
-
     t = time.perf_counter()
     root = make_imagefolder(folder, train, val, classes=classes, distinct=50)
     made = time.perf_counter() - t

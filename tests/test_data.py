@@ -317,3 +317,25 @@ def test_bundled_splits_answered_without_catching_errors():
     assert held_out_split("objects") == "test" and held_out_split("objects@test_shift") == "test_shift"
     assert splits_of("textures") == ("all",) and held_out_split("textures") is None
     assert splits_of("cifar10") == ("train", "test")  # no download needed to answer
+
+
+def test_folder_index_is_cached_and_follows_changes(tmp_path, monkeypatch):
+    """The index is walked once and read back while the folder is unchanged; adding a file to a class
+    folder (a change two levels down) makes the next call walk again."""
+    from sassl.data import index as idx
+
+    monkeypatch.setenv("SASSL_CACHE", str(tmp_path / "cache"))
+    for split, c, i in (("train", "a", 0), ("train", "b", 0), ("val", "a", 0)):
+        (tmp_path / "d" / split / c).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20)).save(tmp_path / "d" / split / c / f"{i}.jpg")
+    walks = []
+    real_walk = idx.walk
+    monkeypatch.setattr(idx, "walk", lambda root: walks.append(root) or real_walk(root))
+    first = idx.folder_index(tmp_path / "d")
+    again = idx.folder_index(tmp_path / "d")
+    assert len(walks) == 1 and list(first) == list(again) == [tmp_path / "d" / p for p in
+                                                               ("train/a/0.jpg", "train/b/0.jpg", "val/a/0.jpg")]
+    assert idx.index_path((tmp_path / "d").resolve()).is_file()
+    Image.new("RGB", (20, 20)).save(tmp_path / "d" / "train" / "b" / "1.jpg")
+    ds = get_dataset(f"imagefolder:{tmp_path / 'd'}")  # train split, through the index
+    assert len(walks) == 2 and len(ds) == 3 and ds.labels == [0, 1, 1] and ds.classes == ["a", "b"]
