@@ -43,23 +43,29 @@ def load_batch(paths, size):
     return torch.stack([to_tensor(center_square(load_rgb(p), size)) for p in paths])
 
 
+def photo_crops_folder(root, photos, counts, size, stride=16, class_name="c{}", file_name="{}.png", **save):
+    """root/<split>/<class>/<file>: crops of real photos (class c starts at photo c * stride), `counts` =
+    {split: (images per class, crop shift)}, 3 classes, resized to `size` (w, h), saved with `save` options."""
+    from PIL import Image
+
+    for split, (n, shift) in counts.items():
+        for c in range(3):
+            (root / split / class_name.format(c)).mkdir(parents=True)
+            for i in range(n):
+                img = Image.open(photos[(c * stride + i) % len(photos)]).convert("RGB")
+                w, h = img.size
+                box = ((i * 37 + shift) % (w // 2), (i * 23 + shift) % (h // 2))
+                img.crop(box + (box[0] + w // 2, box[1] + h // 2)).resize(size).save(
+                    root / split / class_name.format(c) / file_name.format(i), **save)
+    return root
+
+
 @pytest.fixture(scope="session")
 def jpeg_folder(tmp_path_factory, photos):
     """A user folder in ImageNet's layout: train/ and val/, 3 class folders each, 64 + 16 real-photo crops
     per class re-encoded as small JPEGs (240 files)."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("jpegs")
-    for split, n, shift in (("train", 64, 0), ("val", 16, 13)):
-        for c in range(3):
-            (root / split / f"n{c:08d}").mkdir(parents=True)
-            for i in range(n):
-                img = Image.open(photos[(c * 7 + i) % len(photos)]).convert("RGB")
-                w, h = img.size
-                box = ((i * 37 + shift) % (w // 2), (i * 23 + shift) % (h // 2))
-                img.crop(box + (box[0] + w // 2, box[1] + h // 2)).resize((48, 40)).save(
-                    root / split / f"n{c:08d}" / f"{i:04d}.JPEG", quality=90)
-    return root
+    return photo_crops_folder(tmp_path_factory.mktemp("jpegs"), photos, {"train": (64, 0), "val": (16, 13)},
+                              (48, 40), stride=7, class_name="n{:08d}", file_name="{:04d}.JPEG", quality=90)
 
 
 @pytest.fixture(scope="session")

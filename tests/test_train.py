@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import photo_crops_folder
 from sassl.train import config_from_dict, pretrain
 
 
@@ -13,16 +14,7 @@ from sassl.train import config_from_dict, pretrain
 def tiny_folder(tmp_path_factory, photos):
     """Real-photo crops in 3 class folders: 48 in train/, 12 in val/ (the kNN monitor's split), a stand-in
     dataset small enough for a test."""
-    root = tmp_path_factory.mktemp("tiny")
-    for split, n, shift in (("train", 16, 0), ("val", 4, 11)):
-        for c in range(3):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                img = Image.open(photos[(c * 16 + i) % len(photos)]).convert("RGB")
-                w, h = img.size
-                box = ((i * 37 + shift) % (w // 2), (i * 23 + shift) % (h // 2))
-                img.crop(box + (box[0] + w // 2, box[1] + h // 2)).resize((40, 40)).save(root / split / f"c{c}" / f"{i}.png")
-    return root
+    return photo_crops_folder(tmp_path_factory.mktemp("tiny"), photos, {"train": (16, 0), "val": (4, 11)}, (40, 40))
 
 
 def _cfg(tmp_path, tiny_folder, **kw):
