@@ -4,7 +4,6 @@ import shutil
 
 import pytest
 import torch
-from PIL import Image
 
 from conftest import photo_crops_folder
 from sassl.train import config_from_dict, pretrain
