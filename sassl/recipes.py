@@ -1,7 +1,8 @@
-"""Named pre-training recipes: settings for the fields a run leaves at their defaults (`--recipe NAME`).
+"""Named pre-training recipes (`--recipe NAME`): settings under the ones a run is given.
 
-Flags and notebook parameters that differ from PretrainConfig's defaults win over the recipe; the
-resolved values (and the recipe's name) are what config.json records.
+Given flags (and JSON config values) win over the recipe; in a notebook, whose parameters cell holds every
+default, the parameters changed from their defaults win. The resolved values (and the recipe's name) are
+what config.json records.
 
 NOTE: the SASSL paper states it adds SASSL to each learner "without hyperparameter tuning", i.e. on
 the learner's own ImageNet recipe, but its appendix table (A.3) was not available to us offline, so

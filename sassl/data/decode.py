@@ -87,17 +87,6 @@ def walk(root: str | os.PathLike) -> list[str]:
     return out
 
 
-def list_files(folder: str | os.PathLike) -> list[Path]:
-    """Every non-hidden file below `folder`, sorted; raise if the folder is missing or has none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder")
-    files = [folder / r for r in walk(folder)]
-    if not files:
-        raise ValueError(f"{folder}: the folder is empty; put image files (jpg, png, ...) in it")
-    return files
-
-
 @dataclass
 class DecodeReport:
     """What a folder decode kept and skipped (path, reason)."""

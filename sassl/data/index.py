@@ -33,7 +33,7 @@ class FileList(Sequence):
 
     def __init__(self, root: str | os.PathLike, rel: Sequence[str] | np.ndarray):
         self.root = Path(root)
-        self.rel = rel if isinstance(rel, np.ndarray) else np.array([r.encode() for r in rel] or [b""], dtype=bytes)[:len(rel)]
+        self.rel = rel if isinstance(rel, np.ndarray) else np.array([r.encode() for r in rel], dtype=bytes)
 
     def __len__(self) -> int:
         return len(self.rel)

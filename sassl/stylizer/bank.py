@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from sassl import dist
 from sassl.data import get_dataset, image_paths
+from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
 from sassl.data.index import signature
 from sassl.data.registry import PBN_ENV
-from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
 from sassl.paths import cache_dir
 from sassl.stylizer.networks import STYLE_DIM, Stylizer
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sassl.fetch import FetchError, download_wheel
 from sassl import dist
+from sassl.fetch import FetchError, download_wheel
 from sassl.paths import cache_dir, sha256
 from sassl.stylizer.networks import _MOBILENET_V2, StylePredictor, Stylizer, StyleTransformer
 
