@@ -8,7 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from sassl.paths import sha256
+from sassl.paths import atomic_file, sha256
 
 
 class FetchError(RuntimeError):
@@ -17,18 +17,15 @@ class FetchError(RuntimeError):
 
 def download_url(url: str, dest: Path, expected_sha256: str, hint: str = "") -> Path:
     """Download `url` to `dest` atomically and check its sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f)
-    except OSError as e:
-        raise FetchError(f"could not download {url} ({e}). {hint}") from None
-    got = sha256(tmp)
-    if got != expected_sha256:
-        tmp.unlink()
-        raise FetchError(f"{url}: sha256 {got} does not match the pinned {expected_sha256}")
-    os.replace(tmp, dest)
+    with atomic_file(dest) as tmp:  # dest appears only once downloaded and checked
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except OSError as e:
+            raise FetchError(f"could not download {url} ({e}). {hint}") from None
+        got = sha256(tmp)
+        if got != expected_sha256:
+            raise FetchError(f"{url}: sha256 {got} does not match the pinned {expected_sha256}")
     return dest
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from sassl.data import get_dataset, held_out_split, parse_name
 from sassl.eval.knn import KnnMonitor
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
+from sassl.paths import atomic_file
 from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
@@ -147,13 +147,6 @@ def style_op(cfg: PretrainConfig, device: torch.device, progress: bool = True) -
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
 
 RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> today's names (read when resuming them)
 
@@ -358,8 +351,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     def save(step: int) -> None:
         if dist.rank() == 0:
-            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                          "config": json.dumps(run.cfg_dict)}, run.ckpt_path)
+            with atomic_file(run.ckpt_path) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "config": json.dumps(run.cfg_dict)}, tmp)
 
     if run.state is None and monitor is not None:
         knn0 = monitor(model.backbone)  # every rank embeds its share

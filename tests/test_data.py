@@ -339,3 +339,18 @@ def test_folder_index_is_cached_and_follows_changes(tmp_path, monkeypatch):
     Image.new("RGB", (20, 20)).save(tmp_path / "d" / "train" / "b" / "1.jpg")
     ds = get_dataset(f"imagefolder:{tmp_path / 'd'}")  # train split, through the index
     assert len(walks) == 2 and len(ds) == 3 and ds.labels == [0, 1, 1] and ds.classes == ["a", "b"]
+
+
+def test_atomic_file_writes_whole_or_not_at_all(tmp_path):
+    from sassl.paths import atomic_file
+
+    target = tmp_path / "sub" / "f.bin"
+    with atomic_file(target) as tmp:
+        tmp.write_bytes(b"new")
+        assert not target.exists()  # nothing at the target until the block succeeds
+    assert target.read_bytes() == b"new"
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from sassl import dist
 from sassl.data.decode import walk
-from sassl.paths import cache_dir
+from sassl.paths import atomic_file, cache_dir
 
 INDEX_FORMAT = 1
 SIGNATURE_DEPTH = 2  # folder, split folders, class folders
@@ -84,11 +84,9 @@ def _read(path: Path, root: Path, sig: str) -> FileList | None:
 
 
 def _write(path: Path, root: Path, sig: str, files: FileList) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one name per process, then an atomic rename
     meta = json.dumps({"format": INDEX_FORMAT, "folder": str(root), "signature": sig})
-    np.savez(tmp, rel=files.rel, meta=np.array(meta))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
+        np.savez(f, rel=files.rel, meta=np.array(meta))
 
 
 def folder_index(folder: str | os.PathLike, cache: bool = True) -> FileList:

@@ -19,7 +19,7 @@ from sassl.data import get_dataset, image_paths
 from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
 from sassl.data.index import signature
 from sassl.data.registry import PBN_ENV
-from sassl.paths import cache_dir
+from sassl.paths import atomic_file, cache_dir
 from sassl.stylizer.networks import STYLE_DIM, Stylizer
 
 BANK_FORMAT = 1
@@ -48,10 +48,8 @@ class StyleBank:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one name per process, then an atomic rename
-        torch.save({"format": BANK_FORMAT, "embeddings": self.embeddings.cpu().float(), "meta": self.meta}, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            torch.save({"format": BANK_FORMAT, "embeddings": self.embeddings.cpu().float(), "meta": self.meta}, tmp)
         return path
 
     @classmethod

