@@ -20,6 +20,7 @@ Ratios are taken within the run, so they hold on the machine that ran it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ import torch
 from sassl.backbones import create_backbone
 from sassl.data import get_dataset, image_paths
 from sassl.data.decode import center_square, load_rgb, to_tensor
-from sassl.data.index import folder_index
+from sassl.data.index import FileList, folder_index
 from sassl.explorer import Explorer
 from sassl.learners import create_learner
 from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
@@ -255,6 +256,31 @@ def make_imagefolder(root: str | Path, train: int, val: int, classes: int = 10, 
     return root
 
 
+@contextlib.contextmanager
+def _fresh_cache():
+    """SASSL_CACHE pointed at an empty temporary folder for the block (yielded), then restored."""
+    old = os.environ.get("SASSL_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SASSL_CACHE"] = tmp
+        try:
+            yield Path(tmp)
+        finally:
+            if old is None:
+                del os.environ["SASSL_CACHE"]
+            else:
+                os.environ["SASSL_CACHE"] = old
+
+
+def _timed_index(root: Path) -> tuple[FileList, float, float]:
+    """The folder index, and the seconds it took cold (walked and written) and cached (read back)."""
+    t = time.perf_counter()
+    folder_index(root)
+    cold = time.perf_counter() - t
+    t = time.perf_counter()
+    index = folder_index(root)
+    return index, cold, time.perf_counter() - t
+
+
 def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image_size: int = 64, steps: int = 3,
                 extra: tuple[str, ...] = ()) -> dict:
     """`sassl pretrain` on a generated ImageNet-layout folder, as a fresh process: file index built cold
@@ -263,35 +289,23 @@ def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image
     t = time.perf_counter()
     root = make_imagefolder(folder, train, val)
     made = time.perf_counter() - t
-    with tempfile.TemporaryDirectory() as tmp:
-        env = os.environ | {"SASSL_CACHE": tmp}
-        os.environ["SASSL_CACHE"], old = tmp, os.environ.get("SASSL_CACHE")
-        try:
-            t = time.perf_counter()
-            n = len(folder_index(root))
-            cold = time.perf_counter() - t
-            t = time.perf_counter()
-            folder_index(root)
-            warm = time.perf_counter() - t
-        finally:
-            if old is None:
-                del os.environ["SASSL_CACHE"]
-            else:
-                os.environ["SASSL_CACHE"] = old
-        cmd = [sys.executable, "-m", "sassl.cli", "pretrain", "--name", "start", "--runs-dir", tmp,
+    with _fresh_cache() as tmp:
+        index, cold, warm = _timed_index(root)
+        cmd = [sys.executable, "-m", "sassl.cli", "pretrain", "--name", "start", "--runs-dir", str(tmp),
                "--dataset", f"imagefolder:{root}", "--max-steps", str(steps), "--batch-size", "32",
                "--style", "none", "--image-size", str(image_size), *extra]
         t = time.perf_counter()
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)  # inherits the fresh SASSL_CACHE
         wall = time.perf_counter() - t
         if r.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        resolved = json.loads((Path(tmp) / "start" / "config.json").read_text())["resolved"]
-    return {"files": n, "make_folder_s": round(made, 1), "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 3),
-            "train_images": resolved["train_images"], "knn_monitor": resolved["knn_monitor"], "steps": steps,
-            "image_size": image_size, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb),
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+        resolved = json.loads((tmp / "start" / "config.json").read_text())["resolved"]
+    return {"files": len(index), "make_folder_s": round(made, 1), "index_cold_s": round(cold, 2),
+            "index_warm_s": round(warm, 3), "train_images": resolved["train_images"],
+            "knn_monitor": resolved["knn_monitor"], "steps": steps, "image_size": image_size, "wall_s": round(wall, 1),
+            "peak_rss_mb": round(peak_mb), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
 
 
 def bench_index(folder: str | Path, train: int = 1_281_167, val: int = 50_000, classes: int = 1000) -> dict:
@@ -300,33 +314,28 @@ def bench_index(folder: str | Path, train: int = 1_281_167, val: int = 50_000, c
     t = time.perf_counter()
     root = make_imagefolder(folder, train, val, classes=classes, distinct=50)
     made = time.perf_counter() - t
-    old = os.environ.get("SASSL_CACHE")
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["SASSL_CACHE"] = tmp
-        try:
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            t = time.perf_counter()
-            n = len(folder_index(root))
-            cold = time.perf_counter() - t
-            t = time.perf_counter()
-            index = folder_index(root)
-            warm = time.perf_counter() - t
-            t = time.perf_counter()
-            tr = get_dataset(f"imagefolder:{root}", split="train")
-            va = get_dataset(f"imagefolder:{root}", split="val")
-            build = time.perf_counter() - t
-            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            cache_mb = sum(p.stat().st_size for p in (Path(tmp) / "index").iterdir()) / 2**20
-        finally:
-            if old is None:
-                del os.environ["SASSL_CACHE"]
-            else:
-                os.environ["SASSL_CACHE"] = old
-    return {"files": n, "train": len(tr), "val": len(va), "classes": len(tr.classes), "make_folder_s": round(made, 1),
-            "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 2), "datasets_s": round(build, 2),
+    with _fresh_cache() as tmp:
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        index, cold, warm = _timed_index(root)
+        t = time.perf_counter()
+        tr = get_dataset(f"imagefolder:{root}", split="train")
+        va = get_dataset(f"imagefolder:{root}", split="val")
+        build = time.perf_counter() - t
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cache_mb = sum(p.stat().st_size for p in (tmp / "index").iterdir()) / 2**20
+    return {"files": len(index), "train": len(tr), "val": len(va), "classes": len(tr.classes),
+            "make_folder_s": round(made, 1), "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 2),
+            "datasets_s": round(build, 2),
             "file_list_mb": round((tr.files.rel.nbytes + va.files.rel.nbytes + index.rel.nbytes) / 2**20, 1),
             "index_cache_mb": round(cache_mb, 1), "peak_rss_growth_mb": round(rss1 - rss0),
             "cpu": platform.processor() or platform.machine()}
+
+
+def _report(row: dict, json_path: str | None) -> int:
+    print(json.dumps(row, indent=1))
+    if json_path:
+        Path(json_path).write_text(json.dumps(row, indent=1))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,17 +379,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
         return 0
     if args.what == "index":
-        row = bench_index(args.folder, args.train, args.val)
-        print(json.dumps(row, indent=1))
-        if args.json:
-            Path(args.json).write_text(json.dumps(row, indent=1))
-        return 0
+        return _report(bench_index(args.folder, args.train, args.val), args.json)
     if args.what == "start":
-        row = bench_start(args.folder, args.train, args.val, steps=args.steps)
-        print(json.dumps(row, indent=1))
-        if args.json:
-            Path(args.json).write_text(json.dumps(row, indent=1))
-        return 0
+        return _report(bench_start(args.folder, args.train, args.val, steps=args.steps), args.json)
     if args.what == "train":
         rows = bench_train(args.batch, args.size, args.steps, args.device)
         print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")

@@ -2,6 +2,7 @@ import collections
 import hashlib
 import io
 import json
+import os
 import struct
 import tarfile
 import warnings
@@ -354,3 +355,15 @@ def test_atomic_file_writes_whole_or_not_at_all(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]
+
+
+def test_bench_index_on_a_generated_imagenet_layout(tmp_path, monkeypatch):
+    """`python -m sassl.bench index` at toy size: the generated train/ + val/ folder is read back whole,
+    with one class map, and the user's SASSL_CACHE is restored afterwards."""
+    from sassl.bench import bench_index
+
+    monkeypatch.setenv("SASSL_CACHE", str(tmp_path / "mine"))
+    row = bench_index(tmp_path / "in", train=30, val=6, classes=3)
+    assert (row["files"], row["train"], row["val"], row["classes"]) == (36, 30, 6, 3)
+    assert os.environ["SASSL_CACHE"] == str(tmp_path / "mine")
+    assert len(list((tmp_path / "in" / "train").rglob("*.JPEG"))) == 30

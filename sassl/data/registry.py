@@ -124,13 +124,15 @@ def _classes(index: FileList, prefix: str) -> set[str]:
     return {n.decode() for n in set(_class_of(rel, prefix).tolist()) if n}
 
 
-def _labels(files: FileList, prefix: str, classes: list[str]) -> list[int]:
-    """Label = index in `classes` of the first folder level below prefix; -1 for all when a file lies in it."""
+def _class_tree(files: FileList, prefix: str, classes: list[str] | None = None) -> tuple[list[str], list[int]]:
+    """(classes, labels): label = index of the first folder level below prefix (classes: those folders
+    sorted, unless given); ([], all -1) when some file lies directly in prefix."""
     names = _class_of(files.rel, prefix)
     if (names == b"").any():
-        return [-1] * len(files)
+        return [], [-1] * len(files)
+    classes = classes or sorted({n.decode() for n in set(names.tolist())})
     lookup = {c.encode(): i for i, c in enumerate(classes)}
-    return [lookup[n] for n in names.tolist()]
+    return classes, [lookup[n] for n in names.tolist()]
 
 
 def imagefolder(path: str | os.PathLike, name: str | None = None, transform: Callable | None = None,
@@ -150,15 +152,15 @@ def imagefolder(path: str | os.PathLike, name: str | None = None, transform: Cal
     index = folder_index(root)
     if splits == ("all",):
         files = _images_below(index, "", root)
-        classes = [] if (_class_of(files.rel, "") == b"").any() else sorted(_classes(files, ""))
-        return Dataset(name, _labels(files, "", classes), classes, {"source_used": str(root), "split": "all"},
-                       files=files, transform=transform)
+        classes, labels = _class_tree(files, "")
+        return Dataset(name, labels, classes, {"source_used": str(root), "split": "all"}, files=files,
+                       transform=transform)
     # one class map over every split folder (a class missing from val/ keeps its train/ index)
     classes = sorted(set().union(*(_classes(index, f"{s}/") for s in splits)))
     wanted = splits if split == "all" else (split,)
     parts = [_images_below(index, f"{s}/", root / s) for s in wanted]
     files = FileList(index.root, np.concatenate([p.rel for p in parts]))
-    labels = [label for s, p in zip(wanted, parts) for label in _labels(p, f"{s}/", classes)]
+    labels = [label for s, p in zip(wanted, parts) for label in _class_tree(p, f"{s}/", classes)[1]]
     return Dataset(name, labels, classes, {"source_used": str(root), "split": split}, files=files,
                    transform=transform)
 
