@@ -30,7 +30,7 @@ from sassl.paths import atomic_file
 from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
-from sassl.stylizer import StyleChoice, make_style_op
+from sassl.stylizer import StyleChoice, check_settings, make_style_op
 from sassl.views import TwoCrops, TwoViews
 
 
@@ -109,12 +109,8 @@ def validate(cfg: PretrainConfig) -> None:
                          f"{cfg.accumulate} micro-batches (accumulate)")
     if cfg.dist_timeout <= 0:
         raise ValueError(f"dist_timeout: must be > 0 minutes, got {cfg.dist_timeout}")
-    if not 0 <= cfg.p <= 1:
-        raise ValueError(f"p: must lie in [0, 1], got {cfg.p}")
-    for name in ("alpha", "beta", "crop_scale"):
-        check_range(name, getattr(cfg, name), positive=name == "crop_scale")
-    if not 0 <= cfg.layers <= 13:
-        raise ValueError(f"layers: must be in [0, 13], got {cfg.layers}")
+    check_settings(cfg.p, cfg.alpha, cfg.beta, cfg.layers)  # SASSL's own check, before any data is loaded
+    check_range("crop_scale", cfg.crop_scale, positive=True)
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
 
 
@@ -322,9 +318,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     views = TwoViews(sassl=style.op).to(device)
     base_lr = cfg.lr * cfg.batch_size / 256
     opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
-    if run.state is not None:
-        model.load_state_dict(run.state["model"])
-        opt.load_state_dict(run.state["optimizer"])
+    if run.state is not None:  # popped: the run need not hold a second copy of the weights on the host
+        model.load_state_dict(run.state.pop("model"))
+        opt.load_state_dict(run.state.pop("optimizer"))
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.is_dist() else model
     monitor = make_monitor(cfg, train_ds, base_name)

@@ -3,6 +3,7 @@ with logs as detached tensors."""
 from __future__ import annotations
 
 import math
+
 import torch.nn as nn
 
 from sassl.backbones import create_backbone

@@ -19,6 +19,17 @@ from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_i
 SOURCES = ("bank", "batch", "noise", "content")  # the op's own modes; a style *setting* is read by sources.py
 
 
+def check_settings(p: float, alpha, beta, layers: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The one check of SASSL's settings, wherever they come from (the op, a run config before any data is
+    loaded): p in [0, 1], alpha / beta (min, max) ranges in [0, 1], layers an int in [0, 13]. Returns the
+    ranges as floats; ValueError names the setting."""
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"p: must lie in [0, 1], got {p}")
+    if not (isinstance(layers, int) and 0 <= layers <= NUM_CIN_LAYERS):
+        raise ValueError(f"layers: must be an int in [0, {NUM_CIN_LAYERS}], got {layers!r}")
+    return check_range("alpha", alpha), check_range("beta", beta)
+
+
 def mix(z_style: torch.Tensor, z_content: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """SASSL's embedding blend z = alpha * z_style + (1 - alpha) * z_content. z_*: (N, 100); alpha: (N,)."""
     return alpha[:, None] * z_style + (1 - alpha[:, None]) * z_content
@@ -91,16 +102,12 @@ class SASSL(nn.Module):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"p: must lie in [0, 1], got {p}")
-        if not (isinstance(layers, int) and 0 <= layers <= NUM_CIN_LAYERS):
-            raise ValueError(f"layers: must be an int in [0, {NUM_CIN_LAYERS}], got {layers!r}")
+        self.alpha_range, self.beta_range = check_settings(p, alpha, beta, layers)
         if batch_offset is not None and (not isinstance(batch_offset, int) or batch_offset < 1):
             raise ValueError(f"batch_offset: must be a positive int or None, got {batch_offset!r}")
         if noise_std <= 0:
             raise ValueError(f"noise_std: must be > 0, got {noise_std}")
         self.source, self.p, self.layers = source, float(p), layers
-        self.alpha_range, self.beta_range = check_range("alpha", alpha), check_range("beta", beta)
         self.batch_offset, self.noise_std, self.embed_size = batch_offset, float(noise_std), embed_size
         if source == "bank":
             if bank is None:
@@ -182,4 +189,4 @@ class SASSL(nn.Module):
         return out, params
 
 
-__all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "mix", "stylize"]
+__all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "check_settings", "mix", "stylize"]
