@@ -43,7 +43,7 @@ from sassl.learners import create_learner
 from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
 from sassl.stylizer.onnx_ref import OrtModels  # imports onnx/onnxruntime only when a reference runs
 from sassl.stylizer.weights import find_model_dir
-from sassl.train import make_optimizer, train_step
+from sassl.train import make_optimizer, prepare_batch, train_step
 from sassl.views import TwoViews
 
 
@@ -153,11 +153,11 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 5, device: str = "
     def rate(model, views) -> float:
         opt = make_optimizer(model, "lars", 0.1, 1e-6)
         g = torch.Generator().manual_seed(0)
-        train_step(model, views, opt, c1, c2, g, 0.1, 0.99)  # warm-up
+        train_step(model, views, opt, prepare_batch(views, c1, c2, g), 0.1, 0.99)  # warm-up
         times = []
         for _ in range(steps):
             t = time.perf_counter()
-            train_step(model, views, opt, c1, c2, g, 0.1, 0.99)
+            train_step(model, views, opt, prepare_batch(views, c1, c2, g), 0.1, 0.99)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)

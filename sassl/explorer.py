@@ -19,7 +19,8 @@ from sassl.data import get_dataset
 from sassl.data.decode import ImageDecodeError, load_rgb, to_pil
 from sassl.runtime import resolve_device
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, mix, pretrained
-from sassl.views import TwoViews, random_resized_crop
+from sassl.data.loader import random_resized_crop
+from sassl.views import TwoViews
 
 CONTENT_SETS = ("objects", "paintings", "photos")
 STYLE_SETS = ("paintings", "textures", "pbn")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
 from sassl.stylizer import StyleChoice, check_settings, make_style_op
-from sassl.views import TwoCrops, TwoViews
+from sassl.data.loader import DevicePrefetcher, EpochSampler, TwoCrops, loader_workers, make_loader, to_unit
+from sassl.views import Prepared, TwoViews
 
 
 @dataclass
@@ -67,9 +69,11 @@ class PretrainConfig:
     proj_dim: int = 128                   # output width of the projector
     seed: int = 0                         # seeds init, data order, crops and augmentations
     device: str = "auto"                  # auto (cuda if available), cpu, cuda or cuda:N
-    amp: bool = True                      # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True                      # mixed precision on CUDA: bfloat16, or float16 + GradScaler where the GPU has no bfloat16 (ignored on CPU)
     sync_bn: bool = False                 # SyncBatchNorm across processes (CUDA only in PyTorch)
-    num_workers: int = 2                  # DataLoader worker processes per process (decoding and crops)
+    num_workers: int = -1                 # DataLoader workers per process (decoding, crops); -1: this node's cores per process, less one, at most 16
+    sassl_async: bool = False             # stylize batch k+1 on a side CUDA stream while step k trains (on CPU the same code runs in order, same result)
+    compile: bool = False                 # torch.compile the learner's step (minutes of compiling first; worth it for long GPU runs)
     checkpoint_every: int = 0             # also checkpoint every N steps (0: at the end of each epoch only)
     knn_k: int = 20                       # neighbours of the kNN monitor
     knn_every: int = 3                    # epochs between kNN monitor passes (the last epoch always has one); 0: no monitor
@@ -82,7 +86,7 @@ class PretrainConfig:
 
     # fields that may differ between a run and its resumption
     RESUME_FREE = ("epochs", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every", "knn_max_train",
-                   "knn_max_test", "max_steps", "accumulate", "dist_timeout")
+                   "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
@@ -101,7 +105,7 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.optimizer not in ("lars", "sgd"):
         raise ValueError(f"optimizer: expected lars or sgd, got {cfg.optimizer!r}")
     for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("knn_k", 1), ("knn_every", 0),
-                     ("knn_max_train", 0), ("knn_max_test", 0), ("accumulate", 1)):
+                     ("knn_max_train", 0), ("knn_max_test", 0), ("accumulate", 1), ("num_workers", -1)):
         if getattr(cfg, name) < lo:
             raise ValueError(f"{name}: must be >= {lo}, got {getattr(cfg, name)}")
     if cfg.batch_size % (dist.world_size() * cfg.accumulate):
@@ -115,26 +119,6 @@ def validate(cfg: PretrainConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-
-class EpochSampler(torch.utils.data.Sampler):
-    """This rank's indices for one epoch: a seeded permutation cut to whole global batches, the first
-    `skip_batches` left out (mid-epoch resume); rank r takes every world-th index."""
-
-    def __init__(self, n: int, global_batch: int, seed: int):
-        self.n, self.global_batch, self.seed = n, global_batch, seed
-        self.epoch, self.skip_batches = 0, 0
-
-    def batches_per_epoch(self) -> int:
-        return self.n // self.global_batch
-
-    def __iter__(self):
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        perm = perm[self.skip_batches * self.global_batch:self.batches_per_epoch() * self.global_batch]
-        return iter(perm[dist.rank()::dist.world_size()].tolist())
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch() - self.skip_batches) * self.global_batch // dist.world_size()
-
 
 def style_op(cfg: PretrainConfig, device: torch.device, progress: bool = True) -> StyleChoice:
     """The SASSL op a config asks for (op None when style is 'none') and where its styles came from."""
@@ -153,37 +137,108 @@ def _comparable(cfg_dict: dict) -> dict:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train_step(model: nn.Module, views: nn.Module, opt: torch.optim.Optimizer, c1: torch.Tensor, c2: torch.Tensor,
-               g: torch.Generator, lr: float, momentum: float, amp: bool = False, accumulate: int = 1
-               ) -> tuple[torch.Tensor, dict]:
-    """One optimisation step on a batch of crop pairs: views (SASSL included) -> learner -> backward -> step.
+def step_generator(cfg: PretrainConfig, step: int) -> torch.Generator:
+    """The CPU generator of a step's draws (SASSL, views) on this rank: seeded by (seed, step, rank)."""
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * dist.world_size() + dist.rank())
 
-    accumulate > 1 cuts the batch into that many micro-batches, each through views, forward and backward
-    (gradients summed, DDP's all-reduce only on the last), then one optimiser step. The target tower
-    moves once, before the first micro-batch. Learners without negatives (BYOL) get exactly the full
-    batch's gradient (BN aside: it normalises per micro-batch). NOTE: contrastive learners (MoCo v2,
-    SimCLR) then contrast each micro-batch against its own negatives only, as each GPU does without
-    gathering: a smaller effective batch for the loss than `batch_size`.
-    Returns the mean loss (a 0-d tensor, not synchronised) and the logs of the last micro-batch."""
+
+def prepare_batch(views: TwoViews, c1: torch.Tensor, c2: torch.Tensor, g: torch.Generator,
+                  accumulate: int = 1) -> list[Prepared]:
+    """A batch of crop pairs (uint8 or [0, 1]) cut into `accumulate` micro-batches, each with its draws made
+    and SASSL applied (TwoViews.prepare), in the order a step consumes them."""
+    if c1.dtype == torch.uint8:
+        c1, c2 = to_unit(c1), to_unit(c2)
+    return [views.prepare(m1, m2, g) for m1, m2 in zip(c1.chunk(accumulate), c2.chunk(accumulate))]
+
+
+def prepared_ahead(batches: Iterable, prepare: Callable[[torch.Tensor, torch.Tensor, int], list[Prepared]],
+                   first_step: int, device: torch.device, ahead: bool) -> Iterator[list[Prepared]]:
+    """The prepared batches of a loader, step by step. With `ahead`, batch k+1 is prepared (SASSL included)
+    before batch k is handed out: on CUDA on a side stream, so stylizing overlaps step k's kernels; on the
+    CPU in order, with the same draws, so the result equals preparing each batch when its step comes."""
+    main = torch.cuda.current_stream(device) if ahead and device.type == "cuda" else None
+    side = torch.cuda.Stream(device) if main is not None else None
+
+    def launch(batch, step):
+        if side is None:
+            return prepare(batch[0], batch[1], step), None
+        side.wait_stream(main)  # the batch's copy to the device is ordered on the main stream
+        with torch.cuda.stream(side):
+            prep = prepare(batch[0], batch[1], step)
+            done = torch.cuda.Event()
+            done.record(side)
+        return prep, done
+
+    def handed_out(prep, done):
+        if done is not None:
+            main.wait_event(done)  # this batch's work only, not the next batch's queued after it
+            for p in prep:
+                p.crop1.record_stream(main)
+                p.crop2.record_stream(main)
+        return prep
+
+    it, step = iter(batches), first_step
+    if not ahead:
+        for batch in it:
+            yield prepare(batch[0], batch[1], step)
+            step += 1
+        return
+    first = next(it, None)
+    if first is None:
+        return
+    pending = launch(first, step)
+    for batch in it:
+        step += 1
+        queued = launch(batch, step)
+        yield handed_out(*pending)
+        pending = queued
+    yield handed_out(*pending)
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """Autocast dtype: bfloat16 on CUDA, float16 where the GPU lacks bfloat16 (pre-Ampere); None on CPU or off."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, batch: list[Prepared], lr: float,
+               momentum: float, dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None
+               ) -> tuple[torch.Tensor, dict]:
+    """One optimisation step on a prepared batch (prepare_batch): the view ops -> learner -> backward -> step.
+
+    A batch of k > 1 micro-batches (gradient accumulation) runs each through views, forward and backward
+    (gradients summed, DDP's all-reduce only on the last), then one optimiser step. The target tower moves
+    once, before the first micro-batch. Learners without negatives (BYOL) get exactly the full batch's
+    gradient (BN aside: it normalises per micro-batch). NOTE: contrastive learners (MoCo v2, SimCLR) then
+    contrast each micro-batch against its own negatives only, as each GPU does without gathering: a smaller
+    effective batch for the loss than `batch_size`. `dtype`: autocast dtype (None: fp32); `scaler`: a
+    GradScaler for float16. Returns the mean loss (a 0-d tensor, not read on the host) and the last logs."""
     for grp in opt.param_groups:
         grp["lr"] = lr
     opt.zero_grad(set_to_none=True)
-    total = torch.zeros((), device=c1.device)
+    device = batch[0].crop1.device
+    total = torch.zeros((), device=device)
     logs: dict = {}
-    for k, (m1, m2) in enumerate(zip(c1.chunk(accumulate), c2.chunk(accumulate))):
-        x1, x2, _ = views(m1, m2, g)
+    for k, prep in enumerate(batch):
+        x1, x2, _ = views.finish(prep)
         # channels-last activations: oneDNN's convolutions (CPU) and cuDNN's tensor cores (CUDA) are faster on
         # them; the maths is unchanged
         x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
-        last = k == accumulate - 1
+        last = k == len(batch) - 1
         sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) and not last \
             else contextlib.nullcontext()
         with sync:
-            with torch.autocast(c1.device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 loss, logs = model(x1, x2, momentum if k == 0 else None)
-            (loss / accumulate).backward()
-        total += loss.detach() / accumulate
-    opt.step()
+            scaled = loss / len(batch)
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        total += loss.detach() / len(batch)
+    if scaler is not None:
+        scaler.step(opt)  # skips the step when float16 gradients overflowed, then adapts the scale
+        scaler.update()
+    else:
+        opt.step()
     return total, logs
 
 
@@ -272,7 +327,7 @@ def make_monitor(cfg: PretrainConfig, train_ds, base_name: str) -> KnnMonitor | 
         return None
     test_ds = get_dataset(base_name, split=monitor_split)
     return KnnMonitor(train_ds, test_ds, cfg.image_size, k=cfg.knn_k, max_train=cfg.knn_max_train,
-                      max_test=cfg.knn_max_test, seed=cfg.seed, num_workers=cfg.num_workers)
+                      max_test=cfg.knn_max_test, seed=cfg.seed, num_workers=loader_workers(cfg.num_workers))
 
 
 def prune_metrics(run: Run, steps_per_epoch: int) -> None:
@@ -318,11 +373,18 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     views = TwoViews(sassl=style.op).to(device)
     base_lr = cfg.lr * cfg.batch_size / 256
     opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
+    dtype = amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     if run.state is not None:  # popped: the run need not hold a second copy of the weights on the host
         model.load_state_dict(run.state.pop("model"))
         opt.load_state_dict(run.state.pop("optimizer"))
+        if scaler is not None and "scaler" in run.state:
+            scaler.load_state_dict(run.state.pop("scaler"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels once
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.is_dist() else model
+    step_model = torch.compile(ddp) if cfg.compile else ddp
     monitor = make_monitor(cfg, train_ds, base_name)
 
     sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.seed)
@@ -347,9 +409,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     def save(step: int) -> None:
         if dist.rank() == 0:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                     "config": json.dumps(run.cfg_dict)}
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
             with atomic_file(run.ckpt_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "config": json.dumps(run.cfg_dict)}, tmp)
+                torch.save(state, tmp)
 
     if run.state is None and monitor is not None:
         knn0 = monitor(model.backbone)  # every rank embeds its share
@@ -363,26 +428,25 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
         result = epoch_rows[-1] if epoch_rows else {}
     crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale)
-    use_amp = cfg.amp and device.type == "cuda"
+    loader = make_loader(crops, sampler, cfg.batch_size // dist.world_size(), cfg.num_workers, device)
+
+    def prepare(c1, c2, at_step):
+        return prepare_batch(views, c1, c2, step_generator(cfg, at_step), cfg.accumulate)
+
     step, epoch_times = run.step, []  # wall time of each epoch (with its monitor), for the time-left estimate
     for epoch in range(run.step // steps_per_epoch, cfg.epochs):
         sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
-        crops.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(crops, batch_size=cfg.batch_size // dist.world_size(), sampler=sampler,
-                                             num_workers=cfg.num_workers, drop_last=True,
-                                             pin_memory=device.type == "cuda", persistent_workers=False)
         model.train()
         t0, seen, losses = time.time(), 0, []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or dist.rank() != 0,
+        batches = prepared_ahead(DevicePrefetcher(loader, device), prepare, step, device, cfg.sassl_async)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or dist.rank() != 0,
                    initial=sampler.skip_batches, total=steps_per_epoch)
-        for c1, c2, _ in bar:
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * dist.world_size() + dist.rank())
+        for batch in bar:
             lr = cosine_lr(step, total_steps, int(cfg.warmup_epochs * steps_per_epoch), base_lr)
             m = cosine_momentum(step, total_steps, cfg.ema)
-            loss, _ = train_step(ddp, views, opt, c1.to(device, non_blocking=True), c2.to(device, non_blocking=True),
-                                 g, lr, m, use_amp, cfg.accumulate)
+            loss, _ = train_step(step_model, views, opt, batch, lr, m, dtype, scaler)
             step += 1
-            seen += len(c1) * dist.world_size()
+            seen += sum(len(p.crop1) for p in batch) * dist.world_size()
             loss_value = checked_loss(loss, step, cfg)
             losses.append(loss_value)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")

@@ -1,71 +1,27 @@
 """BYOL's asymmetric two-view pipeline, batched on the training device, with SASSL slotted after the crop.
 
-The data loader only decodes and crops (`TwoCrops`: two random resized crops per image, seeded by
-(seed, epoch, index) so a resumed run sees the same crops). Everything else runs on whole batches:
+The data loader only decodes and crops (sassl.data.loader: two random resized crops per image, uint8,
+seeded by (seed, epoch, index) so a resumed run sees the same crops). Everything else runs on whole batches:
 
     view 1: crop -> [SASSL] -> flip -> colour jitter -> grayscale -> blur (p=1.0) -> solarize (p=0.0)
     view 2: crop ->            flip -> colour jitter -> grayscale -> blur (p=0.1) -> solarize (p=0.2)
 
 Every random parameter is drawn per image (on the CPU, from a generator seeded per step) and returned.
+`prepare` makes every draw and runs SASSL; `finish` applies the rest. The step never waits for the
+device: indices and factors are computed on the CPU and reach the device in one transfer (runtime.ship).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 
-from sassl.data.decode import to_tensor
-from sassl.data.registry import Dataset
+from sassl.runtime import ship
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# ----------------------------------------------------------------------------- loader side: crops
-
-def sample_crop(w: int, h: int, g: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop box (left, top, width, height): area ~ U(scale), log-uniform ratio."""
-    area = w * h
-    log_r = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=g).item())
-        r = math.exp(log_r[0] + (log_r[1] - log_r[0]) * torch.rand((), generator=g).item())
-        cw, ch = round(math.sqrt(target * r)), round(math.sqrt(target / r))
-        if 0 < cw <= w and 0 < ch <= h:
-            left = int(torch.randint(0, w - cw + 1, (), generator=g))
-            top = int(torch.randint(0, h - ch + 1, (), generator=g))
-            return left, top, cw, ch
-    side = min(w, h)  # fallback: centre crop
-    return (w - side) // 2, (h - side) // 2, side, side
-
-
-def random_resized_crop(img: Image.Image, size: int, g: torch.Generator, scale=(0.08, 1.0)) -> torch.Tensor:
-    """One random resized crop (area `scale`, aspect 3/4-4/3) of a PIL image as (3, size, size) in [0, 1]."""
-    left, top, cw, ch = sample_crop(img.width, img.height, g, scale)
-    return to_tensor(img.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch)))
-
-
-class TwoCrops(torch.utils.data.Dataset):
-    """(crop1, crop2, label): two random resized crops (3, size, size) in [0, 1] of one image."""
-
-    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0)):
-        self.dataset, self.size, self.seed, self.scale, self.epoch = dataset, size, seed, scale, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        j, img = self.dataset.usable(i)
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & ((1 << 62) - 1))
-        crop = random_resized_crop
-        return crop(img, self.size, g, self.scale), crop(img, self.size, g, self.scale), self.dataset.labels[j]
 
 
 # ----------------------------------------------------------------------------- batched colour ops
@@ -132,6 +88,9 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     return y.reshape(n, c, h, w)
 
 
+JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)  # factors' column order
+
+
 # ----------------------------------------------------------------------------- the view pipeline
 
 @dataclass(frozen=True)
@@ -169,6 +128,16 @@ class ViewParams:
     sassl: object = None
 
 
+@dataclass
+class Prepared:
+    """A batch with all its draws made and SASSL applied (crop1 stylized), waiting for the other view ops."""
+
+    crop1: torch.Tensor
+    crop2: torch.Tensor
+    p1: ViewParams
+    p2: ViewParams
+
+
 class TwoViews(nn.Module):
     """(crop1, crop2) in [0, 1] -> (view1, view2) normalised for the backbone, plus the sampled params.
 
@@ -194,29 +163,46 @@ class TwoViews(nn.Module):
                           sigma=u(*c.blur_sigma), solarize=torch.rand(n, generator=g) < c.solarize_p[view])
 
     def apply(self, x: torch.Tensor, p: ViewParams) -> torch.Tensor:
-        dev = x.device
-        x = torch.where(p.flip.to(dev)[:, None, None, None], x.flip(-1), x)
-        ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-        for pos in range(4):  # colour jitter in a random order per image, as torchvision's ColorJitter
-            for op_i, op in enumerate(ops):
-                sel = (p.jitter & (p.order[:, pos] == op_i)).nonzero().squeeze(1).to(dev)
-                if len(sel):
-                    x = x.index_copy(0, sel, op(x[sel], p.factors[sel.cpu(), op_i].to(dev, x.dtype)))
-        x = torch.where(p.gray.to(dev)[:, None, None, None], _gray(x).expand_as(x), x)
-        sel = p.blur.nonzero().squeeze(1).to(dev)
-        if len(sel):
+        """The view's ops with the draws `p` (on the CPU) on a batch x in [0, 1], then the normalisation."""
+        jitter = []  # colour jitter in a random order per image, as torchvision's ColorJitter: (op, rows) in order
+        for pos in range(4):
+            for op_i in range(4):
+                rows = (p.jitter & (p.order[:, pos] == op_i)).nonzero().squeeze(1)
+                if len(rows):
+                    jitter.append((op_i, rows))
+        blur = p.blur.nonzero().squeeze(1)
+        parts = {"flip": p.flip, "gray": p.gray, "solarize": p.solarize, "blur": blur, "sigma": p.sigma[blur]}
+        for k, (op_i, rows) in enumerate(jitter):
+            parts[f"rows{k}"], parts[f"factor{k}"] = rows, p.factors[rows, op_i]
+        d = ship(parts, x.device)
+        x = torch.where(d["flip"][:, None, None, None], x.flip(-1), x)
+        for k, (op_i, _) in enumerate(jitter):
+            rows = d[f"rows{k}"]
+            x = x.index_copy(0, rows, JITTER_OPS[op_i](x[rows], d[f"factor{k}"].to(x.dtype)))
+        x = torch.where(d["gray"][:, None, None, None], _gray(x).expand_as(x), x)
+        if len(blur):
             k = max(3, int(0.1 * x.shape[-1]) | 1)
             scale = x.shape[-1] / self.cfg.blur_reference_size if self.cfg.blur_reference_size else 1.0
-            x = x.index_copy(0, sel, gaussian_blur(x[sel], p.sigma[sel.cpu()].to(dev) * scale, k))
-        x = torch.where(p.solarize.to(dev)[:, None, None, None] & (x >= 0.5), 1 - x, x)
+            x = x.index_copy(0, d["blur"], gaussian_blur(x[d["blur"]], d["sigma"] * scale, k))
+        x = torch.where(d["solarize"][:, None, None, None] & (x >= 0.5), 1 - x, x)
         return (x - self.mean) / self.std if self.normalize else x
 
     @torch.no_grad()
-    def forward(self, crop1: torch.Tensor, crop2: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[ViewParams]]:
+    def prepare(self, crop1: torch.Tensor, crop2: torch.Tensor, g: torch.Generator) -> Prepared:
+        """Every random draw of a batch from `g` (SASSL's first, then each view's) and the SASSL op on crop1."""
         n = len(crop1)
         sassl_params = None
         if self.sassl is not None:
             crop1, sassl_params = self.sassl(crop1, generator=g)
         p1, p2 = self.sample(n, 0, g), self.sample(n, 1, g)
         p1.sassl = sassl_params
-        return self.apply(crop1, p1), self.apply(crop2, p2), [p1, p2]
+        return Prepared(crop1, crop2, p1, p2)
+
+    @torch.no_grad()
+    def finish(self, prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, list[ViewParams]]:
+        """The prepared crops -> (view1, view2, [params1, params2])."""
+        return self.apply(prep.crop1, prep.p1), self.apply(prep.crop2, prep.p2), [prep.p1, prep.p2]
+
+    def forward(self, crop1: torch.Tensor, crop2: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[ViewParams]]:
+        """(crop1, crop2) in [0, 1] -> (view1, view2, [params1, params2]): prepare, then finish."""
+        return self.finish(self.prepare(crop1, crop2, g))

@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import sassl.dist
 from sassl.optim import LARS, cosine_lr, param_groups
-from sassl.train import EpochSampler
+from sassl.data.loader import EpochSampler
 
 
 def test_lars_two_steps_match_hand_computation():
@@ -59,7 +59,9 @@ def test_epoch_sampler_splits_global_batches_over_ranks(monkeypatch):
     n, gb, seed, world = 103, 8, 3, 2
     one = EpochSampler(n, gb, seed)
     one.epoch = 4
-    full = list(one)
+    keys = list(one)
+    assert {e for e, _ in keys} == {4}  # keys carry the epoch to the workers
+    full = [i for _, i in keys]
     assert one.batches_per_epoch() == 12 and len(full) == len(one) == 96
     assert len(set(full)) == 96 and set(full) <= set(range(n))  # distinct indices of the dataset
     one.epoch = 5
@@ -71,7 +73,7 @@ def test_epoch_sampler_splits_global_batches_over_ranks(monkeypatch):
             monkeypatch.setattr(sassl.dist, "rank", lambda r=r: r)
             s = EpochSampler(n, gb, seed)
             s.epoch, s.skip_batches = 4, skip
-            per_rank.append(list(s))
+            per_rank.append([i for _, i in s])
             assert len(s) == len(per_rank[-1]) == (12 - skip) * gb // world
         assert not set(per_rank[0]) & set(per_rank[1])
         assert set(per_rank[0]) | set(per_rank[1]) == set(full[skip * gb:])  # skip drops exactly the first k batches

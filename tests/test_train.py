@@ -149,6 +149,7 @@ def test_accumulated_micro_batches_equal_one_batch():
     """BYOL (no negatives) with BN frozen: 4 micro-batches of 2 give the same step as one batch of 8."""
     from sassl.learners import create_learner
     from sassl.train import make_optimizer, train_step
+    from sassl.views import Prepared
 
     def frozen_byol():
         torch.manual_seed(0)
@@ -158,8 +159,9 @@ def test_accumulated_micro_batches_equal_one_batch():
                 m.eval()
         return model
 
-    def identity_views(c1, c2, g):
-        return c1, c2, None
+    class IdentityViews:
+        def finish(self, prep):
+            return prep.crop1, prep.crop2, None
 
     torch.manual_seed(1)
     c1, c2 = torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)
@@ -167,7 +169,8 @@ def test_accumulated_micro_batches_equal_one_batch():
     for n in (1, 4):
         model = frozen_byol()
         opt = make_optimizer(model, "sgd", 0.1, 1e-4)
-        loss, _ = train_step(model, identity_views, opt, c1, c2, torch.Generator(), 0.1, 0.9, accumulate=n)
+        batch = [Prepared(a, b, None, None) for a, b in zip(c1.chunk(n), c2.chunk(n))]
+        loss, _ = train_step(model, IdentityViews(), opt, batch, 0.1, 0.9)
         after.append((loss, {k: v.clone() for k, v in model.state_dict().items()}))
     torch.testing.assert_close(after[0][0], after[1][0], rtol=1e-5, atol=1e-6)
     for k, v in after[0][1].items():

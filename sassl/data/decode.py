@@ -5,6 +5,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,13 +36,26 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open `path` as an RGB PIL image; raise ImageDecodeError (naming the file) if it can't be used."""
+EXIF_ORIENTATION = 0x0112
+
+
+def load_rgb(path: str | os.PathLike, plan: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
+    """Open `path` as an RGB PIL image; raise ImageDecodeError (naming the file) if it can't be used.
+
+    plan(w, h), if given, is called once with the image's full upright size before anything is decoded and
+    returns the smallest size the caller will use; a JPEG is then decoded only that far (PIL's draft mode:
+    libjpeg's DCT scaling by 1/2, 1/4 or 1/8, the largest that stays at least that big), so the image
+    returned may be smaller than w x h. Images with an EXIF rotation are decoded in full."""
     path = Path(path)
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise ImageDecodeError(f"{path}: {im.width}x{im.height} is too large (> {MAX_PIXELS} pixels)")
+            if plan is not None:
+                orientation = im.getexif().get(EXIF_ORIENTATION, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+                want = plan(*((im.height, im.width) if orientation in (5, 6, 7, 8) else im.size))
+                if im.format == "JPEG" and orientation == 1:
+                    im.draft(im.mode, want)
             im.load()
             img = to_rgb(im)
     except ImageDecodeError:
@@ -55,10 +69,14 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     return img
 
 
+def to_uint8(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8."""
+    return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
-    a = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
+    return to_uint8(img).float().div_(255.0)
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:

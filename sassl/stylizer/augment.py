@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from sassl.config import check_range
+from sassl.runtime import ship
 from sassl.stylizer.bank import StyleBank
 from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_images
 
@@ -146,47 +147,63 @@ class SASSL(nn.Module):
             noise = self.noise_std * torch.randn(n, STYLE_DIM, generator=g)
         return SASSLParams(self.source, apply, alpha, beta, style_index, noise, offset)
 
-    @torch.no_grad()
-    def codes(self, x: torch.Tensor, params: SASSLParams, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_style, z_content) (len(sel), 100) of the images `sel` (indices on x's device) as `params` picks
-        their styles; each image is embedded at most once."""
-        dtype = next(self.stylizer.parameters()).dtype
-        idx = params.style_index.to(x.device)
-        if self.source == "batch":  # the selected contents and the images lending them style
-            need = torch.unique(torch.cat([sel, idx[sel]]))
-            z_need = self.stylizer.embed(x[need].to(dtype), self.embed_size)
-            where = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
-            where[need] = torch.arange(len(need), device=x.device)
-            return z_need[where[idx[sel]]], z_need[where[sel]]
-        z_content = self.stylizer.embed(x[sel].to(dtype), self.embed_size)
+    def _plan(self, params: SASSLParams, sel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The index and value tensors that stylizing images `sel` (CPU) needs, computed on the CPU, where
+        their sizes are known without waiting for the device: the device gets them in one transfer."""
+        style = params.style_index[sel]
+        plan = {"sel": sel, "alpha": params.alpha[sel], "beta": params.beta[sel]}
+        if self.source == "batch":  # embed each image involved (a content or a lender of style) once
+            need = torch.unique(torch.cat([sel, style]))
+            plan |= {"need": need, "style_at": torch.searchsorted(need, style), "content_at": torch.searchsorted(need, sel)}
+        elif self.source == "bank":
+            plan["style"] = style
+        elif self.source == "noise":
+            plan["noise"] = params.noise[sel]
+        return plan
+
+    def _codes(self, xs: torch.Tensor, d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.source == "batch":
+            z = self.stylizer.embed(xs[d["need"]], self.embed_size)
+            return z[d["style_at"]], z[d["content_at"]]
+        z_content = self.stylizer.embed(xs[d["sel"]], self.embed_size)
         if self.source == "bank":
-            return self.bank[idx[sel]].to(dtype), z_content
+            return self.bank[d["style"]].to(xs.dtype), z_content
         if self.source == "content":
             return z_content, z_content
-        return params.noise.to(x.device, dtype)[sel], z_content
+        return d["noise"].to(xs.dtype), z_content
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor, params: SASSLParams, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_style, z_content) (len(sel), 100) of the images `sel` (CPU indices) as `params` picks their
+        styles; each image is embedded at most once."""
+        return self._codes(x.to(self.dtype), ship(self._plan(params, sel.cpu()), x.device))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.stylizer.parameters()).dtype
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, params: SASSLParams | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, SASSLParams]:
-        """x (N, 3, H, W) in [0, 1] -> (augmented x, params). Given `params`, replays them exactly."""
+        """x (N, 3, H, W) in [0, 1] -> (augmented x, params). Given `params`, replays them exactly.
+
+        Nothing here waits for the device: the draws and the indices are made on the CPU and shipped in one
+        transfer, the range check of x is asynchronous on CUDA."""
         check_images(x, "x", min_side=self.stylizer.transformer.min_side)
         n = len(x)
         params = self.sample(n, generator) if params is None else params
         if len(params.apply) != n or params.source != self.source:
             raise ValueError(f"params: sampled for {len(params.apply)} images from source {params.source!r}, "
                              f"got {n} images for source {self.source!r}")
-        sel = params.apply.nonzero().squeeze(1).to(x.device)
+        sel = params.apply.nonzero().squeeze(1)
         if len(sel) == 0:
             return x, params
-        dtype = next(self.stylizer.parameters()).dtype
-        xs = x.to(dtype)
-        z_style, z_content = self.codes(xs, params, sel)
-        alpha = params.alpha.to(x.device, dtype)[sel]
-        beta = params.beta.to(x.device, dtype)[sel]
-        y = stylize(self.stylizer, xs[sel], z_style, z_content, alpha, beta, self.layers)
-        out = x.clone()
-        out[sel] = y.to(x.dtype)
-        return out, params
+        d = ship(self._plan(params, sel), x.device)
+        xs = x.to(self.dtype)
+        z_style, z_content = self._codes(xs, d)
+        y = stylize(self.stylizer, xs[d["sel"]], z_style, z_content, d["alpha"].to(self.dtype), d["beta"].to(self.dtype),
+                    self.layers)
+        return x.index_copy(0, d["sel"], y.to(x.dtype)), params
 
 
 __all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "check_settings", "mix", "stylize"]

@@ -23,7 +23,8 @@ _MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6,
 
 
 def check_images(x: torch.Tensor, name: str = "images", min_side: int = 1) -> None:
-    """Raise ValueError unless `x` is an NCHW RGB float batch in [0, 1] with sides >= min_side."""
+    """Raise ValueError unless `x` is an NCHW RGB float batch in [0, 1] with sides >= min_side (the range is
+    checked without a host sync off the CPU: a RuntimeError at the next sync instead)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != 3:
@@ -33,11 +34,15 @@ def check_images(x: torch.Tensor, name: str = "images", min_side: int = 1) -> No
                          "(convert uint8 images with x.float() / 255)")
     if min(x.shape[-2:]) < min_side:
         raise ValueError(f"{name}: both sides must be at least {min_side} px, got {tuple(x.shape[-2:])}")
-    if x.numel():
+    if x.numel() and x.device.type == "cpu":
         lo, hi = torch.aminmax(x.detach())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"{name}: values must lie in [0, 1], got range [{lo.item():.3g}, {hi.item():.3g}] "
                              "(divide 8-bit images by 255; undo any mean/std normalisation)")
+    elif x.numel():  # on an accelerator the check is queued, not waited for: a bad batch fails a later sync
+        lo, hi = torch.aminmax(x.detach())
+        torch._assert_async((lo >= -1e-3) & (hi <= 1 + 1e-3),
+                            f"{name}: values must lie in [0, 1] (divide 8-bit images by 255; undo any normalisation)")
 
 
 class Conv2dSame(nn.Conv2d):

@@ -1,0 +1,175 @@
+"""The training input pipeline: two random resized crops per image, decoded only as far as the crops need,
+as uint8 batches from persistent workers, moved to the device ahead of the step.
+
+    EpochSampler -> (epoch, index) keys -> TwoCrops in the workers (JPEG draft decode, two crops, uint8)
+        -> DataLoader (persistent workers, pinned memory on CUDA) -> DevicePrefetcher (side-stream copy)
+        -> to_unit on the device -> the batched views (sassl.views)
+
+The crop boxes are torchvision's RandomResizedCrop, drawn in the full image's coordinates before decoding
+(tests/test_loader.py compares their distribution with torchvision's); the decode then stops at the
+smallest JPEG scale that still gives each crop at least its output size in pixels.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from PIL import Image
+
+from sassl import dist
+from sassl.data.decode import to_uint8
+from sassl.data.registry import Dataset
+
+Box = tuple[int, int, int, int]  # left, top, width, height in the full image's pixels
+
+
+def sample_crop(w: int, h: int, g: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Box:
+    """torchvision's RandomResizedCrop box (left, top, width, height): area ~ U(scale), log-uniform ratio."""
+    area = w * h
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=g).item())
+        r = math.exp(log_r[0] + (log_r[1] - log_r[0]) * torch.rand((), generator=g).item())
+        cw, ch = round(math.sqrt(target * r)), round(math.sqrt(target / r))
+        if 0 < cw <= w and 0 < ch <= h:
+            left = int(torch.randint(0, w - cw + 1, (), generator=g))
+            top = int(torch.randint(0, h - ch + 1, (), generator=g))
+            return left, top, cw, ch
+    side = min(w, h)  # fallback: centre crop
+    return (w - side) // 2, (h - side) // 2, side, side
+
+
+def decode_size(w: int, h: int, boxes: list[Box], size: int) -> tuple[int, int]:
+    """The smallest decoded image size that still gives every box at least size x size source pixels."""
+    return (math.ceil(size * w / min(b[2] for b in boxes)), math.ceil(size * h / min(b[3] for b in boxes)))
+
+
+def resized_crop(img: Image.Image, box: Box, size: int, full: tuple[int, int]) -> torch.Tensor:
+    """`box` (in the coordinates of the full w x h image `full`) of `img`, which may be a reduced decode of it,
+    resized (bilinear, antialiased) to (3, size, size) uint8."""
+    sx, sy = img.width / full[0], img.height / full[1]
+    left, top, cw, ch = box
+    return to_uint8(img.resize((size, size), Image.BILINEAR, box=(left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)))
+
+
+def random_resized_crop(img: Image.Image, size: int, g: torch.Generator, scale=(0.08, 1.0)) -> torch.Tensor:
+    """One random resized crop of a decoded PIL image as (3, size, size) float in [0, 1] (the explorer's)."""
+    return to_unit(resized_crop(img, sample_crop(img.width, img.height, g, scale), size, img.size))
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1] (on whatever device x is: the loader ships uint8, 4x fewer bytes)."""
+    return x.float().div_(255.0)
+
+
+class TwoCrops(torch.utils.data.Dataset):
+    """(crop1, crop2, label): two random resized crops (3, size, size) uint8 of one image.
+
+    Indexed by (epoch, i) (what EpochSampler yields; persistent workers learn the epoch from the key) or by i
+    (epoch 0). Crops are seeded by (seed, epoch, i), so a resumed run sees the same crops. `draft`: decode a
+    JPEG only as far as both crops need (False decodes it in full, as before; the benchmark's old path)."""
+
+    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0), draft: bool = True):
+        self.dataset, self.size, self.seed, self.scale, self.draft = dataset, size, seed, scale, draft
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        g = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & ((1 << 62) - 1))
+        state = g.get_state()
+        plan: dict = {}
+
+        def boxes(w: int, h: int) -> tuple[int, int]:
+            g.set_state(state)  # a skipped unusable file does not shift the next file's draws
+            plan["full"], plan["boxes"] = (w, h), [sample_crop(w, h, g, self.scale) for _ in range(2)]
+            return decode_size(w, h, plan["boxes"], self.size)
+
+        j, img = self.dataset.usable(i, plan=boxes if self.draft else None)
+        if "boxes" not in plan:  # decoded without a plan (draft off, or images held in memory)
+            boxes(img.width, img.height)
+        c1, c2 = (resized_crop(img, b, self.size, plan["full"]) for b in plan["boxes"])
+        return c1, c2, self.dataset.labels[j]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's (epoch, index) keys for one epoch: a seeded permutation cut to whole global batches, the
+    first `skip_batches` left out (mid-epoch resume); rank r takes every world-th index."""
+
+    def __init__(self, n: int, global_batch: int, seed: int):
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.epoch, self.skip_batches = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        perm = perm[self.skip_batches * self.global_batch:self.batches_per_epoch() * self.global_batch]
+        return iter([(self.epoch, i) for i in perm[dist.rank()::dist.world_size()].tolist()])
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch() - self.skip_batches) * self.global_batch // dist.world_size()
+
+
+def loader_workers(num_workers: int = -1) -> int:
+    """DataLoader workers per process: `num_workers`, or for -1 the cores this process may use, shared by this
+    node's ranks (LOCAL_WORLD_SIZE under torchrun), less one for the training process itself (1 to 16)."""
+    if num_workers >= 0:
+        return num_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(16, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1))
+
+
+def make_loader(crops: TwoCrops, sampler: EpochSampler, batch_size: int, num_workers: int,
+                device: torch.device) -> torch.utils.data.DataLoader:
+    """The training loader, built once per run: persistent workers (started once, not every epoch; they get
+    the epoch from the sampler's keys), pinned batches on CUDA. num_workers: as loader_workers."""
+    workers = loader_workers(num_workers)
+    return torch.utils.data.DataLoader(crops, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       drop_last=True, pin_memory=device.type == "cuda",
+                                       persistent_workers=workers > 0)
+
+
+class DevicePrefetcher:
+    """A loader's batches on `device`. On CUDA the next batch is copied on a side stream (from pinned memory)
+    while the current step runs; elsewhere each batch is moved when it is taken. Non-tensors pass through."""
+
+    def __init__(self, loader, device: torch.device):
+        self.loader, self.device = loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def _move(self, batch):
+        return [t.to(self.device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in batch]
+
+    def __iter__(self):
+        if self.device.type != "cuda":
+            for batch in self.loader:
+                yield self._move(batch)
+            return
+        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+        batches = iter(self.loader)
+
+        def fetch():
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            with torch.cuda.stream(side):
+                return self._move(batch)
+
+        nxt = fetch()
+        while nxt is not None:
+            main.wait_stream(side)
+            for t in nxt:
+                if isinstance(t, torch.Tensor):
+                    t.record_stream(main)  # the caching allocator must not reuse it before the step is done
+            cur, nxt = nxt, fetch()
+            yield cur
+
+
+__all__ = ["DevicePrefetcher", "EpochSampler", "TwoCrops", "decode_size", "loader_workers", "make_loader",
+           "random_resized_crop", "resized_crop", "sample_crop", "to_unit"]
