@@ -1,4 +1,7 @@
-"""Benchmarks: `python -m sassl.bench stylizer|train|start|index|explorer`.
+"""Benchmarks: `python -m sassl.bench stylizer|train|loader|start|index|explorer`.
+
+loader: the training loader's two-view images/s per worker core and bytes per batch, the old path (full
+decode, float32) against the new (crops drawn first, JPEG draft decode, uint8), in one run.
 
 start: `sassl pretrain` on a generated ImageNet-layout folder (default 40,000 + 1,000 JPEGs): file index
 cold/warm, wall time of a 3-step run with its kNN monitor passes, peak memory of the trainer.
@@ -6,8 +9,9 @@ cold/warm, wall time of a 3-step run with its kNN monitor passes, peak memory of
 index: ImageNet's 1,281,167 + 50,000 files (hard links): the file index cold and cached, the datasets
 built from it, and the memory their file lists take.
 
-train: images/s of full training steps (BYOL views + learner + LARS) per learner with SASSL off and on
-(p=0.8, same batch), and the paper's MoCo v2 step built from lightly's blocks as a reference.
+train: images/s of full training steps (BYOL views + learner + LARS) per learner with SASSL off, on (p=0.8,
+same batch) and on with the next batch prepared ahead (--sassl-async), alternating in repeated rounds
+(medians), and the paper's MoCo v2 step built from lightly's blocks as a reference.
 
 stylizer: images/s of one SASSL stylization (content embedding P(x) + transformer T(x, z), style
 embeddings from a bank) on real photos, measured in one run for
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -43,8 +48,19 @@ from sassl.learners import create_learner
 from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
 from sassl.stylizer.onnx_ref import OrtModels  # imports onnx/onnxruntime only when a reference runs
 from sassl.stylizer.weights import find_model_dir
-from sassl.train import make_optimizer, prepare_batch, train_step
+from sassl.data.loader import TwoCrops, to_unit
+from sassl.train import make_optimizer, prepare_batch, prepared_ahead, train_step
 from sassl.views import TwoViews
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (lscpu's), with whether it has AVX-512: benchmark numbers are per machine."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
+        return f"{name} ({'AVX-512' if 'avx512f' in info else 'AVX2, no AVX-512' if 'avx2' in info else 'no AVX2'})"
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def _rate(fn, n_images: int, min_time: float, min_reps: int = 3) -> float:
@@ -142,55 +158,83 @@ class _LightlyMoCo(torch.nn.Module):
         return loss, {"loss": loss.item()}
 
 
-def bench_train(batch: int = 64, size: int = 64, steps: int = 5, device: str = "cpu", style: str = "pbn") -> list[dict]:
-    """Images/s of full training steps (views + learner + LARS) per learner, SASSL off / on (p=0.8)."""
+def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Rates of several measurements taken in turns (a warm-up call each, then `repeats` rounds of one call
+    each), so a machine's drift hits them alike; ratios are then taken within a round."""
+    for fn in fns.values():
+        fn()
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            rates[k].append(fn())
+    return rates
+
+
+def bench_train(batch: int = 64, size: int = 64, steps: int = 3, repeats: int = 5, device: str = "cpu",
+                style: str = "pbn", learners=("mocov2", "simclr", "byol")) -> list[dict]:
+    """Images/s of full training steps (uint8 crops -> views -> learner -> LARS, the loss read each step as the
+    trainer does) per learner: SASSL off, on (p=0.8) in order, and on with batch k+1 prepared ahead
+    (--sassl-async: a side stream on CUDA; in order on the CPU). Modes alternate within each of `repeats`
+    rounds of `steps` steps; medians of the rates and of the per-round overheads."""
     dev = torch.device(device)
-    c1, c2 = _real_batch(batch, size).to(dev), _real_batch(batch, size).flip(0).to(dev)
+    c1 = (_real_batch(batch, size) * 255).round().to(torch.uint8)  # what the loader ships
+    c1, c2 = c1.to(dev), c1.flip(0).to(dev)
     st = pretrained(dev)
     op = make_style_op(style, st, p=0.8, progress=False).op
     heads = {"proj_hidden": 1024, "proj_dim": 128, "pred_hidden": 1024}  # each learner takes what it declares
 
-    def rate(model, views) -> float:
+    def timed(model, views, ahead: bool):
         opt = make_optimizer(model, "lars", 0.1, 1e-6)
-        g = torch.Generator().manual_seed(0)
-        train_step(model, views, opt, prepare_batch(views, c1, c2, g), 0.1, 0.99)  # warm-up
-        times = []
-        for _ in range(steps):
+
+        def prepare(a, b, step):
+            return prepare_batch(views, a, b, torch.Generator().manual_seed(step))
+
+        def run() -> float:
             t = time.perf_counter()
-            train_step(model, views, opt, prepare_batch(views, c1, c2, g), 0.1, 0.99)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-        return batch / float(np.median(times))
+            for prepared in prepared_ahead([(c1, c2)] * steps, prepare, 0, dev, ahead):
+                loss, _ = train_step(model, views, opt, prepared, 0.1, 0.99)
+                float(loss)  # the trainer reads each step's loss (its one host sync per step)
+            return batch * steps / (time.perf_counter() - t)
+        return run
 
     rows = []
-    for name in ("mocov2", "simclr", "byol"):
+    for name in learners:
         torch.manual_seed(0)
-        model = create_learner(name, "resnet18", small_images=False, **heads).to(dev)
-        off, on = rate(model, TwoViews().to(dev)), rate(model, TwoViews(sassl=op).to(dev))
-        rows.append({"learner": name, "batch": batch, "size": size, "default_views": off, "sassl_p0.8": on,
-                     "sassl_overhead_pct": 100 * (off / on - 1)})
+        model = create_learner(name, "resnet18", small_images=False, **heads).to(dev, memory_format=torch.channels_last)
+        off, on = TwoViews().to(dev), TwoViews(sassl=op).to(dev)
+        r = _interleaved({"off": timed(model, off, False), "sync": timed(model, on, False),
+                          "async": timed(model, on, True)}, repeats)
+        rows.append({"learner": name, "batch": batch, "size": size, "steps": steps, "repeats": repeats}
+                    | {f"{k}_img_s": float(np.median(v)) for k, v in r.items()}
+                    | {f"{k}_overhead_pct": 100 * float(np.median([o / x - 1 for o, x in zip(r["off"], r[k])]))
+                       for k in ("sync", "async")}
+                    | {"sync_overhead_spread_pct": [round(100 * (o / x - 1), 1) for o, x in zip(r["off"], r["sync"])]})
     try:
         bb, dim = create_backbone("resnet18", small_images=False)
         torch.manual_seed(0)
-        ref = rate(_LightlyMoCo(bb, dim, 1024, 128).to(dev), TwoViews().to(dev))
-        rows.append({"learner": "mocov2 (lightly blocks)", "batch": batch, "size": size, "default_views": ref,
-                     "sassl_p0.8": float("nan"), "sassl_overhead_pct": float("nan")})
-        rows[0]["ours_vs_lightly"] = rows[0]["default_views"] / ref
+        ref = _LightlyMoCo(bb, dim, 1024, 128).to(dev, memory_format=torch.channels_last)
+        ours = create_learner("mocov2", "resnet18", small_images=False, **heads).to(dev, memory_format=torch.channels_last)
+        r = _interleaved({"ours": timed(ours, TwoViews().to(dev), False), "lightly": timed(ref, TwoViews().to(dev), False)},
+                         repeats)
+        rows.append({"learner": "mocov2 (lightly blocks)", "batch": batch, "size": size, "steps": steps, "repeats": repeats,
+                     "off_img_s": float(np.median(r["lightly"])),
+                     "ours_vs_lightly": float(np.median([a / b for a, b in zip(r["ours"], r["lightly"])]))})
     except ImportError:
         print("lightly is not installed (pip install lightly): no reference row")
     return rows
 
 
 def format_train_table(rows: list[dict]) -> str:
-    lines = ["| learner | batch | crop px | default views (img/s) | SASSL p=0.8 (img/s) | SASSL overhead |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| learner | batch | crop px | SASSL off (img/s) | SASSL p=0.8 (img/s) | ahead (img/s) | SASSL overhead "
+             "| ahead overhead |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        on = "-" if r["sassl_p0.8"] != r["sassl_p0.8"] else f"{r['sassl_p0.8']:.1f}"
-        ovh = "-" if r["sassl_overhead_pct"] != r["sassl_overhead_pct"] else f"{r['sassl_overhead_pct']:.1f}%"
-        lines.append(f"| {r['learner']} | {r['batch']} | {r['size']} | {r['default_views']:.1f} | {on} | {ovh} |")
-    if "ours_vs_lightly" in rows[0]:
-        lines.append(f"\nours / lightly-based MoCo v2 step: {rows[0]['ours_vs_lightly']:.2f}x")
+        cell = lambda k, fmt: fmt.format(r[k]) if k in r else "-"  # noqa: E731
+        lines.append(f"| {r['learner']} | {r['batch']} | {r['size']} | {cell('off_img_s', '{:.1f}')} "
+                     f"| {cell('sync_img_s', '{:.1f}')} | {cell('async_img_s', '{:.1f}')} "
+                     f"| {cell('sync_overhead_pct', '{:+.1f}%')} | {cell('async_overhead_pct', '{:+.1f}%')} |")
+    ref = [r for r in rows if "ours_vs_lightly" in r]
+    if ref:
+        lines.append(f"\nours / lightly-based MoCo v2 step (SASSL off): {ref[0]['ours_vs_lightly']:.2f}x")
     return "\n".join(lines)
 
 
@@ -304,8 +348,58 @@ def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image
     return {"files": len(index), "make_folder_s": round(made, 1), "index_cold_s": round(cold, 2),
             "index_warm_s": round(warm, 3), "train_images": resolved["train_images"],
             "knn_monitor": resolved["knn_monitor"], "steps": steps, "image_size": image_size, "wall_s": round(wall, 1),
-            "peak_rss_mb": round(peak_mb), "cpu": platform.processor() or platform.machine(),
+            "peak_rss_mb": round(peak_mb), "cpu": _cpu_name(),
             "threads": torch.get_num_threads()}
+
+
+class _FloatCrops(torch.utils.data.Dataset):
+    """The loader's old output: full PIL decoding and resizing (TwoCrops(fast=False)), float32 crops in [0, 1]."""
+
+    def __init__(self, crops: TwoCrops):
+        self.crops = crops
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, key):
+        c1, c2, label = self.crops[key]
+        return to_unit(c1), to_unit(c2), label
+
+
+def bench_loader(folder: str | Path, images: int = 2000, size: int = 224, batch: int = 64, repeats: int = 5,
+                 per_repeat: int = 256, rank_batch: int = 512, gpu_rate: float = 1200.0) -> dict:
+    """Two-view images/s of the training loader per worker core: the old path (full PIL decode, float32
+    crops) and the new one (boxes drawn first, JPEG draft decode, uint8 crops), on a generated ImageNet-like
+    folder. Both run in this process on one thread (what one worker does on one core), over the same keys,
+    in alternating repeats; medians, and the median of the per-repeat ratios. Bytes per batch are measured on
+    a collated batch and scaled to `rank_batch` pairs (the ImageNet recipe's per-GPU batch)."""
+    root = make_imagefolder(folder, images, 10)
+    ds = get_dataset(f"imagefolder:{root}", split="train")
+    paths = {"old": _FloatCrops(TwoCrops(ds, size, seed=0, fast=False)), "new": TwoCrops(ds, size, seed=0)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rates: dict[str, list[float]] = {"old": [], "new": []}
+    nbytes = {}
+    try:
+        for r in range(repeats):
+            keys = [(r, (r * per_repeat + i) % len(ds)) for i in range(per_repeat)]
+            for name, crops in paths.items():
+                t = time.perf_counter()
+                for s in range(0, len(keys), batch):
+                    out = torch.utils.data.default_collate([crops[k] for k in keys[s:s + batch]])
+                rates[name].append(len(keys) / (time.perf_counter() - t))
+                nbytes[name] = sum(x.numel() * x.element_size() for x in out) * rank_batch / len(out[0])
+    finally:
+        torch.set_num_threads(threads)
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    ratio = float(np.median([n / o for n, o in zip(rates["new"], rates["old"])]))
+    return {"folder": str(root), "images": len(ds), "crop_px": size, "repeats": repeats, "images_per_repeat": per_repeat,
+            "old_images_per_s_per_core": round(med["old"], 1), "new_images_per_s_per_core": round(med["new"], 1),
+            "new_vs_old": round(ratio, 2),
+            "old_mb_per_rank_batch": round(nbytes["old"] / 2**20, 1), "new_mb_per_rank_batch": round(nbytes["new"] / 2**20, 1),
+            "rank_batch": rank_batch, "gpu_images_per_s": gpu_rate,
+            "old_cores_per_gpu": math.ceil(gpu_rate / med["old"]), "new_cores_per_gpu": math.ceil(gpu_rate / med["new"]),
+            "cpu": _cpu_name(), "torch": torch.__version__}
 
 
 def bench_index(folder: str | Path, train: int = 1_281_167, val: int = 50_000, classes: int = 1000) -> dict:
@@ -328,7 +422,7 @@ def bench_index(folder: str | Path, train: int = 1_281_167, val: int = 50_000, c
             "datasets_s": round(build, 2),
             "file_list_mb": round((tr.files.rel.nbytes + va.files.rel.nbytes + index.rel.nbytes) / 2**20, 1),
             "index_cache_mb": round(cache_mb, 1), "peak_rss_growth_mb": round(rss1 - rss0),
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": _cpu_name()}
 
 
 def _report(row: dict, json_path: str | None) -> int:
@@ -351,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="training-step throughput per learner, SASSL off/on, lightly reference")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="steps per timed measurement")
+    p.add_argument("--repeats", type=int, default=5, help="rounds of off / sync / ahead measurements")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p = sub.add_parser("start", help="sassl pretrain's start on a generated ImageNet-layout folder: index, memory")
@@ -364,6 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folder", default="/tmp/sassl-imagenet-links")
     p.add_argument("--train", type=int, default=1_281_167)
     p.add_argument("--val", type=int, default=50_000)
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p = sub.add_parser("loader", help="training loader: two-view images/s per worker core and bytes per batch, old vs new")
+    p.add_argument("--folder", default="/tmp/sassl-loader", help="where the generated folder is (re)used")
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--size", type=int, default=224, help="crop side, px")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--per-repeat", type=int, default=256, help="images per timed repeat and path")
     p.add_argument("--json", help="also write the result to this JSON file")
     p = sub.add_parser("explorer", help="seconds per update of the stylization explorer (target: < 2 s)")
     p.add_argument("--n", type=int, default=4)
@@ -378,12 +480,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
         return 0
+    if args.what == "loader":
+        return _report(bench_loader(args.folder, args.images, args.size, repeats=args.repeats,
+                                    per_repeat=args.per_repeat), args.json)
     if args.what == "index":
         return _report(bench_index(args.folder, args.train, args.val), args.json)
     if args.what == "start":
         return _report(bench_start(args.folder, args.train, args.val, steps=args.steps), args.json)
     if args.what == "train":
-        rows = bench_train(args.batch, args.size, args.steps, args.device)
+        rows = bench_train(args.batch, args.size, args.steps, args.repeats, args.device)
         print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
         print(format_train_table(rows))
         if args.json:
@@ -392,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "stylizer":
         rows = bench_stylizer(args.sizes, args.batch, args.min_time, args.device)
         info = (f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-                f"cpu={platform.processor() or platform.machine()}")
+                f"cpu={_cpu_name()}")
         print(info)
         print(format_table(rows))
         if args.json:

@@ -230,7 +230,8 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
             else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss, logs = model(x1, x2, momentum if k == 0 else None)
+                # the momentum as a 0-d CPU tensor: a graph input under --compile, not a constant per step
+                loss, logs = model(x1, x2, torch.tensor(momentum, dtype=torch.float64) if k == 0 else None)
             scaled = loss / len(batch)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach() / len(batch)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,8 @@ class ImageDecodeError(ValueError):
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB: alpha is composited on white, 16-bit/float grey scaled to 8 bits, CMYK converted."""
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -33,45 +35,75 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, img)
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 EXIF_ORIENTATION = 0x0112
+_ERRORS = (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError)
 
 
-def load_rgb(path: str | os.PathLike, plan: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
-    """Open `path` as an RGB PIL image; raise ImageDecodeError (naming the file) if it can't be used.
+def _check_size(path: Path, w: int, h: int) -> None:
+    if w * h > MAX_PIXELS:
+        raise ImageDecodeError(f"{path}: {w}x{h} is too large (> {MAX_PIXELS} pixels)")
+    if min(w, h) < MIN_SIDE:
+        raise ImageDecodeError(f"{path}: {w}x{h} is too small (both sides need >= {MIN_SIDE} px)")
 
-    plan(w, h), if given, is called once with the image's full upright size before anything is decoded and
-    returns the smallest size the caller will use; a JPEG is then decoded only that far (PIL's draft mode:
-    libjpeg's DCT scaling by 1/2, 1/4 or 1/8, the largest that stays at least that big), so the image
-    returned may be smaller than w x h. Images with an EXIF rotation are decoded in full."""
-    path = Path(path)
+
+@contextmanager
+def _decoding(path: Path):
+    """Any failure to read `path` as an image -> ImageDecodeError naming the file."""
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageDecodeError(f"{path}: {im.width}x{im.height} is too large (> {MAX_PIXELS} pixels)")
-            if plan is not None:
-                orientation = im.getexif().get(EXIF_ORIENTATION, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
-                want = plan(*((im.height, im.width) if orientation in (5, 6, 7, 8) else im.size))
-                if im.format == "JPEG" and orientation == 1:
-                    im.draft(im.mode, want)
-            im.load()
-            img = to_rgb(im)
+        yield
     except ImageDecodeError:
         raise
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: no such file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except _ERRORS as e:
         raise ImageDecodeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    if min(img.size) < MIN_SIDE:
-        raise ImageDecodeError(f"{path}: {img.width}x{img.height} is too small (both sides need >= {MIN_SIDE} px)")
-    return img
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open `path` as an RGB PIL image; raise ImageDecodeError (naming the file) if it can't be used."""
+    path = Path(path)
+    with _decoding(path), Image.open(path) as im:
+        _check_size(path, *im.size)
+        im.load()
+        return to_rgb(im)
+
+
+def load_for_crops(path: str | os.PathLike, plan: Callable[[int, int], tuple[int, int]]) -> Image.Image | torch.Tensor:
+    """Decode `path` only as far as the crops to be cut from it need.
+
+    plan(w, h) is called once with the image's full upright size, before anything is decoded, and returns the
+    smallest size the crops need. A JPEG that can be decoded at 1/2, 1/4 or 1/8 scale and still be that big
+    comes back as that reduced RGB PIL image (PIL's draft mode: libjpeg's DCT scaling); any other JPEG as a
+    full-size (3, H, W) uint8 tensor from torchvision's decoder (libjpeg-turbo, EXIF rotation applied);
+    other formats as a full-size RGB PIL image. ImageDecodeError names the file when it can't be used."""
+    path = Path(path)
+    with _decoding(path), Image.open(path) as im:
+        _check_size(path, *im.size)
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1) if im.format == "JPEG" else 1
+        w, h = (im.height, im.width) if orientation in (5, 6, 7, 8) else im.size
+        want = plan(w, h)
+        if im.format != "JPEG":
+            im.load()
+            return to_rgb(im)
+        if orientation == 1 and min(w // want[0], h // want[1]) >= 2:
+            im.draft(im.mode, want)
+            im.load()
+            return to_rgb(im)
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+        # NOTE: torchvision 0.29 (the locked version) deprecates its image decoders in favour of TorchCodec's;
+        # they work and are libjpeg-turbo, 2x PIL's decode here. Move when the lock moves past them.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
 
 
 def to_uint8(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, H, W) uint8."""
-    return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

@@ -15,10 +15,11 @@ import math
 import os
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from sassl import dist
-from sassl.data.decode import to_uint8
+from sassl.data.decode import load_for_crops, to_uint8
 from sassl.data.registry import Dataset
 
 Box = tuple[int, int, int, int]  # left, top, width, height in the full image's pixels
@@ -45,11 +46,15 @@ def decode_size(w: int, h: int, boxes: list[Box], size: int) -> tuple[int, int]:
     return (math.ceil(size * w / min(b[2] for b in boxes)), math.ceil(size * h / min(b[3] for b in boxes)))
 
 
-def resized_crop(img: Image.Image, box: Box, size: int, full: tuple[int, int]) -> torch.Tensor:
-    """`box` (in the coordinates of the full w x h image `full`) of `img`, which may be a reduced decode of it,
-    resized (bilinear, antialiased) to (3, size, size) uint8."""
-    sx, sy = img.width / full[0], img.height / full[1]
+def resized_crop(img: Image.Image | torch.Tensor, box: Box, size: int, full: tuple[int, int]) -> torch.Tensor:
+    """`box` (in the coordinates of the full w x h image `full`) of `img`, resized (bilinear, antialiased) to
+    (3, size, size) uint8. img: a PIL image, possibly a reduced decode of the full one, or a full-size
+    (3, H, W) uint8 tensor (torchvision's uint8 resize, which matches PIL's to a fraction of a grey level)."""
     left, top, cw, ch = box
+    if isinstance(img, torch.Tensor):  # channels-last: torch's vectorised uint8 antialiased kernel
+        x = img[None].contiguous(memory_format=torch.channels_last)[:, :, top:top + ch, left:left + cw]
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)[0]
+    sx, sy = img.width / full[0], img.height / full[1]
     return to_uint8(img.resize((size, size), Image.BILINEAR, box=(left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)))
 
 
@@ -67,11 +72,12 @@ class TwoCrops(torch.utils.data.Dataset):
     """(crop1, crop2, label): two random resized crops (3, size, size) uint8 of one image.
 
     Indexed by (epoch, i) (what EpochSampler yields; persistent workers learn the epoch from the key) or by i
-    (epoch 0). Crops are seeded by (seed, epoch, i), so a resumed run sees the same crops. `draft`: decode a
-    JPEG only as far as both crops need (False decodes it in full, as before; the benchmark's old path)."""
+    (epoch 0). Crops are seeded by (seed, epoch, i), so a resumed run sees the same crops. `fast`: the boxes
+    are drawn from the image's header and a JPEG decoded only as far as both need (decode.load_for_crops);
+    False decodes every file in full with PIL and resizes with PIL (the old path, kept for the benchmark)."""
 
-    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0), draft: bool = True):
-        self.dataset, self.size, self.seed, self.scale, self.draft = dataset, size, seed, scale, draft
+    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0), fast: bool = True):
+        self.dataset, self.size, self.seed, self.scale, self.fast = dataset, size, seed, scale, fast
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -87,8 +93,8 @@ class TwoCrops(torch.utils.data.Dataset):
             plan["full"], plan["boxes"] = (w, h), [sample_crop(w, h, g, self.scale) for _ in range(2)]
             return decode_size(w, h, plan["boxes"], self.size)
 
-        j, img = self.dataset.usable(i, plan=boxes if self.draft else None)
-        if "boxes" not in plan:  # decoded without a plan (draft off, or images held in memory)
+        j, img = self.dataset.usable(i, read=(lambda path: load_for_crops(path, boxes)) if self.fast else None)
+        if "boxes" not in plan:  # decoded without a plan (the old path, or images held in memory)
             boxes(img.width, img.height)
         c1, c2 = (resized_crop(img, b, self.size, plan["full"]) for b in plan["boxes"])
         return c1, c2, self.dataset.labels[j]

@@ -58,15 +58,15 @@ class Dataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def pil(self, i: int, plan: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
-        """Image i as an RGB PIL image (raises ImageDecodeError for an unusable file); `plan` as in load_rgb
-        (a file may come back reduced; images held in memory never call it)."""
+    def pil(self, i: int) -> Image.Image:
+        """Image i as an RGB PIL image (raises ImageDecodeError for an unusable file)."""
         if self.images is not None:
             return Image.fromarray(self.images[i].permute(1, 2, 0).numpy(), "RGB")
-        return load_rgb(self.files[i], plan)
+        return load_rgb(self.files[i])
 
-    def usable(self, i: int, plan: Callable[[int, int], tuple[int, int]] | None = None) -> tuple[int, Image.Image]:
-        """(j, image j) for the first usable image from index i on (wrapping around).
+    def usable(self, i: int, read: Callable[[Path], object] | None = None) -> tuple[int, object]:
+        """(j, image j) for the first usable image from index i on (wrapping around). `read(path)` decodes a
+        file instead of `pil` (a fast path raising ImageDecodeError alike); images held in memory come as PIL.
 
         NOTE: an unusable file is replaced by the next usable one (never a crash mid-epoch), with a
         warning; the count is per process (each DataLoader worker counts its own)."""
@@ -75,7 +75,7 @@ class Dataset(torch.utils.data.Dataset):
             if j in self.skipped:
                 continue
             try:
-                return j, self.pil(j, plan)
+                return j, read(self.files[j]) if read is not None and self.images is None else self.pil(j)
             except ImageDecodeError as e:
                 self.skipped.add(j)
                 warnings.warn(f"dataset {self.name}: skipping unusable image ({e}); {len(self.skipped)} skipped so far")

@@ -22,9 +22,13 @@ class MomentumTwoTower(nn.Module):
         self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
         self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
 
+    # kept out of torch.compile's graph (the trainer passes the momentum as a 0-d CPU tensor, so a compiled
+    # forward does not hold it as a constant and recompile at every step)
+    @torch.compiler.disable
     @torch.no_grad()
-    def update_target(self, momentum: float) -> None:
+    def update_target(self, momentum: float | torch.Tensor) -> None:
         """target = momentum * target + (1 - momentum) * online (BN statistics copied)."""
+        momentum = float(momentum)
         update_momentum(self.backbone, self.target_backbone, momentum)
         update_momentum(self.projector, self.target_projector, momentum)
 
@@ -40,7 +44,7 @@ class MomentumTwoTower(nn.Module):
     def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | None) -> tuple[torch.Tensor, dict]:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         """x1, x2: (B, 3, H, W) the two views -> (loss, {"loss": detached loss}). momentum None leaves the
         target where it is (the later micro-batches of an accumulated step)."""
         if momentum is not None:
