@@ -186,8 +186,8 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 3, repeats: int = 
     def timed(model, views, ahead: bool):
         opt = make_optimizer(model, "lars", 0.1, 1e-6)
 
-        def prepare(a, b, step):
-            return prepare_batch(views, a, b, torch.Generator().manual_seed(step))
+        def prepare(batch, step):
+            return prepare_batch(views, batch[0], batch[1], torch.Generator().manual_seed(step))
 
         def run() -> float:
             t = time.perf_counter()
@@ -353,7 +353,7 @@ def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image
 
 
 class _FloatCrops(torch.utils.data.Dataset):
-    """The loader's old output: full PIL decoding and resizing (TwoCrops(fast=False)), float32 crops in [0, 1]."""
+    """The loader's old output: full PIL decoding and resizing (TwoCrops(decode="full")), float32 crops in [0, 1]."""
 
     def __init__(self, crops: TwoCrops):
         self.crops = crops
@@ -375,7 +375,7 @@ def bench_loader(folder: str | Path, images: int = 2000, size: int = 224, batch:
     a collated batch and scaled to `rank_batch` pairs (the ImageNet recipe's per-GPU batch)."""
     root = make_imagefolder(folder, images, 10)
     ds = get_dataset(f"imagefolder:{root}", split="train")
-    paths = {"old": _FloatCrops(TwoCrops(ds, size, seed=0, fast=False)), "new": TwoCrops(ds, size, seed=0)}
+    paths = {"old": _FloatCrops(TwoCrops(ds, size, seed=0, decode="full")), "new": TwoCrops(ds, size, seed=0)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rates: dict[str, list[float]] = {"old": [], "new": []}

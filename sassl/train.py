@@ -32,7 +32,8 @@ from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
 from sassl.stylizer import StyleChoice, check_settings, make_style_op
-from sassl.data.loader import DevicePrefetcher, EpochSampler, TwoCrops, loader_workers, make_loader, to_unit
+from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, TwoCrops, loader_workers, make_loader,
+                               to_unit)
 from sassl.views import Prepared, TwoViews
 
 
@@ -72,6 +73,7 @@ class PretrainConfig:
     amp: bool = True                      # mixed precision on CUDA: bfloat16, or float16 + GradScaler where the GPU has no bfloat16 (ignored on CPU)
     sync_bn: bool = False                 # SyncBatchNorm across processes (CUDA only in PyTorch)
     num_workers: int = -1                 # DataLoader workers per process (decoding, crops); -1: this node's cores per process, less one, at most 16
+    decode: str = "fast"                  # where JPEGs are decoded: fast (loader workers, only as far as the crops need) or device (nvJPEG on the GPU, for hosts whose CPUs cannot keep up)
     sassl_async: bool = False             # stylize batch k+1 on a side CUDA stream while step k trains (on CPU the same code runs in order, same result)
     compile: bool = False                 # torch.compile the learner's step (minutes of compiling first; worth it for long GPU runs)
     checkpoint_every: int = 0             # also checkpoint every N steps (0: at the end of each epoch only)
@@ -86,7 +88,7 @@ class PretrainConfig:
 
     # fields that may differ between a run and its resumption
     RESUME_FREE = ("epochs", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every", "knn_max_train",
-                   "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile")
+                   "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile", "decode")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
@@ -115,6 +117,8 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"dist_timeout: must be > 0 minutes, got {cfg.dist_timeout}")
     check_settings(cfg.p, cfg.alpha, cfg.beta, cfg.layers)  # SASSL's own check, before any data is loaded
     check_range("crop_scale", cfg.crop_scale, positive=True)
+    if cfg.decode not in TwoCrops.DECODE:
+        raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
 
 
@@ -151,7 +155,7 @@ def prepare_batch(views: TwoViews, c1: torch.Tensor, c2: torch.Tensor, g: torch.
     return [views.prepare(m1, m2, g) for m1, m2 in zip(c1.chunk(accumulate), c2.chunk(accumulate))]
 
 
-def prepared_ahead(batches: Iterable, prepare: Callable[[torch.Tensor, torch.Tensor, int], list[Prepared]],
+def prepared_ahead(batches: Iterable, prepare: Callable[[list, int], list[Prepared]],
                    first_step: int, device: torch.device, ahead: bool) -> Iterator[list[Prepared]]:
     """The prepared batches of a loader, step by step. With `ahead`, batch k+1 is prepared (SASSL included)
     before batch k is handed out: on CUDA on a side stream, so stylizing overlaps step k's kernels; on the
@@ -161,10 +165,10 @@ def prepared_ahead(batches: Iterable, prepare: Callable[[torch.Tensor, torch.Ten
 
     def launch(batch, step):
         if side is None:
-            return prepare(batch[0], batch[1], step), None
+            return prepare(batch, step), None
         side.wait_stream(main)  # the batch's copy to the device is ordered on the main stream
         with torch.cuda.stream(side):
-            prep = prepare(batch[0], batch[1], step)
+            prep = prepare(batch, step)
             done = torch.cuda.Event()
             done.record(side)
         return prep, done
@@ -180,7 +184,7 @@ def prepared_ahead(batches: Iterable, prepare: Callable[[torch.Tensor, torch.Ten
     it, step = iter(batches), first_step
     if not ahead:
         for batch in it:
-            yield prepare(batch[0], batch[1], step)
+            yield prepare(batch, step)
             step += 1
         return
     first = next(it, None)
@@ -428,10 +432,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     if run.step >= total_steps and run.metrics_file.exists():  # resuming a finished run: report it again
         epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
         result = epoch_rows[-1] if epoch_rows else {}
-    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale)
+    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale, decode=cfg.decode)
+    decoder = DeviceDecoder(cfg.image_size, device) if cfg.decode == "device" else None
     loader = make_loader(crops, sampler, cfg.batch_size // dist.world_size(), cfg.num_workers, device)
 
-    def prepare(c1, c2, at_step):
+    def prepare(batch, at_step):
+        c1, c2 = decoder(batch[0], batch[1]) if decoder is not None else batch[:2]
         return prepare_batch(views, c1, c2, step_generator(cfg, at_step), cfg.accumulate)
 
     step, epoch_times = run.step, []  # wall time of each epoch (with its monitor), for the time-left estimate

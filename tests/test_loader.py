@@ -83,7 +83,7 @@ def test_fast_crops_match_the_old_path(big_jpeg, tmp_path, size):
     differ from full PIL decoding + PIL resizing only by libjpeg's DCT downscaling (64 px: mostly draft) or
     torchvision's uint8 resize (224 px: mostly full decodes): a few grey levels on average."""
     ds = Dataset("t", [0, 1], ["a", "b"], files=[big_jpeg, big_jpeg])
-    fast, full = TwoCrops(ds, size, seed=3), TwoCrops(ds, size, seed=3, fast=False)
+    fast, full = TwoCrops(ds, size, seed=3), TwoCrops(ds, size, seed=3, decode="full")
     diffs = []
     for key in [(e, i) for e in range(8) for i in range(2)]:
         a, b = fast[key], full[key]
@@ -122,3 +122,30 @@ def test_prefetcher_and_workers(monkeypatch):
         monkeypatch.setattr("os.sched_getaffinity", lambda pid, c=cores: set(range(c)), raising=False)
         monkeypatch.setenv("LOCAL_WORLD_SIZE", str(ranks))
         assert loader_workers(-1) == want, (cores, ranks)
+
+
+def test_device_decode_matches_the_fast_path(big_jpeg, photos, tmp_path):
+    """decode='device': workers ship JPEG bytes and the boxes, DeviceDecoder decodes and crops the batch (here on
+    the CPU: the same torchvision call as nvJPEG's, with device='cpu'). Same boxes as the fast path, so the crops
+    differ only by the resize (float vs uint8 kernels): under a grey level on average. A PNG is cropped in the
+    worker; a truncated JPEG (its header reads, its data does not) is replaced by the batch's previous image."""
+    from sassl.data.loader import DeviceDecoder, collate_encoded
+
+    png = tmp_path / "p.png"
+    Image.open(photos[1]).convert("RGB").save(png)
+    truncated = tmp_path / "t.jpg"
+    truncated.write_bytes(big_jpeg.read_bytes()[:20_000])
+    ds = Dataset("t", [0, 1, 2, 3], ["a", "b", "c", "d"], files=[big_jpeg, png, big_jpeg, truncated])
+    keys = [(2, i) for i in range(4)]
+    payloads, boxes, labels = collate_encoded([TwoCrops(ds, 224, seed=5, decode="device")[k] for k in keys])
+    assert [p.ndim for p in payloads] == [1, 4, 1, 1] and labels.tolist() == [0, 1, 2, 3]
+    decoder = DeviceDecoder(224, torch.device("cpu"))
+    with pytest.warns(UserWarning, match="skipping a JPEG the decoder rejects"):
+        c1, c2 = decoder(payloads, boxes)
+    assert decoder.skipped == 1 and c1.dtype == torch.uint8 and c1.shape == (4, 3, 224, 224)
+    fast = TwoCrops(ds, 224, seed=5)
+    for k in range(3):
+        ref = fast[keys[k]]
+        for got, want in ((c1[k], ref[0]), (c2[k], ref[1])):
+            assert (got.float() - want.float()).abs().mean() < 1.0, k
+    assert torch.equal(c1[3], c1[2]) and torch.equal(c2[3], c2[2])  # the truncated one: its predecessor

@@ -223,3 +223,19 @@ def test_compiled_step_equals_eager(tmp_path, tiny_folder, monkeypatch):
     a, b = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True)["model"] for n in ("compiled", "eager"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_device_decode_trains_like_the_fast_path(tmp_path, jpeg_folder):
+    """--decode device end to end on the CPU (JPEG bytes from a worker, decoded and cropped in the training
+    process): the same steps as the fast path, up to the resize kernels' rounding (crops within one grey level,
+    tests/test_loader.py, which a random-init network at batch 8 turns into ~2% of the loss)."""
+    kw = dict(dataset=f"imagefolder:{jpeg_folder}", max_steps=2, knn_every=0, num_workers=1, image_size=48)
+    losses = {}
+    for decode in ("device", "fast"):
+        pretrain(_cfg(tmp_path, None, name=decode, decode=decode, **kw), progress=False)
+        rows = [json.loads(x) for x in (tmp_path / decode / "metrics.jsonl").read_text().splitlines()]
+        losses[decode] = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses["device"]) == 2
+    assert losses["device"] == pytest.approx(losses["fast"], rel=5e-2)
+    with pytest.raises(ValueError, match="decode: expected one of fast, device, full"):
+        config_from_dict({"decode": "gpu"})

@@ -71,14 +71,16 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         return to_rgb(im)
 
 
-def load_for_crops(path: str | os.PathLike, plan: Callable[[int, int], tuple[int, int]]) -> Image.Image | torch.Tensor:
+def load_for_crops(path: str | os.PathLike, plan: Callable[[int, int], tuple[int, int]],
+                   encoded: bool = False) -> Image.Image | torch.Tensor:
     """Decode `path` only as far as the crops to be cut from it need.
 
     plan(w, h) is called once with the image's full upright size, before anything is decoded, and returns the
     smallest size the crops need. A JPEG that can be decoded at 1/2, 1/4 or 1/8 scale and still be that big
     comes back as that reduced RGB PIL image (PIL's draft mode: libjpeg's DCT scaling); any other JPEG as a
     full-size (3, H, W) uint8 tensor from torchvision's decoder (libjpeg-turbo, EXIF rotation applied);
-    other formats as a full-size RGB PIL image. ImageDecodeError names the file when it can't be used."""
+    other formats as a full-size RGB PIL image. `encoded`: every JPEG comes back undecoded, as its file's
+    bytes (1-D uint8 tensor), for decoding on the GPU. ImageDecodeError names the file when it can't be used."""
     path = Path(path)
     with _decoding(path), Image.open(path) as im:
         _check_size(path, *im.size)
@@ -88,6 +90,8 @@ def load_for_crops(path: str | os.PathLike, plan: Callable[[int, int], tuple[int
         if im.format != "JPEG":
             im.load()
             return to_rgb(im)
+        if encoded:
+            return torch.from_numpy(np.frombuffer(path.read_bytes(), dtype=np.uint8).copy())
         if orientation == 1 and min(w // want[0], h // want[1]) >= 2:
             im.draft(im.mode, want)
             im.load()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -72,12 +73,19 @@ class TwoCrops(torch.utils.data.Dataset):
     """(crop1, crop2, label): two random resized crops (3, size, size) uint8 of one image.
 
     Indexed by (epoch, i) (what EpochSampler yields; persistent workers learn the epoch from the key) or by i
-    (epoch 0). Crops are seeded by (seed, epoch, i), so a resumed run sees the same crops. `fast`: the boxes
-    are drawn from the image's header and a JPEG decoded only as far as both need (decode.load_for_crops);
-    False decodes every file in full with PIL and resizes with PIL (the old path, kept for the benchmark)."""
+    (epoch 0). Crops are seeded by (seed, epoch, i), so a resumed run sees the same crops. decode:
+      'fast'   the boxes are drawn from the image's header, then a JPEG is decoded only as far as both need
+               (decode.load_for_crops);
+      'device' a JPEG is not decoded here: the item is (its bytes, boxes (2, 4), label), and DeviceDecoder
+               decodes and crops the batch on the GPU (other formats are cropped here, as 'fast');
+      'full'   every file decoded in full and resized with PIL (the old path, kept for the benchmark)."""
 
-    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0), fast: bool = True):
-        self.dataset, self.size, self.seed, self.scale, self.fast = dataset, size, seed, scale, fast
+    DECODE = ("fast", "device", "full")
+
+    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0), decode: str = "fast"):
+        if decode not in self.DECODE:
+            raise ValueError(f"decode: expected one of {self.DECODE}, got {decode!r}")
+        self.dataset, self.size, self.seed, self.scale, self.decode = dataset, size, seed, scale, decode
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -93,11 +101,73 @@ class TwoCrops(torch.utils.data.Dataset):
             plan["full"], plan["boxes"] = (w, h), [sample_crop(w, h, g, self.scale) for _ in range(2)]
             return decode_size(w, h, plan["boxes"], self.size)
 
-        j, img = self.dataset.usable(i, read=(lambda path: load_for_crops(path, boxes)) if self.fast else None)
+        read = None if self.decode == "full" else (lambda path: load_for_crops(path, boxes, self.decode == "device"))
+        j, img = self.dataset.usable(i, read=read)
         if "boxes" not in plan:  # decoded without a plan (the old path, or images held in memory)
             boxes(img.width, img.height)
+        if isinstance(img, torch.Tensor) and img.ndim == 1:  # JPEG bytes, for DeviceDecoder
+            return img, torch.tensor(plan["boxes"]), self.dataset.labels[j]
         c1, c2 = (resized_crop(img, b, self.size, plan["full"]) for b in plan["boxes"])
+        if self.decode == "device":  # not a JPEG: cropped here, shipped as one (2, 3, S, S) payload
+            return torch.stack([c1, c2]), torch.tensor(plan["boxes"]), self.dataset.labels[j]
         return c1, c2, self.dataset.labels[j]
+
+
+def collate_encoded(items: list) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """A batch of TwoCrops(decode='device') items: (payloads, boxes, labels); payloads differ in size."""
+    payloads, boxes, labels = zip(*items)
+    return list(payloads), list(boxes), torch.tensor(labels)
+
+
+class DeviceDecoder:
+    """decode='device': a batch's JPEG bytes decoded on `device` (torchvision.io.decode_jpeg: nvJPEG on CUDA,
+    libjpeg on the CPU, where the tests run it), the two boxes of each cut and resized there (bilinear,
+    antialiased), as (c1, c2) uint8 (B, 3, S, S). A JPEG the decoder rejects is replaced by the batch's
+    previous good image, with a warning and a count (as unusable files are everywhere else)."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.size, self.device, self.skipped = size, device, 0
+
+    def _crop(self, img: torch.Tensor, box: list[int]) -> torch.Tensor:
+        left, top, cw, ch = box
+        x = img[None, :, top:top + ch, left:left + cw].float()
+        y = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        return y.round_().clamp_(0, 255)[0].to(torch.uint8)
+
+    def _decode(self, datas: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        with warnings.catch_warnings():  # deprecated in torchvision 0.29 in favour of TorchCodec (decode.py)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                return decode_jpeg(datas, mode=ImageReadMode.RGB, apply_exif_orientation=True, device=self.device)
+            except RuntimeError:  # one bad file fails the batch: decode one by one to find it
+                out = []
+                for d in datas:
+                    try:
+                        out.append(decode_jpeg(d, mode=ImageReadMode.RGB, apply_exif_orientation=True, device=self.device))
+                    except RuntimeError:
+                        out.append(None)
+                return out
+
+    def __call__(self, payloads: list[torch.Tensor], boxes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        jpeg = [k for k, p in enumerate(payloads) if p.ndim == 1]
+        images = dict(zip(jpeg, self._decode([payloads[k] for k in jpeg]))) if jpeg else {}
+        crops, last = [], None
+        for k, (p, b) in enumerate(zip(payloads, boxes)):
+            if k in images and images[k] is None:
+                self.skipped += 1
+                warnings.warn(f"DeviceDecoder: skipping a JPEG the decoder rejects (batch item {k}); "
+                              f"{self.skipped} skipped so far")
+            elif k in images:
+                last = torch.stack([self._crop(images[k], box) for box in b.tolist()])
+            else:
+                last = p.to(self.device, non_blocking=True)
+            if last is None:
+                raise ValueError("DeviceDecoder: no image of this batch could be decoded")
+            crops.append(last)
+        pairs = torch.stack(crops)
+        return pairs[:, 0], pairs[:, 1]
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -134,9 +204,10 @@ def make_loader(crops: TwoCrops, sampler: EpochSampler, batch_size: int, num_wor
     """The training loader, built once per run: persistent workers (started once, not every epoch; they get
     the epoch from the sampler's keys), pinned batches on CUDA. num_workers: as loader_workers."""
     workers = loader_workers(num_workers)
+    encoded = crops.decode == "device"
     return torch.utils.data.DataLoader(crops, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       drop_last=True, pin_memory=device.type == "cuda",
-                                       persistent_workers=workers > 0)
+                                       drop_last=True, pin_memory=device.type == "cuda" and not encoded,
+                                       persistent_workers=workers > 0, collate_fn=collate_encoded if encoded else None)
 
 
 class DevicePrefetcher:
@@ -177,5 +248,5 @@ class DevicePrefetcher:
             yield cur
 
 
-__all__ = ["DevicePrefetcher", "EpochSampler", "TwoCrops", "decode_size", "loader_workers", "make_loader",
+__all__ = ["DeviceDecoder", "DevicePrefetcher", "EpochSampler", "TwoCrops", "collate_encoded", "decode_size", "loader_workers", "make_loader",
            "random_resized_crop", "resized_crop", "sample_crop", "to_unit"]
