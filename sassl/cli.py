@@ -154,7 +154,13 @@ def _evaluate(args) -> int:
     values = _config_values(args, EvalConfig)
     if args.encoder_arg:
         values["encoder"] = args.encoder_arg
-    res = evaluate(from_dict(EvalConfig, values))
+    dist.setup()  # under torchrun every rank extracts its share of the features
+    try:
+        res = evaluate(from_dict(EvalConfig, values))
+    finally:
+        dist.teardown()
+    if dist.rank() != 0 or not res["summary"]:
+        return 0
     w = max(len(r["target"]) for r in res["summary"])
     print(f"{'target':<{w}}  {'protocol':<9}  {'n':>3}  top1 mean +- std")
     for r in res["summary"]:
@@ -210,7 +216,8 @@ def _style_space(args) -> int:
                                           device=resolve_device(args.device))
     m = overlap_matrices(emb, labels)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    save_figure(tsne_figure(emb, labels, names, args.perplexity, args.iterations, args.seed), out / "figures" / "tsne")
+    save_figure(tsne_figure(emb, labels, names, args.perplexity, args.iterations, args.seed,
+                            early_exaggeration=args.early_exaggeration), out / "figures" / "tsne")
     save_figure(overlap_figure(m), out / "figures" / "overlap")
     (out / "overlap.json").write_text(json.dumps(m, indent=1))
     (out / "config.json").write_text(json.dumps(vars(args) | {"points": len(emb), "git_commit": git_commit()}, indent=1))
@@ -304,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("style-space", help="t-SNE of style embeddings of datasets, and their overlap matrices")
     p.add_argument("sources", nargs="+", help="dataset names, folders or style-bank .pt files")
-    p.add_argument("--per-dataset", type=int, default=200, help="images embedded per source (seeded sample)")
-    p.add_argument("--perplexity", type=float, default=30.0)
-    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--per-dataset", type=int, default=200,
+                   help="images embedded per source (seeded sample; the paper: up to 1,800)")
+    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (capped below N / 3)")
+    p.add_argument("--iterations", type=int, default=1000, help="t-SNE iterations (the paper: 2,048)")
+    p.add_argument("--early-exaggeration", type=float, default=12.0, help="t-SNE early exaggeration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/style_space")
     p.add_argument("--device", default="auto")

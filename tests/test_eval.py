@@ -2,6 +2,7 @@
 import csv
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ import torch.nn as nn
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.fewshot import few_shot, sample_shots
 from sassl.eval.finetune import finetune
-from sassl.eval.knn import extract_features, knn_accuracy
-from sassl.eval.linear import linear_probe, random_crops, topk_accuracy, train_linear
-from sassl.eval.targets import load_target, stratified_split
+from sassl.data.registry import Dataset
+from sassl.eval.features import EvalImages, cached_features, stream_features
+from sassl.eval.knn import knn_accuracy, knn_predict
+from sassl.eval.linear import linear_probe, topk_accuracy, train_linear
+from sassl.eval.targets import Target, load_target, stratified_split
 from sassl.eval.transfer import EvalConfig, evaluate, summarize
 from sassl.eval.tsne import frechet_distance, knn_overlap, overlap_matrices, tsne
 
@@ -42,6 +45,13 @@ def _bright_dark(n=32, size=16, seed=0):
     y = torch.arange(n) % 2
     x = (0.25 + 0.5 * y[:, None, None, None] + 0.1 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
     return x, y
+
+
+def _bright_dark_target(n=32, size=16) -> Target:
+    """_bright_dark as an evaluation target (uint8 images held in memory; train and test the same images)."""
+    x, y = _bright_dark(n, size)
+    ds = Dataset("bright-dark", y.tolist(), ["dark", "bright"], images=(x * 255).round().to(torch.uint8))
+    return Target("bright-dark", ds.classes, [(ds, list(range(n)))], [(ds, list(range(n)))], y, y, {"split": "same"})
 
 
 # ----------------------------------------------------------------------------- kNN, linear, fine-tune
@@ -92,36 +102,78 @@ def test_linear_probe_random_labels_stay_near_chance():
 def test_linear_probe_seeded_and_augmented_mode():
     torch.manual_seed(0)
     net = TinyNet().eval()
-    x, y = _bright_dark(48)
-    a = linear_probe(net, x, y, x, y, 2, epochs=20, seed=3)
-    b = linear_probe(net, x, y, x, y, 2, epochs=20, seed=3)
+    t = _bright_dark_target(48)
+    ds, idx = t.train[0]
+    f, y = stream_features(net, ds, idx, 16, num_workers=0)
+    assert torch.equal(y, t.train_y)
+    a = linear_probe(f.half(), y, f.half(), y, 2, epochs=20, seed=3)
+    b = linear_probe(f.half(), y, f.half(), y, 2, epochs=20, seed=3)
     assert a == b and a["top1"] > 90 and a["top5"] is None
-    c = linear_probe(net, x, y, x, y, 2, epochs=5, seed=3, augment=True)
-    assert c["top1"] > 80
+    epochs_seen = []
+
+    def augmented(epoch):  # fresh crops and flips each epoch, streamed through the backbone
+        epochs_seen.append(epoch)
+        return stream_features(net, ds, idx, 16, num_workers=0, augment_seed=epoch)[0]
+    c = linear_probe(f, y, f, y, 2, epochs=5, seed=3, augmented=augmented)
+    assert c["top1"] > 80 and epochs_seen == list(range(5))
 
 
-def test_random_crops_per_image_and_identity_at_full_scale():
-    x = torch.rand(6, 3, 20, 20)
+def test_eval_images_centre_crop_and_seeded_augmentation():
+    """The paper's preprocessing on a 40x20 image: crop_fraction 0.5 keeps the centre 10x10 square (shorter
+    side 20 resized to size / 0.5, centre size x size); augmented crops are seeded per position and differ."""
+    img = torch.zeros(1, 3, 20, 40, dtype=torch.uint8)
+    img[:, :, 5:15, 15:25] = 255  # the centre 10 x 10 is white, the rest black
+    ds = Dataset("c", [0], ["a"], images=img)
+    x, _ = EvalImages(ds, [0], 8, crop_fraction=0.5)[0]
+    assert x.shape == (3, 8, 8) and x[:, 1:-1, 1:-1].eq(255).all() and x.min() > 200  # the filter reaches 1 px out
+    whole, _ = EvalImages(ds, [0], 8, crop_fraction=1.0)[0]  # the 20 x 20 centre square: white in its middle
+    assert whole[:, 3:5, 3:5].eq(255).all() and whole[:, 0, 0].eq(0).all()
+    aug = EvalImages(ds, [0, 0, 0], 8, augment_seed=4)
+    a = [aug[k][0] for k in range(3)]
+    assert torch.equal(a[0], EvalImages(ds, [0, 0, 0], 8, augment_seed=4)[0][0])
+    assert not torch.equal(a[0], a[1]) or not torch.equal(a[1], a[2])
+    shifted = EvalImages(ds, [0], 8, augment_seed=4, positions=[2])  # item 0 drawn as position 2
+    assert torch.equal(shifted[0][0], a[2])
+    with pytest.raises(ValueError, match="crop_fraction"):
+        EvalImages(ds, [0], 8, crop_fraction=1.5)
+
+
+def test_knn_chunked_equals_one_block():
     g = torch.Generator().manual_seed(0)
-    out = random_crops(x, g, scale=(0.2, 0.5))
-    assert out.shape == x.shape
-    assert len({round(v, 4) for v in (out - x).abs().mean((1, 2, 3)).tolist()}) == 6
-    # a full-image, square crop reproduces the image (possibly mirrored)
-    full = random_crops(x, torch.Generator().manual_seed(1), scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    same = [(torch.allclose(f, i, atol=1e-5) or torch.allclose(f, i.flip(-1), atol=1e-5)) for f, i in zip(full, x)]
-    assert all(same)
+    tr, te, y = torch.randn(300, 16, generator=g), torch.randn(50, 16, generator=g), torch.randint(0, 5, (300,), generator=g)
+    one = knn_predict(tr, y, te, 5, k=7, chunk=1024, train_chunk=10**6)
+    assert torch.equal(knn_predict(tr, y, te, 5, k=7, chunk=8, train_chunk=37), one)
+    assert torch.equal(knn_predict(tr.half(), y, te.half(), 5, k=7, train_chunk=64), knn_predict(tr.half().float(), y, te.half().float(), 5, k=7))
+
+
+def test_feature_cache_reused_and_invalidated(tmp_path, monkeypatch):
+    monkeypatch.setenv("SASSL_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    ds, idx = _bright_dark_target(12).train[0]
+    f1, y1, hit1 = cached_features(net, ds, idx, 16, num_workers=0)
+    f2, y2, hit2 = cached_features(net, ds, idx, 16, num_workers=0)
+    assert (hit1, hit2) == (False, True) and f1.dtype == torch.float16 and torch.equal(f1, f2) and torch.equal(y1, y2)
+    assert len(list((tmp_path / "features").iterdir())) == 1
+    assert not cached_features(net, ds, idx, 16, crop_fraction=0.875, num_workers=0)[2]  # other preprocessing
+    assert not cached_features(net, ds, idx[:6], 16, num_workers=0)[2]                   # other images
+    with torch.no_grad():
+        net.conv.weight.add_(0.01)  # a changed checkpoint never reuses
+    f3, _, hit3 = cached_features(net, ds, idx, 16, num_workers=0)
+    assert not hit3 and not torch.equal(f3, f1)
 
 
 def test_finetune_learns_and_leaves_backbone_untouched():
     torch.manual_seed(0)
     net = TinyNet()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    x, y = _bright_dark(64)
-    r = finetune(net, 8, x, y, x, y, 2, epochs=15, lr=0.05, batch_size=16, seed=0)
+    t = _bright_dark_target(64)
+    r = finetune(net, 8, t, 16, epochs=15, lr=0.05, batch_size=16, seed=0, num_workers=0)
     assert r["top1"] > 90
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    one = Target("one", t.classes, [(t.train[0][0], [0])], t.test, t.train_y[:1], t.test_y, {})
     with pytest.raises(ValueError, match="at least 2"):
-        finetune(net, 8, x[:1], y[:1], x, y, 2)
+        finetune(net, 8, one, 16)
 
 
 # ----------------------------------------------------------------------------- few-shot
@@ -150,22 +202,22 @@ def test_stratified_split_disjoint_with_every_class_both_sides():
 
 
 def test_targets_bundled_and_bad_inputs(tmp_path):
-    t = load_target("objects@test_shift", size=32, max_per_split=40)
-    assert t.train_x.shape == (40, 3, 32, 32) and t.test_x.shape[0] == 40 and t.num_classes == 9
+    t = load_target("objects@test_shift", max_per_split=40)
+    assert len(t.train_y) == 40 == sum(len(i) for _, i in t.train) and len(t.test_y) == 40 and t.num_classes == 9
     assert "test_shift" in t.meta["split"]
-    tex = load_target("textures", size=32)
+    tex = load_target("textures")
     assert "stratified" in tex.meta["split"] and (tex.train_y >= 0).all()
     with pytest.raises(ValueError, match="no labels"):
-        load_target("photos", size=32)
+        load_target("photos")
     one = tmp_path / "one" / "only"
     one.mkdir(parents=True)
     from PIL import Image
     for i in range(4):
         Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(one / f"{i}.png")
     with pytest.raises(ValueError, match="only one class"):
-        load_target(f"imagefolder:{tmp_path / 'one'}", size=16)
+        load_target(f"imagefolder:{tmp_path / 'one'}")
     with pytest.raises((ValueError, FileNotFoundError)):
-        load_target(f"imagefolder:{tmp_path / 'missing'}", size=16)
+        load_target(f"imagefolder:{tmp_path / 'missing'}")
 
 
 def _checkpoint(tmp_path, backbone="resnet18"):
@@ -221,8 +273,10 @@ def test_evaluate_writes_tidy_tables(tmp_path):
     rows = json.loads((out / "results.json").read_text())
     # known answers: the kNN row is 100 x knn_accuracy recomputed outside evaluate(), each summary mean its rows' mean
     net, _ = load_encoder("r", runs_dir=str(tmp_path / "runs"))
-    t = load_target("objects", 32, max_per_split=90)
-    tr, te = extract_features(net, t.train_x), extract_features(net, t.test_x)
+    t = load_target("objects", max_per_split=90)
+    tr = torch.cat([stream_features(net, ds, i, 32, crop_fraction=0.875, num_workers=0)[0] for ds, i in t.train])
+    te = torch.cat([stream_features(net, ds, i, 32, crop_fraction=0.875, num_workers=0)[0] for ds, i in t.test])
+    tr, te = tr.half(), te.half()  # what the cache holds
     knn = next(r for r in rows if r["protocol"] == "knn")
     assert knn["top1"] == pytest.approx(100 * knn_accuracy(tr, t.train_y, te, t.test_y, t.num_classes, k=cfg.knn_k))
     for s in summary:
@@ -289,3 +343,28 @@ def test_tsne_and_overlap_matrix_on_real_styles():
     assert fd.shape == (2, 2) and np.allclose(fd, fd.T, rtol=1e-3) and fd[0, 1] > 0
     fig = tsne_figure(emb, labels, names, perplexity=5, iterations=250)
     assert fig.data[0].hovertext is not None and len(fig.data) == 2
+
+
+def test_target_with_train_val_test_and_a_train_list(tmp_path, photos):
+    """train/ + val/ + test/: the final probe trains on train + val (merge_val=False keeps val out); a list
+    file (ImageNet's 1% format: one file name per line) cuts the train side to exactly the listed images, and
+    a listed image that is not there is a clear error."""
+    from conftest import photo_crops_folder
+
+    root = photo_crops_folder(tmp_path / "d", photos, {"train": (6, 0), "val": (2, 5), "test": (3, 9)}, (40, 32),
+                              class_name="n{:08d}", file_name="{}.JPEG", quality=90)
+    for p in list(root.rglob("*.JPEG")):  # ImageNet-style unique names: <class>_<i>.JPEG
+        p.rename(p.with_name(f"{p.parent.name}_{p.name}"))
+    t = load_target(f"imagefolder:{root}")
+    assert [len(i) for _, i in t.train] == [18, 6] and len(t.test_y) == 9 and t.meta["split"] == "train + val vs test"
+    assert [len(i) for _, i in load_target(f"imagefolder:{root}", merge_val=False).train] == [18]
+    listed = ["n00000000_0.JPEG", "n00000001_5.JPEG", "n00000002_1.JPEG"]  # two train images, one val image
+    (tmp_path / "1percent.txt").write_text("# a comment\n" + "\n".join(listed[:2]) + "\n\nn00000002/" + listed[2] + "\n")
+    cut = load_target(f"imagefolder:{root}", train_list=str(tmp_path / "1percent.txt"))
+    got = sorted(Path(str(ds.files[i])).name for ds, idx in cut.train for i in idx)
+    assert got == sorted(listed) and len(cut.train_y) == 3 and "1percent.txt" in cut.meta["split"]
+    (tmp_path / "bad.txt").write_text("n00000000_0.JPEG\nn09999999_1.JPEG\n")
+    with pytest.raises(ValueError, match=r"1 of 2 listed images are not in the train split \(first: n09999999_1.JPEG\)"):
+        load_target(f"imagefolder:{root}", train_list=str(tmp_path / "bad.txt"))
+    with pytest.raises(FileNotFoundError, match="no such list file"):
+        load_target(f"imagefolder:{root}", train_list=str(tmp_path / "none.txt"))

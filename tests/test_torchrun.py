@@ -19,7 +19,8 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 from sassl.data import get_dataset
-from sassl.eval.knn import KnnMonitor, stream_features
+from sassl.eval.features import stream_features
+from sassl.eval.knn import KnnMonitor
 from sassl.learners import create_learner
 
 pytestmark = pytest.mark.slow

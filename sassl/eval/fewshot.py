@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sassl.eval.linear import scores, train_linear
+from sassl.eval.linear import predict, scores, train_linear
 
 
 def sample_shots(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
@@ -31,5 +31,5 @@ def few_shot(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: 
             clf = train_linear(train_feats[idx], train_labels[idx], num_classes, epochs=epochs, lr=0.1,
                                batch_size=len(idx), seed=seed + e)
         with torch.no_grad():
-            out.append(scores(clf(test_feats), test_labels) | {"episode": e, "episode_seed": seed + e})
+            out.append(scores(predict(clf, test_feats), test_labels.cpu()) | {"episode": e, "episode_seed": seed + e})
     return out

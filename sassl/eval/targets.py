@@ -1,29 +1,33 @@
-"""Labelled evaluation targets as in-memory tensors: `name` or `name@test_split`.
+"""Labelled evaluation targets, as lists of images (datasets + indices; nothing decoded here):
+`name` or `name@test_split`.
 
     load_target("objects")              # train vs test
     load_target("objects@test_shift")   # train vs the style-shift split
     load_target("textures")             # one labelled pool: a seeded, stratified train/test split
-    load_target("imagefolder:/data/dtd") # PATH/train vs PATH/test (else val) if present, else a stratified split
+    load_target("imagefolder:/data/dtd") # PATH/train (+ PATH/val when PATH/test exists) vs PATH/test (else val)
 
-Images follow the paper's small-target protocol (docs/DESIGN.md §2.2): shorter side resized, centre crop,
-no augmentation; ImageNet normalisation happens in the feature extractor.
+Features come from eval.features (the paper's preprocessing, streamed, cached per split).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from sassl.data import get_dataset, held_out_split, parse_name, resize_all, splits_of
+from sassl.data import get_dataset, held_out_split, parse_name, splits_of
 
 
 @dataclass
 class Target:
+    """train / test: the images of each side as (dataset, indices) parts, in order (a final probe may train
+    on train + val); train_y / test_y: their labels in that order."""
+
     name: str
     classes: list[str]
-    train_x: torch.Tensor   # (N, 3, S, S) float [0, 1]
+    train: list[tuple[object, list[int]]]
+    test: list[tuple[object, list[int]]]
     train_y: torch.Tensor   # (N,) int64 in [0, C)
-    test_x: torch.Tensor
     test_y: torch.Tensor
     meta: dict
 
@@ -47,39 +51,94 @@ def stratified_split(labels: list[int], test_fraction: float = 0.5, seed: int = 
     return sorted(train), sorted(test)
 
 
-def _splits_of(name: str) -> tuple[object, object | None]:
-    """(train dataset, test dataset or None when the data has one pool)."""
+def read_list(path: str | Path) -> list[str]:
+    """Image names from a list file, one per line (blank lines and '#' comments skipped); a name may carry a
+    folder ('n01440764/n01440764_10026.JPEG') or a trailing label ('NAME 3'), of which the file name is used."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such list file (one image name per line, e.g. ImageNet's 1percent.txt)")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(Path(line.split()[0]).name)
+    if not names:
+        raise ValueError(f"{path}: lists no image names")
+    return names
+
+
+def select_listed(parts: list[tuple[object, list[int]]], names: list[str], what: str) -> list[tuple[object, list[int]]]:
+    """The parts cut to the images whose file name is listed; ValueError naming listed images not found."""
+    where = {}
+    for k, (ds, idx) in enumerate(parts):
+        if ds.files is None:
+            raise ValueError(f"{what}: selects images by file name, but {ds.name} holds its images in memory")
+        for i in idx:
+            where.setdefault(Path(str(ds.files[i])).name, (k, i))
+    missing = [n for n in names if n not in where]
+    if missing:
+        raise ValueError(f"{what}: {len(missing)} of {len(names)} listed images are not in the train split "
+                         f"(first: {', '.join(missing[:3])}); check that the list belongs to this dataset")
+    keep: list[list[int]] = [[] for _ in parts]
+    for n in dict.fromkeys(names):
+        k, i = where[n]
+        keep[k].append(i)
+    return [(ds, sorted(keep[k])) for k, (ds, _) in enumerate(parts)]
+
+
+def _labelled(ds) -> list[int]:
+    return [i for i, y in enumerate(ds.labels) if y >= 0]
+
+
+def load_target(name: str, test_fraction: float = 0.5, split_seed: int = 0, max_per_split: int = 0,
+                train_list: str = "", merge_val: bool = True) -> Target:
+    """A labelled target for frozen-feature protocols. Raises ValueError for unlabelled data or fewer than 2
+    classes, naming the dataset.
+
+    A dataset with train/, val/ and test/ trains on train + val and reports on test (`merge_val=False`: train
+    only, keeping val for model selection); with train/ and one held-out split, that split is the test side;
+    one pool gets a seeded stratified split. `train_list`: a file of image names (ImageNet's 1% / 10% lists)
+    that the train side is cut to. `max_per_split` > 0 keeps a seeded subset of each part (quick runs)."""
     base, _ = parse_name(name)
     test_split = held_out_split(name)
-    if test_split is None or "train" not in splits_of(base):
-        return get_dataset(base, split="all"), None
-    return get_dataset(base, split="train"), get_dataset(base, split=test_split)
-
-
-def load_target(name: str, size: int = 64, test_fraction: float = 0.5, split_seed: int = 0,
-                max_per_split: int = 0) -> Target:
-    """A labelled target ready for frozen-feature protocols. Raises ValueError for unlabelled data or
-    fewer than 2 classes, naming the dataset. `max_per_split` > 0 keeps a seeded subset (quick runs)."""
-    train_ds, test_ds = _splits_of(name)
-    if not train_ds.classes or all(y < 0 for y in train_ds.labels):
-        raise ValueError(f"target {name}: has no labels; evaluation needs a labelled dataset "
-                         "(a class-per-folder tree for imagefolder:PATH)")
-    if test_ds is None:
-        tr_idx, te_idx = stratified_split(train_ds.labels, test_fraction, split_seed)
-        test_ds, split_note = train_ds, f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%} split (seed {split_seed})"
+    has = splits_of(base)
+    if test_split is None or "train" not in has:
+        pool = get_dataset(base, split="all")
+        if not pool.classes or all(y < 0 for y in pool.labels):
+            raise ValueError(f"target {name}: has no labels; evaluation needs a labelled dataset "
+                             "(a class-per-folder tree for imagefolder:PATH)")
+        tr_idx, te_idx = stratified_split(pool.labels, test_fraction, split_seed)
+        train, test = [(pool, tr_idx)], [(pool, te_idx)]
+        note = f"stratified {1 - test_fraction:.0%}/{test_fraction:.0%} split (seed {split_seed})"
     else:
-        tr_idx = [i for i, y in enumerate(train_ds.labels) if y >= 0]
-        te_idx = [i for i, y in enumerate(test_ds.labels) if y >= 0]
-        split_note = f"train vs {test_ds.meta.get('split', 'test')}"
+        train_ds, test_ds = get_dataset(base, split="train"), get_dataset(base, split=test_split)
+        if not train_ds.classes or all(y < 0 for y in train_ds.labels):
+            raise ValueError(f"target {name}: has no labels; evaluation needs a labelled dataset "
+                             "(a class-per-folder tree for imagefolder:PATH)")
+        train, test = [(train_ds, _labelled(train_ds))], [(test_ds, _labelled(test_ds))]
+        note = f"train vs {test_ds.meta.get('split', test_split)}"
+        if merge_val and test_split == "test" and "val" in has:
+            val_ds = get_dataset(base, split="val")
+            train.append((val_ds, _labelled(val_ds)))
+            note = "train + val vs test"
+        pool = train_ds
+    if train_list:
+        names = read_list(train_list)
+        train = select_listed(train, names, f"train_list {train_list}")
+        note += f", train cut to the {len(set(names))} images of {Path(train_list).name}"
     if max_per_split:
         g = torch.Generator().manual_seed(split_seed)
-        tr_idx = sorted(tr_idx[k] for k in torch.randperm(len(tr_idx), generator=g)[:max_per_split].tolist())
-        te_idx = sorted(te_idx[k] for k in torch.randperm(len(te_idx), generator=g)[:max_per_split].tolist())
-    if not tr_idx or not te_idx:
-        raise ValueError(f"target {name}: empty train or test split (train {len(tr_idx)}, test {len(te_idx)} images)")
-    train_x, train_y = resize_all(train_ds, size, tr_idx)
-    test_x, test_y = resize_all(test_ds, size, te_idx)
+
+        def cap(parts):
+            return [(ds, sorted(idx[k] for k in torch.randperm(len(idx), generator=g)[:max_per_split].tolist()))
+                    for ds, idx in parts]
+        train, test = cap(train), cap(test)
+    if not sum(len(i) for _, i in train) or not sum(len(i) for _, i in test):
+        raise ValueError(f"target {name}: empty train or test split (train {sum(len(i) for _, i in train)}, "
+                         f"test {sum(len(i) for _, i in test)} images)")
+    labels = lambda parts: torch.tensor([ds.labels[i] for ds, idx in parts for i in idx], dtype=torch.long)  # noqa: E731
+    train_y, test_y = labels(train), labels(test)
     if len(train_y.unique()) < 2:
         raise ValueError(f"target {name}: only one class in its train split; a classifier needs at least 2")
-    meta = {"split": split_note, "source_used": train_ds.meta.get("source_used", name), "image_size": size}
-    return Target(name, list(train_ds.classes), train_x, train_y, test_x, test_y, meta)
+    meta = {"split": note, "source_used": pool.meta.get("source_used", name)}
+    return Target(name, list(pool.classes), train, test, train_y, test_y, meta)

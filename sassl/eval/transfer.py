@@ -19,7 +19,10 @@ from tqdm.auto import tqdm
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.fewshot import few_shot
 from sassl.eval.finetune import finetune
-from sassl.eval.knn import extract_features, knn_predict
+from sassl import dist
+from sassl.data.loader import loader_workers
+from sassl.eval.features import cached_features, encoder_fingerprint, stream_features
+from sassl.eval.knn import knn_predict
 from sassl.eval.linear import linear_probe, scores
 from sassl.eval.targets import load_target
 from sassl.plots import save_figure
@@ -40,12 +43,18 @@ class EvalConfig:
     knn_k: int = 20                     # neighbours of the weighted kNN vote
     probe_epochs: int = 100             # linear probe (and few-shot classifier) epochs
     probe_lr: float = 0.1               # linear probe learning rate (SGD, Nesterov 0.9, cosine, no weight decay)
-    augment: bool = False               # augmented linear probe / fine-tune (large targets)
+    augment: bool = False               # augmented linear probe / fine-tune: random crops + flips streamed each epoch (large targets)
     shots: tuple = (1, 10)              # few-shot settings: labelled images per class
     episodes: int = 5                   # few-shot episodes per seed
     finetune_epochs: int = 10           # fine-tuning epochs (whole network)
     finetune_lr: float = 0.01           # fine-tuning learning rate
     max_per_split: int = 0              # >0: a seeded subset of each split (quick looks)
+    crop_fraction: float = 0.875        # preprocessing: shorter side resized to image_size / crop_fraction, centre crop (the paper: 256 -> 224)
+    merge_val: bool = True              # a target with train/, val/ and test/: the final probe trains on train + val (false: train only, for model selection)
+    train_list: str = ""                # file of train image names, one per line (ImageNet's 1% / 10% lists): the train side is cut to them
+    feature_cache: bool = True          # reuse features cached on disk (float16, keyed by the encoder's weights and the preprocessing)
+    batch_size: int = 256               # images per forward pass when extracting features
+    num_workers: int = -1               # DataLoader workers per process; -1: this node's cores per process, less one
     device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
     runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
     out: str = ""                       # empty: runs/<run>/eval (or runs/eval-<encoder>)
@@ -108,44 +117,69 @@ def summary_figure(summary: list[dict], title: str = ""):
     return fig
 
 
+def side_features(backbone: torch.nn.Module, parts: list, cfg: EvalConfig, size: int, fingerprint: str,
+                  workers: int) -> tuple[torch.Tensor, int]:
+    """Cached float16 features of one side of a target (its parts concatenated) and how many parts were reused."""
+    feats, reused = [], 0
+    for ds, idx in parts:
+        f, _, hit = cached_features(backbone, ds, idx, size, cfg.crop_fraction, fingerprint, cfg.batch_size, workers,
+                                    cache=cfg.feature_cache)
+        feats.append(f)
+        reused += hit
+    return torch.cat(feats), reused
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
-    """Run every protocol on every target; returns {'rows', 'summary', 'out', 'encoder'}."""
+    """Run every protocol on every target; returns {'rows', 'summary', 'out', 'encoder'}. Under torchrun every
+    rank extracts its share of the features (gathered, in order) and computes the same results; rank 0 writes."""
     _check(cfg)
     device = resolve_device(cfg.device)
     backbone, info = load_encoder(cfg.encoder, cfg.runs_dir, device)  # fails before any data is loaded
     size = cfg.image_size or info.get("pretrain_config", {}).get("image_size", 64)
+    fingerprint = encoder_fingerprint(backbone)
+    workers = loader_workers(cfg.num_workers)
     out = default_out(cfg)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg) | {"resolved": {
-        "out": str(out), "image_size": size, "device": str(device), "git_commit": git_commit(),
-        "encoder": {k: v for k, v in info.items() if k != "pretrain_config"}}}, indent=1))
+    writer = dist.rank() == 0
+    if writer:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg) | {"resolved": {
+            "out": str(out), "image_size": size, "device": str(device), "git_commit": git_commit(),
+            "world_size": dist.world_size(), "encoder_sha256": fingerprint,
+            "encoder": {k: v for k, v in info.items() if k != "pretrain_config"}}}, indent=1))
     rows: list[dict] = []
     skipped: list[dict] = []
+    reuse: dict[str, int] = {}
     t_start = time.time()
-    bar = tqdm(cfg.targets, desc="evaluating", disable=not progress)
+    bar = tqdm(cfg.targets, desc="evaluating", disable=not progress or not writer)
     for name in bar:
-        target = load_target(name, size, max_per_split=cfg.max_per_split)
+        target = load_target(name, max_per_split=cfg.max_per_split, train_list=cfg.train_list, merge_val=cfg.merge_val)
         base = {"encoder": cfg.encoder, "target": name, "classes": target.num_classes,
-                "n_train": len(target.train_y), "n_test": len(target.test_y)}
-        cache = {"train": extract_features(backbone, target.train_x), "test": extract_features(backbone, target.test_x)}
+                "n_train": len(target.train_y), "n_test": len(target.test_y), "split": target.meta["split"]}
+        bar.set_postfix(target=name, step="features")
+        tr, hit_tr = side_features(backbone, target.train, cfg, size, fingerprint, workers)
+        te, hit_te = side_features(backbone, target.test, cfg, size, fingerprint, workers)
+        reuse[name] = hit_tr + hit_te
         for protocol in cfg.protocols:
             bar.set_postfix(target=name, protocol=protocol)
             if protocol == "knn":  # deterministic: one row
-                pred = knn_predict(cache["train"], target.train_y, cache["test"], target.num_classes, cfg.knn_k)
+                pred = knn_predict(tr, target.train_y, te, target.num_classes, cfg.knn_k).cpu()
                 logits = torch.nn.functional.one_hot(pred, target.num_classes).float()
                 rows.append(base | {"protocol": "knn", "seed": 0} | scores(logits, target.test_y) | {"top5": None})
             elif protocol == "linear":
                 for seed in cfg.seeds:
-                    r = linear_probe(backbone, target.train_x, target.train_y, target.test_x, target.test_y,
-                                     target.num_classes, cfg.probe_epochs, cfg.probe_lr, seed=seed,
-                                     augment=cfg.augment, cache=cache)
+                    def augmented(epoch: int, seed=seed) -> torch.Tensor:  # fresh crops + flips, streamed
+                        return torch.cat([stream_features(backbone, ds, idx, size, cfg.batch_size, workers, 1.0,
+                                                          augment_seed=seed * 100_003 + epoch)[0]
+                                          for ds, idx in target.train])
+                    r = linear_probe(tr, target.train_y, te, target.test_y, target.num_classes, cfg.probe_epochs,
+                                     cfg.probe_lr, seed=seed, augmented=augmented if cfg.augment else None)
                     rows.append(base | {"protocol": "linear", "seed": seed} | r)
             elif protocol == "fewshot":
                 for shots in cfg.shots:
                     for seed in cfg.seeds:
                         try:
-                            eps = few_shot(cache["train"], target.train_y, cache["test"], target.test_y,
-                                           target.num_classes, shots, cfg.episodes, seed * 1000, cfg.probe_epochs)
+                            eps = few_shot(tr, target.train_y, te, target.test_y, target.num_classes, shots,
+                                           cfg.episodes, seed * 1000, cfg.probe_epochs)
                         except ValueError as e:  # too few images for this many shots: skip it, say so
                             warnings.warn(f"target {name}: {e}; {shots}-shot skipped for this target")
                             skipped.append({"target": name, "protocol": f"{shots}-shot", "reason": str(e)})
@@ -153,13 +187,15 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                         rows += [base | {"protocol": f"{shots}-shot", "seed": seed} | r for r in eps]
             elif protocol == "finetune":
                 for seed in cfg.seeds:
-                    r = finetune(backbone, info["dim"], target.train_x, target.train_y, target.test_x, target.test_y,
-                                 target.num_classes, cfg.finetune_epochs, cfg.finetune_lr, seed=seed,
-                                 augment=cfg.augment)
+                    r = finetune(backbone, info["dim"], target, size, cfg.finetune_epochs, cfg.finetune_lr, seed=seed,
+                                 augment=cfg.augment, crop_fraction=cfg.crop_fraction, num_workers=workers)
                     rows.append(base | {"protocol": "finetune", "seed": seed} | r)
     summary = summarize(rows)
-    write_table(rows, out / "results")
-    write_table(summary, out / "summary")
-    save_figure(summary_figure(summary, f"{cfg.encoder}: top-1 by target and protocol"), out / "figures" / "summary")
-    (out / "run.json").write_text(json.dumps({"seconds": round(time.time() - t_start, 1), "skipped": skipped}, indent=1))
-    return {"rows": rows, "summary": summary, "out": out, "encoder": info, "skipped": skipped}
+    if writer:
+        write_table(rows, out / "results")
+        write_table(summary, out / "summary")
+        save_figure(summary_figure(summary, f"{cfg.encoder}: top-1 by target and protocol"), out / "figures" / "summary")
+        (out / "run.json").write_text(json.dumps({"seconds": round(time.time() - t_start, 1), "skipped": skipped,
+                                                  "feature_parts_reused": reuse}, indent=1))
+    dist.barrier()
+    return {"rows": rows, "summary": summary, "out": out, "encoder": info, "skipped": skipped, "reused": reuse}

@@ -37,25 +37,30 @@ def style_embeddings(sources: list[str], per_dataset: int = 200, image_size: int
     return np.concatenate(embs), np.array(labels), np.array(names)
 
 
-def tsne(emb: np.ndarray, perplexity: float = 30.0, iterations: int = 1000, seed: int = 0) -> np.ndarray:
+def tsne(emb: np.ndarray, perplexity: float = 30.0, iterations: int = 1000, seed: int = 0,
+         early_exaggeration: float = 12.0) -> np.ndarray:
     """(N, 2) t-SNE map with PCA initialisation (scikit-learn's Barnes-Hut t-SNE). Perplexity is capped
-    below N (t-SNE needs perplexity < N)."""
+    below N (t-SNE needs perplexity < N). The paper's Figure: 2,048 iterations, up to 1,800 images per
+    dataset (its perplexity and exaggeration are not stated; scikit-learn's defaults are 30 and 12)."""
     from sklearn.manifold import TSNE
 
     if len(emb) < 3:
         raise ValueError(f"t-SNE needs at least 3 points, got {len(emb)}")
-    if perplexity <= 0 or iterations < 250:
-        raise ValueError(f"t-SNE: perplexity must be > 0 and iterations >= 250, got {perplexity}, {iterations}")
+    if perplexity <= 0 or iterations < 250 or early_exaggeration < 1:
+        raise ValueError(f"t-SNE: perplexity must be > 0, iterations >= 250 and early_exaggeration >= 1, got "
+                         f"{perplexity}, {iterations}, {early_exaggeration}")
     perp = min(perplexity, (len(emb) - 1) / 3)
-    return TSNE(2, perplexity=perp, init="pca", max_iter=iterations, random_state=seed).fit_transform(emb)
+    return TSNE(2, perplexity=perp, init="pca", max_iter=iterations, random_state=seed,
+                early_exaggeration=early_exaggeration).fit_transform(emb)
 
 
 def tsne_figure(emb: np.ndarray, labels: np.ndarray, names: np.ndarray, perplexity: float = 30.0,
-                iterations: int = 1000, seed: int = 0, title: str = "style space (t-SNE of style embeddings)"):
+                iterations: int = 1000, seed: int = 0, title: str = "style space (t-SNE of style embeddings)",
+                early_exaggeration: float = 12.0):
     """Interactive scatter: colour = dataset, hover = image path / id."""
     import plotly.graph_objects as go
 
-    xy = tsne(emb, perplexity, iterations, seed)
+    xy = tsne(emb, perplexity, iterations, seed, early_exaggeration)
     fig = go.Figure()
     for name in dict.fromkeys(labels.tolist()):
         m = labels == name

@@ -25,10 +25,10 @@ class MoCoV2(MomentumTwoTower):
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
-        n, ptr = len(keys), int(self.queue_ptr)
-        idx = (torch.arange(n, device=keys.device) + ptr) % self.queue_size
-        self.queue[idx] = F.normalize(keys, dim=1)
-        self.queue_ptr.fill_((ptr + n) % self.queue_size)
+        """Write keys at the queue's pointer (on the device: the host never reads the pointer, no sync)."""
+        idx = (torch.arange(len(keys), device=keys.device) + self.queue_ptr) % self.queue_size
+        self.queue.index_copy_(0, idx, F.normalize(keys, dim=1).to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % self.queue_size)
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE: each view's queries against the other view's keys of all ranks."""
