@@ -1,4 +1,7 @@
-"""Benchmarks: `python -m sassl.bench stylizer|train|loader|start|index|explorer`.
+"""Benchmarks: `python -m sassl.bench stylizer|train|loader|eval|start|index|explorer`.
+
+eval: feature extraction images/s and linear-probe epoch time, old path (images in memory) vs new
+(streamed, float16), in one run; with --peak-folder, `sassl evaluate` on 40,000 + 1,000 files: peak memory.
 
 loader: the training loader's two-view images/s per worker core and bytes per batch, the old path (full
 decode, float32) against the new (crops drawn first, JPEG draft decode, uint8), in one run.
@@ -43,14 +46,16 @@ from sassl.backbones import create_backbone
 from sassl.data import get_dataset, image_paths
 from sassl.data.decode import center_square, load_rgb, to_tensor
 from sassl.data.index import FileList, folder_index
+from sassl.data.loader import TwoCrops, to_unit
+from sassl.eval.features import stream_features
+from sassl.eval.linear import train_linear
 from sassl.explorer import Explorer
 from sassl.learners import create_learner
 from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
 from sassl.stylizer.onnx_ref import OrtModels  # imports onnx/onnxruntime only when a reference runs
 from sassl.stylizer.weights import find_model_dir
-from sassl.data.loader import TwoCrops, to_unit
 from sassl.train import make_optimizer, prepare_batch, prepared_ahead, train_step
-from sassl.views import TwoViews
+from sassl.views import IMAGENET_MEAN, IMAGENET_STD, TwoViews
 
 
 def _cpu_name() -> str:
@@ -170,12 +175,13 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
     return rates
 
 
-def bench_train(batch: int = 64, size: int = 64, steps: int = 3, repeats: int = 5, device: str = "cpu",
+def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 15, device: str = "cpu",
                 style: str = "pbn", learners=("mocov2", "simclr", "byol")) -> list[dict]:
     """Images/s of full training steps (uint8 crops -> views -> learner -> LARS, the loss read each step as the
     trainer does) per learner: SASSL off, on (p=0.8) in order, and on with batch k+1 prepared ahead
     (--sassl-async: a side stream on CUDA; in order on the CPU). Modes alternate within each of `repeats`
-    rounds of `steps` steps; medians of the rates and of the per-round overheads."""
+    rounds of `steps` steps (short rounds, so the modes of a round see the same machine); medians of the
+    rates and of the per-round overheads, with the overheads' interquartile range."""
     dev = torch.device(device)
     c1 = (_real_batch(batch, size) * 255).round().to(torch.uint8)  # what the loader ships
     c1, c2 = c1.to(dev), c1.flip(0).to(dev)
@@ -208,7 +214,8 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 3, repeats: int = 
                     | {f"{k}_img_s": float(np.median(v)) for k, v in r.items()}
                     | {f"{k}_overhead_pct": 100 * float(np.median([o / x - 1 for o, x in zip(r["off"], r[k])]))
                        for k in ("sync", "async")}
-                    | {"sync_overhead_spread_pct": [round(100 * (o / x - 1), 1) for o, x in zip(r["off"], r["sync"])]})
+                    | {f"{k}_overhead_iqr_pct": [round(100 * float(np.percentile([o / x - 1 for o, x in zip(r["off"], r[k])], q)), 1)
+                                                 for q in (25, 75)] for k in ("sync", "async")})
     try:
         bb, dim = create_backbone("resnet18", small_images=False)
         torch.manual_seed(0)
@@ -226,12 +233,14 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 3, repeats: int = 
 
 def format_train_table(rows: list[dict]) -> str:
     lines = ["| learner | batch | crop px | SASSL off (img/s) | SASSL p=0.8 (img/s) | ahead (img/s) | SASSL overhead "
-             "| ahead overhead |", "|---|---|---|---|---|---|---|---|"]
+             "(IQR) | ahead overhead (IQR) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cell = lambda k, fmt: fmt.format(r[k]) if k in r else "-"  # noqa: E731
+        iqr = lambda k: f" ({r[k][0]:+.0f}..{r[k][1]:+.0f})" if k in r else ""  # noqa: E731
         lines.append(f"| {r['learner']} | {r['batch']} | {r['size']} | {cell('off_img_s', '{:.1f}')} "
                      f"| {cell('sync_img_s', '{:.1f}')} | {cell('async_img_s', '{:.1f}')} "
-                     f"| {cell('sync_overhead_pct', '{:+.1f}%')} | {cell('async_overhead_pct', '{:+.1f}%')} |")
+                     f"| {cell('sync_overhead_pct', '{:+.1f}%')}{iqr('sync_overhead_iqr_pct')} "
+                     f"| {cell('async_overhead_pct', '{:+.1f}%')}{iqr('async_overhead_iqr_pct')} |")
     ref = [r for r in rows if "ours_vs_lightly" in r]
     if ref:
         lines.append(f"\nours / lightly-based MoCo v2 step (SASSL off): {ref[0]['ours_vs_lightly']:.2f}x")
@@ -402,6 +411,63 @@ def bench_loader(folder: str | Path, images: int = 2000, size: int = 224, batch:
             "cpu": _cpu_name(), "torch": torch.__version__}
 
 
+def _features_in_memory(backbone, ds, indices: list[int], size: int) -> torch.Tensor:
+    """The old evaluation path: every image decoded into one float32 (N, 3, S, S) tensor (centre square), then
+    the backbone over it in batches of 256."""
+    x = torch.stack([to_tensor(center_square(ds.usable(i)[1], size)) for i in indices])
+    m = torch.tensor(IMAGENET_MEAN)[None, :, None, None]
+    s = torch.tensor(IMAGENET_STD)[None, :, None, None]
+    with torch.no_grad():
+        return torch.cat([backbone(((b - m) / s).contiguous(memory_format=torch.channels_last)) for b in x.split(256)])
+
+
+def bench_eval(folder: str | Path, images: int = 1000, size: int = 64, probe_epochs: int = 3,
+               peak_folder: str | Path | None = None, peak_train: int = 40_000, peak_val: int = 1_000) -> dict:
+    """Evaluation, old path vs new, in one run on a generated ImageNet-like folder: feature extraction
+    images/s (old: all images decoded into memory first; new: streamed through 1 DataLoader worker with the
+    paper's 0.875 centre crop) and seconds per linear-probe epoch (old: float32 features; new: float16,
+    standardised per mini-batch). With `peak_folder`: `sassl evaluate random:resnet18` (kNN + 1-seed linear
+    probe) on peak_train + peak_val files as a fresh process: wall time and peak memory."""
+    root = make_imagefolder(folder, images, 10)
+    ds = get_dataset(f"imagefolder:{root}", split="train")
+    idx = list(range(len(ds)))
+    backbone, _ = create_backbone("resnet18", small_images=False)
+    backbone = backbone.eval().to(memory_format=torch.channels_last)
+    with _fresh_cache():
+        t = time.perf_counter()
+        old = _features_in_memory(backbone, ds, idx, size)
+        t_old = time.perf_counter() - t
+        t = time.perf_counter()
+        new, labels = stream_features(backbone, ds, idx, size, num_workers=1, crop_fraction=0.875)
+        t_new = time.perf_counter() - t
+    y = torch.tensor(ds.labels)
+
+    def probe(f):
+        t = time.perf_counter()
+        train_linear(f, y, len(ds.classes), epochs=probe_epochs)
+        return (time.perf_counter() - t) / probe_epochs
+
+    row = {"images": len(idx), "image_size": size, "old_extract_img_s": round(len(idx) / t_old, 1),
+           "new_extract_img_s": round(len(idx) / t_new, 1), "new_vs_old_extract": round(t_old / t_new, 2),
+           "old_probe_epoch_s": round(probe(old), 3), "new_probe_epoch_s": round(probe(new.half()), 3),
+           "old_images_mb": round(len(idx) * 3 * size * size * 4 / 2**20, 1),
+           "new_features_mb": round(new.numel() * 2 / 2**20, 1), "cpu": _cpu_name(), "threads": torch.get_num_threads()}
+    if peak_folder:
+        big = make_imagefolder(peak_folder, peak_train, peak_val)
+        with _fresh_cache() as tmp:
+            cmd = [sys.executable, "-m", "sassl.cli", "evaluate", "random:resnet18", "--targets", f"imagefolder:{big}",
+                   "--protocols", "knn", "linear", "--seeds", "0", "--image-size", str(size), "--probe-epochs", "10",
+                   "--out", str(tmp / "eval")]
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+            row |= {"peak_files": peak_train + peak_val, "peak_wall_s": round(time.perf_counter() - t, 1),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+                    "peak_feature_mb": round((peak_train + peak_val) * 512 * 2 / 2**20, 1)}
+    return row
+
+
 def bench_index(folder: str | Path, train: int = 1_281_167, val: int = 50_000, classes: int = 1000) -> dict:
     """ImageNet's file count: build its folder (hard links), then time the file index cold (walk) and warm
     (cached), the train/val datasets built from it, and the memory their file lists take."""
@@ -445,8 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="training-step throughput per learner, SASSL off/on, lightly reference")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=3, help="steps per timed measurement")
-    p.add_argument("--repeats", type=int, default=5, help="rounds of off / sync / ahead measurements")
+    p.add_argument("--steps", type=int, default=1, help="steps per timed measurement")
+    p.add_argument("--repeats", type=int, default=15, help="rounds of off / sync / ahead measurements")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p = sub.add_parser("start", help="sassl pretrain's start on a generated ImageNet-layout folder: index, memory")
@@ -467,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--per-repeat", type=int, default=256, help="images per timed repeat and path")
     p.add_argument("--json", help="also write the result to this JSON file")
+    p = sub.add_parser("eval", help="evaluation: feature extraction and probe epochs, old vs new; peak memory on 40k files")
+    p.add_argument("--folder", default="/tmp/sassl-loader", help="where the generated folder is (re)used")
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--peak-folder", default=None, help="also run sassl evaluate on a 40,000 + 1,000 file folder here")
+    p.add_argument("--json", help="also write the result to this JSON file")
     p = sub.add_parser("explorer", help="seconds per update of the stylization explorer (target: < 2 s)")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--size", type=int, default=256)
@@ -480,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
         return 0
+    if args.what == "eval":
+        return _report(bench_eval(args.folder, args.images, args.size, peak_folder=args.peak_folder), args.json)
     if args.what == "loader":
         return _report(bench_loader(args.folder, args.images, args.size, repeats=args.repeats,
                                     per_repeat=args.per_repeat), args.json)

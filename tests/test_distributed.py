@@ -42,7 +42,9 @@ def _worker(rank, world, store, name, x1, x2, out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mocov2", "simclr", "byol"])
+# BYOL is left out: its loss has no cross-rank term (no gathered keys or negatives), so under DDP it is
+# exactly the gradient all-reduce that mocov2's case already checks with the same momentum towers
+@pytest.mark.parametrize("name", ["mocov2", "simclr"])
 def test_two_gloo_processes_match_single_process(tmp_path, name):
     torch.manual_seed(1)
     x1, x2 = torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)

@@ -368,3 +368,21 @@ def test_target_with_train_val_test_and_a_train_list(tmp_path, photos):
         load_target(f"imagefolder:{root}", train_list=str(tmp_path / "bad.txt"))
     with pytest.raises(FileNotFoundError, match="no such list file"):
         load_target(f"imagefolder:{root}", train_list=str(tmp_path / "none.txt"))
+    # a few-shot split file (SHOTS EPISODE IMAGE_NAME) gives exactly the listed training sets, in episode order
+    from sassl.eval.fewshot import read_fewshot_list
+
+    names = [Path(str(ds.files[i])).name for ds, idx in t.train for i in idx]
+    split = tmp_path / "fewshot.txt"
+    split.write_text("1 0 n00000000_0.JPEG\n1 0 n00000001_1.JPEG\n1 0 n00000002_2.JPEG\n"
+                     "1 1 n00000000_3.JPEG\n1 1 n00000001_4.JPEG\n1 1 n00000002_0.JPEG\n2 0 n00000000_5.JPEG\n")
+    picks = read_fewshot_list(split, names)
+    assert sorted(picks) == [1, 2] and len(picks[1]) == 2
+    assert [names[k] for k in picks[1][1].tolist()] == ["n00000000_3.JPEG", "n00000001_4.JPEG", "n00000002_0.JPEG"]
+    (tmp_path / "bad-shot.txt").write_text("1 0 n00000000_0.JPEG\n1 0 nope.JPEG\n")
+    with pytest.raises(ValueError, match=r"bad-shot.txt:2: nope.JPEG is not in the target's train side"):
+        read_fewshot_list(tmp_path / "bad-shot.txt", names)
+    res = evaluate(EvalConfig(encoder="random:resnet18", targets=(f"imagefolder:{root}",), protocols=("fewshot",),
+                              fewshot_list=str(split), image_size=32, probe_epochs=3, num_workers=0, device="cpu",
+                              out=str(tmp_path / "fs")), progress=False)
+    assert [(r["protocol"], r["episode"], r["episodes_from"]) for r in res["rows"]] == [
+        ("1-shot", 0, "fewshot.txt"), ("1-shot", 1, "fewshot.txt"), ("2-shot", 0, "fewshot.txt")]

@@ -168,3 +168,24 @@ def test_sharded_knn_equals_single_process(tmp_path, jpeg_folder):
     torch.testing.assert_close(got["feats"], feats, rtol=1e-4, atol=1e-5)  # gathered back in the same order
     assert got["labels"].tolist() == labels.tolist() == [monitor.test_ds.labels[i] for i in monitor.test_idx]
     assert got["acc"] == single
+
+
+def test_torchrun_evaluate_equals_one_process(tmp_path, jpeg_folder):
+    """`sassl evaluate` on a train/val imagefolder under 2 gloo ranks (each extracts half the features) gives
+    the one-process kNN exactly and the same linear probe (identical float16 features and seeds: within
+    0.01 points). (Reusing cached features: tests/test_eval.py.)"""
+    args = ["-m", "sassl.cli", "evaluate", "random:resnet18", "--targets", f"imagefolder:{jpeg_folder}",
+            "--protocols", "knn", "linear", "--seeds", "0", "--image-size", "32", "--probe-epochs", "5",
+            "--num-workers", "0", "--batch-size", "32"]
+    summaries = {}
+    for name, launcher in (("two", TORCHRUN), ("one", [sys.executable])):
+        out = tmp_path / name
+        r = subprocess.run(launcher + args + ["--out", str(out)], env=_env(tmp_path / f"cache-{name}"),
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        summaries[name] = {(s["target"], s["protocol"]): s for s in json.loads((out / "summary.json").read_text())}
+        assert json.loads((out / "config.json").read_text())["resolved"]["world_size"] == (2 if name == "two" else 1)
+    for key, s in summaries["one"].items():
+        tol = 0 if key[1] == "knn" else 0.01
+        assert summaries["two"][key]["top1_mean"] == pytest.approx(s["top1_mean"], abs=tol), key
+    assert list(json.loads((tmp_path / "one" / "run.json").read_text())["feature_parts_reused"].values()) == [0]

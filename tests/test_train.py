@@ -206,14 +206,15 @@ def test_grad_scaler_step_equals_plain_step():
 
 def test_compiled_step_equals_eager(tmp_path, tiny_folder, monkeypatch):
     """--compile: three steps through torch.compile give the eager run's weights, with no recompilation from
-    step to step (the target's momentum stays out of the graph). The backend is aot_eager: dynamo and
-    AOTAutograd trace forward and backward as inductor's front end does; inductor's C++ code generation itself
-    took 4 min 20 s for two steps of this tiny run on the 2-core AVX2 machine, too long for the suite."""
+    step to step (the target's momentum stays out of the graph). The backend is dynamo's eager one: the same
+    graph capture and guards (where the per-step recompilation happened), without code generation; aot_eager
+    (AOTAutograd's backward tracing too) passed this test in 32 s, and inductor took 4 min 20 s for two steps
+    of this tiny run on the 2-core AVX2 machine, too long for the suite."""
     import functools
 
     import torch._dynamo
 
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     torch._dynamo.reset()
     kw = dict(max_steps=3, knn_every=0, learner="byol")

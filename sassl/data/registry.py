@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, center_square, load_rgb, to_tensor
+from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, load_rgb, to_tensor
 from sassl.data.index import FileList, folder_index
 from sassl.data.sets import SETS, data_root, is_built, load_index, objects_variant, set_dir
 from sassl.paths import cache_dir
@@ -200,19 +200,6 @@ def held_out_split(name: str) -> str | None:
         return split
     splits = splits_of(base)
     return next((s for s in ("test", "val") if s in splits), None)
-
-
-def resize_all(ds: Dataset, size: int, indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images of a dataset as (N, 3, size, size) [0, 1] (centre square) and their labels; unusable files
-    skipped. Holds them all in memory: for small sets only."""
-    imgs, labels = [], []
-    for i in range(len(ds)) if indices is None else indices:
-        j, img = ds.usable(i)
-        imgs.append(to_tensor(center_square(img, size)))
-        labels.append(ds.labels[j])
-    if not imgs:
-        raise ValueError(f"dataset {ds.name}: no images to evaluate on")
-    return torch.stack(imgs), torch.tensor(labels, dtype=torch.long)
 
 
 def _torchvision(name: str, split: str, root: Path, download: bool, transform) -> Dataset:

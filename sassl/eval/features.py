@@ -18,9 +18,7 @@ from sassl import dist
 from sassl.data.decode import load_for_crops
 from sassl.data.loader import resized_crop, sample_crop
 from sassl.paths import atomic_file, cache_dir
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from sassl.views import IMAGENET_MEAN, IMAGENET_STD
 PREPROCESS_VERSION = 1  # bump when the pixels a setting gives change: old cached features are then ignored
 
 
@@ -87,7 +85,9 @@ def stream_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
-    loader = torch.utils.data.DataLoader(mine, batch_size=batch_size, num_workers=num_workers,
+    # a split of a batch or two decodes in this process: starting a worker would cost more than it saves
+    workers = num_workers if len(mine) > 2 * batch_size else 0
+    loader = torch.utils.data.DataLoader(mine, batch_size=batch_size, num_workers=workers,
                                          pin_memory=dev.type == "cuda")
     for x, y in loader:
         x = x.to(dev, non_blocking=True).float().div_(255).sub_(m).div_(s).contiguous(memory_format=torch.channels_last)

@@ -9,8 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sassl.eval.features import IMAGENET_MEAN, IMAGENET_STD, EvalImages, stream_features
+from sassl.eval.features import EvalImages, stream_features
 from sassl.eval.linear import scores
+from sassl.views import IMAGENET_MEAN, IMAGENET_STD
 
 
 def finetune(backbone: nn.Module, dim: int, target, image_size: int, epochs: int = 20, lr: float = 0.01,

@@ -41,20 +41,6 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes
     return (pred.cpu() == test_labels.cpu()).float().mean().item()
 
 
-@torch.no_grad()
-def extract_features(backbone: torch.nn.Module, images: torch.Tensor, batch_size: int = 256,
-                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> torch.Tensor:
-    """Backbone features (N, D) of images (N, 3, H, W) in [0, 1] (normalised here), in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
-    dev = next(backbone.parameters()).device
-    m = torch.tensor(mean, device=dev)[None, :, None, None]
-    s = torch.tensor(std, device=dev)[None, :, None, None]
-    out = [backbone((x.to(dev).float() - m) / s).float().cpu() for x in images.split(batch_size)]
-    backbone.train(was_training)
-    return torch.cat(out)
-
-
 def bounded_subset(n: int, limit: int, seed: int) -> list[int]:
     """All of range(n) when limit is 0 or >= n, else a seeded sorted subset of `limit` indices."""
     if not limit or limit >= n:

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sassl.eval.checkpoint import load_encoder
-from sassl.eval.fewshot import few_shot
+from sassl.eval.fewshot import few_shot, read_fewshot_list
 from sassl.eval.finetune import finetune
 from sassl import dist
 from sassl.data.loader import loader_workers
@@ -52,6 +52,7 @@ class EvalConfig:
     crop_fraction: float = 0.875        # preprocessing: shorter side resized to image_size / crop_fraction, centre crop (the paper: 256 -> 224)
     merge_val: bool = True              # a target with train/, val/ and test/: the final probe trains on train + val (false: train only, for model selection)
     train_list: str = ""                # file of train image names, one per line (ImageNet's 1% / 10% lists): the train side is cut to them
+    fewshot_list: str = ""              # few-shot split file, lines 'SHOTS EPISODE IMAGE_NAME': its episodes replace the seeded ones (and `shots`)
     feature_cache: bool = True          # reuse features cached on disk (float16, keyed by the encoder's weights and the preprocessing)
     batch_size: int = 256               # images per forward pass when extracting features
     num_workers: int = -1               # DataLoader workers per process; -1: this node's cores per process, less one
@@ -174,6 +175,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                     r = linear_probe(tr, target.train_y, te, target.test_y, target.num_classes, cfg.probe_epochs,
                                      cfg.probe_lr, seed=seed, augmented=augmented if cfg.augment else None)
                     rows.append(base | {"protocol": "linear", "seed": seed} | r)
+            elif protocol == "fewshot" and cfg.fewshot_list:  # the published splits: one row per listed episode
+                names = [Path(str(ds.files[i])).name for ds, idx in target.train for i in idx]
+                for shots, picks in read_fewshot_list(cfg.fewshot_list, names).items():
+                    eps = few_shot(tr, target.train_y, te, target.test_y, target.num_classes, shots,
+                                   epochs=cfg.probe_epochs, picks=picks)
+                    rows += [base | {"protocol": f"{shots}-shot", "seed": 0, "episodes_from": Path(cfg.fewshot_list).name}
+                             | r for r in eps]
             elif protocol == "fewshot":
                 for shots in cfg.shots:
                     for seed in cfg.seeds:
@@ -184,7 +192,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                             warnings.warn(f"target {name}: {e}; {shots}-shot skipped for this target")
                             skipped.append({"target": name, "protocol": f"{shots}-shot", "reason": str(e)})
                             break
-                        rows += [base | {"protocol": f"{shots}-shot", "seed": seed} | r for r in eps]
+                        rows += [base | {"protocol": f"{shots}-shot", "seed": seed, "episodes_from": "seeded"} | r
+                                 for r in eps]
             elif protocol == "finetune":
                 for seed in cfg.seeds:
                     r = finetune(backbone, info["dim"], target, size, cfg.finetune_epochs, cfg.finetune_lr, seed=seed,
