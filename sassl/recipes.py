@@ -35,7 +35,6 @@ RECIPES: dict[str, dict] = {
         "proj_dim": 256,
         "amp": True,
         "sync_bn": True,
-        "num_workers": 10,
         "checkpoint_every": 500,  # steps (~1.6 epochs at batch 4096): a killed run loses minutes, not hours
         "knn_every": 10,
     },

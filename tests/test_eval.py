@@ -386,3 +386,12 @@ def test_target_with_train_val_test_and_a_train_list(tmp_path, photos):
                               out=str(tmp_path / "fs")), progress=False)
     assert [(r["protocol"], r["episode"], r["episodes_from"]) for r in res["rows"]] == [
         ("1-shot", 0, "fewshot.txt"), ("1-shot", 1, "fewshot.txt"), ("2-shot", 0, "fewshot.txt")]
+
+
+def test_finetune_defaults_to_the_probe_iterations():
+    from sassl.eval.transfer import finetune_epochs
+
+    cfg = EvalConfig(probe_epochs=100)
+    assert finetune_epochs(cfg, 2364) == 27  # 100 epochs x 10 steps at batch 256 = 1,000 steps; 37 steps per epoch at 64
+    assert finetune_epochs(EvalConfig(probe_epochs=100, finetune_epochs=3), 2364) == 3
+    assert finetune_epochs(EvalConfig(probe_epochs=1), 10) == 1

@@ -46,7 +46,7 @@ class EvalConfig:
     augment: bool = False               # augmented linear probe / fine-tune: random crops + flips streamed each epoch (large targets)
     shots: tuple = (1, 10)              # few-shot settings: labelled images per class
     episodes: int = 5                   # few-shot episodes per seed
-    finetune_epochs: int = 10           # fine-tuning epochs (whole network)
+    finetune_epochs: int = 0            # fine-tuning epochs (whole network, batch 64); 0: as many steps as the linear probe takes (probe_epochs at batch 256)
     finetune_lr: float = 0.01           # fine-tuning learning rate
     max_per_split: int = 0              # >0: a seeded subset of each split (quick looks)
     crop_fraction: float = 0.875        # preprocessing: shorter side resized to image_size / crop_fraction, centre crop (the paper: 256 -> 224)
@@ -116,6 +116,15 @@ def summary_figure(summary: list[dict], title: str = ""):
                     error_y={"type": "data", "array": [r["top1_std"] for r in rs]})
     fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)", title=title)
     return fig
+
+
+def finetune_epochs(cfg: EvalConfig, n_train: int, probe_batch: int = 256, finetune_batch: int = 64) -> int:
+    """cfg.finetune_epochs, or for 0 the epochs at batch 64 that make as many optimiser steps as the linear
+    probe's probe_epochs at batch 256 (the paper fine-tunes with the probe's iterations and augmentation)."""
+    if cfg.finetune_epochs:
+        return cfg.finetune_epochs
+    steps = cfg.probe_epochs * math.ceil(n_train / probe_batch)
+    return max(1, round(steps / math.ceil(n_train / finetune_batch)))
 
 
 def side_features(backbone: torch.nn.Module, parts: list, cfg: EvalConfig, size: int, fingerprint: str,
@@ -196,7 +205,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                  for r in eps]
             elif protocol == "finetune":
                 for seed in cfg.seeds:
-                    r = finetune(backbone, info["dim"], target, size, cfg.finetune_epochs, cfg.finetune_lr, seed=seed,
+                    r = finetune(backbone, info["dim"], target, size, finetune_epochs(cfg, len(target.train_y)),
+                                 cfg.finetune_lr, seed=seed,
                                  augment=cfg.augment, crop_fraction=cfg.crop_fraction, num_workers=workers)
                     rows.append(base | {"protocol": "finetune", "seed": seed} | r)
     summary = summarize(rows)
