@@ -77,3 +77,24 @@ def style_folder(tmp_path_factory, art):
     for p in art[:6]:
         shutil.copy(p, root / p.name)
     return root
+
+
+TSNE_SMALL = dict(sources=["paintings", "textures"], per_dataset=10, perplexity=5.0, iterations=250, name="st")
+
+
+@pytest.fixture(scope="session")
+def style_tsne_run(tmp_path_factory):
+    """notebooks/style_tsne.ipynb executed once by papermill with TSNE_SMALL, as `sassl notebook` leaves it:
+    its run folder (runs/st, with the executed notebook). Shared by the notebook and JupyterLab tests."""
+    pm = pytest.importorskip("papermill")
+    runs = tmp_path_factory.mktemp("tsne-runs")
+    (runs / "st").mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SASSL_RUNS", str(runs))  # the kernel inherits it
+    try:
+        pm.execute_notebook(str(Path(__file__).parent.parent / "notebooks" / "style_tsne.ipynb"),
+                            str(runs / "st" / "style_tsne.ipynb"), parameters=TSNE_SMALL,
+                            cwd=str(Path(__file__).parent.parent / "notebooks"), progress_bar=False, log_output=False)
+    finally:
+        mp.undo()
+    return runs / "st"

@@ -58,3 +58,55 @@ def test_two_gloo_processes_match_single_process(tmp_path, name):
     assert set(got) == set(want)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+class _NoBN(torch.nn.Module):
+    """Conv -> ReLU -> mean pool, no batch norm, so 2 ranks with half a batch each equal 1 process exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).relu().mean((2, 3))
+
+
+def _finetune_target():
+    from sassl.data.registry import Dataset
+    from sassl.eval.targets import Target
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(24) % 2
+    x = (0.25 + 0.5 * y[:, None, None, None] + 0.1 * torch.randn(24, 3, 16, 16, generator=g)).clamp(0, 1)
+    ds = Dataset("bd", y.tolist(), ["dark", "bright"], images=(x * 255).round().to(torch.uint8))
+    return Target("bd", ds.classes, [(ds, list(range(24)))], [(ds, list(range(24)))], y, y, {})
+
+
+def _finetune_worker(rank, world, store, out):
+    from sassl.eval.finetune import train_finetune
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(3)
+        net = train_finetune(_NoBN(), 8, _finetune_target(), 16, epochs=2, lr=0.05, batch_size=8, augment=True,
+                             num_workers=0)
+        if rank == 0:
+            torch.save(net.state_dict(), out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_finetune_under_ddp_equals_one_process(tmp_path):
+    """Fine-tuning under DDP on 2 gloo ranks (each its half of every global batch, augmented crops drawn by
+    position) ends with the one-process weights."""
+    from sassl.eval.finetune import train_finetune
+
+    torch.manual_seed(3)
+    want = train_finetune(_NoBN(), 8, _finetune_target(), 16, epochs=2, lr=0.05, batch_size=8, augment=True,
+                          num_workers=0).state_dict()
+    out = tmp_path / "net.pt"
+    mp.spawn(_finetune_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    got = torch.load(out, weights_only=True)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)

@@ -2,6 +2,7 @@
 Chromium, and an executed notebook from runs/ that shows its plotly figures when reopened."""
 import os
 import secrets
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -10,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from browser import Chromium, free_port, need_chromium
+from conftest import TSNE_SMALL
 from sassl.cli import lab_command
 
 pm = pytest.importorskip("papermill")
 NB = Path(__file__).parent.parent / "notebooks"
-SMALL = dict(sources=["paintings", "textures"], per_dataset=10, perplexity=5.0, iterations=250, name="st")
+SMALL = TSNE_SMALL
 
 
 def test_lab_command_is_loopback_with_token_on_notebooks():
@@ -26,22 +28,17 @@ def test_lab_command_is_loopback_with_token_on_notebooks():
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, style_tsne_run):
     """JupyterLab on loopback over a folder with style_tsne.ipynb (small parameters injected, not run) and
-    runs/st/style_tsne.ipynb (executed by papermill, as `sassl notebook` leaves it)."""
+    runs/st/ (the notebook executed by papermill, as `sassl notebook` leaves it: the session's one run)."""
     need_chromium()
     root = tmp_path_factory.mktemp("lab")
-    (root / "runs" / "st").mkdir(parents=True)
+    (root / "runs").mkdir()
+    shutil.copytree(style_tsne_run, root / "runs" / "st")
     (root / "runs" / "README.md").touch()
     env = os.environ | {"SASSL_RUNS": str(root / "runs")}  # the kernels inherit it
-    os.environ["SASSL_RUNS"] = env["SASSL_RUNS"]
-    try:
-        pm.execute_notebook(str(NB / "style_tsne.ipynb"), str(root / "style_tsne.ipynb"), parameters=SMALL,
-                            prepare_only=True)
-        pm.execute_notebook(str(NB / "style_tsne.ipynb"), str(root / "runs" / "st" / "style_tsne.ipynb"),
-                            parameters=SMALL, cwd=str(NB), progress_bar=False)
-    finally:
-        del os.environ["SASSL_RUNS"]
+    pm.execute_notebook(str(NB / "style_tsne.ipynb"), str(root / "style_tsne.ipynb"), parameters=SMALL,
+                        prepare_only=True)
     port, token = free_port(), secrets.token_hex(16)
     proc = subprocess.Popen(lab_command(port=port, browser=False, token=token, root=root,
                                         extra=["--LabApp.expose_app_in_browser=True",  # window.jupyterapp for the test

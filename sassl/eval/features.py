@@ -30,9 +30,14 @@ def centre_box(w: int, h: int, crop_fraction: float) -> tuple[int, int, int, int
 
 class EvalImages(torch.utils.data.Dataset):
     """(uint8 (3, size, size), label) of ds[indices[k]]: the centre crop (see module doc), or with
-    `augment_seed` a random resized crop (area `scale`) and a horizontal flip seeded by (augment_seed,
-    positions[k]) (positions: where item k sits in the whole list, so a rank's share draws what a single
-    process would). Unusable files are replaced by the next usable one, as in training."""
+    `augment_seed` a random resized crop (area `scale`), a horizontal flip and the colour ops of COLOUR_P,
+    seeded by (augment_seed, positions[k]) (positions: where item k sits in the whole list, so a rank's
+    share draws what a single process would). Unusable files are replaced by the next usable one."""
+
+    # NOTE: the paper's augmented probe names grayscale, solarisation and blur without their probabilities;
+    # these are our reading (BYOL's second view for gray and solarise, blur at half its first view's rate),
+    # blur sigma 0.1-2.0 px of a 224-px crop scaled to the crop, kernel 10% of the side
+    COLOUR_P = {"gray": 0.2, "blur": 0.5, "solarize": 0.2}
 
     def __init__(self, ds, indices: list[int], size: int, crop_fraction: float = 1.0, augment_seed: int | None = None,
                  scale=(0.08, 1.0), positions=None):
@@ -64,9 +69,25 @@ class EvalImages(torch.utils.data.Dataset):
         if "box" not in plan:  # an image held in memory
             box(img.width, img.height)
         x = resized_crop(img, plan["box"], self.size, plan["full"])
-        if g is not None and torch.rand((), generator=g) < 0.5:
-            x = x.flip(-1)
+        if g is not None:
+            x = self._augment(x, g)
         return x, self.ds.labels[j]
+
+    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Flip (p 0.5), then grayscale, blur and solarise with COLOUR_P, on a uint8 (3, S, S) crop."""
+        from torchvision.transforms.v2 import functional as TF
+
+        draws = torch.rand(5, generator=g).tolist()
+        if draws[0] < 0.5:
+            x = x.flip(-1)
+        if draws[1] < self.COLOUR_P["gray"]:
+            x = TF.rgb_to_grayscale(x, num_output_channels=3)
+        if draws[2] < self.COLOUR_P["blur"]:
+            sigma = (0.1 + 1.9 * draws[3]) * self.size / 224
+            x = TF.gaussian_blur(x, [max(3, int(0.1 * self.size) | 1)] * 2, [sigma, sigma])
+        if draws[4] < self.COLOUR_P["solarize"]:
+            x = torch.where(x >= 128, 255 - x, x)
+        return x
 
 
 @torch.no_grad()
