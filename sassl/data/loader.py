@@ -42,6 +42,12 @@ def sample_crop(w: int, h: int, g: torch.Generator, scale=(0.08, 1.0), ratio=(3 
     return (w - side) // 2, (h - side) // 2, side, side
 
 
+def key_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded by a tuple of ints (e.g. (seed, epoch, index)): the same draws wherever the key
+    is evaluated (any worker, any rank, a resumed run)."""
+    return torch.Generator().manual_seed(hash(key) & ((1 << 62) - 1))
+
+
 def decode_size(w: int, h: int, boxes: list[Box], size: int) -> tuple[int, int]:
     """The smallest decoded image size that still gives every box at least size x size source pixels."""
     return (math.ceil(size * w / min(b[2] for b in boxes)), math.ceil(size * h / min(b[3] for b in boxes)))
@@ -92,7 +98,7 @@ class TwoCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, i = key if isinstance(key, tuple) else (0, key)
-        g = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & ((1 << 62) - 1))
+        g = key_generator(self.seed, epoch, i)
         state = g.get_state()
         plan: dict = {}
 
@@ -248,5 +254,5 @@ class DevicePrefetcher:
             yield cur
 
 
-__all__ = ["DeviceDecoder", "DevicePrefetcher", "EpochSampler", "TwoCrops", "collate_encoded", "decode_size", "loader_workers", "make_loader",
+__all__ = ["DeviceDecoder", "DevicePrefetcher", "EpochSampler", "TwoCrops", "collate_encoded", "key_generator", "decode_size", "loader_workers", "make_loader",
            "random_resized_crop", "resized_crop", "sample_crop", "to_unit"]

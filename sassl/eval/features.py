@@ -16,7 +16,7 @@ import torch
 
 from sassl import dist
 from sassl.data.decode import load_for_crops
-from sassl.data.loader import resized_crop, sample_crop
+from sassl.data.loader import decode_size, key_generator, resized_crop, sample_crop
 from sassl.paths import atomic_file, cache_dir
 from sassl.views import IMAGENET_MEAN, IMAGENET_STD
 PREPROCESS_VERSION = 1  # bump when the pixels a setting gives change: old cached features are then ignored
@@ -51,8 +51,7 @@ class EvalImages(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, k: int):
-        g = None if self.augment_seed is None else torch.Generator().manual_seed(
-            hash((self.augment_seed, self.positions[k])) & ((1 << 62) - 1))
+        g = None if self.augment_seed is None else key_generator(self.augment_seed, self.positions[k])
         state = g.get_state() if g is not None else None
         plan: dict = {}
 
@@ -63,7 +62,7 @@ class EvalImages(torch.utils.data.Dataset):
                 g.set_state(state)
                 plan["box"] = sample_crop(w, h, g, self.scale)
             plan["full"] = (w, h)
-            return (max(1, self.size * w // plan["box"][2]), max(1, self.size * h // plan["box"][3]))
+            return decode_size(w, h, [plan["box"]], self.size)
 
         j, img = self.ds.usable(self.indices[k], read=lambda path: load_for_crops(path, box))
         if "box" not in plan:  # an image held in memory
