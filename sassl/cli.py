@@ -165,6 +165,9 @@ def _evaluate(args) -> int:
     print(f"{'target':<{w}}  {'protocol':<9}  {'n':>3}  top1 mean +- std")
     for r in res["summary"]:
         print(f"{r['target']:<{w}}  {r['protocol']:<9}  {r['n']:>3}  {r['top1_mean']:6.2f} +- {r['top1_std']:.2f}")
+    for r in res["robustness"]:
+        beta = "" if r["beta"] is None else f" beta {r['beta']:g}"
+        print(f"{r['target']:<{w}}  {r['kind']}{beta}: cosine {r['cos_mean']:.3f} +- {r['cos_ci95']:.3f} (n {r['n']})")
     print(f"results: {res['out'] / 'summary.csv'} (per seed: results.csv; figure: figures/summary.html)")
     return 0
 

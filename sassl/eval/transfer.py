@@ -23,12 +23,14 @@ from sassl import dist
 from sassl.data.loader import loader_workers
 from sassl.eval.features import cached_features, encoder_fingerprint, stream_features
 from sassl.eval.knn import knn_predict
-from sassl.eval.linear import linear_probe, scores
+from sassl.eval.linear import linear_probe, predict, scores, train_linear
+from sassl.eval.robustness import check_heldout, embed, load_images, style_invariance, stylize_op
 from sassl.eval.targets import load_target
 from sassl.plots import save_figure
 from sassl.runtime import git_commit, resolve_device, write_table
 
-PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
+PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "style_invariance", "stylized")
+ROBUSTNESS = ("style_invariance", "stylized")  # protocols that stylize test images with held-out styles
 
 
 @dataclass
@@ -37,7 +39,7 @@ class EvalConfig:
 
     encoder: str = "default"            # run name / folder / checkpoint, or random:resnet18 for a baseline
     targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")  # dataset names, name@split or imagefolder:PATH
-    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune
+    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune, style_invariance, stylized
     seeds: tuple = (0, 1, 2)             # probe / few-shot seeds (mean and std over them)
     image_size: int = 0                 # 0: the pre-training crop size
     knn_k: int = 20                     # neighbours of the weighted kNN vote
@@ -55,6 +57,10 @@ class EvalConfig:
     fewshot_list: str = ""              # few-shot split file, lines 'SHOTS EPISODE IMAGE_NAME': its episodes replace the seeded ones (and `shots`)
     feature_cache: bool = True          # reuse features cached on disk (float16, keyed by the encoder's weights and the preprocessing)
     batch_size: int = 256               # images per forward pass when extracting features
+    heldout_styles: str = "textures"    # style_invariance / stylized: styles the encoder never saw (a dataset name, a folder or a bank .pt)
+    allow_style_overlap: bool = False   # let heldout_styles be the encoder's own training styles (refused otherwise)
+    robust_betas: tuple = (1.0, 0.5, 0.25)  # style_invariance: pixel blends of the stylized image (1 = fully stylized)
+    robust_max_images: int = 500        # style_invariance / stylized: at most this many test images per target (seeded; 0: all)
     num_workers: int = -1               # DataLoader workers per process; -1: this node's cores per process, less one
     device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
     runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
@@ -127,6 +133,48 @@ def finetune_epochs(cfg: EvalConfig, n_train: int, probe_batch: int = 256, finet
     return max(1, round(steps / math.ceil(n_train / finetune_batch)))
 
 
+def heldout_stylizer(cfg: EvalConfig, info: dict, device):
+    """stylize(x, beta, generator) with the held-out styles (one drawn per image), after refusing styles the
+    encoder was trained with (by setting and by the source they resolved to)."""
+    from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
+
+    stylizer = pretrained(device)
+    choice = make_style_op(cfg.heldout_styles, stylizer, p=1.0, progress=False)
+    if choice.bank is None:
+        raise ValueError(f"heldout_styles: needs a set of style images (a dataset name, a folder or a bank .pt), "
+                         f"got {cfg.heldout_styles!r}")
+    trained = info.get("pretrain_config", {}).get("style")
+    check_heldout(cfg.heldout_styles, trained, cfg.allow_style_overlap)
+    if trained and trained not in STYLE_KEYWORDS:
+        check_heldout(choice.used, make_style_op(trained, stylizer, p=1.0, progress=False).used, cfg.allow_style_overlap)
+    ops = {}
+
+    def stylize(x: torch.Tensor, beta: float, g: torch.Generator) -> torch.Tensor:
+        if beta not in ops:
+            ops[beta] = stylize_op(stylizer, choice.bank, beta).to(device)
+        op = ops[beta]
+        return torch.cat([op(b.to(device), generator=g)[0].cpu() for b in x.split(64)])
+    return stylize
+
+
+def stylized_rows(base: dict, backbone, train_feats, target, x_te, y_te, stylize, cfg: EvalConfig) -> list[dict]:
+    """kNN and a linear probe fit on clean train features, tested on clean and on fully stylized (beta 1,
+    seed 0) test images: rows 'stylized-knn' / 'stylized-linear' with the stylized top-1, the clean top-1 and
+    the drop."""
+    clean = embed(backbone, x_te)
+    styl = embed(backbone, stylize(x_te, 1.0, torch.Generator().manual_seed(0)))
+    out = []
+    with torch.enable_grad():
+        clf = train_linear(train_feats, target.train_y, target.num_classes, cfg.probe_epochs, cfg.probe_lr)
+    for name, predict_fn in (("knn", lambda f: torch.nn.functional.one_hot(
+            knn_predict(train_feats, target.train_y, f, target.num_classes, cfg.knn_k).cpu(), target.num_classes).float()),
+                             ("linear", lambda f: predict(clf, f))):
+        c, s = scores(predict_fn(clean), y_te)["top1"], scores(predict_fn(styl), y_te)["top1"]
+        out.append(base | {"protocol": f"stylized-{name}", "seed": 0, "top1": s, "top5": None, "clean_top1": c,
+                           "drop": c - s, "heldout_styles": cfg.heldout_styles, "n_test": len(y_te)})
+    return out
+
+
 def side_features(backbone: torch.nn.Module, parts: list, cfg: EvalConfig, size: int, fingerprint: str,
                   workers: int) -> tuple[torch.Tensor, int]:
     """Cached float16 features of one side of a target (its parts concatenated) and how many parts were reused."""
@@ -159,6 +207,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     rows: list[dict] = []
     skipped: list[dict] = []
     reuse: dict[str, int] = {}
+    robust_rows: list[dict] = []
+    stylize = heldout_stylizer(cfg, info, device) if set(cfg.protocols) & set(ROBUSTNESS) else None
     t_start = time.time()
     bar = tqdm(cfg.targets, desc="evaluating", disable=not progress or not writer)
     for name in bar:
@@ -203,6 +253,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                             break
                         rows += [base | {"protocol": f"{shots}-shot", "seed": seed, "episodes_from": "seeded"} | r
                                  for r in eps]
+            elif protocol in ROBUSTNESS:
+                x_te, y_te = load_images(target.test, size, cfg.crop_fraction, cfg.robust_max_images)
+                if protocol == "style_invariance":
+                    robust_rows += [base | {"protocol": protocol, "heldout_styles": cfg.heldout_styles} | r
+                                    for r in style_invariance(backbone, x_te, y_te, stylize, cfg.robust_betas)]
+                else:
+                    rows += stylized_rows(base, backbone, tr, target, x_te, y_te, stylize, cfg)
             elif protocol == "finetune":
                 for seed in cfg.seeds:
                     r = finetune(backbone, info["dim"], target, size, finetune_epochs(cfg, len(target.train_y)),
@@ -211,10 +268,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                     rows.append(base | {"protocol": "finetune", "seed": seed} | r)
     summary = summarize(rows)
     if writer:
+        if robust_rows:
+            write_table(robust_rows, out / "robustness")
         write_table(rows, out / "results")
         write_table(summary, out / "summary")
         save_figure(summary_figure(summary, f"{cfg.encoder}: top-1 by target and protocol"), out / "figures" / "summary")
         (out / "run.json").write_text(json.dumps({"seconds": round(time.time() - t_start, 1), "skipped": skipped,
                                                   "feature_parts_reused": reuse}, indent=1))
     dist.barrier()
-    return {"rows": rows, "summary": summary, "out": out, "encoder": info, "skipped": skipped, "reused": reuse}
+    return {"rows": rows, "summary": summary, "out": out, "encoder": info, "skipped": skipped, "reused": reuse,
+            "robustness": robust_rows}

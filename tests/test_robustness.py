@@ -1,0 +1,105 @@
+"""Style-robustness protocols against encoders whose answer is known, and end to end with the real stylizer."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from sassl.eval.robustness import check_heldout, content_pairs, style_invariance
+from sassl.views import IMAGENET_MEAN, IMAGENET_STD
+
+
+class Fn(nn.Module):
+    """A parameter-free encoder from a function (a dummy parameter gives it a device)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.p = fn, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _generated(n=24, size=16, seed=0):
+    """Two classes of shapes (content: a bright square or a bright bar) in random colours (style)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.zeros(n, 3, size, size)
+    colour = torch.rand(n, 3, generator=g) * 0.6 + 0.4
+    for i in range(n):
+        if y[i] == 0:
+            x[i, :, 4:12, 4:12] = colour[i][:, None, None]
+        else:
+            x[i, :, 7:9, 1:15] = colour[i][:, None, None]
+    return x, y
+
+
+def permute_colours(x, beta, g):
+    """A stand-in style change: the colour channels rotated, blended at beta (draws nothing from g)."""
+    return beta * x[:, [1, 2, 0]] + (1 - beta) * x
+
+
+def test_constant_encoder_scores_exactly_one():
+    x, y = _generated()
+    rows = style_invariance(Fn(lambda t: torch.ones(len(t), 4)), x, y, permute_colours, betas=(1.0, 0.5))
+    assert [r["cos_mean"] for r in rows] == [1.0, 1.0, 1.0] and rows[-1]["kind"].startswith("content")
+
+
+def test_pixel_identity_matches_numpy():
+    x, y = _generated()
+    rows = style_invariance(Fn(lambda t: t.flatten(1)), x, y, permute_colours, betas=(1.0,))
+    m, s = np.array(IMAGENET_MEAN)[None, :, None, None], np.array(IMAGENET_STD)[None, :, None, None]
+    a = ((x.numpy() - m) / s).reshape(len(x), -1)
+    b = ((permute_colours(x, 1.0, None).numpy() - m) / s).reshape(len(x), -1)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert rows[0]["cos_mean"] == pytest.approx(cos.mean(), abs=1e-5)
+    assert rows[0]["cos_ci95"] == pytest.approx(1.96 * cos.std(ddof=1) / np.sqrt(len(cos)), rel=1e-4)
+
+
+def test_style_blind_encoder_scores_above_a_style_sensitive_one():
+    x, y = _generated()
+    # blind: the channel-averaged intensity map (nearly unchanged when colours rotate); sensitive: the mean
+    # colour's deviation from grey (it rotates with them)
+    blind = style_invariance(Fn(lambda t: t.mean(1).flatten(1)), x, y, permute_colours, betas=(1.0,))[0]
+    sensitive = style_invariance(Fn(lambda t: t.mean((2, 3)) - t.mean((1, 2, 3))[:, None]), x, y, permute_colours,
+                                 betas=(1.0,))[0]
+    assert blind["cos_mean"] - blind["cos_ci95"] > sensitive["cos_mean"] + sensitive["cos_ci95"]  # CIs apart
+    assert blind["cos_mean"] > 0.99 and sensitive["cos_mean"] < 0.9
+
+
+def test_content_pairs_are_other_images_of_the_same_class():
+    y = torch.tensor([0, 0, 1, 1, 1, 2])
+    p = content_pairs(y, seed=3)
+    assert p[-1] == -1 and all(p[i] != i and y[p[i]] == y[i] for i in range(5))
+
+
+def test_overlapping_styles_refused_unless_allowed():
+    with pytest.raises(ValueError, match="is the style source this encoder was pre-trained with"):
+        check_heldout("textures", "textures")
+    check_heldout("textures", "textures", allow_overlap=True)
+    check_heldout("textures", "paintings")
+
+
+def test_evaluate_style_robustness_end_to_end(tmp_path):
+    """Both protocols through `evaluate` with the real stylizer and held-out textures on a small objects
+    subset: rows for every beta and the content reference, a stylized accuracy with its clean counterpart,
+    and a stylized target that reproduces from its seed."""
+    from sassl.eval.checkpoint import load_encoder
+    from sassl.eval.transfer import EvalConfig, evaluate, heldout_stylizer
+
+    cfg = EvalConfig(encoder="random:resnet18", targets=("objects",), protocols=("style_invariance", "stylized"),
+                     image_size=32, max_per_split=40, robust_max_images=24, probe_epochs=3, num_workers=0,
+                     device="cpu", out=str(tmp_path / "out"), robust_betas=(1.0, 0.25))
+    res = evaluate(cfg, progress=False)
+    kinds = [(r["kind"], r["beta"]) for r in res["robustness"]]
+    assert kinds == [("style change", 1.0), ("style change", 0.25), ("content change (same class)", None)]
+    assert res["robustness"][1]["cos_mean"] > res["robustness"][0]["cos_mean"]  # a lighter blend changes less
+    st = {r["protocol"]: r for r in res["rows"]}
+    assert set(st) == {"stylized-knn", "stylized-linear"} and st["stylized-knn"]["n_test"] == 24
+    assert st["stylized-linear"]["drop"] == pytest.approx(st["stylized-linear"]["clean_top1"] - st["stylized-linear"]["top1"])
+    assert (tmp_path / "out" / "robustness.csv").is_file()
+    _, info = load_encoder("random:resnet18")
+    stylize = heldout_stylizer(cfg, info, torch.device("cpu"))
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.equal(stylize(x, 1.0, torch.Generator().manual_seed(5)), stylize(x, 1.0, torch.Generator().manual_seed(5)))
+    with pytest.raises(ValueError, match="pre-trained with"):
+        heldout_stylizer(cfg, {"pretrain_config": {"style": "textures"}}, torch.device("cpu"))
