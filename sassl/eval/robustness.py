@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sassl.eval.features import EvalImages
+from sassl.stylizer import SASSL
 from sassl.views import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -32,8 +33,6 @@ def check_heldout(heldout: str, trained_with: str | None, allow_overlap: bool = 
 
 def stylize_op(stylizer, bank, beta: float):
     """The SASSL op that fully replaces the style code (p = 1, alpha = 1) and blends pixels at `beta`."""
-    from sassl.stylizer import SASSL
-
     return SASSL(stylizer, "bank", bank, p=1.0, alpha=(1.0, 1.0), beta=(beta, beta))
 
 

@@ -16,18 +16,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sassl.eval.checkpoint import load_encoder
-from sassl.eval.fewshot import few_shot, read_fewshot_list
-from sassl.eval.finetune import finetune
 from sassl import dist
 from sassl.data.loader import loader_workers
+from sassl.eval.checkpoint import load_encoder
 from sassl.eval.features import cached_features, encoder_fingerprint, stream_features
+from sassl.eval.fewshot import few_shot, read_fewshot_list
+from sassl.eval.finetune import finetune
 from sassl.eval.knn import knn_predict
 from sassl.eval.linear import linear_probe, predict, scores, train_linear
 from sassl.eval.robustness import check_heldout, embed, load_images, style_invariance, stylize_op
 from sassl.eval.targets import load_target
 from sassl.plots import save_figure
 from sassl.runtime import git_commit, resolve_device, write_table
+from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
 
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "style_invariance", "stylized")
 ROBUSTNESS = ("style_invariance", "stylized")  # protocols that stylize test images with held-out styles
@@ -59,7 +60,7 @@ class EvalConfig:
     batch_size: int = 256               # images per forward pass when extracting features
     heldout_styles: str = "textures"    # style_invariance / stylized: styles the encoder never saw (a dataset name, a folder or a bank .pt)
     allow_style_overlap: bool = False   # let heldout_styles be the encoder's own training styles (refused otherwise)
-    robust_betas: tuple = (1.0, 0.5, 0.25)  # style_invariance: pixel blends of the stylized image (1 = fully stylized)
+    robust_betas: tuple = (1.0, 0.5, 0.25)  # style_invariance: pixel blends of the stylized image (1: fully stylized)
     robust_max_images: int = 500        # style_invariance / stylized: at most this many test images per target (seeded; 0: all)
     num_workers: int = -1               # DataLoader workers per process; -1: this node's cores per process, less one
     device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
@@ -136,8 +137,6 @@ def finetune_epochs(cfg: EvalConfig, n_train: int, probe_batch: int = 256, finet
 def heldout_stylizer(cfg: EvalConfig, info: dict, device):
     """stylize(x, beta, generator) with the held-out styles (one drawn per image), after refusing styles the
     encoder was trained with (by setting and by the source they resolved to)."""
-    from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
-
     stylizer = pretrained(device)
     choice = make_style_op(cfg.heldout_styles, stylizer, p=1.0, progress=False)
     if choice.bank is None:
