@@ -55,7 +55,7 @@ from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
 from sassl.stylizer.onnx_ref import OrtModels  # imports onnx/onnxruntime only when a reference runs
 from sassl.stylizer.weights import find_model_dir
 from sassl.train import make_optimizer, prepare_batch, prepared_ahead, train_step
-from sassl.views import IMAGENET_MEAN, IMAGENET_STD, TwoViews
+from sassl.views import TwoViews, imagenet_normalize
 
 
 def _cpu_name() -> str:
@@ -415,10 +415,8 @@ def _features_in_memory(backbone, ds, indices: list[int], size: int) -> torch.Te
     """The old evaluation path: every image decoded into one float32 (N, 3, S, S) tensor (centre square), then
     the backbone over it in batches of 256."""
     x = torch.stack([to_tensor(center_square(ds.usable(i)[1], size)) for i in indices])
-    m = torch.tensor(IMAGENET_MEAN)[None, :, None, None]
-    s = torch.tensor(IMAGENET_STD)[None, :, None, None]
     with torch.no_grad():
-        return torch.cat([backbone(((b - m) / s).contiguous(memory_format=torch.channels_last)) for b in x.split(256)])
+        return torch.cat([backbone(imagenet_normalize(b)) for b in x.split(256)])
 
 
 def bench_eval(folder: str | Path, images: int = 1000, size: int = 64, probe_epochs: int = 3,

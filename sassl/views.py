@@ -24,6 +24,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] -> ImageNet-normalised, channels-last (what a backbone takes), on x's device."""
+    m = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype)[None, :, None, None]
+    s = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype)[None, :, None, None]
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
 # ----------------------------------------------------------------------------- batched colour ops
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

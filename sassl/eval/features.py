@@ -18,7 +18,7 @@ from sassl import dist
 from sassl.data.decode import load_for_crops
 from sassl.data.loader import decode_size, key_generator, resized_crop, sample_crop
 from sassl.paths import atomic_file, cache_dir
-from sassl.views import IMAGENET_MEAN, IMAGENET_STD
+from sassl.views import imagenet_normalize
 PREPROCESS_VERSION = 1  # bump when the pixels a setting gives change: old cached features are then ignored
 
 
@@ -100,8 +100,6 @@ def stream_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
     mine = EvalImages(ds, indices[r::world], image_size, crop_fraction, augment_seed,
                       positions=range(r, len(indices), world))
     dev = next(backbone.parameters()).device
-    m = torch.tensor(IMAGENET_MEAN, device=dev)[None, :, None, None]
-    s = torch.tensor(IMAGENET_STD, device=dev)[None, :, None, None]
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
@@ -110,8 +108,7 @@ def stream_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
     loader = torch.utils.data.DataLoader(mine, batch_size=batch_size, num_workers=workers,
                                          pin_memory=dev.type == "cuda")
     for x, y in loader:
-        x = x.to(dev, non_blocking=True).float().div_(255).sub_(m).div_(s).contiguous(memory_format=torch.channels_last)
-        feats.append(backbone(x).float())
+        feats.append(backbone(imagenet_normalize(x.to(dev, non_blocking=True).float().div_(255))).float())
         labels.append(y.to(dev))
     if not feats:  # fewer images than ranks: this rank has none, but its (0, D) part must match the others'
         feats.append(backbone(torch.zeros(1, 3, image_size, image_size, device=dev)).float()[:0])

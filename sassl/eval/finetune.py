@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sassl import dist
 from sassl.eval.features import EvalImages, stream_features
 from sassl.eval.linear import scores
-from sassl.views import IMAGENET_MEAN, IMAGENET_STD
+from sassl.views import imagenet_normalize
 
 
 def rank_batches(n: int, batch_size: int, g: torch.Generator) -> list[list[int]]:
@@ -42,8 +42,6 @@ def train_finetune(backbone: nn.Module, dim: int, target, image_size: int, epoch
     net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(dim, target.num_classes)).to(dev).train()
     model = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if dist.is_dist() else net
-    mean = torch.tensor(IMAGENET_MEAN, device=dev)[None, :, None, None]
-    std = torch.tensor(IMAGENET_STD, device=dev)[None, :, None, None]
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * max(1, n // batch_size))
     with torch.enable_grad():
@@ -54,8 +52,8 @@ def train_finetune(backbone: nn.Module, dim: int, target, image_size: int, epoch
             loader = torch.utils.data.DataLoader(images, batch_sampler=rank_batches(n, batch_size, g),
                                                  num_workers=num_workers, pin_memory=dev.type == "cuda")
             for x, y in loader:
-                x = x.to(dev, non_blocking=True).float().div_(255).sub_(mean).div_(std)
-                loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y.to(dev))
+                x = imagenet_normalize(x.to(dev, non_blocking=True).float().div_(255))
+                loss = F.cross_entropy(model(x), y.to(dev))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # DDP averages the ranks' gradients: the global batch's mean loss
                 opt.step()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from sassl.eval.features import EvalImages
 from sassl.stylizer import SASSL
-from sassl.views import IMAGENET_MEAN, IMAGENET_STD
+from sassl.views import imagenet_normalize
 
 
 def check_heldout(heldout: str, trained_with: str | None, allow_overlap: bool = False) -> None:
@@ -40,12 +40,9 @@ def stylize_op(stylizer, bank, beta: float):
 def embed(backbone: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Backbone features (N, D) float32 of images (N, 3, S, S) in [0, 1] on the backbone's device, eval mode."""
     dev = next(backbone.parameters()).device
-    m = torch.tensor(IMAGENET_MEAN, device=dev)[None, :, None, None]
-    s = torch.tensor(IMAGENET_STD, device=dev)[None, :, None, None]
     was = backbone.training
     backbone.eval()
-    out = torch.cat([backbone(((b.to(dev) - m) / s).contiguous(memory_format=torch.channels_last)).float()
-                     for b in x.split(batch_size)])
+    out = torch.cat([backbone(imagenet_normalize(b.to(dev))).float() for b in x.split(batch_size)])
     backbone.train(was)
     return out
 

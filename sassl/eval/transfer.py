@@ -218,6 +218,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         tr, hit_tr = side_features(backbone, target.train, cfg, size, fingerprint, workers)
         te, hit_te = side_features(backbone, target.test, cfg, size, fingerprint, workers)
         reuse[name] = hit_tr + hit_te
+        held = None
         for protocol in cfg.protocols:
             bar.set_postfix(target=name, protocol=protocol)
             if protocol == "knn":  # deterministic: one row
@@ -226,7 +227,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                 rows.append(base | {"protocol": "knn", "seed": 0} | scores(logits, target.test_y) | {"top5": None})
             elif protocol == "linear":
                 for seed in cfg.seeds:
-                    def augmented(epoch: int, seed=seed) -> torch.Tensor:  # fresh crops + flips, streamed
+                    def augmented(epoch: int, seed=seed) -> torch.Tensor:  # fresh augmented crops, streamed
                         return torch.cat([stream_features(backbone, ds, idx, size, cfg.batch_size, workers, 1.0,
                                                           augment_seed=seed * 100_003 + epoch)[0]
                                           for ds, idx in target.train])
@@ -253,7 +254,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                         rows += [base | {"protocol": f"{shots}-shot", "seed": seed, "episodes_from": "seeded"} | r
                                  for r in eps]
             elif protocol in ROBUSTNESS:
-                x_te, y_te = load_images(target.test, size, cfg.crop_fraction, cfg.robust_max_images)
+                if held is None:  # the bounded test images, decoded once for both robustness protocols
+                    held = load_images(target.test, size, cfg.crop_fraction, cfg.robust_max_images)
+                x_te, y_te = held
                 if protocol == "style_invariance":
                     robust_rows += [base | {"protocol": protocol, "heldout_styles": cfg.heldout_styles} | r
                                     for r in style_invariance(backbone, x_te, y_te, stylize, cfg.robust_betas)]
