@@ -4,6 +4,8 @@
     python experiments/evidence.py core-ema    # the same with target momentum 0.9 instead of the paper's 0.99
     python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers
     python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
+    python experiments/evidence.py robust      # issue 18: MoCo v2 with and without SASSL (pbn) at today's default
+                                               # budget, 3 seeds, every protocol including the style-robustness ones
     python experiments/evidence.py probes      # issue 4: MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
@@ -46,6 +48,10 @@ SWEEPS = {
         ("layers10", SASSL | {"layers": 10}))],
     "learners": [(f"{lr}-{tag}-s{s}", {"learner": lr, "seed": s} | BUDGET | kw)
                  for lr in ("simclr", "byol") for s in (0, 1) for tag, kw in (("base", BASE), ("sassl", SASSL))],
+    # issue 18: today's default budget (sassl pretrain's defaults), paired seeds; heads given explicitly (the
+    # learner's own, 4096/256) so the runs stay what they are whatever the defaults become
+    "robust": [(f"r18-{tag}-s{s}", {"learner": "mocov2", "seed": s, "proj_hidden": 4096, "proj_dim": 256} | kw)
+               for tag, kw in (("base", BASE), ("sassl", SASSL)) for s in (0, 1, 2)],
 }
 # Issue 4: what makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
 # kNN monitor), through `sassl pretrain`; controls: moco-base-s0/s1 (same settings, paper defaults).
@@ -66,6 +72,8 @@ PROBES = {
 }
 EVAL = {"targets": ["objects", "objects@test_shift", "textures", "elpv"], "protocols": ["knn", "linear", "fewshot"],
         "seeds": [0, 1, 2], "shots": [1, 10]}
+# issue 18: the same targets with the style-robustness protocols (held-out styles: textures; training used paintings)
+EVAL_ROBUST = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance", "stylized"]}
 
 
 def run_one(name: str, params: dict) -> None:
@@ -78,7 +86,8 @@ def run_one(name: str, params: dict) -> None:
     pm.execute_notebook(str(NB / "pretrain.ipynb"), str(run / "pretrain.ipynb"), parameters={"name": name} | params,
                         cwd=str(NB), progress_bar=False)
     t1 = time.time()
-    pm.execute_notebook(str(NB / "evaluate.ipynb"), str(run / "evaluate.ipynb"), parameters={"encoder": name} | EVAL,
+    evaluation = EVAL_ROBUST if name.startswith("r18-") else EVAL
+    pm.execute_notebook(str(NB / "evaluate.ipynb"), str(run / "evaluate.ipynb"), parameters={"encoder": name} | evaluation,
                         cwd=str(NB), progress_bar=False)
     (RUNS / "evidence").mkdir(exist_ok=True)
     with open(RUNS / "evidence" / "timing.jsonl", "a") as f:
