@@ -2,7 +2,7 @@
 
 A variant is a run's config without name, seed and run-time settings; its label reads like
 "mocov2 + SASSL(pbn)" or "mocov2 baseline", with any training setting that differs from today's
-PretrainConfig default after the learner ("mocov2 ema=0.99 baseline") and any non-default SASSL setting
+default for its learner after the learner ("mocov2 ema=0.9 baseline") and any non-default SASSL setting
 appended, so runs of different budgets or settings are never pooled. Scores are the
 pre-training kNN monitor and each evaluation summary (runs/<name>/eval/summary.json).
 """
@@ -10,29 +10,33 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from sassl.config import plain
 from sassl.eval.transfer import mean_std
-from sassl.train import PretrainConfig
+from sassl.train import PretrainConfig, config_from_dict
 
 SASSL_DEFAULTS = {"p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13}
 # settings that do not change what a run learns (or are the learner / SASSL part of the label)
 NOT_VARIANT = {"name", "seed", "learner", "style", "amp", "sync_bn", *SASSL_DEFAULTS}
 
 
-def _training_defaults() -> dict:
-    import dataclasses
-
+def _training_defaults(learner: str) -> dict:
+    """Today's default settings of a run of `learner` (its own layer included), without the non-variant ones."""
     skip = NOT_VARIANT | set(PretrainConfig.RESUME_FREE) - {"epochs", "max_steps"}
-    return plain({f.name: f.default for f in dataclasses.fields(PretrainConfig) if f.name not in skip})
+    try:
+        resolved = asdict(config_from_dict({"learner": learner}))
+    except ValueError:  # a learner that no longer exists: compare with the plain defaults
+        resolved = asdict(PretrainConfig())
+    return plain({k: v for k, v in resolved.items() if k not in skip})
 
 
 def variant_label(cfg: dict) -> str:
-    """"mocov2 + SASSL(pbn)", "simclr baseline", "mocov2 ema=0.99 + SASSL(batch) layers=4": the learner,
-    training settings that differ from PretrainConfig's defaults, then the SASSL part."""
+    """"mocov2 + SASSL(pbn)", "simclr baseline", "mocov2 ema=0.9 + SASSL(batch) layers=4": the learner,
+    training settings that differ from today's defaults for that learner, then the SASSL part."""
     norm = plain(cfg)
-    learner = " ".join([cfg["learner"]] + [f"{k}={norm[k]}" for k, v in _training_defaults().items()
+    learner = " ".join([cfg["learner"]] + [f"{k}={norm[k]}" for k, v in _training_defaults(cfg["learner"]).items()
                                            if k in norm and norm[k] != v])
     if cfg.get("style", "none") == "none":
         return f"{learner} baseline"

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sassl.config import coerce, from_dict
 from sassl.eval.transfer import EvalConfig, default_out
-from sassl.recipes import with_recipe
 from sassl.runtime import terminal_line
 
 
@@ -23,13 +23,15 @@ def runs_root(start: str | os.PathLike | None = None) -> Path:
     return here / "runs"
 
 
-def config_from_cells(namespace: dict, names_before: set, cls, notebook_only: dict | None = None):
+def config_from_cells(namespace: dict, names_before: set, cls, notebook_only: dict | None = None,
+                      resolve: Callable[[dict], object] | None = None):
     """The config a notebook's parameters cell (plus papermill's injected cell) describes.
 
     namespace: globals(); names_before: set(globals()) taken before the parameters cell. Every new
     plain value (modules, classes and functions imported meanwhile are ignored) must be a field of
     `cls` or a key of `notebook_only` (name -> default); an unknown name or a wrong type raises
-    ValueError naming it. Returns (config, {notebook-only values})."""
+    ValueError naming it. `resolve`: the config's own builder from the settings given (pretrain: layers the
+    learner's settings and a recipe under them); else cls(**values). Returns (config, {notebook-only values})."""
     import dataclasses
     import inspect
 
@@ -42,12 +44,12 @@ def config_from_cells(namespace: dict, names_before: set, cls, notebook_only: di
         raise ValueError(f"unknown notebook parameter(s) {unknown}; known: {', '.join(sorted(fields | set(notebook_only)))}")
     extra = {k: coerce(k, new.get(k, default), default) for k, default in notebook_only.items()}
     values = {k: v for k, v in new.items() if k in fields}
-    if "recipe" in fields and values.get("recipe"):
-        # NOTE: a notebook's parameters cell holds every default, so with a recipe only the parameters that
-        # differ from their defaults count as given (and win over the recipe's settings)
+    if resolve is not None:
+        # NOTE: a notebook's parameters cell holds every default, so only the parameters that differ from their
+        # defaults count as given (and win over the layers under them: the learner's own settings, a recipe)
         defaults = dataclasses.asdict(cls())
-        values = {k: v for k, v in values.items() if k == "recipe" or coerce(k, v, defaults[k]) != defaults[k]}
-        return from_dict(cls, with_recipe(values)), extra
+        values = {k: v for k, v in values.items() if coerce(k, v, defaults[k]) != defaults[k]}
+        return resolve(values), extra
     return from_dict(cls, values), extra
 
 

@@ -1,8 +1,8 @@
-"""Named pre-training recipes (`--recipe NAME`): settings under the ones a run is given.
-
-Given flags (and JSON config values) win over the recipe; in a notebook, whose parameters cell holds every
-default, the parameters changed from their defaults win. The resolved values (and the recipe's name) are
-what config.json records.
+"""Settings under the ones a run is given, in layers: PretrainConfig's defaults, then the learner's own
+(LEARNER_DEFAULTS: its paper's views, heads, target momentum, temperature), then a named recipe
+(`--recipe NAME`), then the settings given, which win. In a notebook, whose parameters cell holds every
+default, the parameters changed from their defaults count as given. The resolved values (and the recipe's
+name) are what config.json records.
 
 NOTE: the SASSL paper states it adds SASSL to each learner "without hyperparameter tuning", i.e. on
 the learner's own ImageNet recipe, but its appendix table (A.3) was not available to us offline, so
@@ -13,6 +13,25 @@ GPU settings of that scale (bf16 autocast, SyncBN, 10 loader workers per GPU). I
 checks it against A.3.
 """
 from __future__ import annotations
+
+# Each learner's own settings, from its paper; selected by the learner name, under a recipe and given values.
+LEARNER_DEFAULTS: dict[str, dict] = {
+    # SASSL's MoCo v2 (A.3: no queue, BYOL-style predictor, cosine momentum from 0.99, T 0.1, BYOL's views).
+    # NOTE: A.3's head sizes were not available to us; BYOL's (4096/256) are the ones its BYOL-style
+    # predictor comes from
+    "mocov2": {"views": "byol", "proj_hidden": 4096, "proj_dim": 256, "ema": 0.99, "temperature": 0.1},
+    # classic MoCo v2 (Chen et al. 2020): 2048/128 head, T 0.2, its own views and crop scale, momentum 0.999
+    "mocov2-queue": {"views": "mocov2", "crop_scale": (0.2, 1.0), "proj_hidden": 2048, "proj_dim": 128,
+                     "ema": 0.999, "temperature": 0.2},
+    # SimCLR (Chen et al. 2020): symmetric views (colour strength 1.0, blur 0.5 on both), 2048/128 head, T 0.1
+    "simclr": {"views": "simclr", "proj_hidden": 2048, "proj_dim": 128, "temperature": 0.1},
+    # BYOL (Grill et al. 2020): asymmetric views, 4096/256 heads, target momentum 0.996 -> 1
+    "byol": {"views": "byol", "proj_hidden": 4096, "proj_dim": 256, "ema": 0.996},
+    # MoCo v3 (Chen, Xie & He 2021), its ViT settings: BYOL's views, 4096/256 heads (3-layer projector for a
+    # ViT), T 0.2, momentum 0.99 -> 1, AdamW with base lr 1.5e-4 per 256 images and weight decay 0.1
+    "mocov3": {"views": "mocov3", "proj_hidden": 4096, "proj_dim": 256, "ema": 0.99, "temperature": 0.2,
+               "optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1},
+}
 
 RECIPES: dict[str, dict] = {
     "imagenet-resnet50": {
@@ -37,8 +56,16 @@ RECIPES: dict[str, dict] = {
         "sync_bn": True,
         "checkpoint_every": 500,  # steps (~1.6 epochs at batch 4096): a killed run loses minutes, not hours
         "knn_every": 10,
+        "embed_size": 256,  # styles and contents embedded at Magenta's 256 px
     },
 }
+# Appendix A.10: SASSL with other backbones. ResNet-50 (4x) on the same recipe (375 M parameters: where 4096
+# images per step do not fit, --accumulate); MoCo v3 with ViT-B/16 on MoCo v3's own ViT recipe (300 epochs,
+# batch 4096, AdamW lr 1.5e-4 per 256, weight decay 0.1, 40 warm-up epochs, T 0.2, momentum 0.99 -> 1).
+RECIPES["imagenet-resnet50x4"] = RECIPES["imagenet-resnet50"] | {"backbone": "resnet50x4"}
+RECIPES["imagenet-vit-b-mocov3"] = {k: v for k, v in RECIPES["imagenet-resnet50"].items() if k not in ("small_images",)} | {
+    "learner": "mocov3", "backbone": "vit_b_16", "views": "mocov3", "epochs": 300, "optimizer": "adamw", "lr": 1.5e-4,
+    "weight_decay": 0.1, "warmup_epochs": 40.0, "ema": 0.99, "temperature": 0.2}
 
 
 def recipe_values(name: str) -> dict:
@@ -50,8 +77,11 @@ def recipe_values(name: str) -> dict:
     return dict(RECIPES[name])
 
 
-def with_recipe(values: dict) -> dict:
-    """Given settings on top of their recipe's (values['recipe'], if any): the given ones win. The one rule
-    for applying a recipe; config_from_dict (flags, JSON) and the notebooks call it."""
+def with_recipe(values: dict, default_learner: str) -> dict:
+    """Given settings on top of their recipe's (values['recipe'], if any), on top of their learner's own
+    (LEARNER_DEFAULTS; the learner given, else the recipe's, else `default_learner`): the given ones win.
+    The one rule for layering settings; config_from_dict (flags, JSON, notebooks) calls it."""
     recipe = values.get("recipe") or ""
-    return recipe_values(recipe if isinstance(recipe, str) else "") | values
+    under = recipe_values(recipe if isinstance(recipe, str) else "")
+    learner = values.get("learner") or under.get("learner") or default_learner
+    return LEARNER_DEFAULTS.get(learner, {}) | under | values

@@ -22,10 +22,11 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from sassl import dist
+from sassl.backbones import BACKBONES
 from sassl.config import check_range, from_dict, plain
 from sassl.data import get_dataset, held_out_split, parse_name
 from sassl.eval.knn import KnnMonitor
-from sassl.learners import LEARNERS, cosine_momentum, create_learner
+from sassl.learners import LEARNERS, MomentumTwoTower, cosine_momentum, create_learner
 from sassl.optim import LARS, cosine_lr, param_groups
 from sassl.paths import atomic_file
 from sassl.plots import training_curves
@@ -34,7 +35,7 @@ from sassl.runtime import duration, git_commit, read_metrics, resolve_device, te
 from sassl.stylizer import StyleChoice, check_settings, make_style_op
 from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, TwoCrops, loader_workers, make_loader,
                                to_unit)
-from sassl.views import Prepared, TwoViews
+from sassl.views import TOWERS, VIEWS, Prepared, TwoViews
 
 
 @dataclass
@@ -43,9 +44,9 @@ class PretrainConfig:
     (sassl.config.field_help); the pretrain notebook's parameters cell uses the same names."""
 
     name: str = "pretrain"                # run folder: <runs_dir>/<name>
-    recipe: str = ""                      # named settings under the ones given (which win): imagenet-resnet50 (sassl.recipes)
-    learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol
-    backbone: str = "resnet18"            # resnet18, resnet34 or resnet50 (torchvision layout, random init)
+    recipe: str = ""                      # named settings under the ones given (which win): imagenet-resnet50, imagenet-resnet50x4, imagenet-vit-b-mocov3 (sassl.recipes)
+    learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol, mocov3; its own views, heads, momentum and temperature come with it (sassl.recipes.LEARNER_DEFAULTS)
+    backbone: str = "resnet18"            # resnet18, resnet34, resnet50, resnet50x4 (every width x4), vit_tiny, vit_s_16, vit_b_16 (random init)
     small_images: bool = False            # CIFAR stem (3x3 conv, no max pool); false: ImageNet stem (cheaper on CPU)
     dataset: str = "objects"              # registry name or imagefolder:PATH; 'train' trains, test (else val, or NAME@SPLIT) feeds the kNN monitor
     image_size: int = 64                  # side of the random resized crops, px
@@ -55,19 +56,26 @@ class PretrainConfig:
     alpha: tuple = (0.1, 0.3)             # embedding blend range: z is alpha P(style) + (1 - alpha) P(content)
     beta: tuple = (0.1, 0.3)              # pixel blend range: y is beta T(content, z) + (1 - beta) content
     layers: int = 13                      # stylize only the first k of the 13 CIN layers (the rest get the content's code)
+    views: str = "byol"                   # view augmentations: byol, simclr, mocov2 (classic), mocov3 (sassl.views.VIEWS); default: the learner's own
+    # NOTE: the paper embeds styles at 256 px (Magenta's size) and does not say at what size the content is
+    # embedded. The same painting embedded at 64 and at 256 px lies farther apart (mean distance 5.06) than two
+    # paintings at 256 (3.28) (docs/RESULTS.md), so bank, in-batch and content codes are all embedded at one
+    # size. 0 follows the crop size: free at 64 px on a CPU, where 256 px would cost +55% per step.
+    embed_size: int = 0                   # side (px) at which the style predictor embeds bank styles, in-batch styles and the content; 0: image_size (the imagenet recipes use 256, the paper's)
+    sassl_towers: str = "both"            # which towers see view 1 stylized: both (the default reading, sassl.views.TOWERS) or online (the target tower gets view 1 unstylized); momentum learners only
     # NOTE: a CPU-scale budget (9 epochs of batch 32 = 657 steps; lr 2.0 per 256 is 0.25 per step), sized
     # so the main job fits 20 minutes on a 2-core AVX2 CPU; the paper pre-trains on ImageNet for hundreds
     # of epochs (docs/DESIGN.md §2.3; the measurements behind this choice are in docs/RESULTS.md)
     epochs: int = 9                       # passes over the train split
     batch_size: int = 32                  # global batch, split over processes
-    optimizer: str = "lars"               # lars or sgd (momentum 0.9)
+    optimizer: str = "lars"               # lars, sgd (momentum 0.9) or adamw (mocov3's)
     lr: float = 2.0                       # base learning rate per 256 images (scaled by batch_size / 256)
     weight_decay: float = 1e-6            # L2 on weights; biases and norm layers exempt
     warmup_epochs: float = 1.0            # linear learning-rate warm-up, then cosine decay to 0
-    ema: float = 0.99                     # base target momentum (mocov2, byol), cosine schedule up to 1.0
-    temperature: float = 0.0              # contrastive temperature; 0: the learner's default
-    proj_hidden: int = 1024               # hidden width of the projector (and predictor) MLPs
-    proj_dim: int = 128                   # output width of the projector
+    ema: float = 0.99                     # base target momentum (momentum learners), cosine schedule up to 1.0; default: the learner's own
+    temperature: float = 0.1              # contrastive temperature (mocov2, simclr, mocov3); default: the learner's own
+    proj_hidden: int = 4096               # hidden width of the projector (and predictor) MLPs; default: the learner's own
+    proj_dim: int = 256                   # output width of the projector; default: the learner's own
     seed: int = 0                         # seeds init, data order, crops and augmentations
     device: str = "auto"                  # auto (cuda if available), cpu, cuda or cuda:N
     amp: bool = True                      # mixed precision on CUDA: bfloat16, or float16 + GradScaler where the GPU has no bfloat16 (ignored on CPU)
@@ -93,9 +101,9 @@ class PretrainConfig:
 
 def config_from_dict(values: dict) -> PretrainConfig:
     """The validated config that `values` (the settings given: flags, notebook parameters, JSON) describe,
-    on top of their recipe's settings (sassl.recipes): given values win. Unknown keys and wrong types
-    raise ValueError naming the parameter. The one place a recipe is applied."""
-    cfg = from_dict(PretrainConfig, with_recipe(values))
+    on top of their recipe's settings and their learner's own (sassl.recipes): given values win. Unknown
+    keys and wrong types raise ValueError naming the parameter. The one place these layers are applied."""
+    cfg = from_dict(PretrainConfig, with_recipe(values, PretrainConfig.learner))
     validate(cfg)
     return cfg
 
@@ -104,9 +112,13 @@ def validate(cfg: PretrainConfig) -> None:
     """Clear errors for impossible settings, before any data is loaded."""
     if cfg.learner not in LEARNERS:
         raise ValueError(f"learner: unknown {cfg.learner!r}; available: {', '.join(LEARNERS)}")
-    if cfg.optimizer not in ("lars", "sgd"):
-        raise ValueError(f"optimizer: expected lars or sgd, got {cfg.optimizer!r}")
-    for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("knn_k", 1), ("knn_every", 0),
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    if cfg.views not in VIEWS:
+        raise ValueError(f"views: expected one of {', '.join(VIEWS)}, got {cfg.views!r}")
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"backbone: unknown {cfg.backbone!r}; available: {', '.join(BACKBONES)}")
+    for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("embed_size", 0), ("knn_k", 1), ("knn_every", 0),
                      ("knn_max_train", 0), ("knn_max_test", 0), ("accumulate", 1), ("num_workers", -1)):
         if getattr(cfg, name) < lo:
             raise ValueError(f"{name}: must be >= {lo}, got {getattr(cfg, name)}")
@@ -117,6 +129,12 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"dist_timeout: must be > 0 minutes, got {cfg.dist_timeout}")
     check_settings(cfg.p, cfg.alpha, cfg.beta, cfg.layers)  # SASSL's own check, before any data is loaded
     check_range("crop_scale", cfg.crop_scale, positive=True)
+    if 0 < cfg.embed_size < 32:
+        raise ValueError(f"embed_size: must be 0 (the crop size) or >= 32 px, got {cfg.embed_size}")
+    if cfg.sassl_towers not in TOWERS:
+        raise ValueError(f"sassl_towers: expected one of {', '.join(TOWERS)}, got {cfg.sassl_towers!r}")
+    if cfg.sassl_towers != "both" and not issubclass(LEARNERS[cfg.learner][0], MomentumTwoTower):
+        raise ValueError(f"sassl_towers: {cfg.learner} has one tower (no target network); only 'both' applies")
     if cfg.decode not in TwoCrops.DECODE:
         raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
@@ -126,8 +144,9 @@ def validate(cfg: PretrainConfig) -> None:
 
 def style_op(cfg: PretrainConfig, device: torch.device, progress: bool = True) -> StyleChoice:
     """The SASSL op a config asks for (op None when style is 'none') and where its styles came from."""
-    return make_style_op(cfg.style, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers,
-                         progress=progress, device=device)
+    size = cfg.embed_size or cfg.image_size  # one size for the bank's styles and the content (embed_size)
+    return make_style_op(cfg.style, p=cfg.p, alpha=cfg.alpha, beta=cfg.beta, layers=cfg.layers, embed_size=size,
+                         image_size=size, progress=progress, device=device)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -177,8 +196,9 @@ def prepared_ahead(batches: Iterable, prepare: Callable[[list, int], list[Prepar
         if done is not None:
             main.wait_event(done)  # this batch's work only, not the next batch's queued after it
             for p in prep:
-                p.crop1.record_stream(main)
-                p.crop2.record_stream(main)
+                for t in (p.crop1, p.crop2, p.clean1):
+                    if t is not None:
+                        t.record_stream(main)
         return prep
 
     it, step = iter(batches), first_step
@@ -226,16 +246,19 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
     logs: dict = {}
     for k, prep in enumerate(batch):
         x1, x2, _ = views.finish(prep)
+        x1t = views.target_view(prep)  # view 1 without SASSL for the target tower (sassl_towers=online), else None
         # channels-last activations: oneDNN's convolutions (CPU) and cuDNN's tensor cores (CUDA) are faster on
         # them; the maths is unchanged
         x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
+        if x1t is not None:
+            x1t = x1t.contiguous(memory_format=torch.channels_last)
         last = k == len(batch) - 1
         sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) and not last \
             else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 # the momentum as a 0-d CPU tensor: a graph input under --compile, not a constant per step
-                loss, logs = model(x1, x2, torch.tensor(momentum, dtype=torch.float64) if k == 0 else None)
+                loss, logs = model(x1, x2, torch.tensor(momentum, dtype=torch.float64) if k == 0 else None, x1t)
             scaled = loss / len(batch)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach() / len(batch)
@@ -253,11 +276,17 @@ def learner_settings(cfg: PretrainConfig) -> dict:
             "temperature": cfg.temperature or None}  # 0: the learner's own default
 
 
+OPTIMIZERS = ("lars", "sgd", "adamw")
+
+
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """LARS (biases and norm layers exempt from decay and adaptation) or SGD with momentum 0.9."""
+    """LARS (biases and norm layers exempt from decay and adaptation), SGD with momentum 0.9, or AdamW
+    (MoCo v3's; biases and norm layers exempt from decay). Frozen parameters are left out."""
     groups = param_groups(model, weight_decay)
     if name == "lars":
         return LARS(groups, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
@@ -318,7 +347,7 @@ def open_run(cfg: PretrainConfig, resume: bool) -> Run:
 
 def build_model(cfg: PretrainConfig, device: torch.device) -> nn.Module:
     """The learner on `device` (channels-last), SyncBN across processes when asked (CUDA)."""
-    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, **learner_settings(cfg))
+    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, image_size=cfg.image_size, **learner_settings(cfg))
     model = model.to(device, memory_format=torch.channels_last)
     if dist.is_dist() and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -375,7 +404,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than {cfg.dataset}'s train split ({len(train_ds)} images)")
     model = build_model(cfg, device)
     style = style_op(cfg, device, progress=progress and dist.rank() == 0)
-    views = TwoViews(sassl=style.op).to(device)
+    views = TwoViews(VIEWS[cfg.views], sassl=style.op, towers=cfg.sassl_towers).to(device)
     base_lr = cfg.lr * cfg.batch_size / 256
     opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
     dtype = amp_dtype(device, cfg.amp)

@@ -1,4 +1,5 @@
-"""BYOL's asymmetric two-view pipeline, batched on the training device, with SASSL slotted after the crop.
+"""The two-view pipelines (BYOL's asymmetric one by default; SimCLR's, classic MoCo v2's and MoCo v3's in
+VIEWS), batched on the training device, with SASSL slotted after the crop.
 
 The data loader only decodes and crops (sassl.data.loader: two random resized crops per image, uint8,
 seeded by (seed, epoch, index) so a resumed run sees the same crops). Everything else runs on whole batches:
@@ -120,6 +121,19 @@ class ViewConfig:
     solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
+# Each method's own view set (--views NAME; each learner's default is in sassl.recipes.LEARNER_DEFAULTS).
+VIEWS: dict[str, ViewConfig] = {
+    "byol": ViewConfig(),  # Grill et al. 2020, table 6; SASSL's MoCo v2 uses it (A.3)
+    # SimCLR (Chen et al. 2020, appendix A): colour distortion of strength 1 (0.8, 0.8, 0.8, 0.2) with p 0.8,
+    # grayscale 0.2, blur with p 0.5 on both views, no solarisation
+    "simclr": ViewConfig(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_p=(0.5, 0.5), solarize_p=(0.0, 0.0)),
+    # classic MoCo v2 (Chen et al. 2020, its code): jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2, blur 0.5
+    "mocov2": ViewConfig(saturation=0.4, blur_p=(0.5, 0.5), solarize_p=(0.0, 0.0)),
+    # MoCo v3 (Chen et al. 2021, its code): BYOL's set (blur 1.0 / 0.1, solarize 0 / 0.2)
+    "mocov3": ViewConfig(),
+}
+
+
 @dataclass
 class ViewParams:
     """Per-image draws for one view: flip, jitter (apply, factors (N, 4), order (N, 4)), gray, blur, sigma, solarize."""
@@ -137,22 +151,38 @@ class ViewParams:
 
 @dataclass
 class Prepared:
-    """A batch with all its draws made and SASSL applied (crop1 stylized), waiting for the other view ops."""
+    """A batch with all its draws made and SASSL applied (crop1 stylized), waiting for the other view ops.
+    clean1: crop1 before SASSL, kept only when the target tower must not see the stylized view (towers='online')."""
 
     crop1: torch.Tensor
     crop2: torch.Tensor
     p1: ViewParams
     p2: ViewParams
+    clean1: torch.Tensor | None = None
+
+
+# Which towers of a momentum learner see view 1 stylized. 'both': view 1 is stylized before the learner sees it,
+# so in the symmetric loss it feeds the online tower (against the target's view 2) and the target tower
+# (against the online view 2). 'online': the target tower gets view 1 without SASSL (same crop, same other ops).
+# NOTE: the paper stylizes "the left view"; in its symmetrised loss that view meets both towers, and SASSL
+# is a step of the input pipeline that builds the view (BYOL's code, which the paper's extends, makes the
+# views before the learner runs), so 'both' is the reading we argue for and the default. 'online' is the
+# other reading (the left view is BYOL's online input), kept as a setting.
+TOWERS = ("both", "online")
 
 
 class TwoViews(nn.Module):
     """(crop1, crop2) in [0, 1] -> (view1, view2) normalised for the backbone, plus the sampled params.
 
-    `sassl`: an optional SASSL op applied to view 1 right after the crop (None = default views)."""
+    `sassl`: an optional SASSL op applied to view 1 right after the crop (None = default views); `towers`:
+    which towers see view 1 stylized (TOWERS; 'online' also keeps the clean view 1 for the target tower)."""
 
-    def __init__(self, cfg: ViewConfig = ViewConfig(), sassl: nn.Module | None = None, normalize: bool = True):
+    def __init__(self, cfg: ViewConfig = ViewConfig(), sassl: nn.Module | None = None, normalize: bool = True,
+                 towers: str = "both"):
         super().__init__()
-        self.cfg, self.sassl, self.normalize = cfg, sassl, normalize
+        if towers not in TOWERS:
+            raise ValueError(f"sassl_towers: expected one of {', '.join(TOWERS)}, got {towers!r}")
+        self.cfg, self.sassl, self.normalize, self.towers = cfg, sassl, normalize, towers
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[None, :, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD)[None, :, None, None], persistent=False)
 
@@ -198,17 +228,23 @@ class TwoViews(nn.Module):
     def prepare(self, crop1: torch.Tensor, crop2: torch.Tensor, g: torch.Generator) -> Prepared:
         """Every random draw of a batch from `g` (SASSL's first, then each view's) and the SASSL op on crop1."""
         n = len(crop1)
-        sassl_params = None
+        sassl_params, clean1 = None, None
         if self.sassl is not None:
+            clean1 = crop1 if self.towers == "online" else None
             crop1, sassl_params = self.sassl(crop1, generator=g)
         p1, p2 = self.sample(n, 0, g), self.sample(n, 1, g)
         p1.sassl = sassl_params
-        return Prepared(crop1, crop2, p1, p2)
+        return Prepared(crop1, crop2, p1, p2, clean1)
 
     @torch.no_grad()
     def finish(self, prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, list[ViewParams]]:
         """The prepared crops -> (view1, view2, [params1, params2])."""
         return self.apply(prep.crop1, prep.p1), self.apply(prep.crop2, prep.p2), [prep.p1, prep.p2]
+
+    @torch.no_grad()
+    def target_view(self, prep: Prepared) -> torch.Tensor | None:
+        """View 1 without SASSL (same draws) for the target tower when towers='online', else None."""
+        return None if prep.clean1 is None else self.apply(prep.clean1, prep.p1)
 
     def forward(self, crop1: torch.Tensor, crop2: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[ViewParams]]:
         """(crop1, crop2) in [0, 1] -> (view1, view2, [params1, params2]): prepare, then finish."""

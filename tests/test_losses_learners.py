@@ -1,9 +1,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 
+from sassl.backbones import BACKBONES, ViT, create_backbone, wide_resnet50
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.learners.losses import byol_loss, info_nce, nt_xent
+from sassl.learners.mocov3 import mocov3_loss
 
 
 def naive_info_nce(q, k, t, queue=None, rank=0):
@@ -93,7 +96,83 @@ def test_moco_queue_fills_in_order():
 
 
 def test_unknown_learner_and_backbone():
-    with pytest.raises(KeyError, match="available: mocov2, mocov2-queue, simclr, byol"):
+    with pytest.raises(KeyError, match="available: mocov2, mocov2-queue, simclr, byol, mocov3"):
         create_learner("dino")
     with pytest.raises(KeyError, match="unknown backbone"):
         create_learner("simclr", "vit")
+    with pytest.raises(ValueError, match="small_images: vit_tiny has no small-image stem"):
+        create_backbone("vit_tiny", small_images=True)
+
+
+def test_mocov3_loss_matches_naive():
+    """One direction is 2T times the cross-entropy of q[i] against every key (positive at i + rank * B); the
+    learner's loss is the sum of both directions, from its online predictions and its target's keys."""
+    torch.manual_seed(0)
+    q, k = torch.randn(5, 8), torch.randn(10, 8)
+    for rank in (0, 1):
+        torch.testing.assert_close(mocov3_loss(q, k, 0.2, rank), 0.4 * naive_info_nce(q, k, 0.2, rank=rank),
+                                   rtol=1e-5, atol=1e-5)
+    model = create_learner("mocov3", "resnet18", proj_hidden=32, proj_dim=16, pred_hidden=32)
+    x1, x2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    loss, _ = model(x1, x2, 0.99)
+    q1, q2 = model.online(x1), model.online(x2)
+    k1, k2 = model.target(x1), model.target(x2)
+    ref = 0.4 * (naive_info_nce(q1, k2, 0.2) + naive_info_nce(q2, k1, 0.2))
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mocov3_vit_step_freezes_the_patch_projection():
+    """MoCo v3 on the tiny ViT: a 3-layer projector ending in an affine-free BN, the patch projection frozen at
+    its random init (no gradient, unchanged by an AdamW step), every other backbone weight trained."""
+    from sassl.train import make_optimizer
+
+    torch.manual_seed(0)
+    model = create_learner("mocov3", "vit_tiny", small_images=False, image_size=32, proj_hidden=64, proj_dim=32,
+                           pred_hidden=64)
+    assert isinstance(model.backbone, ViT) and sum(isinstance(m, torch.nn.Linear) for m in model.projector) == 3
+    assert isinstance(model.projector[-1], torch.nn.BatchNorm1d) and not model.projector[-1].affine
+    patch = model.backbone.conv_proj.weight.clone()
+    opt = make_optimizer(model, "adamw", 1e-3, 0.1)
+    loss, _ = model(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), 0.99)
+    loss.backward()
+    opt.step()
+    assert model.backbone.conv_proj.weight.grad is None and torch.equal(model.backbone.conv_proj.weight, patch)
+    trained = [p for n, p in model.backbone.named_parameters() if not n.startswith("conv_proj")]
+    assert trained and all(p.grad is not None for p in trained)
+
+
+def test_vit_position_embedding_follows_the_input_size():
+    """At its own size the ViT uses its position embedding as learnt; at another size it is interpolated, and
+    an input upsampled from a constant image still gives a constant grid, so the interpolation is
+    resolution-consistent: a 64-px ViT evaluates 32-px and 128-px images."""
+    torch.manual_seed(0)
+    vit, dim = create_backbone("vit_tiny", small_images=False, image_size=64)
+    assert dim == 192 and vit.position_embedding(4, 4) is vit.encoder.pos_embedding
+    pos = vit.position_embedding(8, 8)
+    assert pos.shape == (1, 65, 192) and torch.equal(pos[:, :1], vit.encoder.pos_embedding[:, :1])
+    with torch.no_grad():
+        vit.encoder.pos_embedding[:, 1:] = 0.5
+    torch.testing.assert_close(vit.position_embedding(8, 8)[:, 1:], torch.full((1, 64, 192), 0.5))
+    vit.eval()
+    assert vit(torch.rand(2, 3, 32, 32)).shape == vit(torch.rand(2, 3, 128, 128)).shape == (2, 192)
+    with pytest.raises(ValueError, match="image_size: 60 is not a multiple of the ViT patch size 16"):
+        create_backbone("vit_tiny", small_images=False, image_size=60)
+
+
+def test_big_backbones_have_the_published_sizes():
+    """Built on the meta device (no memory, no time): ViT-S/16 22 M and ViT-B/16 86 M parameters; ResNet-50
+    (2x) 94 M and (4x) 375 M as SimCLR reports them, with every weight of ResNet-50 at 4x its width (the input
+    channels aside) and 2048 * 4 features."""
+    with torch.device("meta"):
+        sizes = {n: sum(p.numel() for p in create_backbone(n, False)[0].parameters()) / 1e6
+                 for n in ("vit_s_16", "vit_b_16", "resnet50x2", "resnet50x4")}
+        one, four = create_backbone("resnet50", False)[0], create_backbone("resnet50x4", False)[0]
+        assert four(torch.empty(2, 3, 64, 64)).shape == (2, BACKBONES["resnet50x4"][1]) == (2, 8192)
+    assert sizes == pytest.approx({"vit_s_16": 21.7, "vit_b_16": 85.8, "resnet50x2": 93.9, "resnet50x4": 375.4}, abs=0.1)
+    wide = dict(four.named_parameters())
+    for name, p in one.named_parameters():
+        want = [d * 4 if i < 2 and not (name == "conv1.weight" and i == 1) else d for i, d in enumerate(p.shape)]
+        assert list(wide[name].shape) == want, name
+    with torch.device("meta"):  # at width 1 it is torchvision's ResNet-50, weight for weight
+        assert {k: v.shape for k, v in wide_resnet50(1).state_dict().items()} == \
+            {k: v.shape for k, v in torchvision.models.resnet50().state_dict().items()}

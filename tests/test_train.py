@@ -240,3 +240,49 @@ def test_device_decode_trains_like_the_fast_path(tmp_path, jpeg_folder):
     assert losses["device"] == pytest.approx(losses["fast"], rel=5e-2)
     with pytest.raises(ValueError, match="decode: expected one of fast, device, full"):
         config_from_dict({"decode": "gpu"})
+
+
+def test_learner_defaults_sit_under_recipes_and_given_values():
+    """Each learner brings its paper's heads, momentum, temperature and views (sassl.recipes.LEARNER_DEFAULTS);
+    a recipe sits above them and given values above both; config.json records the resolved values."""
+    from sassl.recipes import LEARNER_DEFAULTS
+
+    for name, own in LEARNER_DEFAULTS.items():
+        cfg = config_from_dict({"learner": name})
+        assert {k: getattr(cfg, k) for k in own} == own, name
+    assert config_from_dict({"learner": "byol", "proj_hidden": 512}).proj_hidden == 512
+    vit = config_from_dict({"recipe": "imagenet-vit-b-mocov3"})
+    assert (vit.learner, vit.backbone, vit.optimizer, vit.lr, vit.weight_decay, vit.warmup_epochs, vit.embed_size) == \
+        ("mocov3", "vit_b_16", "adamw", 1.5e-4, 0.1, 40.0, 256)
+    assert config_from_dict({"recipe": "imagenet-resnet50x4"}).backbone == "resnet50x4"
+    with pytest.raises(ValueError, match="sassl_towers: simclr has one tower"):
+        config_from_dict({"learner": "simclr", "sassl_towers": "online"})
+    with pytest.raises(ValueError, match="embed_size: must be 0"):
+        config_from_dict({"embed_size": 16})
+
+
+def test_style_codes_embedded_at_one_size(tmp_path):
+    """embed_size 0 follows the crop size: the bank's styles and the contents are embedded at image_size; a given
+    embed_size sets both (the bank is built at it)."""
+    from sassl.train import style_op
+
+    for given, size in ((0, 48), (96, 96)):
+        choice = style_op(config_from_dict({"style": "paintings", "image_size": 48, "embed_size": given}),
+                          torch.device("cpu"), progress=False)
+        assert choice.op.embed_size == size and choice.bank.meta["image_size"] == size
+
+
+def test_vit_mocov3_run_and_strict_encoder_load(tmp_path, tiny_folder):
+    """MoCo v3 with the tiny ViT through `pretrain` (AdamW, SASSL in-batch on the online tower only); its
+    encoder loads strictly for evaluation and embeds images of another size (interpolated positions)."""
+    from sassl.eval.checkpoint import load_encoder
+
+    cfg = _cfg(tmp_path, tiny_folder, name="vit", learner="mocov3", backbone="vit_tiny", style="batch",
+               sassl_towers="online", epochs=1, max_steps=2, knn_every=0)
+    assert cfg.optimizer == "adamw" and cfg.views == "mocov3"
+    pretrain(cfg, progress=False)
+    net, info = load_encoder("vit", runs_dir=str(tmp_path))
+    assert info["backbone"] == "vit_tiny" and info["dim"] == 192
+    state = torch.load(tmp_path / "vit" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, state["backbone." + k]) for k, v in net.state_dict().items())
+    assert net(torch.rand(2, 3, 64, 64)).shape == (2, 192)

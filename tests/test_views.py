@@ -6,7 +6,8 @@ from conftest import load_batch
 from sassl.data.registry import Dataset
 from sassl.stylizer import SASSL
 from sassl.data.loader import TwoCrops, sample_crop
-from sassl.views import (TwoViews, ViewConfig, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
+from sassl.train import config_from_dict
+from sassl.views import (VIEWS, TwoViews, ViewConfig, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
                          gaussian_blur)
 
 
@@ -96,3 +97,33 @@ def test_blur_sigma_scales_with_crop_size():
     torch.testing.assert_close(views.apply(x, p), want)
     raw = TwoViews(ViewConfig(**{**cfg.__dict__, "blur_reference_size": 0}), normalize=False)
     torch.testing.assert_close(raw.apply(x, p), gaussian_blur(x, p.sigma, 7))
+
+
+def test_online_towers_give_the_target_the_unstylized_view(stylizer, photos):
+    """sassl_towers='online': the online view 1 is stylized, the target's view 1 is the same crop with the same
+    draws (flip, jitter, blur, ...) and no SASSL; 'both' gives the target nothing extra (it sees view 1)."""
+    x1, x2 = load_batch(photos[:6], 48), load_batch(photos[5:11], 48)
+    online = TwoViews(sassl=SASSL(stylizer, "batch", p=1.0), towers="online")
+    off = TwoViews(sassl=SASSL(stylizer, "batch", p=0.0))  # same draws, nothing stylized
+    prep = online.prepare(x1, x2, torch.Generator().manual_seed(5))
+    v1, _, _ = online.finish(prep)
+    clean1, _, _ = off(x1, x2, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(online.target_view(prep), clean1)
+    assert (v1 - clean1).abs().mean() > 1e-3
+    both = TwoViews(sassl=SASSL(stylizer, "batch", p=1.0))
+    assert both.target_view(both.prepare(x1, x2, torch.Generator().manual_seed(5))) is None
+    with pytest.raises(ValueError, match="sassl_towers: expected one of both, online"):
+        TwoViews(towers="target")
+
+
+def test_each_method_has_its_own_views():
+    """SimCLR's set is symmetric (blur 0.5 on both views, no solarisation, colour strength 1); BYOL's and MoCo
+    v3's are asymmetric; each learner picks its own unless told otherwise."""
+    assert VIEWS["simclr"].blur_p == (0.5, 0.5) and VIEWS["simclr"].solarize_p == (0.0, 0.0)
+    assert (VIEWS["simclr"].brightness, VIEWS["simclr"].hue) == (0.8, 0.2)
+    assert VIEWS["byol"].blur_p == (1.0, 0.1) and VIEWS["mocov3"] == VIEWS["byol"]
+    got = {n: config_from_dict({"learner": n}).views for n in ("mocov2", "mocov2-queue", "simclr", "byol", "mocov3")}
+    assert got == {"mocov2": "byol", "mocov2-queue": "mocov2", "simclr": "simclr", "byol": "byol", "mocov3": "mocov3"}
+    assert config_from_dict({"learner": "simclr", "views": "byol"}).views == "byol"
+    with pytest.raises(ValueError, match="views: expected one of byol, simclr, mocov2, mocov3"):
+        config_from_dict({"views": "dino"})

@@ -44,7 +44,7 @@ def load_encoder(spec: str, runs_dir: str = "runs", device: str | torch.device =
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not a `sassl pretrain` checkpoint (needs 'model' and 'config' entries)")
     cfg = json.loads(state["config"])
-    net, dim = create_backbone(cfg["backbone"], cfg["small_images"])
+    net, dim = create_backbone(cfg["backbone"], cfg["small_images"], cfg.get("image_size", 224))
     weights = {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
     if not weights:
         raise ValueError(f"{path}: the model state has no backbone.* weights")

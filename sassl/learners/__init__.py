@@ -9,6 +9,7 @@ import torch.nn as nn
 from sassl.backbones import create_backbone
 from sassl.learners.byol import BYOL
 from sassl.learners.mocov2 import MoCoV2
+from sassl.learners.mocov3 import MoCoV3
 from sassl.learners.momentum import MomentumTwoTower
 from sassl.learners.simclr import SimCLR
 
@@ -19,16 +20,19 @@ LEARNERS: dict[str, tuple[type[nn.Module], dict]] = {
     "mocov2-queue": (MoCoV2, {"predictor": False, "queue_size": 16384, "temperature": 0.2}),  # classic MoCo v2
     "simclr": (SimCLR, {}),
     "byol": (BYOL, {}),
+    "mocov3": (MoCoV3, {}),
 }
 
 
-def create_learner(name: str, backbone: str = "resnet18", small_images: bool = True, **settings) -> nn.Module:
+def create_learner(name: str, backbone: str = "resnet18", small_images: bool = True, image_size: int = 224,
+                   **settings) -> nn.Module:
     """A learner by name with the settings its class declares (SETTINGS); settings it does not take, or
-    given as None, are left out, so callers pass one dict for every learner. Unknown names raise."""
+    given as None, are left out, so callers pass one dict for every learner. Unknown names raise.
+    `image_size`: the crop size (a ViT's position embedding is learnt at it)."""
     if name not in LEARNERS:
         raise KeyError(f"unknown learner {name!r}; available: {', '.join(LEARNERS)}")
     cls, preset = LEARNERS[name]
-    bb, dim = create_backbone(backbone, small_images)
+    bb, dim = create_backbone(backbone, small_images, image_size)
     return cls(bb, dim, **(preset | {k: v for k, v in settings.items() if k in cls.SETTINGS and v is not None}))
 
 
@@ -37,4 +41,4 @@ def cosine_momentum(step: int, total_steps: int, base: float = 0.99) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total_steps)) + 1) / 2
 
 
-__all__ = ["BYOL", "LEARNERS", "MoCoV2", "MomentumTwoTower", "SimCLR", "cosine_momentum", "create_learner"]
+__all__ = ["BYOL", "LEARNERS", "MoCoV2", "MoCoV3", "MomentumTwoTower", "SimCLR", "cosine_momentum", "create_learner"]

@@ -14,7 +14,7 @@ class BYOL(MomentumTwoTower):
                  pred_hidden: int = 4096):
         super().__init__(backbone, feat_dim, proj_hidden, proj_dim, pred_hidden)
 
-    def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor) -> torch.Tensor:
         p1, p2 = self.online(x1), self.online(x2)
-        z1, z2 = self.target(x1), self.target(x2)
+        z1, z2 = self.target(x1_target), self.target(x2)
         return 0.5 * (byol_loss(p1, z2) + byol_loss(p2, z1))

@@ -30,10 +30,10 @@ class MoCoV2(MomentumTwoTower):
         self.queue.index_copy_(0, idx, F.normalize(keys, dim=1).to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % self.queue_size)
 
-    def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE: each view's queries against the other view's keys of all ranks."""
         q1, q2 = self.online(x1), self.online(x2)
-        k1_all, k2_all = gather_nograd(self.target(x1)), gather_nograd(self.target(x2))
+        k1_all, k2_all = gather_nograd(self.target(x1_target)), gather_nograd(self.target(x2))
         queue = self.queue.clone() if self.queue_size else None
         loss = 0.5 * (info_nce(q1, k2_all, self.temperature, queue, rank()) +
                       info_nce(q2, k1_all, self.temperature, queue, rank()))

@@ -1,4 +1,4 @@
-"""The momentum two-tower learner shared by MoCo v2 and BYOL (and MoCo v3 when it comes): an online tower
+"""The momentum two-tower learner shared by MoCo v2, BYOL and MoCo v3: an online tower
 (backbone -> projector -> predictor) and a target tower (copies of backbone and projector) that follows it
 by an exponential moving average, in one visible place: `update_target`, run at the start of each step."""
 from __future__ import annotations
@@ -16,10 +16,14 @@ class MomentumTwoTower(nn.Module):
     SETTINGS: tuple[str, ...] = ("proj_hidden", "proj_dim", "pred_hidden")  # what create_learner may pass
 
     def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int, pred_hidden: int,
-                 predictor: bool = True):
+                 predictor: bool = True, projector: nn.Module | None = None, predictor_module: nn.Module | None = None):
+        """Heads: BYOL's 2-layer MLPs (feat_dim -> proj_hidden -> proj_dim, then proj_dim -> pred_hidden ->
+        proj_dim), no predictor with predictor=False; or the given `projector` / `predictor_module`."""
         super().__init__()
-        self.backbone, self.projector = backbone, mlp(feat_dim, proj_hidden, proj_dim)
-        self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
+        self.backbone = backbone
+        self.projector = projector if projector is not None else mlp(feat_dim, proj_hidden, proj_dim)
+        self.predictor = predictor_module if predictor_module is not None else \
+            mlp(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
         self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
 
     # kept out of torch.compile's graph (the trainer passes the momentum as a 0-d CPU tensor, so a compiled
@@ -41,13 +45,16 @@ class MomentumTwoTower(nn.Module):
         """(B, 3, H, W) -> (B, proj_dim): the target tower's projection (no gradient)."""
         return self.target_projector(self.target_backbone(x))
 
-    def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor) -> torch.Tensor:
+        """The symmetric loss; the online tower sees x1 and x2, the target tower x1_target and x2."""
         raise NotImplementedError
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | torch.Tensor | None,
+                x1_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """x1, x2: (B, 3, H, W) the two views -> (loss, {"loss": detached loss}). momentum None leaves the
-        target where it is (the later micro-batches of an accumulated step)."""
+        target where it is (the later micro-batches of an accumulated step). x1_target: what the target tower
+        sees in place of x1 (view 1 without SASSL, for sassl_towers='online'); None: x1."""
         if momentum is not None:
             self.update_target(momentum)
-        loss = self.loss(x1, x2)
+        loss = self.loss(x1, x2, x1 if x1_target is None else x1_target)
         return loss, {"loss": loss.detach()}

@@ -18,8 +18,12 @@ class SimCLR(nn.Module):
         self.backbone, self.projector = backbone, mlp(feat_dim, proj_hidden, proj_dim)
         self.temperature = temperature
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | None = None) -> tuple[torch.Tensor, dict]:
-        """x1, x2: (B, 3, H, W) -> (loss, logs). `momentum` is unused (uniform learner signature)."""
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | None = None,
+                x1_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """x1, x2: (B, 3, H, W) -> (loss, logs). `momentum` is unused (uniform learner signature); one tower,
+        so no x1_target (sassl_towers='online' is refused for SimCLR)."""
+        if x1_target is not None:
+            raise ValueError("SimCLR has one tower: x1_target (sassl_towers='online') does not apply")
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
         loss = nt_xent(z1, z2, self.temperature, gather(z1), gather(z2), rank())
         return loss, {"loss": loss.detach()}
