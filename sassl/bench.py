@@ -54,8 +54,8 @@ from sassl.learners import create_learner
 from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
 from sassl.stylizer.onnx_ref import OrtModels  # imports onnx/onnxruntime only when a reference runs
 from sassl.stylizer.weights import find_model_dir
-from sassl.train import make_optimizer, prepare_batch, prepared_ahead, train_step
-from sassl.views import TwoViews, imagenet_normalize
+from sassl.train import config_from_dict, learner_settings, make_optimizer, prepare_batch, prepared_ahead, train_step
+from sassl.views import VIEWS, TwoViews, imagenet_normalize
 
 
 def _cpu_name() -> str:
@@ -176,18 +176,21 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 15, device: str = "cpu",
-                style: str = "pbn", learners=("mocov2", "simclr", "byol")) -> list[dict]:
-    """Images/s of full training steps (uint8 crops -> views -> learner -> LARS, the loss read each step as the
-    trainer does) per learner: SASSL off, on (p=0.8) in order, and on with batch k+1 prepared ahead
-    (--sassl-async: a side stream on CUDA; in order on the CPU). Modes alternate within each of `repeats`
-    rounds of `steps` steps (short rounds, so the modes of a round see the same machine); medians of the
-    rates and of the per-round overheads, with the overheads' interquartile range."""
+                style: str = "pbn", learners=("mocov2", "simclr", "byol"), embed_sizes=(), reference: bool = True
+                ) -> list[dict]:
+    """Images/s of full training steps (uint8 crops -> the learner's own views -> learner with its own heads ->
+    LARS, the loss read each step as the trainer does) per learner: SASSL off, on (p=0.8; styles and contents
+    embedded at the crop size, the default) in order, on with batch k+1 prepared ahead (--sassl-async: a side
+    stream on CUDA; in order on the CPU), and on with styles and contents embedded at each of `embed_sizes`
+    (mode "sync_e<N>"). Modes alternate within each of `repeats` rounds of `steps` steps (short rounds, so the
+    modes of a round see the same machine); medians of the rates and of the per-round overheads, with the
+    overheads' interquartile range."""
     dev = torch.device(device)
     c1 = (_real_batch(batch, size) * 255).round().to(torch.uint8)  # what the loader ships
     c1, c2 = c1.to(dev), c1.flip(0).to(dev)
     st = pretrained(dev)
-    op = make_style_op(style, st, p=0.8, progress=False).op
-    heads = {"proj_hidden": 1024, "proj_dim": 128, "pred_hidden": 1024}  # each learner takes what it declares
+    ops = {"sync": make_style_op(style, st, p=0.8, embed_size=size, image_size=size, progress=False).op}
+    ops |= {f"sync_e{e}": make_style_op(style, st, p=0.8, embed_size=e, image_size=e, progress=False).op for e in embed_sizes}
 
     def timed(model, views, ahead: bool):
         opt = make_optimizer(model, "lars", 0.1, 1e-6)
@@ -203,26 +206,37 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
             return batch * steps / (time.perf_counter() - t)
         return run
 
+    def learner(name: str):
+        cfg = config_from_dict({"learner": name})  # the learner's own heads and views
+        torch.manual_seed(0)
+        model = create_learner(name, "resnet18", small_images=False, image_size=size, **learner_settings(cfg))
+        return model.to(dev, memory_format=torch.channels_last), VIEWS[cfg.views], cfg
+
     rows = []
     for name in learners:
-        torch.manual_seed(0)
-        model = create_learner(name, "resnet18", small_images=False, **heads).to(dev, memory_format=torch.channels_last)
-        off, on = TwoViews().to(dev), TwoViews(sassl=op).to(dev)
-        r = _interleaved({"off": timed(model, off, False), "sync": timed(model, on, False),
-                          "async": timed(model, on, True)}, repeats)
+        model, view_cfg, _ = learner(name)
+        modes = {"off": timed(model, TwoViews(view_cfg).to(dev), False)}
+        for k, op in ops.items():
+            modes[k] = timed(model, TwoViews(view_cfg, sassl=op).to(dev), False)
+            if k == "sync":
+                modes["async"] = timed(model, TwoViews(view_cfg, sassl=op).to(dev), True)
+        r = _interleaved(modes, repeats)
+        on = [k for k in r if k != "off"]
         rows.append({"learner": name, "batch": batch, "size": size, "steps": steps, "repeats": repeats}
                     | {f"{k}_img_s": float(np.median(v)) for k, v in r.items()}
                     | {f"{k}_overhead_pct": 100 * float(np.median([o / x - 1 for o, x in zip(r["off"], r[k])]))
-                       for k in ("sync", "async")}
+                       for k in on}
                     | {f"{k}_overhead_iqr_pct": [round(100 * float(np.percentile([o / x - 1 for o, x in zip(r["off"], r[k])], q)), 1)
-                                                 for q in (25, 75)] for k in ("sync", "async")})
+                                                 for q in (25, 75)] for k in on})
+    if not reference:
+        return rows
     try:
+        ours, view_cfg, cfg = learner("mocov2")
         bb, dim = create_backbone("resnet18", small_images=False)
         torch.manual_seed(0)
-        ref = _LightlyMoCo(bb, dim, 1024, 128).to(dev, memory_format=torch.channels_last)
-        ours = create_learner("mocov2", "resnet18", small_images=False, **heads).to(dev, memory_format=torch.channels_last)
-        r = _interleaved({"ours": timed(ours, TwoViews().to(dev), False), "lightly": timed(ref, TwoViews().to(dev), False)},
-                         repeats)
+        ref = _LightlyMoCo(bb, dim, cfg.proj_hidden, cfg.proj_dim, cfg.temperature).to(dev, memory_format=torch.channels_last)
+        r = _interleaved({"ours": timed(ours, TwoViews(view_cfg).to(dev), False),
+                          "lightly": timed(ref, TwoViews(view_cfg).to(dev), False)}, repeats)
         rows.append({"learner": "mocov2 (lightly blocks)", "batch": batch, "size": size, "steps": steps, "repeats": repeats,
                      "off_img_s": float(np.median(r["lightly"])),
                      "ours_vs_lightly": float(np.median([a / b for a, b in zip(r["ours"], r["lightly"])]))})
@@ -241,6 +255,12 @@ def format_train_table(rows: list[dict]) -> str:
                      f"| {cell('sync_img_s', '{:.1f}')} | {cell('async_img_s', '{:.1f}')} "
                      f"| {cell('sync_overhead_pct', '{:+.1f}%')}{iqr('sync_overhead_iqr_pct')} "
                      f"| {cell('async_overhead_pct', '{:+.1f}%')}{iqr('async_overhead_iqr_pct')} |")
+    for r in rows:
+        for k in (k for k in r if k.startswith("sync_e") and k.endswith("_overhead_pct")):
+            e = k.removeprefix("sync_e").removesuffix("_overhead_pct")
+            lines.append(f"\n{r['learner']}, {r['size']}-px crops, styles and contents embedded at {e} px: "
+                         f"{r[f'sync_e{e}_img_s']:.1f} img/s, SASSL overhead {r[k]:+.1f}%{iqr(f'sync_e{e}_overhead_iqr_pct')} "
+                         f"(at the crop size: {r['sync_overhead_pct']:+.1f}%)")
     ref = [r for r in rows if "ours_vs_lightly" in r]
     if ref:
         lines.append(f"\nours / lightly-based MoCo v2 step (SASSL off): {ref[0]['ours_vs_lightly']:.2f}x")
@@ -511,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=1, help="steps per timed measurement")
     p.add_argument("--repeats", type=int, default=15, help="rounds of off / sync / ahead measurements")
+    p.add_argument("--learners", nargs="+", default=["mocov2", "simclr", "byol"])
+    p.add_argument("--embed-sizes", type=int, nargs="*", default=[],
+                   help="also time SASSL with styles and contents embedded at these sides (px), e.g. 256")
+    p.add_argument("--no-reference", action="store_true", help="leave out the lightly-based MoCo v2 reference row")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p = sub.add_parser("start", help="sassl pretrain's start on a generated ImageNet-layout folder: index, memory")
@@ -560,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "start":
         return _report(bench_start(args.folder, args.train, args.val, steps=args.steps), args.json)
     if args.what == "train":
-        rows = bench_train(args.batch, args.size, args.steps, args.repeats, args.device)
+        rows = bench_train(args.batch, args.size, args.steps, args.repeats, args.device, learners=args.learners,
+                           embed_sizes=args.embed_sizes, reference=not args.no_reference)
         print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
         print(format_train_table(rows))
         if args.json:
