@@ -13,7 +13,8 @@
 
 Each run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks/evaluate.ipynb ->
 runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv; kNN, linear probe,
-1/10-shot). Finished runs are skipped, so a killed sweep resumes where it stopped; wall time per run
+1/10-shot). Finished runs are skipped and a killed run resumes from its checkpoint, so a killed sweep
+continues where it stopped; wall time per run
 goes to runs/evidence/timing.jsonl.
 """
 from __future__ import annotations
@@ -97,7 +98,8 @@ def run_one(name: str, params: dict) -> None:
         return
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    pm.execute_notebook(str(NB / "pretrain.ipynb"), str(run / "pretrain.ipynb"), parameters={"name": name} | params,
+    # resume: a run killed mid-way continues from its last checkpoint (a finished one is skipped above)
+    pm.execute_notebook(str(NB / "pretrain.ipynb"), str(run / "pretrain.ipynb"), parameters={"name": name, "resume": True} | params,
                         cwd=str(NB), progress_bar=False)
     t1 = time.time()
     evaluation = EVAL_ROBUST if name.startswith("r18-") else EVAL
