@@ -4,12 +4,14 @@
     python experiments/evidence.py core-ema    # the same with target momentum 0.9 instead of the paper's 0.99
     python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers
     python experiments/evidence.py paper-ablations  # Table 3 and A.7's rows as the paper writes them, today's budget
+    python experiments/evidence.py embed-scale      # issue 17: how far apart one image's style codes at 64/128/256 px are
     python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
     python experiments/evidence.py robust      # issue 18: MoCo v2 with and without SASSL (pbn) at today's default
                                                # budget, 3 seeds, every protocol including the style-robustness ones
     python experiments/evidence.py probes      # issue 4: MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
+    python experiments/evidence.py robust-report  # issue 18's tables and docs/robust_tradeoff.{html,png}
 
 Each run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks/evaluate.ipynb ->
 runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv; kNN, linear probe,
@@ -242,12 +244,112 @@ def report() -> str:
     return text
 
 
+def _robust_scores(run: Path) -> dict[tuple[str, str], float]:
+    """One finished run's numbers: (target, protocol) -> top-1 (mean over evaluation seeds / episodes), plus
+    (target, 'stylized-X drop') and (target, 'invariance beta=B') / (target, 'invariance content')."""
+    out = {(r["target"], r["protocol"]): r["top1_mean"] for r in json.loads((run / "eval" / "summary.json").read_text())}
+    for r in json.loads((run / "eval" / "results.json").read_text()):
+        if "drop" in r:
+            out[(r["target"], f"{r['protocol']} drop")] = r["drop"]
+    rob = run / "eval" / "robustness.json"
+    for r in json.loads(rob.read_text()) if rob.is_file() else []:
+        key = "invariance content" if r["beta"] is None else f"invariance beta={r['beta']}"
+        out[(r["target"], key)] = r["cos_mean"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    knn = [r["knn_top1"] for r in read_metrics(run / "metrics.jsonl") if "knn_top1" in r]
+    out[("objects", "knn monitor gain")] = knn[-1] - knn[0]
+    out[("objects", "knn (monitor)")] = metrics.get("knn_top1")
+    return out
+
+
+def robust_report(seeds=(0, 1, 2)) -> str:
+    """Issue 18: MoCo v2 with and without SASSL(pbn) at the default budget, paired by seed. Per (target,
+    number): mean +- std over seeds per arm, SASSL - baseline, Welch's t-test and the paired t-test (the same
+    seed's init, data order and crops on both sides). Writes runs/evidence/robust.md and the figure
+    docs/robust_tradeoff (style invariance at beta = 1 against clean linear top-1 on objects, a point per run)."""
+    import statistics
+
+    from scipy import stats
+
+    from sassl.compare import to_markdown
+    from sassl.plots import save_figure
+
+    arms = {tag: {s: RUNS / f"r18-{tag}-s{s}" for s in seeds} for tag in ("base", "sassl")}
+    got = {tag: {s: _robust_scores(r) for s, r in runs.items() if (r / "eval" / "summary.json").is_file()}
+           for tag, runs in arms.items()}
+    paired = sorted(set(got["base"]) & set(got["sassl"]))
+    keys = list(dict.fromkeys(k for runs in got.values() for sc in runs.values() for k in sc))
+    rows = []
+    for k in keys:
+        a = [got["base"][s][k] for s in sorted(got["base"]) if k in got["base"][s]]
+        b = [got["sassl"][s][k] for s in sorted(got["sassl"]) if k in got["sassl"][s]]
+        if not a or not b:
+            continue
+        fmt = (lambda v: f"{v:.3f}") if k[1].startswith("invariance") else (lambda v: f"{v:.2f}")
+        sd = lambda v: f" +- {fmt(statistics.stdev(v))}" if len(v) > 1 else ""  # noqa: E731
+        row = {"target": k[0], "number": k[1], f"baseline (n={len(a)})": fmt(statistics.mean(a)) + sd(a),
+               f"SASSL(pbn) (n={len(b)})": fmt(statistics.mean(b)) + sd(b),
+               "SASSL - baseline": ("{:+.3f}" if k[1].startswith("invariance") else "{:+.2f}").format(statistics.mean(b) - statistics.mean(a))}
+        welch = stats.ttest_ind(b, a, equal_var=False).pvalue if len(a) > 1 and len(b) > 1 else float("nan")
+        pairs = [(got["base"][s][k], got["sassl"][s][k]) for s in paired if k in got["base"][s] and k in got["sassl"][s]]
+        rel = stats.ttest_rel([y for _, y in pairs], [x for x, _ in pairs]).pvalue if len(pairs) > 1 else float("nan")
+        row |= {"p (Welch)": f"{welch:.3f}", f"p (paired, {len(pairs)} seeds)": f"{rel:.3f}"}
+        rows.append(row)
+    text = (f"Runs: baseline seeds {sorted(got['base'])}, SASSL(pbn) seeds {sorted(got['sassl'])}.\n\n" + to_markdown(rows))
+    (RUNS / "evidence").mkdir(exist_ok=True)
+    (RUNS / "evidence" / "robust.md").write_text(text + "\n")
+
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for tag, label in (("base", "MoCo v2 baseline"), ("sassl", "MoCo v2 + SASSL(pbn)")):
+        pts = [(s, sc) for s, sc in sorted(got[tag].items()) if ("objects", "linear") in sc and ("objects", "invariance beta=1.0") in sc]
+        fig.add_scatter(x=[sc[("objects", "linear")] for _, sc in pts], y=[sc[("objects", "invariance beta=1.0")] for _, sc in pts],
+                        mode="markers+text", text=[f"seed {s}" for s, _ in pts], textposition="top center", name=label,
+                        marker={"size": 11})
+    fig.update_layout(template="plotly_white", width=800, height=480,
+                      title="Style invariance vs clean accuracy (objects; held-out styles: textures)",
+                      xaxis_title="clean linear-probe top-1 (%)", yaxis_title="cos(f(x), f(stylized x)), beta = 1")
+    save_figure(fig, ROOT / "docs" / "robust_tradeoff")
+    return text
+
+
+def embed_scale(source: str = "paintings", sizes=(64, 96, 128, 256)) -> list[dict]:
+    """Style codes of one image set at several sizes (each image centre-cropped and resized, as a style bank
+    is built): for each size, the mean distance between an image's code there and its code at 256 px,
+    against the mean distance between two different images at 256 px (the spread of styles)."""
+    import torch
+
+    from sassl.stylizer import build_bank, pretrained
+
+    stylizer = pretrained(torch.device("cpu"))
+    codes = {s: build_bank(stylizer, source, s, progress=False).embeddings for s in sizes}
+    ref = codes[256]
+
+    def spread(z):  # mean distance between two different images' codes
+        return torch.cdist(z, z)[~torch.eye(len(z), dtype=torch.bool)].mean().item()
+
+    rows = [{"size (px)": s, "images": len(ref), "same image vs its 256-px code": round((codes[s] - ref).norm(dim=1).mean().item(), 2),
+             "two images at 256 px": round(spread(ref), 2), "two images at this size": round(spread(codes[s]), 2),
+             "cosine with its 256-px code": round(torch.nn.functional.cosine_similarity(codes[s], ref).mean().item(), 3),
+             "mean code norm": round(codes[s].norm(dim=1).mean().item(), 2)} for s in sizes]
+    return rows
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["embed-scale"]:
+        from sassl.compare import to_markdown
+
+        print(to_markdown(embed_scale()))
+        return 0
     if argv == ["probes"]:
         run_probes()
         return 0
     if argv == ["report"]:
         print(report())
+        return 0
+    if argv == ["robust-report"]:
+        print(robust_report())
         return 0
     if not argv or any(a not in (*SWEEPS, "compare") for a in argv):
         print(__doc__)

@@ -106,17 +106,18 @@ def test_unknown_learner_and_backbone():
 
 def test_mocov3_loss_matches_naive():
     """One direction is 2T times the cross-entropy of q[i] against every key (positive at i + rank * B); the
-    learner's loss is the sum of both directions, from its online predictions and its target's keys."""
+    learner's loss is the sum of both directions, from its online predictions and its target's keys (of the
+    target's own view 1 when one is given)."""
     torch.manual_seed(0)
     q, k = torch.randn(5, 8), torch.randn(10, 8)
     for rank in (0, 1):
         torch.testing.assert_close(mocov3_loss(q, k, 0.2, rank), 0.4 * naive_info_nce(q, k, 0.2, rank=rank),
                                    rtol=1e-5, atol=1e-5)
     model = create_learner("mocov3", "resnet18", proj_hidden=32, proj_dim=16, pred_hidden=32)
-    x1, x2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
-    loss, _ = model(x1, x2, 0.99)
+    x1, x2, x1t = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    loss, _ = model(x1, x2, 0.99, x1t)  # sassl_towers=online: the target tower sees x1t in place of x1
     q1, q2 = model.online(x1), model.online(x2)
-    k1, k2 = model.target(x1), model.target(x2)
+    k1, k2 = model.target(x1t), model.target(x2)
     ref = 0.4 * (naive_info_nce(q1, k2, 0.2) + naive_info_nce(q2, k1, 0.2))
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
 
