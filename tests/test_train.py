@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from conftest import photo_crops_folder
-from sassl.train import config_from_dict, pretrain
+from sassl.eval.checkpoint import load_encoder
+from sassl.learners import create_learner
+from sassl.train import config_from_dict, learner_settings, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -273,16 +275,23 @@ def test_style_codes_embedded_at_one_size(tmp_path):
 
 
 def test_vit_mocov3_run_and_strict_encoder_load(tmp_path, tiny_folder):
-    """MoCo v3 with the tiny ViT through `pretrain` (AdamW, SASSL in-batch on the online tower only); its
-    encoder loads strictly for evaluation and embeds images of another size (interpolated positions)."""
-    from sassl.eval.checkpoint import load_encoder
-
+    """MoCo v3 with the tiny ViT through `pretrain` (AdamW, SASSL in-batch on the online tower only): a 3-layer
+    projector ending in an affine-free BN; the patch projection stays at its random init while the rest of the
+    backbone trains; the encoder loads strictly for evaluation and embeds images of another size."""
     cfg = _cfg(tmp_path, tiny_folder, name="vit", learner="mocov3", backbone="vit_tiny", style="batch",
                sassl_towers="online", epochs=1, max_steps=2, knn_every=0)
     assert cfg.optimizer == "adamw" and cfg.views == "mocov3"
     pretrain(cfg, progress=False)
+    state = torch.load(tmp_path / "vit" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    torch.manual_seed(cfg.seed)  # the run's init
+    fresh = create_learner("mocov3", "vit_tiny", False, image_size=32, **learner_settings(cfg))
+    init = fresh.state_dict()
+    assert sum(isinstance(m, torch.nn.Linear) for m in fresh.projector) == 3
+    assert "projector.7.running_mean" in state and "projector.7.weight" not in state  # affine-free last BN
+    assert torch.equal(state["backbone.conv_proj.weight"], init["backbone.conv_proj.weight"])
+    assert not torch.equal(state["backbone.encoder.layers.encoder_layer_0.mlp.0.weight"],
+                           init["backbone.encoder.layers.encoder_layer_0.mlp.0.weight"])
     net, info = load_encoder("vit", runs_dir=str(tmp_path))
     assert info["backbone"] == "vit_tiny" and info["dim"] == 192
-    state = torch.load(tmp_path / "vit" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(v, state["backbone." + k]) for k, v in net.state_dict().items())
     assert net(torch.rand(2, 3, 64, 64)).shape == (2, 192)
