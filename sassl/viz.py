@@ -10,7 +10,7 @@ from sassl.runtime import resolve_device
 from sassl.sheet import contact_sheet
 from sassl.train import style_op
 from sassl.data.loader import TwoCrops, to_unit
-from sassl.views import TwoViews
+from sassl.views import VIEWS, TwoViews
 
 __all__ = ["augmented_views", "contact_sheet", "view_grid"]
 
@@ -24,7 +24,7 @@ def augmented_views(cfg, n: int = 8, seed: int = 0, device: str | None = None):
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     c1, c2, _ = zip(*(crops[i] for i in idx))
     c1, c2 = to_unit(torch.stack(c1).to(dev)), to_unit(torch.stack(c2).to(dev))
-    views = TwoViews(sassl=style_op(cfg, dev, progress=False).op, normalize=False).to(dev)
+    views = TwoViews(VIEWS[cfg.views], sassl=style_op(cfg, dev, progress=False).op, normalize=False).to(dev)
     v1, v2, params = views(c1, c2, torch.Generator().manual_seed(seed))
     return c1.cpu(), v1.cpu(), v2.cpu(), params
 
