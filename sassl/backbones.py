@@ -37,8 +37,6 @@ class ViT(torchvision.models.VisionTransformer):
     evaluated at another size. Parameter names are torchvision's."""
 
     def __init__(self, image_size: int, patch_size: int, num_layers: int, num_heads: int, hidden_dim: int, mlp_dim: int):
-        if image_size % patch_size:
-            raise ValueError(f"image_size: {image_size} is not a multiple of the ViT patch size {patch_size}")
         super().__init__(image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim)
         self.heads = nn.Identity()
 
@@ -81,16 +79,29 @@ def is_vit(name: str) -> bool:
     return name.startswith("vit_")
 
 
-def create_backbone(name: str = "resnet18", small_images: bool = True, image_size: int = 224) -> tuple[nn.Module, int]:
-    """(module mapping (N, 3, H, W) -> (N, D), D). ResNets: `small_images` gives the 3x3 stride-1 first conv and no
-    max pool (the usual CIFAR/96-px stem) instead of ImageNet's 7x7 stride-2 + pool. ViTs: `image_size` is the
-    side their position embedding is learnt at (other sizes are interpolated); they have no small-image stem."""
+def check_backbone(name: str, small_images: bool, image_size: int) -> None:
+    """The one check of a backbone setting (run configs check it before any data is loaded): a known name, no
+    small-image stem for a ViT, crops a whole number of ViT patches. Errors name the setting."""
     if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
-    ctor, dim = BACKBONES[name]
+        raise ValueError(f"backbone: unknown {name!r}; available: {', '.join(BACKBONES)}")
     if is_vit(name):
         if small_images:
             raise ValueError(f"small_images: {name} has no small-image stem (it applies to ResNets); set it false")
+        patch = BACKBONES[name][0].keywords["patch_size"]
+        if image_size % patch:
+            raise ValueError(f"image_size: {image_size} is not a multiple of the ViT patch size {patch}")
+
+
+def create_backbone(name: str = "resnet18", small_images: bool = True, image_size: int = 224) -> tuple[nn.Module, int]:
+    """(module mapping (N, 3, H, W) -> (N, D), D). ResNets: `small_images` gives the 3x3 stride-1 first conv and no
+    max pool (the usual CIFAR/96-px stem) instead of ImageNet's 7x7 stride-2 + pool. ViTs: `image_size` is the
+    side their position embedding is learnt at (other sizes are interpolated); they have no small-image stem.
+    An unknown name raises KeyError, impossible settings ValueError (check_backbone)."""
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    check_backbone(name, small_images, image_size)
+    ctor, dim = BACKBONES[name]
+    if is_vit(name):
         return ctor(image_size=image_size), dim
     net = ctor(image_size)
     if small_images:

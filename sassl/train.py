@@ -22,7 +22,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from sassl import dist
-from sassl.backbones import BACKBONES
+from sassl.backbones import check_backbone
 from sassl.config import check_range, from_dict, plain
 from sassl.data import get_dataset, held_out_split, parse_name
 from sassl.eval.knn import KnnMonitor
@@ -60,7 +60,7 @@ class PretrainConfig:
     # NOTE: the paper embeds styles at 256 px (Magenta's size) and does not say at what size the content is
     # embedded. The same painting embedded at 64 and at 256 px lies farther apart (mean distance 5.06) than two
     # paintings at 256 (3.28) (docs/RESULTS.md), so bank, in-batch and content codes are all embedded at one
-    # size. 0 follows the crop size: free at 64 px on a CPU, where 256 px would cost +55% per step.
+    # size. 0 follows the crop size: free at 64 px on a CPU, where 256 px costs about 60% more per step.
     embed_size: int = 0                   # side (px) at which the style predictor embeds bank styles, in-batch styles and the content; 0: image_size (the imagenet recipes use 256, the paper's)
     sassl_towers: str = "both"            # which towers see view 1 stylized: both (the default reading, sassl.views.TOWERS) or online (the target tower gets view 1 unstylized); momentum learners only
     # NOTE: a CPU-scale budget (9 epochs of batch 32 = 657 steps; lr 2.0 per 256 is 0.25 per step), sized
@@ -116,8 +116,7 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     if cfg.views not in VIEWS:
         raise ValueError(f"views: expected one of {', '.join(VIEWS)}, got {cfg.views!r}")
-    if cfg.backbone not in BACKBONES:
-        raise ValueError(f"backbone: unknown {cfg.backbone!r}; available: {', '.join(BACKBONES)}")
+    check_backbone(cfg.backbone, cfg.small_images, cfg.image_size)
     for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("embed_size", 0), ("knn_k", 1), ("knn_every", 0),
                      ("knn_max_train", 0), ("knn_max_test", 0), ("accumulate", 1), ("num_workers", -1)):
         if getattr(cfg, name) < lo:

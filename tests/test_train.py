@@ -261,6 +261,10 @@ def test_learner_defaults_sit_under_recipes_and_given_values():
         config_from_dict({"learner": "simclr", "sassl_towers": "online"})
     with pytest.raises(ValueError, match="embed_size: must be 0"):
         config_from_dict({"embed_size": 16})
+    with pytest.raises(ValueError, match="image_size: 60 is not a multiple of the ViT patch size 16"):
+        config_from_dict({"learner": "mocov3", "backbone": "vit_tiny", "image_size": 60})
+    with pytest.raises(ValueError, match="small_images: vit_s_16 has no small-image stem"):
+        config_from_dict({"backbone": "vit_s_16", "small_images": True})
 
 
 def test_style_codes_embedded_at_one_size(tmp_path):
