@@ -167,6 +167,9 @@ def test_accumulated_micro_batches_equal_one_batch():
         def finish(self, prep):
             return prep.crop1, prep.crop2, None
 
+        def target_view(self, prep):
+            return None
+
     torch.manual_seed(1)
     c1, c2 = torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)
     after = []
