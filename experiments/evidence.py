@@ -307,6 +307,11 @@ def robust_report(seeds=(0, 1, 2)) -> str:
         fig.add_scatter(x=[sc[("objects", "linear")] for _, sc in pts], y=[sc[("objects", "invariance beta=1.0")] for _, sc in pts],
                         mode="markers+text", text=[f"seed {s}" for s, _ in pts], textposition="top center", name=label,
                         marker={"size": 11})
+    content = [sc[("objects", "invariance content")] for runs in got.values() for sc in runs.values()
+               if ("objects", "invariance content") in sc]
+    if content:  # the scale: two different images of one class, mean over every run
+        fig.add_hline(y=statistics.mean(content), line_dash="dash", line_color="gray",
+                      annotation_text="content change (same class), mean of all runs")
     fig.update_layout(template="plotly_white", width=800, height=480,
                       title="Style invariance vs clean accuracy (objects; held-out styles: textures)",
                       xaxis_title="clean linear-probe top-1 (%)", yaxis_title="cos(f(x), f(stylized x)), beta = 1")
