@@ -67,6 +67,9 @@ class PretrainConfig:
     # so the main job fits 20 minutes on a 2-core AVX2 CPU; the paper pre-trains on ImageNet for hundreds
     # of epochs (docs/DESIGN.md §2.3; the measurements behind this choice are in docs/RESULTS.md)
     epochs: int = 9                       # passes over the train split
+    # NOTE: not in the paper. A main job that must fit any 2-core machine gets a wall-clock budget: after
+    # epoch 1 the run keeps as many of `epochs` as fit at its measured pace (the schedules end with them)
+    time_budget: float = 0.0              # minutes the run may take (0: no limit); after epoch 1 it keeps only the epochs that fit at the measured pace (make demo: 16)
     batch_size: int = 32                  # global batch, split over processes
     optimizer: str = "lars"               # lars, sgd (momentum 0.9) or adamw (mocov3's)
     lr: float = 2.0                       # base learning rate per 256 images (scaled by batch_size / 256)
@@ -95,8 +98,9 @@ class PretrainConfig:
     runs_dir: str = "runs"                # the runs root that holds <name>/ (one name for it in every config)
 
     # fields that may differ between a run and its resumption
-    RESUME_FREE = ("epochs", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every", "knn_max_train",
-                   "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile", "decode")
+    RESUME_FREE = ("epochs", "time_budget", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every",
+                   "knn_max_train", "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile",
+                   "decode")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
@@ -124,6 +128,8 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.batch_size % (dist.world_size() * cfg.accumulate):
         raise ValueError(f"batch_size: {cfg.batch_size} does not split into {dist.world_size()} processes x "
                          f"{cfg.accumulate} micro-batches (accumulate)")
+    if cfg.time_budget < 0:
+        raise ValueError(f"time_budget: must be >= 0 minutes (0: no limit), got {cfg.time_budget}")
     if cfg.dist_timeout <= 0:
         raise ValueError(f"dist_timeout: must be > 0 minutes, got {cfg.dist_timeout}")
     check_settings(cfg.p, cfg.alpha, cfg.beta, cfg.layers)  # SASSL's own check, before any data is loaded
@@ -389,10 +395,23 @@ def checked_loss(loss: torch.Tensor, step: int, cfg: PretrainConfig) -> float:
     return sum(values) / len(values)
 
 
+def epochs_within(budget_s: float, elapsed_s: float, epoch_s: float, monitor_s: float, done: int, epochs: int,
+                  knn_every: int) -> int:
+    """The most epochs, from `done` up to `epochs`, whose run ends within `budget_s` seconds: `elapsed_s`
+    is spent when the steps of epoch `done` end; each further epoch's steps take `epoch_s`, and each kNN
+    monitor pass from epoch `done` on (every `knn_every`-th epoch and the last; none if knn_every is 0)
+    takes `monitor_s`."""
+    def ends_at(e: int) -> float:
+        passes = sum(1 for k in range(done, e + 1) if knn_every and (k % knn_every == 0 or k == e))
+        return elapsed_s + (e - done) * epoch_s + passes * monitor_s
+    return max([e for e in range(done + 1, epochs + 1) if ends_at(e) <= budget_s], default=done)
+
+
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns the final metrics. Raises before training for a bad config or checkpoint.
     Build cfg with config_from_dict (that applies its recipe); under torchrun call `sassl.dist.setup()`
     first (the CLI does)."""
+    t_start = time.time()  # the time budget counts from here
     validate(cfg)
     run = open_run(cfg, resume)
     device = resolve_device(cfg.device)
@@ -422,7 +441,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.seed)
     steps_per_epoch = sampler.batches_per_epoch()
-    total_steps = steps_per_epoch * cfg.epochs
+    # a time budget's choice (made after epoch 1, kept in the checkpoint) holds for the rest of the run
+    epochs = run.state.get("epochs", cfg.epochs) if cfg.time_budget and run.state else cfg.epochs
+    total_steps = steps_per_epoch * epochs
     planned = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps  # steps this invocation ends at
     if dist.rank() == 0:
         meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(device),
@@ -442,15 +463,18 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     def save(step: int) -> None:
         if dist.rank() == 0:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epochs": epochs,
                      "config": json.dumps(run.cfg_dict)}
             if scaler is not None:
                 state["scaler"] = scaler.state_dict()
             with atomic_file(run.ckpt_path) as tmp:
                 torch.save(state, tmp)
 
+    monitor_s = 0.0  # one monitor pass's wall time, for the time budget
     if run.state is None and monitor is not None:
+        t_monitor = time.time()
         knn0 = monitor(model.backbone)  # every rank embeds its share
+        monitor_s = time.time() - t_monitor
         log({"epoch": 0, "step": 0, "knn_top1": knn0})  # the random-init baseline a run must beat
         if progress and dist.rank() == 0:
             terminal_line(f"{cfg.name}: random-init kNN {knn0:.2f}% (the bar to beat); {planned} steps to go, "
@@ -469,12 +493,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         return prepare_batch(views, c1, c2, step_generator(cfg, at_step), cfg.accumulate)
 
     step, epoch_times = run.step, []  # wall time of each epoch (with its monitor), for the time-left estimate
-    for epoch in range(run.step // steps_per_epoch, cfg.epochs):
+    epoch = run.step // steps_per_epoch
+    while epoch < epochs:
         sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
         model.train()
         t0, seen, losses = time.time(), 0, []
         batches = prepared_ahead(DevicePrefetcher(loader, device), prepare, step, device, cfg.sassl_async)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or dist.rank() != 0,
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or dist.rank() != 0,
                    initial=sampler.skip_batches, total=steps_per_epoch)
         for batch in bar:
             lr = cosine_lr(step, total_steps, int(cfg.warmup_epochs * steps_per_epoch), base_lr)
@@ -492,7 +517,17 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                 break
         row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(time.time() - t0, 2),
                "images_per_second": round(seen / max(1e-9, time.time() - t0), 1)}
-        last = epoch + 1 == cfg.epochs or (cfg.max_steps and step >= cfg.max_steps)
+        if cfg.time_budget and run.state is None and epoch == 0 and step == steps_per_epoch:
+            # rank 0's clock decides for every rank; the lr and momentum schedules end with the epochs kept
+            epochs = dist.all_objects(epochs_within(cfg.time_budget * 60, time.time() - t_start, time.time() - t0,
+                                                    monitor_s, 1, cfg.epochs, cfg.knn_every))[0]
+            total_steps, planned = steps_per_epoch * epochs, min(planned, steps_per_epoch * epochs)
+            row["epochs_in_budget"] = epochs
+            if progress and dist.rank() == 0:
+                terminal_line(f"{cfg.name}: time budget {duration(cfg.time_budget * 60)}: training {epochs} of "
+                              f"{cfg.epochs} epochs (epoch 1 took {duration(time.time() - t0)}, a kNN pass "
+                              f"{duration(monitor_s)})")
+        last = epoch + 1 == epochs or (cfg.max_steps and step >= cfg.max_steps)
         if monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or last):
             row["knn_top1"] = monitor(model.backbone)
         log(row)
@@ -503,11 +538,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             left = (planned - step) / steps_per_epoch * sum(epoch_times) / len(epoch_times)
             knn = f"  kNN {row['knn_top1']:.2f}%" if "knn_top1" in row else ""
             loss_txt = f"  loss {sum(losses) / len(losses):.3f}" if losses else ""
-            terminal_line(f"{cfg.name}: epoch {epoch + 1}/{cfg.epochs}  step {step}/{planned}{loss_txt}{knn}  "
+            terminal_line(f"{cfg.name}: epoch {epoch + 1}/{epochs}  step {step}/{planned}{loss_txt}{knn}  "
                           f"{row['images_per_second']:.0f} img/s  epoch {duration(epoch_times[-1])}  "
                           f"left ~{duration(left)}")
         if cfg.max_steps and step >= cfg.max_steps:
             break
+        epoch += 1
     if dist.rank() == 0:
         training_curves(run.metrics_file, run.dir / "figures" / "curves")
         (run.dir / "metrics.json").write_text(json.dumps(result, indent=1))

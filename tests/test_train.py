@@ -302,3 +302,34 @@ def test_vit_mocov3_run_and_strict_encoder_load(tmp_path, tiny_folder):
     assert info["backbone"] == "vit_tiny" and info["dim"] == 192
     assert all(torch.equal(v, state["backbone." + k]) for k, v in net.state_dict().items())
     assert net(torch.rand(2, 3, 64, 64)).shape == (2, 192)
+
+
+def test_epochs_within_a_time_budget():
+    from sassl.train import epochs_within
+
+    # 16 min; epoch 1's steps end at 160 s; 125 s an epoch, 15 s a kNN pass (epochs 3, 6 and the last)
+    assert epochs_within(960, 160, 125, 15, 1, 9, 3) == 7  # 160 + 6 * 125 + 3 * 15 = 955 s; 8 epochs: 1080 s
+    assert epochs_within(1080, 160, 125, 15, 1, 9, 3) == 8
+    assert epochs_within(1e9, 160, 125, 15, 1, 9, 3) == 9  # never more than asked for
+    assert epochs_within(100, 160, 125, 15, 1, 9, 3) == 1  # over budget already: the epoch done is the last
+    assert epochs_within(300, 160, 125, 15, 1, 9, 0) == 2  # no monitor: 160 + 125 = 285 s
+
+
+def test_time_budget_ends_the_schedule_with_the_epochs_kept(tmp_path, tiny_folder, monkeypatch):
+    import sassl.train
+    from sassl.learners import cosine_momentum
+
+    rows = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    cfg = _cfg(tmp_path, tiny_folder, name="budget", epochs=3, time_budget=0.001)  # 60 ms: only epoch 1 fits
+    result = pretrain(cfg, progress=False)
+    assert [r["epochs_in_budget"] for r in rows("budget") if "epochs_in_budget" in r] == [1]
+    assert result["epoch"] == 1 and result["step"] == 6 and "knn_top1" in result  # the last epoch has its kNN pass
+    ck = torch.load(tmp_path / "budget" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["epochs"] == 1 and ck["step"] == 6
+    assert pretrain(cfg, resume=True, progress=False) == result  # resumed: the choice holds, nothing more to train
+    # 2 of 3 epochs kept: from epoch 2 on the momentum schedule ends at step 12, and so does the run
+    monkeypatch.setattr(sassl.train, "epochs_within", lambda *a: 2)
+    pretrain(_cfg(tmp_path, tiny_folder, name="two", epochs=3, time_budget=5), progress=False)
+    steps = [r for r in rows("two") if "loss" in r]
+    assert [r["momentum"] for r in steps[6:]] == [cosine_momentum(s, 12, cfg.ema) for s in range(6, 12)]
+    assert [r["epoch"] for r in rows("two") if "epoch_seconds" in r] == [1, 2]
