@@ -28,8 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-import papermill as pm
-
+from sassl.notebook import execute
 from sassl.runtime import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,12 +106,10 @@ def run_one(name: str, params: dict) -> None:
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     # resume: a run killed mid-way continues from its last checkpoint (a finished one is skipped above)
-    pm.execute_notebook(str(NB / "pretrain.ipynb"), str(run / "pretrain.ipynb"), parameters={"name": name, "resume": True} | params,
-                        cwd=str(NB), progress_bar=False)
+    execute(NB / "pretrain.ipynb", run / "pretrain.ipynb", {"name": name, "resume": True} | params, cwd=NB)
     t1 = time.time()
     evaluation = EVAL_ROBUST if name.startswith("r18-") else EVAL
-    pm.execute_notebook(str(NB / "evaluate.ipynb"), str(run / "evaluate.ipynb"), parameters={"encoder": name} | evaluation,
-                        cwd=str(NB), progress_bar=False)
+    execute(NB / "evaluate.ipynb", run / "evaluate.ipynb", {"encoder": name} | evaluation, cwd=NB)
     (RUNS / "evidence").mkdir(exist_ok=True)
     with open(RUNS / "evidence" / "timing.jsonl", "a") as f:
         f.write(json.dumps({"run": name, "pretrain_s": round(t1 - t0, 1), "evaluate_s": round(time.time() - t1, 1)}) + "\n")
@@ -374,8 +371,7 @@ def main(argv: list[str]) -> int:
         if what == "compare":
             (RUNS / "evidence").mkdir(exist_ok=True)
             done = [n for sweep in SWEEPS.values() for n, _ in sweep if (RUNS / n / "eval" / "summary.json").is_file()]
-            pm.execute_notebook(str(NB / "compare.ipynb"), str(RUNS / "evidence" / "compare.ipynb"),
-                                parameters={"name": "evidence", "runs": done}, cwd=str(NB), progress_bar=False)
+            execute(NB / "compare.ipynb", RUNS / "evidence" / "compare.ipynb", {"name": "evidence", "runs": done}, cwd=NB)
             continue
         for name, params in SWEEPS[what]:
             run_one(name, params)

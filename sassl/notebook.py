@@ -106,11 +106,26 @@ def run_folder_of(path: Path, params: dict) -> Path:
     return root / str(values.get("name", path.stem))
 
 
+def execute(src: str | os.PathLike, dest: str | os.PathLike, params: dict, cwd: str | os.PathLike | None = None):
+    """papermill's execute_notebook (no progress bar, the kernel's output kept in the notebook), with the
+    kernel on Unix sockets in the user's private Jupyter runtime folder instead of localhost TCP, where any
+    local user can reach it (ipykernel warns about that on every run). Returns the executed notebook."""
+    import papermill as pm
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class PrivateKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return pm.execute_notebook(str(src), str(dest), parameters=params, cwd=None if cwd is None else str(cwd),
+                               progress_bar=False, log_output=False, kernel_manager_class=PrivateKernelManager)
+
+
 def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLike | None = None) -> Path:
     """Execute a notebook with papermill into its run folder (created), as `sassl notebook` does; returns
     the executed notebook's path. Progress lines of long cells reach the terminal (sassl.runtime.terminal_line)."""
-    import papermill as pm
-
     src = notebook_path(notebook)
     unknown = sorted(set(params) - set(parameter_defaults(src)))
     if unknown:
@@ -118,7 +133,6 @@ def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLi
     dest = Path(out) if out else run_folder_of(src, params) / src.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     terminal_line(f"running {src} -> {dest}")
-    pm.execute_notebook(str(src), str(dest), parameters=params, cwd=str(src.parent), progress_bar=False,
-                        log_output=False)
+    execute(src, dest, params, cwd=src.parent)
     terminal_line(f"executed notebook: {dest}\nrun folder: {dest.parent}")
     return dest

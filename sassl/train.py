@@ -64,8 +64,9 @@ class PretrainConfig:
     embed_size: int = 0                   # side (px) at which the style predictor embeds bank styles, in-batch styles and the content; 0: image_size (the imagenet recipes use 256, the paper's)
     sassl_towers: str = "both"            # which towers see view 1 stylized: both (the default reading, sassl.views.TOWERS) or online (the target tower gets view 1 unstylized); momentum learners only
     # NOTE: a CPU-scale budget (9 epochs of batch 32 = 657 steps; lr 2.0 per 256 is 0.25 per step), sized
-    # so the main job fits 20 minutes on a 2-core AVX2 CPU; the paper pre-trains on ImageNet for hundreds
-    # of epochs (docs/DESIGN.md §2.3; the measurements behind this choice are in docs/RESULTS.md)
+    # for a 2-core CPU, where the main job's 16-minute time budget keeps the epochs that fit (7 on an AVX2
+    # EPYC) so that it ends within 20 minutes; the paper pre-trains on ImageNet for hundreds of epochs
+    # (docs/DESIGN.md §2.3; the measurements behind this choice: docs/RESULTS.md, "Main-job budget")
     epochs: int = 9                       # passes over the train split
     # NOTE: not in the paper. A main job that must fit any 2-core machine gets a wall-clock budget: after
     # epoch 1 the run keeps as many of `epochs` as fit at its measured pace (the schedules end with them)
