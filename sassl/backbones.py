@@ -80,10 +80,11 @@ def is_vit(name: str) -> bool:
 
 
 def check_backbone(name: str, small_images: bool, image_size: int) -> None:
-    """The one check of a backbone setting (run configs check it before any data is loaded): a known name, no
-    small-image stem for a ViT, crops a whole number of ViT patches. Errors name the setting."""
+    """The one check of a backbone setting (run configs check it before any data is loaded): a known name
+    (else KeyError, as for every registry name), no small-image stem for a ViT, crops a whole number of ViT
+    patches (else ValueError naming the setting)."""
     if name not in BACKBONES:
-        raise ValueError(f"backbone: unknown {name!r}; available: {', '.join(BACKBONES)}")
+        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
     if is_vit(name):
         if small_images:
             raise ValueError(f"small_images: {name} has no small-image stem (it applies to ResNets); set it false")
@@ -97,8 +98,6 @@ def create_backbone(name: str = "resnet18", small_images: bool = True, image_siz
     max pool (the usual CIFAR/96-px stem) instead of ImageNet's 7x7 stride-2 + pool. ViTs: `image_size` is the
     side their position embedding is learnt at (other sizes are interpolated); they have no small-image stem.
     An unknown name raises KeyError, impossible settings ValueError (check_backbone)."""
-    if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
     check_backbone(name, small_images, image_size)
     ctor, dim = BACKBONES[name]
     if is_vit(name):

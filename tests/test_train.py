@@ -31,6 +31,10 @@ def test_config_validation_names_the_parameter():
         config_from_dict({"epochs": "ten"})
     with pytest.raises(ValueError, match="learner: unknown 'dino'"):
         config_from_dict({"learner": "dino"})
+    with pytest.raises(KeyError, match="unknown backbone 'vgg'; available: resnet18"):  # one check: check_backbone
+        config_from_dict({"backbone": "vgg"})
+    with pytest.raises(ValueError, match="time_budget: must be >= 0 minutes"):
+        config_from_dict({"time_budget": -1})
     with pytest.raises(ValueError, match="batch_size: must be >= 2"):
         config_from_dict({"batch_size": 1})
     with pytest.raises(ValueError, match=r"alpha: need 0 <= min <= max <= 1"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from sassl.backbones import BACKBONES, create_backbone
+from sassl.backbones import create_backbone
 
 
 def resolve_checkpoint(spec: str, runs_dir: str = "runs") -> Path:
@@ -30,10 +30,11 @@ def load_encoder(spec: str, runs_dir: str = "runs", device: str | torch.device =
     if spec.startswith("random:"):
         parts = spec.split(":")
         name, small = parts[1], len(parts) > 2 and parts[2] == "small"
-        if name not in BACKBONES:
-            raise ValueError(f"encoder {spec!r}: unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
         torch.manual_seed(0)
-        net, dim = create_backbone(name, small)
+        try:
+            net, dim = create_backbone(name, small)
+        except (KeyError, ValueError) as e:  # an unknown name, or a ViT with the small-image stem
+            raise ValueError(f"encoder {spec!r}: {e.args[0]}") from None
         return net.to(device).eval(), {"encoder": spec, "backbone": name, "small_images": small, "dim": dim,
                                         "random_init": True}
     path = resolve_checkpoint(spec, runs_dir)
