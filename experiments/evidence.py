@@ -347,7 +347,7 @@ def paper_report() -> str:
     """Issue 17: the paper's ablation rows at today's default budget (one seed each), top-1 (%) per target and
     protocol and the kNN monitor's gain over the run's own init; rows not run yet say so. The seed-to-seed
     std of the issue-18 arms (3 seeds each) gives the scale of a real difference. Writes
-    runs/evidence/paper_ablations.md."""
+    runs/evidence/paper_ablations.md and the table between docs/RESULTS.md's paper-ablations markers."""
     import statistics
 
     from sassl.compare import to_markdown
@@ -373,6 +373,11 @@ def paper_report() -> str:
     text = to_markdown(rows) + ("\n\nSeed-to-seed std (issue 18, 3 seeds): " + "; ".join(spread) if spread else "")
     (RUNS / "evidence").mkdir(exist_ok=True)
     (RUNS / "evidence" / "paper_ablations.md").write_text(text + "\n")
+    results = ROOT / "docs" / "RESULTS.md"  # the table there, between its markers, is this one
+    doc = results.read_text()
+    begin, end = "<!-- paper-ablations:begin -->", "<!-- paper-ablations:end -->"
+    if begin in doc and end in doc:
+        results.write_text(doc[:doc.index(begin) + len(begin)] + "\n" + text + "\n" + doc[doc.index(end):])
     return text
 
 
