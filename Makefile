@@ -26,11 +26,11 @@ setup: $(VENV)/.installed
 # Main job on bundled real data (prepared once into ~/.cache/sassl): a stylization contact sheet, then the
 # notebooks through papermill: MoCo v2 + SASSL pre-training on `objects` with the default style source
 # (pbn -> bundled paintings), then its evaluation. Re-running resumes / reuses the run. The pre-training
-# gets 16 minutes: after epoch 1 it keeps as many of its 9 epochs as fit (all of them on a fast CPU), so the
+# gets 18 minutes: after epoch 1 it keeps as many of its 9 epochs as fit (all of them on a fast CPU), so the
 # whole job stays within 20 minutes on a 2-core machine.
 demo: setup
 	$(BIN)/sassl demo --out runs/demo
-	$(BIN)/sassl notebook pretrain -p name default -p resume true -p time_budget 16
+	$(BIN)/sassl notebook pretrain -p name default -p resume true -p time_budget 18
 	$(BIN)/sassl notebook evaluate -p encoder default
 	@echo "results: runs/default/ (executed notebooks pretrain.ipynb and evaluate.ipynb, eval/summary.csv, figures/)"
 
