@@ -88,11 +88,11 @@ PROBES = {
     # seed 0 is the `make demo` run (runs/default), these are its other seeds
     "budget-s1": "--seed 1 --knn-every 3",
     "budget-s2": "--seed 2 --knn-every 3",
-    # issue 12, the 16-minute time budget of `make demo`: it kept 7 of the 9 epochs on the 2-core AVX2 machine
-    # (seed 0, runs/default); these are its other seeds at those 7 epochs, fixed so that they can share the CPU
+    # issue 12, a 16-minute time budget for `make demo`'s pre-training kept 7 of the 9 epochs on the 2-core AVX2
+    # machine (seed 0, runs/default-budget16); its other seeds at those 7 epochs, fixed so that they can share the CPU
     "demo7-s1": "--seed 1 --epochs 7 --knn-every 3",
     "demo7-s2": "--seed 2 --epochs 7 --knn-every 3",
-    # seed 2 ended below its init at 7 epochs, so the budget became 18 minutes (8 epochs on that machine)
+    # seed 2 ended below its init at 7 epochs, so the budget became 18 minutes (8 epochs there; seed 0: runs/default)
     "demo8-s1": "--seed 1 --epochs 8 --knn-every 3",
     "demo8-s2": "--seed 2 --epochs 8 --knn-every 3",
 }
