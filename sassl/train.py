@@ -69,8 +69,8 @@ class PretrainConfig:
     # (docs/DESIGN.md §2.3; the measurements behind this choice: docs/RESULTS.md, "Main-job budget")
     epochs: int = 9                       # passes over the train split
     # NOTE: not in the paper. A main job that must fit any 2-core machine gets a wall-clock budget: after
-    # epoch 1 the run keeps as many of `epochs` as fit at its measured pace (the schedules end with them)
-    time_budget: float = 0.0              # minutes the run may take (0: no limit); after epoch 1 it keeps only the epochs that fit at the measured pace (make demo: 18)
+    # each epoch the run keeps as many of `epochs` as still fit at its pace so far (the schedules end with them)
+    time_budget: float = 0.0              # minutes the run may take (0: no limit); after each epoch it keeps only the epochs that still fit at the pace so far (make demo: 18)
     batch_size: int = 32                  # global batch, split over processes
     optimizer: str = "lars"               # lars, sgd (momentum 0.9) or adamw (mocov3's)
     lr: float = 2.0                       # base learning rate per 256 images (scaled by batch_size / 256)
@@ -493,7 +493,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         c1, c2 = decoder(batch[0], batch[1]) if decoder is not None else batch[:2]
         return prepare_batch(views, c1, c2, step_generator(cfg, at_step), cfg.accumulate)
 
-    step, epoch_times = run.step, []  # wall time of each epoch (with its monitor), for the time-left estimate
+    step, epoch_times, step_times = run.step, [], []  # each epoch's wall time with / without its monitor pass
     epoch = run.step // steps_per_epoch
     while epoch < epochs:
         sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
@@ -518,16 +518,21 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                 break
         row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(time.time() - t0, 2),
                "images_per_second": round(seen / max(1e-9, time.time() - t0), 1)}
-        if cfg.time_budget and run.state is None and epoch == 0 and step == steps_per_epoch:
-            # rank 0's clock decides for every rank; the lr and momentum schedules end with the epochs kept
-            epochs = dist.all_objects(epochs_within(cfg.time_budget * 60, time.time() - t_start, time.time() - t0,
-                                                    monitor_s, 1, cfg.epochs, cfg.knn_every))[0]
-            total_steps, planned = steps_per_epoch * epochs, min(planned, steps_per_epoch * epochs)
-            row["epochs_in_budget"] = epochs
-            if progress and dist.rank() == 0:
-                terminal_line(f"{cfg.name}: time budget {duration(cfg.time_budget * 60)}: training {epochs} of "
-                              f"{cfg.epochs} epochs (epoch 1 took {duration(time.time() - t0)}, a kNN pass "
-                              f"{duration(monitor_s)})")
+        step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
+        if cfg.time_budget and run.state is None and step == steps_per_epoch * (epoch + 1):
+            # after each whole epoch: the epochs that still fit at the mean pace so far, never more than chosen
+            # before; rank 0's clock decides for every rank; the lr and momentum schedules end with them
+            kept = dist.all_objects(epochs_within(cfg.time_budget * 60, time.time() - t_start,
+                                                  sum(step_times) / len(step_times), monitor_s, epoch + 1, epochs,
+                                                  cfg.knn_every))[0]
+            if epoch == 0 or kept < epochs:
+                epochs, total_steps = kept, steps_per_epoch * kept
+                planned = min(planned, total_steps)
+                row["epochs_in_budget"] = epochs
+                if progress and dist.rank() == 0:
+                    terminal_line(f"{cfg.name}: time budget {duration(cfg.time_budget * 60)}: training {epochs} of "
+                                  f"{cfg.epochs} epochs (epochs take {duration(sum(step_times) / len(step_times))}, "
+                                  f"a kNN pass {duration(monitor_s)})")
         last = epoch + 1 == epochs or (cfg.max_steps and step >= cfg.max_steps)
         if monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or last):
             row["knn_top1"] = monitor(model.backbone)

@@ -331,9 +331,11 @@ def test_time_budget_ends_the_schedule_with_the_epochs_kept(tmp_path, tiny_folde
     ck = torch.load(tmp_path / "budget" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["epochs"] == 1 and ck["step"] == 6
     assert pretrain(cfg, resume=True, progress=False) == result  # resumed: the choice holds, nothing more to train
-    # 2 of 3 epochs kept: from epoch 2 on the momentum schedule ends at step 12, and so does the run
-    monkeypatch.setattr(sassl.train, "epochs_within", lambda *a: 2)
-    pretrain(_cfg(tmp_path, tiny_folder, name="two", epochs=3, time_budget=5), progress=False)
-    steps = [r for r in rows("two") if "loss" in r]
-    assert [r["momentum"] for r in steps[6:]] == [cosine_momentum(s, 12, cfg.ema) for s in range(6, 12)]
-    assert [r["epoch"] for r in rows("two") if "epoch_seconds" in r] == [1, 2]
+    # 3 of 4 epochs kept after epoch 1: epoch 2's momentum schedule ends at step 18; behind the pace after
+    # epoch 2, the run keeps 2 and ends there
+    choices = iter([3, 2])
+    monkeypatch.setattr(sassl.train, "epochs_within", lambda *a: next(choices))
+    pretrain(_cfg(tmp_path, tiny_folder, name="cut", epochs=4, time_budget=5), progress=False)
+    steps = [r for r in rows("cut") if "loss" in r]
+    assert [r["momentum"] for r in steps[6:]] == [cosine_momentum(s, 18, cfg.ema) for s in range(6, 12)]
+    assert [(r["epoch"], r.get("epochs_in_budget")) for r in rows("cut") if "epoch_seconds" in r] == [(1, 3), (2, 2)]
