@@ -64,8 +64,8 @@ class PretrainConfig:
     embed_size: int = 0                   # side (px) at which the style predictor embeds bank styles, in-batch styles and the content; 0: image_size (the imagenet recipes use 256, the paper's)
     sassl_towers: str = "both"            # which towers see view 1 stylized: both (the default reading, sassl.views.TOWERS) or online (the target tower gets view 1 unstylized); momentum learners only
     # NOTE: a CPU-scale budget (9 epochs of batch 32 = 657 steps; lr 2.0 per 256 is 0.25 per step), sized
-    # for a 2-core CPU, where the main job's 18-minute time budget keeps the epochs that fit (8 on an AVX2
-    # EPYC) so that it ends within 20 minutes; the paper pre-trains on ImageNet for hundreds of epochs
+    # for a 2-core CPU, where the main job's 18-minute time budget keeps the epochs that fit (all 9 on an
+    # AVX2 EPYC, fewer when it runs slower) so that it ends within 20 minutes; the paper pre-trains on ImageNet for hundreds of epochs
     # (docs/DESIGN.md §2.3; the measurements behind this choice: docs/RESULTS.md, "Main-job budget")
     epochs: int = 9                       # passes over the train split
     # NOTE: not in the paper. A main job that must fit any 2-core machine gets a wall-clock budget: after
@@ -442,7 +442,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.seed)
     steps_per_epoch = sampler.batches_per_epoch()
-    # a time budget's choice (made after epoch 1, kept in the checkpoint) holds for the rest of the run
+    # a time budget's choice (made after each epoch, kept in the checkpoint) holds when the run is resumed
     epochs = run.state.get("epochs", cfg.epochs) if cfg.time_budget and run.state else cfg.epochs
     total_steps = steps_per_epoch * epochs
     planned = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps  # steps this invocation ends at
