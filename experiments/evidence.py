@@ -72,6 +72,7 @@ SWEEPS = {
                                         ("layers4", SASSL | {"layers": 4}), ("layers8", SASSL | {"layers": 8}),
                                         ("layers10", SASSL | {"layers": 10}))],
 }
+SWEEP_RUNS = {name: params for sweep in SWEEPS.values() for name, params in sweep}  # every sweep run by name
 # Issue 4: what makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
 # kNN monitor), through `sassl pretrain`; controls: moco-base-s0/s1 (same settings, paper defaults).
 PROBES = {
@@ -162,7 +163,7 @@ def learning_gain() -> list[dict]:
     from sassl.compare import variant_label
     from sassl.eval.transfer import mean_std
 
-    names = {n for sw in SWEEPS.values() for n, _ in sw} | set(PROBES)
+    names = set(SWEEP_RUNS) | set(PROBES)
     gains: dict[str, list[tuple[float, float]]] = {}
     for run in sorted(RUNS / n for n in names):
         if not (run / "metrics.json").is_file():  # finished pre-training runs only
@@ -225,7 +226,7 @@ def report() -> str:
     speed = {}
     for run in sorted(p.parent for p in RUNS.glob("*/metrics.jsonl")):
         cfg_file = run / "config.json"
-        if not cfg_file.is_file() or run.name not in {n for sw in SWEEPS.values() for n, _ in sw}:
+        if not cfg_file.is_file() or run.name not in SWEEP_RUNS:
             continue
         cfg = json.loads(cfg_file.read_text())
         rates = [r["images_per_second"] for r in read_metrics(run / "metrics.jsonl") if "images_per_second" in r][1:]  # the first epoch includes start-up
@@ -417,26 +418,20 @@ def main(argv: list[str]) -> int:
     if argv == ["probes"] or (argv and all(a in PROBES for a in argv)):
         run_probes(list(PROBES) if argv == ["probes"] else argv)
         return 0
-    if argv == ["report"]:
-        print(report())
+    reports = {"report": report, "paper-report": paper_report, "robust-report": robust_report}
+    if len(argv) == 1 and argv[0] in reports:
+        print(reports[argv[0]]())
         return 0
-    if argv == ["paper-report"]:
-        print(paper_report())
-        return 0
-    if argv == ["robust-report"]:
-        print(robust_report())
-        return 0
-    by_name = {name: params for sweep in SWEEPS.values() for name, params in sweep}
-    if not argv or any(a not in (*SWEEPS, "compare", *by_name) for a in argv):
+    if not argv or any(a not in (*SWEEPS, "compare", *SWEEP_RUNS) for a in argv):
         print(__doc__)
         return 2
     for what in argv:
-        if what in by_name:
-            run_one(what, by_name[what])
+        if what in SWEEP_RUNS:
+            run_one(what, SWEEP_RUNS[what])
             continue
         if what == "compare":
             (RUNS / "evidence").mkdir(exist_ok=True)
-            done = [n for sweep in SWEEPS.values() for n, _ in sweep if (RUNS / n / "eval" / "summary.json").is_file()]
+            done = [n for n in SWEEP_RUNS if (RUNS / n / "eval" / "summary.json").is_file()]
             execute(NB / "compare.ipynb", RUNS / "evidence" / "compare.ipynb", {"name": "evidence", "runs": done}, cwd=NB)
             continue
         for name, params in SWEEPS[what]:

@@ -516,9 +516,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                 save(step)
             if cfg.max_steps and step >= cfg.max_steps:
                 break
-        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(time.time() - t0, 2),
-               "images_per_second": round(seen / max(1e-9, time.time() - t0), 1)}
         step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
+        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(step_times[-1], 2),
+               "images_per_second": round(seen / max(1e-9, step_times[-1]), 1)}
         if cfg.time_budget and run.state is None and step == steps_per_epoch * (epoch + 1):
             # after each whole epoch: the epochs that still fit at the mean pace so far, never more than chosen
             # before; rank 0's clock decides for every rank; the lr and momentum schedules end with them
