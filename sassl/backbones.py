@@ -1,7 +1,9 @@
 """Backbones as feature extractors (N, 3, H, W) -> (N, D), random init: torchvision's ResNets (with a
-small-image stem option), ResNet-50 at 2x and 4x width as in SimCLR, and torchvision's ViT."""
+small-image stem option), ResNet-50 at 2x and 4x width as in SimCLR, and torchvision's ViT (with MoCo v3's
+position embedding and init, `mocov3_vit_`)."""
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -58,6 +60,47 @@ class ViT(torchvision.models.VisionTransformer):
         tokens = torch.cat([self.class_token.expand(n, -1, -1), tokens], dim=1)
         tokens = tokens + self.position_embedding(h // p, w // p)
         return self.encoder.ln(self.encoder.layers(self.encoder.dropout(tokens)))[:, 0]
+
+
+def sincos_position_embedding(rows: int, cols: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """(1, 1 + rows * cols, dim): MoCo v3's fixed 2D sin-cos position embedding (its
+    `build_2d_sincos_position_embedding`): zeros for the class token; for the patch at (r, c), tokens in
+    row-major order, [sin(r w), cos(r w), sin(c w), cos(c w)] with w_k = temperature ** (-k / (dim / 4)),
+    k < dim / 4. (MoCo v3 builds its grid with meshgrid(w, h), so its first half encodes the row index too.)"""
+    if dim % 4:
+        raise ValueError(f"the 2D sin-cos position embedding needs a width divisible by 4, not {dim}")
+    omega = temperature ** -(torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    r, c = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
+    out_r, out_c = r.reshape(-1, 1) * omega, c.reshape(-1, 1) * omega
+    grid = torch.cat([out_r.sin(), out_r.cos(), out_c.sin(), out_c.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim), grid])[None]
+
+
+@torch.no_grad()
+def mocov3_vit_(vit: ViT) -> ViT:
+    """Make `vit` MoCo v3's ViT in place (its vits.py): the fixed 2D sin-cos position embedding (a parameter
+    that is not trained, so checkpoints keep torchvision's names), Xavier-uniform weights and zero biases for
+    every linear layer (Q, K and V each as its own matrix), the class token ~ N(0, 1e-6^2), and the patch
+    projection Xavier-uniform and frozen (its section 4.2: a frozen random patch projection stabilises
+    training). torchvision's ViT is otherwise MoCo v3's (pre-norm blocks, LayerNorm eps 1e-6, GELU MLP, QKV
+    bias, the class token's final feature)."""
+    side = vit.image_size // vit.patch_size
+    vit.encoder.pos_embedding.copy_(sincos_position_embedding(side, side, vit.hidden_dim))
+    vit.encoder.pos_embedding.requires_grad_(False)
+    for m in vit.encoder.modules():
+        if isinstance(m, nn.MultiheadAttention):
+            val = math.sqrt(6.0 / (m.in_proj_weight.shape[0] // 3 + m.in_proj_weight.shape[1]))
+            nn.init.uniform_(m.in_proj_weight, -val, val)
+            nn.init.zeros_(m.in_proj_bias)
+        elif isinstance(m, nn.Linear):  # the attention's output projection and the MLPs
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    nn.init.normal_(vit.class_token, std=1e-6)
+    val = math.sqrt(6.0 / (3 * vit.patch_size ** 2 + vit.hidden_dim))
+    nn.init.uniform_(vit.conv_proj.weight, -val, val)
+    nn.init.zeros_(vit.conv_proj.bias)
+    vit.conv_proj.requires_grad_(False)
+    return vit
 
 
 # name -> (constructor(image_size) -> module with an `fc` or ViT, feature dimension)

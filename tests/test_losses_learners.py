@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from sassl.backbones import BACKBONES, ViT, create_backbone, wide_resnet50
+import math
+
+from sassl.backbones import BACKBONES, ViT, create_backbone, sincos_position_embedding, wide_resnet50
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
 from sassl.learners.losses import byol_loss, info_nce, nt_xent
 from sassl.learners.mocov3 import mocov3_loss
@@ -136,6 +138,37 @@ def test_vit_position_embedding_follows_the_input_size():
     torch.testing.assert_close(vit.position_embedding(8, 8)[:, 1:], torch.full((1, 64, 192), 0.5))
     vit.eval()
     assert vit(torch.rand(2, 3, 32, 32)).shape == vit(torch.rand(2, 3, 128, 128)).shape == (2, 192)
+
+
+def test_mocov3_vit_position_embedding_and_init():
+    """The sin-cos embedding against a per-entry transcription of MoCo v3's build_2d_sincos_position_embedding
+    (meshgrid(w, h), so its w code runs along the rows); a MoCo v3 learner's ViT carries it, untrained, with
+    MoCo v3's init: Q/K/V weights uniform within +-sqrt(6 / (D + D)), the patch projection's within
+    +-sqrt(6 / (3 p^2 + D)) and frozen, zero biases, a near-zero class token."""
+    side, dim = 3, 16
+    pos = sincos_position_embedding(side, side, dim)
+    assert pos.shape == (1, 1 + side * side, dim) and not pos[0, 0].any()
+    for i in range(side):  # MoCo v3: grid_w, grid_h = meshgrid(arange(w), arange(h)), so at flat index
+        for j in range(side):  # m = i * side + j grid_w is i and grid_h is j; [sin, cos](w omega), [sin, cos](h omega)
+            m = i * side + j
+            for d in range(dim // 4):
+                omega = 1.0 / 10000.0 ** (d / (dim // 4))
+                want = [math.sin(i * omega), math.cos(i * omega), math.sin(j * omega), math.cos(j * omega)]
+                got = [pos[0, 1 + m, q * dim // 4 + d].item() for q in range(4)]
+                assert got == pytest.approx(want, abs=1e-6), (i, j, d)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_position_embedding(2, 2, 6)
+    torch.manual_seed(0)
+    vit = create_learner("mocov3", "vit_tiny", False, image_size=64, proj_hidden=32, proj_dim=16, pred_hidden=32).backbone
+    assert torch.equal(vit.encoder.pos_embedding, sincos_position_embedding(4, 4, 192))
+    assert not vit.encoder.pos_embedding.requires_grad and not vit.conv_proj.weight.requires_grad
+    attn = vit.encoder.layers[0].self_attention
+    assert attn.in_proj_weight.abs().max() <= math.sqrt(6 / (192 + 192)) and not attn.in_proj_bias.any()
+    assert attn.in_proj_weight.abs().max() > 0.9 * math.sqrt(6 / (192 + 192))  # uniform, not torchvision's init
+    assert vit.conv_proj.weight.abs().max() <= math.sqrt(6 / (3 * 256 + 192)) and not vit.conv_proj.bias.any()
+    assert not vit.encoder.layers[0].mlp[0].bias.any() and vit.class_token.abs().max() < 1e-5
+    plain, _ = create_backbone("vit_tiny", False, image_size=64)  # other learners keep torchvision's ViT
+    assert plain.encoder.pos_embedding.requires_grad
 
 
 def test_big_backbones_have_the_published_sizes():

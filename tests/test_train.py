@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import photo_crops_folder
+from sassl.backbones import sincos_position_embedding
 from sassl.eval.checkpoint import load_encoder
 from sassl.learners import create_learner
 from sassl.train import config_from_dict, learner_settings, pretrain
@@ -300,6 +301,7 @@ def test_vit_mocov3_run_and_strict_encoder_load(tmp_path, tiny_folder):
     assert sum(isinstance(m, torch.nn.Linear) for m in fresh.projector) == 3
     assert "projector.7.running_mean" in state and "projector.7.weight" not in state  # affine-free last BN
     assert torch.equal(state["backbone.conv_proj.weight"], init["backbone.conv_proj.weight"])
+    assert torch.equal(state["backbone.encoder.pos_embedding"], sincos_position_embedding(2, 2, 192))  # not trained
     assert not torch.equal(state["backbone.encoder.layers.encoder_layer_0.mlp.0.weight"],
                            init["backbone.encoder.layers.encoder_layer_0.mlp.0.weight"])
     net, info = load_encoder("vit", runs_dir=str(tmp_path))

@@ -1,14 +1,15 @@
 """MoCo v3 (Chen, Xie & He 2021): symmetric InfoNCE between the online tower's predictions and the momentum
 tower's keys of the other view (all ranks' keys as negatives, no queue), loss scaled by 2T as in its code.
 Heads as in its code: a 3-layer projector for a ViT (2 for a ResNet) and a 2-layer predictor, BN after every
-layer (the last one affine-free; the ResNet predictor ends without it). For a ViT the patch projection is
-frozen at its random init, MoCo v3's fix for training instability."""
+layer (the last one affine-free; the ResNet predictor ends without it). A ViT becomes MoCo v3's own
+(`mocov3_vit_`): fixed 2D sin-cos position embedding, its init, and the patch projection frozen at its random
+init, MoCo v3's fix for training instability."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchvision
 
+from sassl.backbones import ViT, mocov3_vit_
 from sassl.dist import gather_nograd, rank
 from sassl.learners.heads import mlp
 from sassl.learners.losses import info_nce
@@ -26,9 +27,9 @@ class MoCoV3(MomentumTwoTower):
 
     def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 4096, proj_dim: int = 256,
                  pred_hidden: int = 4096, temperature: float = 0.2):
-        vit = isinstance(backbone, torchvision.models.VisionTransformer)
+        vit = isinstance(backbone, ViT)
         if vit:
-            backbone.conv_proj.requires_grad_(False)  # frozen random patch projection (MoCo v3, section 4.2)
+            mocov3_vit_(backbone)
         super().__init__(backbone, feat_dim, proj_hidden, proj_dim, pred_hidden,
                          projector=mlp(feat_dim, proj_hidden, proj_dim, last_bn=True, num_layers=3 if vit else 2),
                          predictor_module=mlp(proj_dim, pred_hidden, proj_dim, last_bn=vit))
