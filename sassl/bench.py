@@ -14,7 +14,9 @@ built from it, and the memory their file lists take.
 
 train: images/s of full training steps (BYOL views + learner + LARS) per learner with SASSL off, on (p=0.8,
 same batch) and on with the next batch prepared ahead (--sassl-async), alternating in repeated rounds
-(medians), and the paper's MoCo v2 step built from lightly's blocks as a reference.
+(medians), the process's peak memory, and the paper's MoCo v2 step built from lightly's blocks as a
+reference. --backbone picks any backbone (e.g. resnet50x4 --batch 2 --size 32 --repeats 1 for one real step of
+the 375 M-parameter net, too slow for the test suite).
 
 stylizer: images/s of one SASSL stylization (content embedding P(x) + transformer T(x, z), style
 embeddings from a bank) on real photos, measured in one run for
@@ -77,6 +79,13 @@ def _rate(fn, n_images: int, min_time: float, min_reps: int = 3) -> float:
         fn()
         rates.append(n_images / (time.perf_counter() - t))
     return float(np.median(rates))
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    """Peak memory so far: CUDA memory allocated on a CUDA device, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def _real_batch(n: int, size: int) -> torch.Tensor:
@@ -176,15 +185,16 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 15, device: str = "cpu",
-                style: str = "pbn", learners=("mocov2", "simclr", "byol"), embed_sizes=(), reference: bool = True
-                ) -> list[dict]:
+                style: str = "pbn", learners=("mocov2", "simclr", "byol"), embed_sizes=(), reference: bool = True,
+                backbone: str = "resnet18") -> list[dict]:
     """Images/s of full training steps (uint8 crops -> the learner's own views -> learner with its own heads ->
     LARS, the loss read each step as the trainer does) per learner: SASSL off, on (p=0.8; styles and contents
     embedded at the crop size, the default) in order, on with batch k+1 prepared ahead (--sassl-async: a side
     stream on CUDA; in order on the CPU), and on with styles and contents embedded at each of `embed_sizes`
     (mode "sync_e<N>"). Modes alternate within each of `repeats` rounds of `steps` steps (short rounds, so the
     modes of a round see the same machine); medians of the rates and of the per-round overheads, with the
-    overheads' interquartile range."""
+    overheads' interquartile range. `peak_mem_gb`: the process's peak resident memory after the learner's
+    rounds (CPU) or the peak CUDA memory allocated (CUDA)."""
     dev = torch.device(device)
     c1 = (_real_batch(batch, size) * 255).round().to(torch.uint8)  # what the loader ships
     c1, c2 = c1.to(dev), c1.flip(0).to(dev)
@@ -209,7 +219,7 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
     def learner(name: str):
         cfg = config_from_dict({"learner": name})  # the learner's own heads and views
         torch.manual_seed(0)
-        model = create_learner(name, "resnet18", small_images=False, image_size=size, **learner_settings(cfg))
+        model = create_learner(name, backbone, small_images=False, image_size=size, **learner_settings(cfg))
         return model.to(dev, memory_format=torch.channels_last), VIEWS[cfg.views], cfg
 
     rows = []
@@ -222,7 +232,8 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
                 modes["async"] = timed(model, TwoViews(view_cfg, sassl=op).to(dev), True)
         r = _interleaved(modes, repeats)
         on = [k for k in r if k != "off"]
-        rows.append({"learner": name, "batch": batch, "size": size, "steps": steps, "repeats": repeats}
+        rows.append({"learner": name, "backbone": backbone, "batch": batch, "size": size, "steps": steps,
+                     "repeats": repeats, "peak_mem_gb": _peak_memory_gb(dev)}
                     | {f"{k}_img_s": float(np.median(v)) for k, v in r.items()}
                     | {f"{k}_overhead_pct": 100 * float(np.median([o / x - 1 for o, x in zip(r["off"], r[k])]))
                        for k in on}
@@ -232,12 +243,12 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
         return rows
     try:
         ours, view_cfg, cfg = learner("mocov2")
-        bb, dim = create_backbone("resnet18", small_images=False)
+        bb, dim = create_backbone(backbone, small_images=False, image_size=size)
         torch.manual_seed(0)
         ref = _LightlyMoCo(bb, dim, cfg.proj_hidden, cfg.proj_dim, cfg.temperature).to(dev, memory_format=torch.channels_last)
         r = _interleaved({"ours": timed(ours, TwoViews(view_cfg).to(dev), False),
                           "lightly": timed(ref, TwoViews(view_cfg).to(dev), False)}, repeats)
-        rows.append({"learner": "mocov2 (lightly blocks)", "batch": batch, "size": size, "steps": steps, "repeats": repeats,
+        rows.append({"learner": "mocov2 (lightly blocks)", "backbone": backbone, "batch": batch, "size": size, "steps": steps, "repeats": repeats,
                      "off_img_s": float(np.median(r["lightly"])),
                      "ours_vs_lightly": float(np.median([a / b for a, b in zip(r["ours"], r["lightly"])]))})
     except ImportError:
@@ -246,15 +257,16 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
 
 
 def format_train_table(rows: list[dict]) -> str:
-    lines = ["| learner | batch | crop px | SASSL off (img/s) | SASSL p=0.8 (img/s) | ahead (img/s) | SASSL overhead "
-             "(IQR) | ahead overhead (IQR) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| learner | backbone | batch | crop px | SASSL off (img/s) | SASSL p=0.8 (img/s) | ahead (img/s) | SASSL "
+             "overhead (IQR) | ahead overhead (IQR) | peak memory |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cell = lambda k, fmt: fmt.format(r[k]) if k in r else "-"  # noqa: E731
         iqr = lambda k: f" ({r[k][0]:+.0f}..{r[k][1]:+.0f})" if k in r else ""  # noqa: E731
-        lines.append(f"| {r['learner']} | {r['batch']} | {r['size']} | {cell('off_img_s', '{:.1f}')} "
-                     f"| {cell('sync_img_s', '{:.1f}')} | {cell('async_img_s', '{:.1f}')} "
+        lines.append(f"| {r['learner']} | {r['backbone']} | {r['batch']} | {r['size']} | {cell('off_img_s', '{:.2f}')} "
+                     f"| {cell('sync_img_s', '{:.2f}')} | {cell('async_img_s', '{:.2f}')} "
                      f"| {cell('sync_overhead_pct', '{:+.1f}%')}{iqr('sync_overhead_iqr_pct')} "
-                     f"| {cell('async_overhead_pct', '{:+.1f}%')}{iqr('async_overhead_iqr_pct')} |")
+                     f"| {cell('async_overhead_pct', '{:+.1f}%')}{iqr('async_overhead_iqr_pct')} "
+                     f"| {cell('peak_mem_gb', '{:.1f} GB')} |")
     for r in rows:
         for k in (k for k in r if k.startswith("sync_e") and k.endswith("_overhead_pct")):
             e = k.removeprefix("sync_e").removesuffix("_overhead_pct")
@@ -532,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1, help="steps per timed measurement")
     p.add_argument("--repeats", type=int, default=15, help="rounds of off / sync / ahead measurements")
     p.add_argument("--learners", nargs="+", default=["mocov2", "simclr", "byol"])
+    p.add_argument("--backbone", default="resnet18", help="any name of sassl.backbones.BACKBONES")
     p.add_argument("--embed-sizes", type=int, nargs="*", default=[],
                    help="also time SASSL with styles and contents embedded at these sides (px), e.g. 256")
     p.add_argument("--no-reference", action="store_true", help="leave out the lightly-based MoCo v2 reference row")
@@ -585,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         return _report(bench_start(args.folder, args.train, args.val, steps=args.steps), args.json)
     if args.what == "train":
         rows = bench_train(args.batch, args.size, args.steps, args.repeats, args.device, learners=args.learners,
-                           embed_sizes=args.embed_sizes, reference=not args.no_reference)
+                           embed_sizes=args.embed_sizes, reference=not args.no_reference, backbone=args.backbone)
         print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
         print(format_train_table(rows))
         if args.json:

@@ -341,3 +341,17 @@ def test_time_budget_ends_the_schedule_with_the_epochs_kept(tmp_path, tiny_folde
     steps = [r for r in rows("cut") if "loss" in r]
     assert [r["momentum"] for r in steps[6:]] == [cosine_momentum(s, 18, cfg.ema) for s in range(6, 12)]
     assert [(r["epoch"], r.get("epochs_in_budget")) for r in rows("cut") if "epoch_seconds" in r] == [(1, 3), (2, 2)]
+
+
+def test_bench_train_runs_the_real_step_of_any_backbone():
+    """`python -m sassl.bench train --backbone ...` at toy size: MoCo v3 with the tiny ViT through the trainer's
+    own step, each mode timed, the peak memory read; the table names the backbone."""
+    from sassl.bench import bench_train, format_train_table
+
+    rows = bench_train(batch=4, size=32, repeats=1, style="paintings", learners=("mocov3",), reference=False,
+                       backbone="vit_tiny")
+    (row,) = rows
+    assert row["backbone"] == "vit_tiny" and row["learner"] == "mocov3"
+    assert all(row[f"{k}_img_s"] > 0 for k in ("off", "sync", "async"))
+    assert 0.1 < row["peak_mem_gb"] < 24
+    assert "| mocov3 | vit_tiny | 4 | 32 |" in format_train_table(rows)
