@@ -4,6 +4,7 @@
     python experiments/evidence.py core-ema    # the same with target momentum 0.9 instead of the paper's 0.99
     python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers
     python experiments/evidence.py paper-ablations  # Table 3 and A.7's rows as the paper writes them, today's budget
+    python experiments/evidence.py paper-seeds      # seeds 1-2 of the in-batch row (paired with the robust sweep)
     python experiments/evidence.py pa-noise-s0 pa-content-s0  # runs of any sweep, by name (two shells can split a sweep)
     python experiments/evidence.py embed-scale      # issue 17: how far apart one image's style codes at 64/128/256 px are
     python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
@@ -71,6 +72,10 @@ SWEEPS = {
                                         ("noise", {"style": "noise"}), ("content", {"style": "content"}),
                                         ("layers4", SASSL | {"layers": 4}), ("layers8", SASSL | {"layers": 8}),
                                         ("layers10", SASSL | {"layers": 10}))],
+    # issue 17: seeds 1-2 of the in-batch row, the one ablation that differed from the PBN row by more than
+    # twice the seed-to-seed spread; paired by seed with the robust sweep's arms (same init, order, crops)
+    "paper-seeds": [(f"pa-batch-s{s}", {"learner": "mocov2", "seed": s, "proj_hidden": 4096, "proj_dim": 256,
+                                         "style": "batch"}) for s in (1, 2)],
 }
 SWEEP_RUNS = {name: params for sweep in SWEEPS.values() for name, params in sweep}  # every sweep run by name
 # Issue 4: what makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
@@ -273,6 +278,29 @@ def _robust_scores(run: Path) -> dict[tuple[str, str], float]:
     return out
 
 
+def _compare_arms(a: dict[int, dict], b: dict[int, dict], key: tuple[str, str]) -> dict:
+    """Arms a and b (seed -> scores) on one (target, number): each arm's values over its seeds, the
+    difference of the means b - a, Welch's t-test p and the paired t-test p over the seeds both have (nan
+    where a test has too few values)."""
+    import statistics
+
+    from scipy import stats
+
+    va = [sc[key] for _, sc in sorted(a.items()) if key in sc]
+    vb = [sc[key] for _, sc in sorted(b.items()) if key in sc]
+    pairs = [(a[s][key], b[s][key]) for s in sorted(set(a) & set(b)) if key in a[s] and key in b[s]]
+    welch = stats.ttest_ind(vb, va, equal_var=False).pvalue if len(va) > 1 and len(vb) > 1 else float("nan")
+    paired = stats.ttest_rel([y for _, y in pairs], [x for x, _ in pairs]).pvalue if len(pairs) > 1 else float("nan")
+    diff = statistics.mean(vb) - statistics.mean(va) if va and vb else float("nan")
+    return {"a": va, "b": vb, "diff": diff, "welch": welch, "paired": paired, "pairs": len(pairs)}
+
+
+def _mean_sd(v: list[float], fmt: str = "{:.2f}") -> str:
+    import statistics
+
+    return fmt.format(statistics.mean(v)) + (f" +- {fmt.format(statistics.stdev(v))}" if len(v) > 1 else "")
+
+
 def robust_report(seeds=(0, 1, 2)) -> str:
     """Issue 18: MoCo v2 with and without SASSL(pbn) at the default budget, paired by seed. Per (target,
     number): mean +- std over seeds per arm, SASSL - baseline, Welch's t-test and the paired t-test (the same
@@ -280,32 +308,23 @@ def robust_report(seeds=(0, 1, 2)) -> str:
     docs/robust_tradeoff (style invariance at beta = 1 against clean linear top-1 on objects, a point per run)."""
     import statistics
 
-    from scipy import stats
-
     from sassl.compare import to_markdown
     from sassl.plots import save_figure
 
     arms = {tag: {s: RUNS / f"r18-{tag}-s{s}" for s in seeds} for tag in ("base", "sassl")}
     got = {tag: {s: _robust_scores(r) for s, r in runs.items() if (r / "eval" / "summary.json").is_file()}
            for tag, runs in arms.items()}
-    paired = sorted(set(got["base"]) & set(got["sassl"]))
     keys = list(dict.fromkeys(k for runs in got.values() for sc in runs.values() for k in sc))
     rows = []
     for k in keys:
-        a = [got["base"][s][k] for s in sorted(got["base"]) if k in got["base"][s]]
-        b = [got["sassl"][s][k] for s in sorted(got["sassl"]) if k in got["sassl"][s]]
-        if not a or not b:
+        c = _compare_arms(got["base"], got["sassl"], k)
+        if not c["a"] or not c["b"]:
             continue
-        fmt = (lambda v: f"{v:.3f}") if k[1].startswith("invariance") else (lambda v: f"{v:.2f}")
-        sd = lambda v: f" +- {fmt(statistics.stdev(v))}" if len(v) > 1 else ""  # noqa: E731
-        row = {"target": k[0], "number": k[1], f"baseline (n={len(a)})": fmt(statistics.mean(a)) + sd(a),
-               f"SASSL(pbn) (n={len(b)})": fmt(statistics.mean(b)) + sd(b),
-               "SASSL - baseline": ("{:+.3f}" if k[1].startswith("invariance") else "{:+.2f}").format(statistics.mean(b) - statistics.mean(a))}
-        welch = stats.ttest_ind(b, a, equal_var=False).pvalue if len(a) > 1 and len(b) > 1 else float("nan")
-        pairs = [(got["base"][s][k], got["sassl"][s][k]) for s in paired if k in got["base"][s] and k in got["sassl"][s]]
-        rel = stats.ttest_rel([y for _, y in pairs], [x for x, _ in pairs]).pvalue if len(pairs) > 1 else float("nan")
-        row |= {"p (Welch)": f"{welch:.3f}", f"p (paired, {len(pairs)} seeds)": f"{rel:.3f}"}
-        rows.append(row)
+        fmt = "{:.3f}" if k[1].startswith("invariance") else "{:.2f}"
+        rows.append({"target": k[0], "number": k[1], f"baseline (n={len(c['a'])})": _mean_sd(c["a"], fmt),
+                     f"SASSL(pbn) (n={len(c['b'])})": _mean_sd(c["b"], fmt),
+                     "SASSL - baseline": fmt.replace("{:", "{:+").format(c["diff"]),
+                     "p (Welch)": f"{c['welch']:.3f}", f"p (paired, {c['pairs']} seeds)": f"{c['paired']:.3f}"})
     text = (f"Runs: baseline seeds {sorted(got['base'])}, SASSL(pbn) seeds {sorted(got['sassl'])}.\n\n" + to_markdown(rows))
     (RUNS / "evidence").mkdir(exist_ok=True)
     (RUNS / "evidence" / "robust.md").write_text(text + "\n")
@@ -377,6 +396,7 @@ def paper_report() -> str:
             spread.append(f"{'baseline' if tag == 'base' else 'SASSL(pbn)'} " + ", ".join(
                 f"{t} {p} {statistics.stdev([sc[(t, p)] for sc in scores]):.2f}" for t, p in PAPER_NUMBERS))
     text = to_markdown(rows) + ("\n\nSeed-to-seed std (issue 18, 3 seeds): " + "; ".join(spread) if spread else "")
+    text += _batch_seeds_table()
     (RUNS / "evidence").mkdir(exist_ok=True)
     (RUNS / "evidence" / "paper_ablations.md").write_text(text + "\n")
     results = ROOT / "docs" / "RESULTS.md"  # the table there, between its markers, is this one
@@ -385,6 +405,29 @@ def paper_report() -> str:
     if begin in doc and end in doc:
         results.write_text(doc[:doc.index(begin) + len(begin)] + "\n" + text + "\n" + doc[doc.index(end):])
     return text
+
+
+def _batch_seeds_table() -> str:
+    """The in-batch row over the seeds run so far (the paper-seeds sweep), against the issue-18 arms with the
+    same seeds: mean +- std per arm, in-batch minus each arm with the paired t-test's p; '' below 2 seeds."""
+    from sassl.compare import to_markdown
+
+    def arm(prefix: str) -> dict[int, dict]:
+        return {s: _robust_scores(RUNS / f"{prefix}-s{s}") for s in (0, 1, 2)
+                if (RUNS / f"{prefix}-s{s}" / "eval" / "summary.json").is_file()}
+
+    none, pbn, batch = arm("r18-base"), arm("r18-sassl"), arm("pa-batch")
+    if len(batch) < 2:
+        return ""
+    rows = []
+    for key in [("objects", "knn monitor gain"), *PAPER_NUMBERS]:
+        vs_none, vs_pbn = _compare_arms(none, batch, key), _compare_arms(pbn, batch, key)
+        rows.append({"target": key[0], "number": key[1], f"none (n={len(vs_none['a'])})": _mean_sd(vs_none["a"]),
+                     f"pbn (n={len(vs_pbn['a'])})": _mean_sd(vs_pbn["a"]), f"in-batch (n={len(batch)})": _mean_sd(vs_none["b"]),
+                     "in-batch - none (paired p)": f"{vs_none['diff']:+.2f} ({vs_none['paired']:.3f})",
+                     "in-batch - pbn (paired p)": f"{vs_pbn['diff']:+.2f} ({vs_pbn['paired']:.3f})"})
+    return (f"\n\nIn-batch styles over seeds {sorted(batch)} (pa-batch-s*), paired by seed with the issue-18 arms "
+            "(same init, data order and crops):\n\n" + to_markdown(rows))
 
 
 def embed_scale(source: str = "paintings", sizes=(64, 96, 128, 256)) -> list[dict]:
