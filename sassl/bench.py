@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sassl.backbones import create_backbone
+from sassl.backbones import BACKBONES, create_backbone
 from sassl.data import get_dataset, image_paths
 from sassl.data.decode import center_square, load_rgb, to_tensor
 from sassl.data.index import FileList, folder_index
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1, help="steps per timed measurement")
     p.add_argument("--repeats", type=int, default=15, help="rounds of off / sync / ahead measurements")
     p.add_argument("--learners", nargs="+", default=["mocov2", "simclr", "byol"])
-    p.add_argument("--backbone", default="resnet18", help="any name of sassl.backbones.BACKBONES")
+    p.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
     p.add_argument("--embed-sizes", type=int, nargs="*", default=[],
                    help="also time SASSL with styles and contents embedded at these sides (px), e.g. 256")
     p.add_argument("--no-reference", action="store_true", help="leave out the lightly-based MoCo v2 reference row")
