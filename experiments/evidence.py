@@ -371,7 +371,8 @@ PAPER_NUMBERS = [("objects", "knn"), ("objects", "linear"), ("objects", "10-shot
 def paper_report() -> str:
     """Issue 17: the paper's ablation rows at today's default budget (one seed each), top-1 (%) per target and
     protocol and the kNN monitor's gain over the run's own init; rows not run yet say so. The seed-to-seed
-    std of the issue-18 arms (3 seeds each) gives the scale of a real difference. Writes
+    std of the issue-18 arms (3 seeds each) gives the scale of a real difference; then the in-batch row over
+    its seeds (`_batch_seeds_table`). Writes
     runs/evidence/paper_ablations.md and the table between docs/RESULTS.md's paper-ablations markers."""
     import statistics
 
