@@ -278,6 +278,12 @@ def _robust_scores(run: Path) -> dict[tuple[str, str], float]:
     return out
 
 
+def _arm(prefix: str, seeds=(0, 1, 2)) -> dict[int, dict]:
+    """seed -> scores (_robust_scores) of the finished, evaluated runs `<prefix>-s<seed>`."""
+    return {s: _robust_scores(RUNS / f"{prefix}-s{s}") for s in seeds
+            if (RUNS / f"{prefix}-s{s}" / "eval" / "summary.json").is_file()}
+
+
 def _compare_arms(a: dict[int, dict], b: dict[int, dict], key: tuple[str, str]) -> dict:
     """Arms a and b (seed -> scores) on one (target, number): each arm's values over its seeds, the
     difference of the means b - a, Welch's t-test p and the paired t-test p over the seeds both have (nan
@@ -311,9 +317,7 @@ def robust_report(seeds=(0, 1, 2)) -> str:
     from sassl.compare import to_markdown
     from sassl.plots import save_figure
 
-    arms = {tag: {s: RUNS / f"r18-{tag}-s{s}" for s in seeds} for tag in ("base", "sassl")}
-    got = {tag: {s: _robust_scores(r) for s, r in runs.items() if (r / "eval" / "summary.json").is_file()}
-           for tag, runs in arms.items()}
+    got = {tag: _arm(f"r18-{tag}", seeds) for tag in ("base", "sassl")}
     keys = list(dict.fromkeys(k for runs in got.values() for sc in runs.values() for k in sc))
     rows = []
     for k in keys:
@@ -391,8 +395,7 @@ def paper_report() -> str:
         rows.append(row)
     spread = []
     for tag in ("base", "sassl"):
-        scores = [_robust_scores(RUNS / f"r18-{tag}-s{s}") for s in (0, 1, 2)
-                  if (RUNS / f"r18-{tag}-s{s}" / "eval" / "summary.json").is_file()]
+        scores = list(_arm(f"r18-{tag}").values())
         if len(scores) > 1:
             spread.append(f"{'baseline' if tag == 'base' else 'SASSL(pbn)'} " + ", ".join(
                 f"{t} {p} {statistics.stdev([sc[(t, p)] for sc in scores]):.2f}" for t, p in PAPER_NUMBERS))
@@ -413,11 +416,7 @@ def _batch_seeds_table() -> str:
     same seeds: mean +- std per arm, in-batch minus each arm with the paired t-test's p; '' below 2 seeds."""
     from sassl.compare import to_markdown
 
-    def arm(prefix: str) -> dict[int, dict]:
-        return {s: _robust_scores(RUNS / f"{prefix}-s{s}") for s in (0, 1, 2)
-                if (RUNS / f"{prefix}-s{s}" / "eval" / "summary.json").is_file()}
-
-    none, pbn, batch = arm("r18-base"), arm("r18-sassl"), arm("pa-batch")
+    none, pbn, batch = _arm("r18-base"), _arm("r18-sassl"), _arm("pa-batch")
     if len(batch) < 2:
         return ""
     rows = []
