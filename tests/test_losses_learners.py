@@ -1,9 +1,9 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-
-import math
 
 from sassl.backbones import BACKBONES, ViT, create_backbone, sincos_position_embedding, wide_resnet50
 from sassl.learners import LEARNERS, cosine_momentum, create_learner
