@@ -133,7 +133,8 @@ def _pretrain(args) -> int:
     """`sassl pretrain`, also under torchrun: joins the process group first (sassl.dist.setup) and leaves it
     at the end; a non-finite loss stops every rank with one message (rank 0 prints it) and exit code 1."""
     values = _config_values(args, PretrainConfig)  # only the flags given: they win over --recipe
-    dist.setup(timeout_min=from_dict(PretrainConfig, values).dist_timeout)
+    given = from_dict(PretrainConfig, values)
+    dist.setup(timeout_min=given.dist_timeout, device=given.device)
     rank = dist.rank()
     try:
         cfg = config_from_dict(values)
@@ -154,9 +155,10 @@ def _evaluate(args) -> int:
     values = _config_values(args, EvalConfig)
     if args.encoder_arg:
         values["encoder"] = args.encoder_arg
-    dist.setup()  # under torchrun every rank extracts its share of the features
+    cfg = from_dict(EvalConfig, values)
+    dist.setup(device=cfg.device)  # under torchrun every rank extracts its share of the features
     try:
-        res = evaluate(from_dict(EvalConfig, values))
+        res = evaluate(cfg)
     finally:
         dist.teardown()
     if dist.rank() != 0 or not res["summary"]:

@@ -48,6 +48,23 @@ def ship(parts: dict[str, torch.Tensor], device: torch.device) -> dict[str, torc
     return unpack(buf.to(device, non_blocking=True), layout)
 
 
+SHAPE_BUCKET = 32  # rows a data-dependent subset is padded to a multiple of, where cuDNN tunes per shape
+
+
+def shape_bucket(device: torch.device) -> int:
+    """The multiple that data-dependent batch sizes (the stylized subset, the blurred subset) are padded to on
+    `device`: SHAPE_BUCKET on CUDA with cudnn.benchmark on, which tunes its kernels again for every new input
+    shape (a batch of 512 at p = 0.8 draws some 70 different subset sizes), else 1 (no padding)."""
+    return SHAPE_BUCKET if device.type == "cuda" and torch.backends.cudnn.benchmark else 1
+
+
+def pad_rows(idx: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Indices `idx` (1-D) padded to a multiple of `multiple` by repeating idx[0]: per-image work on the padded
+    rows gives the same results for the real ones, and the caller drops the rest ([:len(idx)])."""
+    extra = -len(idx) % multiple
+    return torch.cat([idx, idx[:1].expand(extra)]) if extra and len(idx) else idx
+
+
 def git_commit() -> str | None:
     """The commit of the sassl checkout, or None outside a git checkout."""
     try:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,8 +34,8 @@ from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
 from sassl.stylizer import StyleChoice, check_settings, make_style_op
-from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, TwoCrops, loader_workers, make_loader,
-                               to_unit)
+from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, TwoCrops, check_shared_memory,
+                               loader_workers, make_loader, to_unit)
 from sassl.views import TOWERS, VIEWS, Prepared, TwoViews
 
 
@@ -144,6 +145,9 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.decode not in TwoCrops.DECODE:
         raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
+    if cfg.compile and cfg.sync_bn:
+        warnings.warn("compile with sync_bn: SyncBatchNorm breaks torch.compile's graph at every norm layer and "
+                      "this pair has not been measured on a GPU; expect little gain from compile", stacklevel=2)
 
 
 # ----------------------------------------------------------------------------- data
@@ -226,10 +230,24 @@ def prepared_ahead(batches: Iterable, prepare: Callable[[list, int], list[Prepar
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """Autocast dtype: bfloat16 on CUDA, float16 where the GPU lacks bfloat16 (pre-Ampere); None on CPU or off."""
+    """Autocast dtype: bfloat16 on CUDA GPUs of compute capability 8.0 and up (Ampere: bf16 tensor cores),
+    float16 (with a GradScaler) below it; None on CPU or off. NOTE: torch.cuda.is_bf16_supported() also
+    counts emulated bf16 (V100, T4), which runs far slower than their float16 tensor cores."""
     if not amp or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The learner inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def ddp_of(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
+    """The DDP wrapper of a step model, also under torch.compile (whose wrapper is not a DDP instance)."""
+    model = getattr(model, "_orig_mod", model)
+    return model if isinstance(model, nn.parallel.DistributedDataParallel) else None
 
 
 def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, batch: list[Prepared], lr: float,
@@ -239,7 +257,7 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
 
     A batch of k > 1 micro-batches (gradient accumulation) runs each through views, forward and backward
     (gradients summed, DDP's all-reduce only on the last), then one optimiser step. The target tower moves
-    once, before the first micro-batch. Learners without negatives (BYOL) get exactly the full batch's
+    once, before the first micro-batch, outside the wrapped forward. Learners without negatives (BYOL) get exactly the full batch's
     gradient (BN aside: it normalises per micro-batch). NOTE: contrastive learners (MoCo v2, SimCLR) then
     contrast each micro-batch against its own negatives only, as each GPU does without gathering: a smaller
     effective batch for the loss than `batch_size`. `dtype`: autocast dtype (None: fp32); `scaler`: a
@@ -250,6 +268,11 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
     device = batch[0].crop1.device
     total = torch.zeros((), device=device)
     logs: dict = {}
+    learner, ddp = unwrap(model), ddp_of(model)
+    if isinstance(learner, MomentumTwoTower):
+        # the target moves once per step, before the first micro-batch and outside DDP's (and compile's)
+        # forward: a Python float, so nothing is moved to the GPU and read back (no host sync)
+        learner.update_target(float(momentum))
     for k, prep in enumerate(batch):
         x1, x2, _ = views.finish(prep)
         x1t = views.target_view(prep)  # view 1 without SASSL for the target tower (sassl_towers=online), else None
@@ -259,12 +282,11 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
         if x1t is not None:
             x1t = x1t.contiguous(memory_format=torch.channels_last)
         last = k == len(batch) - 1
-        sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) and not last \
-            else contextlib.nullcontext()
+        # DDP's all-reduce on the last micro-batch only; ddp_of also finds DDP under torch.compile's wrapper
+        sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                # the momentum as a 0-d CPU tensor: a graph input under --compile, not a constant per step
-                loss, logs = model(x1, x2, torch.tensor(momentum, dtype=torch.float64) if k == 0 else None, x1t)
+                loss, logs = model(x1, x2, None, x1t)
             scaled = loss / len(batch)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach() / len(batch)
@@ -416,6 +438,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     validate(cfg)
     run = open_run(cfg, resume)
     device = resolve_device(cfg.device)
+    check_shared_memory(cfg.num_workers, cfg.batch_size // dist.world_size(), cfg.image_size, cfg.decode)
     torch.manual_seed(cfg.seed)
     base_name, _ = parse_name(cfg.dataset)  # NAME@SPLIT names the monitor's split
     train_ds = get_dataset(base_name, split="train")

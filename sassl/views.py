@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sassl.runtime import ship
+from sassl.runtime import pad_rows, shape_bucket, ship
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -208,7 +208,8 @@ class TwoViews(nn.Module):
                 if len(rows):
                     jitter.append((op_i, rows))
         blur = p.blur.nonzero().squeeze(1)
-        parts = {"flip": p.flip, "gray": p.gray, "solarize": p.solarize, "blur": blur, "sigma": p.sigma[blur]}
+        padded = pad_rows(blur, shape_bucket(x.device))  # few conv shapes for cuDNN to tune (runtime.shape_bucket)
+        parts = {"flip": p.flip, "gray": p.gray, "solarize": p.solarize, "blur": padded, "sigma": p.sigma[padded]}
         for k, (op_i, rows) in enumerate(jitter):
             parts[f"rows{k}"], parts[f"factor{k}"] = rows, p.factors[rows, op_i]
         d = ship(parts, x.device)
@@ -220,7 +221,8 @@ class TwoViews(nn.Module):
         if len(blur):
             k = max(3, int(0.1 * x.shape[-1]) | 1)
             scale = x.shape[-1] / self.cfg.blur_reference_size if self.cfg.blur_reference_size else 1.0
-            x = x.index_copy(0, d["blur"], gaussian_blur(x[d["blur"]], d["sigma"] * scale, k))
+            n = len(blur)
+            x = x.index_copy(0, d["blur"][:n], gaussian_blur(x[d["blur"]], d["sigma"] * scale, k)[:n])
         x = torch.where(d["solarize"][:, None, None, None] & (x >= 0.5), 1 - x, x)
         return (x - self.mean) / self.std if self.normalize else x
 

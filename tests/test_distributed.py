@@ -7,8 +7,9 @@ gradient averaging and the loss normalisation."""
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+
+import collectives
 
 from sassl.learners import create_learner
 
@@ -28,7 +29,7 @@ def _grads(model):
 
 
 def _worker(rank, world, store, name, x1, x2, out):
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    trace = collectives.join(rank, world, store)
     try:
         model = _model(name)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -38,7 +39,7 @@ def _worker(rank, world, store, name, x1, x2, out):
         if rank == 0:
             torch.save(_grads(model), out)
     finally:
-        dist.destroy_process_group()
+        collectives.leave(trace, f"{out}.trace", rank)
 
 
 @pytest.mark.slow
@@ -55,6 +56,7 @@ def test_two_gloo_processes_match_single_process(tmp_path, name):
     out = tmp_path / "grads.pt"
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), name, x1, x2, str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
+    collectives.check(f"{out}.trace", 2)
     assert set(got) == set(want)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)
@@ -85,7 +87,7 @@ def _finetune_target():
 def _finetune_worker(rank, world, store, out):
     from sassl.eval.finetune import train_finetune
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    trace = collectives.join(rank, world, store)
     try:
         torch.manual_seed(3)
         net = train_finetune(_NoBN(), 8, _finetune_target(), 16, epochs=2, lr=0.05, batch_size=8, augment=True,
@@ -93,7 +95,7 @@ def _finetune_worker(rank, world, store, out):
         if rank == 0:
             torch.save(net.state_dict(), out)
     finally:
-        dist.destroy_process_group()
+        collectives.leave(trace, f"{out}.trace", rank)
 
 
 @pytest.mark.slow
@@ -108,5 +110,6 @@ def test_finetune_under_ddp_equals_one_process(tmp_path):
     out = tmp_path / "net.pt"
     mp.spawn(_finetune_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
+    collectives.check(f"{out}.trace", 2, least=0)  # DDP's all-reduce alone (C++, not traced)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)

@@ -1,9 +1,11 @@
 """The distributed path as users launch it: `torchrun --nproc_per_node 2 -m sassl.cli pretrain`, gloo on
 CPU, on a folder in ImageNet's layout (train/ + val/) with a style folder and one shared cache.
 
-Covers: start (process group, rank-0-first bank and weights caches: the bank is embedded once), run
+Covers: start (process group, the bank embedded once, shared by the ranks; the weights converted once per
+node), run
 (sharded kNN monitor), recover (kill -9 of one rank, then --resume on 2 processes and on 1 process
-from the same global step), and stop (a NaN on one rank stops both with one message)."""
+from the same global step), and stop (a NaN on one rank stops both with one message). Each launch records
+every rank's collectives and checks that the ranks issued the same ones (tests/collectives.py)."""
 import json
 import os
 import shutil
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as tdist
 import torch.multiprocessing as mp
+
+import collectives
 
 from sassl.data import get_dataset
 from sassl.eval.features import stream_features
@@ -28,8 +31,10 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(cache: Path) -> dict:
-    return os.environ | {"SASSL_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def _env(cache: Path, trace: Path | None = None) -> dict:
+    """The ranks' environment; with `trace`, each rank records its collectives there (tests/collectives.py)."""
+    extra = {"SASSL_TRACE_COLLECTIVES": str(trace)} if trace else {}
+    return os.environ | {"SASSL_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)} | extra
 
 
 def _args(runs: Path, data: Path, styles: Path, *extra: str) -> list[str]:
@@ -84,8 +89,9 @@ def test_torchrun_starts_survives_kill_and_resumes(tmp_path, jpeg_folder, style_
     # 2. --resume on 2 processes continues from that global step and exits 0
     more = ["--max-steps", str(killed_at + 3), "--checkpoint-every", "2", "--knn-every", "0", "--resume"]
     r2 = subprocess.run(TORCHRUN + ["-m", "sassl.cli"] + _args(runs, jpeg_folder, style_folder, *more),
-                        env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                        env=_env(cache, tmp_path / "trace2"), capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
+    collectives.check(tmp_path / "trace2", 2)  # every rank issued the same collectives, on the CPU
     steps = [r["step"] for r in _rows(runs) if "loss" in r]
     assert steps == list(range(1, killed_at + 4)), steps  # rows up to the checkpoint kept, then continued
     assert _ckpt_step(runs) == killed_at + 3
@@ -129,8 +135,10 @@ def test_nan_on_one_rank_stops_every_rank(tmp_path, jpeg_folder, style_folder):
     script.write_text(NAN_SCRIPT)
     r = subprocess.run(TORCHRUN + [str(script)] + _args(tmp_path / "runs", jpeg_folder, "none", "--max-steps", "6",
                                                          "--knn-every", "0"),
-                       env=_env(tmp_path / "cache"), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                       env=_env(tmp_path / "cache", tmp_path / "trace"), capture_output=True, text=True, cwd=tmp_path,
+                       timeout=300)
     assert r.returncode != 0
+    collectives.check(tmp_path / "trace", 2)  # the same collectives up to the stop, on every rank
     out = r.stdout + r.stderr
     assert out.count("sassl pretrain: loss is nan on rank(s) [1] of 2 at step 2") == 1, out[-3000:]
     steps = [row["step"] for row in _rows(tmp_path / "runs") if "loss" in row]
@@ -146,7 +154,7 @@ def _monitor_and_backbone(folder):
 
 
 def _knn_worker(rank, world, store, folder, out):
-    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    trace = collectives.join(rank, world, store)
     try:
         monitor, backbone = _monitor_and_backbone(folder)
         feats = stream_features(backbone, monitor.test_ds, monitor.test_idx, 32, batch_size=16, num_workers=0)
@@ -154,7 +162,7 @@ def _knn_worker(rank, world, store, folder, out):
         if rank == 0:
             torch.save({"acc": acc, "feats": feats[0], "labels": feats[1]}, out)
     finally:
-        tdist.destroy_process_group()
+        collectives.leave(trace, f"{out}.trace", rank)
 
 
 def test_sharded_knn_equals_single_process(tmp_path, jpeg_folder):
@@ -165,6 +173,7 @@ def test_sharded_knn_equals_single_process(tmp_path, jpeg_folder):
     out = tmp_path / "sharded.pt"
     mp.spawn(_knn_worker, args=(2, str(tmp_path / "store"), str(jpeg_folder), str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
+    collectives.check(f"{out}.trace", 2)
     torch.testing.assert_close(got["feats"], feats, rtol=1e-4, atol=1e-5)  # gathered back in the same order
     assert got["labels"].tolist() == labels.tolist() == [monitor.test_ds.labels[i] for i in monitor.test_idx]
     assert got["acc"] == single
@@ -181,9 +190,10 @@ def test_torchrun_evaluate_equals_one_process(tmp_path, jpeg_folder, monkeypatch
     args = ["-m", "sassl.cli", "evaluate", "random:resnet18", "--targets", settings["targets"][0],
             "--protocols", "knn", "linear", "--seeds", "0", "--image-size", "32", "--probe-epochs", "5",
             "--num-workers", "0", "--batch-size", "32", "--out", str(tmp_path / "two")]
-    r = subprocess.run(TORCHRUN + args, env=_env(tmp_path / "cache-two"), capture_output=True, text=True,
+    r = subprocess.run(TORCHRUN + args, env=_env(tmp_path / "cache-two", tmp_path / "trace"), capture_output=True, text=True,
                        cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    collectives.check(tmp_path / "trace", 2)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["resolved"]["world_size"] == 2
     two = {(s["target"], s["protocol"]): s for s in json.loads((tmp_path / "two" / "summary.json").read_text())}
     monkeypatch.setenv("SASSL_CACHE", str(tmp_path / "cache-one"))

@@ -1,6 +1,7 @@
 """Decoding images robustly: any PIL mode to RGB, corrupt files skipped and counted."""
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from contextlib import contextmanager
@@ -62,11 +63,16 @@ def _decoding(path: Path):
         raise ImageDecodeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open `path` as an RGB PIL image; raise ImageDecodeError (naming the file) if it can't be used."""
+def load_rgb(path: str | os.PathLike, square: int = 0) -> Image.Image:
+    """Open `path` as an RGB PIL image; raise ImageDecodeError (naming the file) if it can't be used.
+    `square` > 0: a JPEG is decoded only as far as a centre square of that side needs (PIL's draft mode:
+    libjpeg's 1/2, 1/4, 1/8 scaling), for center_square(img, square)."""
     path = Path(path)
     with _decoding(path), Image.open(path) as im:
         _check_size(path, *im.size)
+        if square and im.format == "JPEG":
+            side = min(im.size)
+            im.draft(im.mode, (math.ceil(square * im.width / side), math.ceil(square * im.height / side)))
         im.load()
         return to_rgb(im)
 
@@ -79,8 +85,8 @@ def load_for_crops(path: str | os.PathLike, plan: Callable[[int, int], tuple[int
     smallest size the crops need. A JPEG that can be decoded at 1/2, 1/4 or 1/8 scale and still be that big
     comes back as that reduced RGB PIL image (PIL's draft mode: libjpeg's DCT scaling); any other JPEG as a
     full-size (3, H, W) uint8 tensor from torchvision's decoder (libjpeg-turbo, EXIF rotation applied);
-    other formats as a full-size RGB PIL image. `encoded`: every JPEG comes back undecoded, as its file's
-    bytes (1-D uint8 tensor), for decoding on the GPU. ImageDecodeError names the file when it can't be used."""
+    other formats as a full-size RGB PIL image. `encoded`: every JPEG without an EXIF rotation comes back
+    undecoded, as its file's bytes (1-D uint8 tensor), for decoding on the GPU. ImageDecodeError names the file when it can't be used."""
     path = Path(path)
     with _decoding(path), Image.open(path) as im:
         _check_size(path, *im.size)
@@ -90,7 +96,9 @@ def load_for_crops(path: str | os.PathLike, plan: Callable[[int, int], tuple[int
         if im.format != "JPEG":
             im.load()
             return to_rgb(im)
-        if encoded:
+        # NOTE: nvJPEG does not apply EXIF orientation (torchvision applies it on the CPU only), so a rotated
+        # JPEG's crop boxes, drawn on its upright size, would not fit the stored image: those decode here
+        if encoded and orientation == 1:
             return torch.from_numpy(np.frombuffer(path.read_bytes(), dtype=np.uint8).copy())
         if orientation == 1 and min(w // want[0], h // want[1]) >= 2:
             im.draft(im.mode, want)

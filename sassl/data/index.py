@@ -6,7 +6,9 @@ directory), caches the relative paths under `<cache>/index/` (one numpy bytes ar
 1.3 M-file index loads without a Python object per file), keyed by the folder's absolute path and the
 modification times of the folder and of its sub-folders two levels down (split and class folders:
 adding or removing a file there invalidates the cache; deeper trees are re-walked only when one of
-those changes). Under torchrun rank 0 builds it while the others wait, then every rank reads it.
+those changes). Under torchrun, when any rank cannot read the cache, all ranks walk the tree together
+(each its share of the top-level folders) and rank 0 writes the index: no rank waits in a collective
+while another walks.
 `FileList` holds the paths as one numpy bytes array: a few dozen bytes per file and no per-item Python
 objects, so DataLoader workers forked from a rank do not copy it page by page as refcounts change.
 """
@@ -102,9 +104,23 @@ def folder_index(folder: str | os.PathLike, cache: bool = True) -> FileList:
         return FileList(root, walk(root))
     sig = signature(root)
     path = index_path(root)
-    with dist.rank_zero_first():
-        found = _read(path, root, sig)
-        if found is None:  # rank 0, or a rank that cannot see rank 0's cache (no shared filesystem)
-            found = FileList(root, walk(root))
-            _write(path, root, sig, found)
+    found = _read(path, root, sig)
+    if dist.all_true(found is not None):  # decided by all ranks together: they skip the same collectives
+        return found
+    found = FileList(root, sharded_walk(root))
+    dist.save_once_per_node(lambda: _write(path, root, sig, found), lambda: _read(path, root, sig) is not None)
     return found
+
+
+def sharded_walk(root: Path) -> list[str]:
+    """walk(root) with the work shared by the ranks of a process group: each walks every world-th top-level
+    folder (rank 0 also takes the top level's own files), and every rank gets the whole sorted list."""
+    if not dist.is_dist():
+        return walk(root)
+    with os.scandir(root) as it:
+        entries = sorted((e.name, e.is_dir()) for e in it if not e.name.startswith("."))
+    folders = [name for name, is_dir in entries if is_dir]
+    mine = [name for name, is_dir in entries if not is_dir] if dist.rank() == 0 else []
+    for name in dist.shard(folders):
+        mine += [f"{name}/{rel}" for rel in walk(root / name)]
+    return sorted(r for part in dist.all_objects(mine) for r in part)

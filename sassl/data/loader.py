@@ -83,7 +83,8 @@ class TwoCrops(torch.utils.data.Dataset):
       'fast'   the boxes are drawn from the image's header, then a JPEG is decoded only as far as both need
                (decode.load_for_crops);
       'device' a JPEG is not decoded here: the item is (its bytes, boxes (2, 4), label), and DeviceDecoder
-               decodes and crops the batch on the GPU (other formats are cropped here, as 'fast');
+               decodes and crops the batch on the GPU (other formats, and JPEGs with an EXIF rotation, which
+               nvJPEG would not apply, are cropped here, as 'fast');
       'full'   every file decoded in full and resized with PIL (the old path, kept for the benchmark)."""
 
     DECODE = ("fast", "device", "full")
@@ -125,14 +126,46 @@ def collate_encoded(items: list) -> tuple[list[torch.Tensor], list[torch.Tensor]
     return list(payloads), list(boxes), torch.tensor(labels)
 
 
+class CudaStreams:
+    """The few CUDA stream calls DeviceDecoder makes, in one place (tests pass a recording stand-in)."""
+
+    def current(self, device: torch.device):
+        return torch.cuda.current_stream(device)
+
+    def new(self, device: torch.device):
+        return torch.cuda.Stream(device)
+
+    def use(self, stream):
+        return torch.cuda.stream(stream)
+
+    def sync(self, stream) -> None:
+        stream.synchronize()
+
+    def wait(self, consumer, producer) -> None:
+        consumer.wait_stream(producer)
+
+    def keep(self, t: torch.Tensor, stream) -> None:
+        t.record_stream(stream)
+
+
 class DeviceDecoder:
     """decode='device': a batch's JPEG bytes decoded on `device` (torchvision.io.decode_jpeg: nvJPEG on CUDA,
     libjpeg on the CPU, where the tests run it), the two boxes of each cut and resized there (bilinear,
     antialiased), as (c1, c2) uint8 (B, 3, S, S). A JPEG the decoder rejects is replaced by the batch's
-    previous good image, with a warning and a count (as unusable files are everywhere else)."""
+    previous good image, with a warning and a count (as unusable files are everywhere else).
 
-    def __init__(self, size: int, device: torch.device):
+    Streams on CUDA: torchvision's nvJPEG decodes on a private stream into memory allocated on the caller's
+    stream (pytorch/vision#9606), and the hardware JPEG engine of A100/H100-class GPUs may not order its work on
+    any stream at all. So the batch is decoded on a stream of its own (its memory belongs to that stream),
+    the host waits for that stream to finish (the decode only: the decode stream never waits on the training
+    stream, so the queued training work keeps running), the consuming stream waits on it, and each image is
+    recorded as used there. NOTE: the cost is one host wait per batch for its decode (not yet measured on a
+    GPU); it buys ordering that does not depend on how the decoder uses streams."""
+
+    def __init__(self, size: int, device: torch.device, streams: CudaStreams | None = None):
         self.size, self.device, self.skipped = size, device, 0
+        self.streams = streams if streams is not None else CudaStreams() if device.type == "cuda" else None
+        self._stream = None
 
     def _crop(self, img: torch.Tensor, box: list[int]) -> torch.Tensor:
         left, top, cw, ch = box
@@ -141,6 +174,23 @@ class DeviceDecoder:
         return y.round_().clamp_(0, 255)[0].to(torch.uint8)
 
     def _decode(self, datas: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Decoded images (None where the decoder rejects one), ready for use on the current stream."""
+        if self.streams is None:
+            return self._decode_jpegs(datas)
+        api = self.streams
+        consumer = api.current(self.device)
+        if self._stream is None:
+            self._stream = api.new(self.device)
+        with api.use(self._stream):
+            images = self._decode_jpegs(datas)
+        api.sync(self._stream)
+        api.wait(consumer, self._stream)
+        for im in images:
+            if im is not None:
+                api.keep(im, consumer)
+        return images
+
+    def _decode_jpegs(self, datas: list[torch.Tensor]) -> list[torch.Tensor | None]:
         from torchvision.io import ImageReadMode, decode_jpeg
 
         with warnings.catch_warnings():  # deprecated in torchvision 0.29 in favour of TorchCodec (decode.py)
@@ -205,6 +255,41 @@ def loader_workers(num_workers: int = -1) -> int:
     return max(1, min(16, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1))
 
 
+SHM = "/dev/shm"
+PREFETCH_FACTOR = 2  # DataLoader's default: batches each worker keeps ready
+JPEG_BYTES = 256 * 1024  # a generous size of one encoded training JPEG (ImageNet's average is about 110 KB)
+
+
+def shared_memory_free(path: str = SHM) -> int | None:
+    """Free bytes of the shared-memory filesystem that DataLoader workers hand batches through (None: none)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def check_shared_memory(num_workers: int, batch_size: int, size: int, decode: str = "fast") -> None:
+    """Refuse, before any data loads, a loader whose workers' batches cannot fit in /dev/shm (64 MB in a
+    Docker container by default): workers pass each batch through it, and running out kills the run mid-way
+    with a Bus error. A loader keeps PREFETCH_FACTOR batches per worker in flight, plus the one being taken;
+    every process of the node (LOCAL_WORLD_SIZE under torchrun) has its own loader on the same /dev/shm."""
+    workers = loader_workers(num_workers)
+    if workers == 0:
+        return
+    per_image = JPEG_BYTES if decode == "device" else 2 * 3 * size * size  # two uint8 crops
+    procs = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    need = procs * (workers * PREFETCH_FACTOR + 1) * batch_size * per_image
+    free = shared_memory_free()
+    if free is not None and free < need:
+        mb = 1024 * 1024
+        raise RuntimeError(f"shared memory: the loaders' {workers} workers per process need about {need / mb:.0f} MB in {SHM} "
+                           f"for their batches ({batch_size} images of {size} px per process), but only "
+                           f"{free / mb:.0f} MB is free (for {procs} process(es) on this node). In Docker run with --shm-size={max(1, -(-2 * need // 1024 ** 3))}g "
+                           f"(or --ipc=host); or lower --num-workers (now {workers}) or the batch per process")
+
+
 def make_loader(crops: TwoCrops, sampler: EpochSampler, batch_size: int, num_workers: int,
                 device: torch.device) -> torch.utils.data.DataLoader:
     """The training loader, built once per run: persistent workers (started once, not every epoch; they get
@@ -254,5 +339,5 @@ class DevicePrefetcher:
             yield cur
 
 
-__all__ = ["DeviceDecoder", "DevicePrefetcher", "EpochSampler", "TwoCrops", "collate_encoded", "key_generator", "decode_size", "loader_workers", "make_loader",
+__all__ = ["CudaStreams", "DeviceDecoder", "check_shared_memory", "DevicePrefetcher", "EpochSampler", "TwoCrops", "collate_encoded", "key_generator", "decode_size", "loader_workers", "make_loader",
            "random_resized_crop", "resized_crop", "sample_crop", "to_unit"]

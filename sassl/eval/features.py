@@ -162,23 +162,30 @@ def cached_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
     Cached under <cache>/features/ keyed by the encoder's fingerprint (encoder_fingerprint, or the one given),
     the images and labels picked (dataset_fingerprint) and the preprocessing (size, crop fraction, version):
     a second evaluation of the same encoder reuses them, a changed checkpoint never does. Every rank streams
-    its share; rank 0 writes the file."""
+    its share unless every rank can read the cache (decided together, so no rank skips the collectives the
+    others enter); rank 0 writes the file (and each node's first process, where a node-local cache lacks it)."""
     dev = next(backbone.parameters()).device
     key = hashlib.sha256(json.dumps([fingerprint or encoder_fingerprint(backbone), dataset_fingerprint(ds, indices),
                                      image_size, crop_fraction, PREPROCESS_VERSION]).encode()).hexdigest()[:32]
     path = cache_dir() / "features" / f"{key}.pt"
+    saved = None
     if cache and path.is_file():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            return saved["features"].to(dev), saved["labels"].to(dev), True
+            saved = saved["features"].to(dev), saved["labels"].to(dev), True
         except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
-            pass
+            saved = None
+    # one decision for all ranks: the features are streamed (with collectives) unless every rank has them
+    if dist.all_true(saved is not None):
+        return saved
     f, y = stream_features(backbone, ds, indices, image_size, batch_size, num_workers, crop_fraction)
     f = f.half()
-    if cache and dist.rank() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as tmp:
-            torch.save({"features": f.cpu(), "labels": y.cpu()}, tmp)
+    if cache:
+        def save():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path) as tmp:
+                torch.save({"features": f.cpu(), "labels": y.cpu()}, tmp)
+        dist.save_once_per_node(save, path.is_file)
     return f, y, False
 
 

@@ -1,6 +1,7 @@
 """The momentum two-tower learner shared by MoCo v2, BYOL and MoCo v3: an online tower
 (backbone -> projector -> predictor) and a target tower (copies of backbone and projector) that follows it
-by an exponential moving average, in one visible place: `update_target`, run at the start of each step."""
+by an exponential moving average, in one visible place: `update_target`, run at the start of each step
+(by the trainer, outside the DDP-wrapped forward)."""
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ class MomentumTwoTower(nn.Module):
             mlp(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
         self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
 
-    # kept out of torch.compile's graph (the trainer passes the momentum as a 0-d CPU tensor, so a compiled
-    # forward does not hold it as a constant and recompile at every step)
+    # the trainer calls this itself, outside DDP's and torch.compile's forward, with a Python float: inside
+    # DDP's forward a tensor momentum would be moved to the GPU and read back (a host sync every step), and
+    # under compile a changing float would recompile; forward(momentum=...) is for direct use
     @torch.compiler.disable
     @torch.no_grad()
     def update_target(self, momentum: float | torch.Tensor) -> None:

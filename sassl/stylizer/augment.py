@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from sassl.config import check_range
-from sassl.runtime import ship
+from sassl.runtime import pad_rows, shape_bucket, ship
 from sassl.stylizer.bank import StyleBank
 from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_images
 
@@ -94,7 +94,13 @@ class SASSL(nn.Module):
         layers: stylize only the first k of the 13 CIN layers (the rest get the content's embedding).
         batch_offset: fixed roll offset for source='batch'; None samples one in [1, N-1] per call.
         embed_size: resize images to this square size before the style predictor; None = as they come.
+
+    The stylized subset's size depends on the draws; on CUDA with cudnn.benchmark it is padded to a multiple
+    of `bucket` rows (default: runtime.shape_bucket) so that cuDNN tunes a few shapes, not one per size. The
+    padded rows repeat a real one and are dropped: the result does not change.
     """
+
+    bucket: int | None = None  # rows the stylized subset is padded to a multiple of; None: shape_bucket(device)
 
     def __init__(self, stylizer: Stylizer, source: str = "bank", bank: StyleBank | torch.Tensor | None = None,
                  p: float = 0.8, alpha: tuple[float, float] = (0.1, 0.3), beta: tuple[float, float] = (0.1, 0.3),
@@ -147,14 +153,18 @@ class SASSL(nn.Module):
             noise = self.noise_std * torch.randn(n, STYLE_DIM, generator=g)
         return SASSLParams(self.source, apply, alpha, beta, style_index, noise, offset)
 
-    def _plan(self, params: SASSLParams, sel: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _plan(self, params: SASSLParams, sel: torch.Tensor, bucket: int = 1) -> dict[str, torch.Tensor]:
         """The index and value tensors that stylizing images `sel` (CPU) needs, computed on the CPU, where
-        their sizes are known without waiting for the device: the device gets them in one transfer."""
+        their sizes are known without waiting for the device: the device gets them in one transfer. Every
+        per-image row set is padded to a multiple of `bucket` (pad_rows); the first len(sel) rows are real."""
+        need_style = params.style_index[sel]
+        sel = pad_rows(sel, bucket)
         style = params.style_index[sel]
         plan = {"sel": sel, "alpha": params.alpha[sel], "beta": params.beta[sel]}
         if self.source == "batch":  # embed each image involved (a content or a lender of style) once
-            need = torch.unique(torch.cat([sel, style]))
-            plan |= {"need": need, "style_at": torch.searchsorted(need, style), "content_at": torch.searchsorted(need, sel)}
+            need = torch.unique(torch.cat([sel, need_style]))
+            plan |= {"need": pad_rows(need, bucket), "style_at": torch.searchsorted(need, style),
+                     "content_at": torch.searchsorted(need, sel)}
         elif self.source == "bank":
             plan["style"] = style
         elif self.source == "noise":
@@ -198,12 +208,14 @@ class SASSL(nn.Module):
         sel = params.apply.nonzero().squeeze(1)
         if len(sel) == 0:
             return x, params
-        d = ship(self._plan(params, sel), x.device)
+        bucket = self.bucket or shape_bucket(x.device)
+        d = ship(self._plan(params, sel, bucket), x.device)
         xs = x.to(self.dtype)
         z_style, z_content = self._codes(xs, d)
         y = stylize(self.stylizer, xs[d["sel"]], z_style, z_content, d["alpha"].to(self.dtype), d["beta"].to(self.dtype),
                     self.layers)
-        return x.index_copy(0, d["sel"], y.to(x.dtype)), params
+        n = len(sel)  # the real rows; the rest is padding
+        return x.index_copy(0, d["sel"][:n], y[:n].to(x.dtype)), params
 
 
 __all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "check_settings", "mix", "stylize"]

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from sassl import dist
 from sassl.data import get_dataset, image_paths
 from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
+from sassl.data.loader import loader_workers
 from sassl.data.index import signature
 from sassl.data.registry import PBN_ENV
 from sassl.paths import atomic_file, cache_dir
@@ -73,62 +74,84 @@ class StyleBank:
         return cls(data["embeddings"].float(), meta)
 
 
-def _image_loaders(source: str) -> tuple[list[tuple[str, Callable[[], Image.Image]]], str]:
-    """(name, loader) per image of a folder, file or dataset name; and where the images really came from."""
+def _image_loaders(source: str, image_size: int) -> tuple[list[tuple[str, Callable[[], Image.Image]]], str]:
+    """(name, loader) per image of a folder, file or dataset name; and where the images really came from.
+    Files are decoded only as far as an image_size centre square needs (JPEG draft mode)."""
     path = Path(source)
     if path.exists():
-        return [(str(p), functools.partial(load_rgb, p)) for p in image_paths(source)], str(path)
+        return [(str(p), functools.partial(load_rgb, p, image_size)) for p in image_paths(source)], str(path)
     try:
         ds = get_dataset(source, split="all")
     except KeyError as e:
         raise FileNotFoundError(f"style source {source!r} is neither a folder, an image file, nor a dataset name "
                                 f"({e.args[0].split('; ', 1)[-1]})") from None
     if ds.files is not None:
-        loaders = [(str(p), functools.partial(load_rgb, p)) for p in ds.files]
+        loaders = [(str(p), functools.partial(load_rgb, p, image_size)) for p in ds.files]
     else:
         loaders = [(f"{source}[{i}]", functools.partial(ds.pil, i)) for i in range(len(ds))]
     return loaders, ds.meta.get("source_used", source)
 
 
+class _Squares(torch.utils.data.Dataset):
+    """(image (3, S, S) float in [0, 1], position, error) of each loader: decoded in DataLoader workers."""
+
+    def __init__(self, loaders: list, positions: list[int], size: int):
+        self.loaders, self.positions, self.size = loaders, positions, size
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int):
+        try:
+            return to_tensor(center_square(self.loaders[self.positions[k]][1](), self.size)), self.positions[k], ""
+        except ImageDecodeError as e:
+            return torch.zeros(3, self.size, self.size), self.positions[k], str(e)
+
+
 @torch.no_grad()
 def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_size: int = 32,
-               weights_sha256: str = "", progress: bool = True, sample: int = 0, seed: int = 0) -> StyleBank:
+               weights_sha256: str = "", progress: bool = True, sample: int = 0, seed: int = 0,
+               num_workers: int = 0) -> StyleBank:
     """Embed every image of `source` (folder, file or dataset name), centre-cropped and resized to image_size.
 
     Files that are not usable images are skipped, counted in meta['skipped'] and warned about;
     a source with no usable image raises. meta['source_used'] says where the images came from
     (e.g. the bundled paintings when 'pbn' has no local copy). `sample` > 0 embeds only a seeded
-    subset of that many images.
+    subset of that many images. Under torch.distributed every rank embeds its share (every world-th
+    image, decoded by `num_workers` DataLoader workers) and all ranks get the whole bank: call it on every
+    rank at once, so that no rank waits in a collective while another embeds.
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
-    loaders, source_used = _image_loaders(source)
+    loaders, source_used = _image_loaders(source, image_size)
     if 0 < sample < len(loaders):
         keep = torch.randperm(len(loaders), generator=torch.Generator().manual_seed(seed))[:sample]
         loaders = [loaders[i] for i in sorted(keep.tolist())]
     device = next(stylizer.parameters()).device
-    kept, skipped = [], []
-    chunks: list[torch.Tensor] = []
-    batch: list[torch.Tensor] = []
-
-    def flush():
-        if batch:
-            chunks.append(stylizer.embed(torch.stack(batch).to(device)).float().cpu())
-            batch.clear()
-
-    for name, load in tqdm(loaders, desc=f"embedding styles from {source}", unit="img", disable=not progress):
-        try:
-            batch.append(to_tensor(center_square(load(), image_size)))
-            kept.append(name)
-        except ImageDecodeError as e:
-            skipped.append((Path(name), str(e)))
-        if len(batch) == batch_size:
-            flush()
-    flush()
+    mine = dist.shard(list(range(len(loaders))))
+    workers = num_workers if len(mine) > 2 * batch_size else 0  # a worker costs more than a batch or two
+    batches = torch.utils.data.DataLoader(_Squares(loaders, mine, image_size), batch_size=batch_size,
+                                          num_workers=workers)
+    chunks, done, failed = [], [], []
+    share = f" (rank {dist.rank()}'s 1/{dist.world_size()})" if dist.is_dist() else ""
+    with tqdm(total=len(mine), desc=f"embedding styles from {source}{share}", unit="img", disable=not progress) as bar:
+        for x, pos, err in batches:
+            ok = torch.tensor([not e for e in err], dtype=torch.bool)
+            if ok.any():
+                chunks.append(stylizer.embed(x[ok].to(device)).float())
+            done += pos[ok].tolist()
+            failed += [(loaders[int(p)][0], e) for p, e in zip(pos.tolist(), err) if e]
+            bar.update(len(pos))
+    emb = torch.cat(chunks) if chunks else torch.zeros(0, STYLE_DIM, device=device)
+    parts = dist.all_objects((done, failed))
+    embs = dist.gather_uneven(emb)  # on the embedding device: NCCL takes CUDA tensors only
+    order = torch.tensor([p for d, _ in parts for p in d], dtype=torch.long)
+    emb = torch.cat([e.cpu() for e in embs])[order.argsort()]
+    kept = [loaders[p][0] for p in sorted(order.tolist())]
+    skipped = [(Path(n), e) for _, f in parts for n, e in f]
     DecodeReport(kept=[Path(k) for k in kept], skipped=skipped).warn(f"style source {source}")
     if not kept:
         raise ValueError(f"style source {source}: none of its {len(loaders)} files is a usable image")
-    emb = torch.cat(chunks)
     meta = {"source": str(source), "source_used": source_used, "count": len(emb), "image_size": image_size,
             "weights_sha256": weights_sha256, "names": kept, "skipped": len(skipped)}
     return StyleBank(emb, meta)
@@ -149,23 +172,36 @@ def bank_cache_path(source: str, weights_sha256: str, image_size: int) -> Path:
     return cache_dir() / "banks" / f"{path.name or source}-{tag}-{weights_sha256[:12]}-{image_size}.pt"
 
 
-def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: bool = True) -> StyleBank:
+def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: bool = True,
+              num_workers: int = -1) -> StyleBank:
     """The style bank a style source names: a bank file (.pt, refused when embedded by other predictor
     weights), or a folder, image file or dataset name: embedded once, then cached (bank_cache_path).
-    Under torchrun rank 0 embeds and writes it while the other ranks wait, then they read it."""
+
+    Under torchrun call it on every rank: when any rank cannot read the cache (none yet, damaged, stale, or a
+    node-local cache on another node), all ranks embed it together, each its share (build_bank), rank 0
+    writes it, and the first process of each node that still cannot read it writes that node's copy."""
     sha = getattr(stylizer, "weights_sha256", "")
     if str(source).endswith(".pt"):
         return StyleBank.load(source, weights_sha256=sha or None)
     path = bank_cache_path(source, sha, image_size)
-    with dist.rank_zero_first():
-        if path.is_file():
-            try:
-                return StyleBank.load(path, weights_sha256=sha or None)
-            except StyleBankError as e:  # a stale or damaged cache is rebuilt, not trusted
-                warnings.warn(f"rebuilding the style bank cache: {e}")
-        who = f"rank {dist.rank()}: " if dist.is_dist() else ""
-        print(f"sassl: {who}embedding the style source {source} into {path} (once; later runs read it)",
-              file=sys.stderr, flush=True)
-        bank = build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress)
-        bank.save(path)
+
+    def read() -> StyleBank | None:
+        if not path.is_file():
+            return None
+        try:
+            return StyleBank.load(path, weights_sha256=sha or None)
+        except StyleBankError as e:  # a stale or damaged cache is rebuilt, not trusted
+            warnings.warn(f"rebuilding the style bank cache: {e}")
+            return None
+
+    bank = read()
+    if dist.all_true(bank is not None):  # decided by all ranks together: they skip the same collectives
         return bank
+    if dist.rank() == 0:
+        over = f" over {dist.world_size()} ranks" if dist.is_dist() else ""
+        print(f"sassl: embedding the style source {source} into {path}{over} (once; later runs read it)",
+              file=sys.stderr, flush=True)
+    bank = build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress and dist.rank() == 0,
+                      num_workers=loader_workers(num_workers))
+    dist.save_once_per_node(lambda: bank.save(path), path.is_file)
+    return bank

@@ -262,18 +262,25 @@ def load_state(model_dir: str | os.PathLike | None = None, cache: str | os.PathL
     pred_sha, trans_sha = sha256(src / PREDICT_ONNX), sha256(src / TRANSFORM_ONNX)
     folder = Path(cache) if cache else cache_dir() / "weights"
     path = folder / f"ghiasi_{pred_sha[:12]}_{trans_sha[:12]}.pt"
-    if path.is_file():
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            meta = state.get("meta", {})
-            if (meta.get("format"), meta.get("predict_sha256"), meta.get("transform_sha256")) == (CACHE_FORMAT, pred_sha, trans_sha):
-                return state
-        except Exception as e:  # a corrupt cache is rebuilt, not trusted
-            print(f"sassl: ignoring unreadable weight cache {path} ({e}); converting again", file=sys.stderr)
-    state = convert(src)
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
-    return state
+
+    def read(p: Path) -> dict:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        meta = state.get("meta", {})
+        if (meta.get("format"), meta.get("predict_sha256"), meta.get("transform_sha256")) != (CACHE_FORMAT, pred_sha, trans_sha):
+            raise ValueError(f"{p} holds other weights")
+        return state
+
+    def build() -> dict:
+        if path.is_file():  # a corrupt or stale cache is rebuilt, not trusted
+            print(f"sassl: ignoring the unusable weight cache {path}; converting again", file=sys.stderr)
+        state = convert(src)
+        with atomic_file(path) as tmp:
+            torch.save(state, tmp)
+        return state
+
+    # under torchrun the first process of each node converts (seconds) while the node's others poll the file:
+    # no collective, so nobody waits under the watchdog, and a node-local cache is built once per node
+    return dist.node_once(path, build, read)
 
 
 def pretrained(device: str | torch.device | None = None, model_dir: str | os.PathLike | None = None) -> Stylizer:
@@ -282,8 +289,7 @@ def pretrained(device: str | torch.device | None = None, model_dir: str | os.Pat
     The returned module is in eval mode with gradients off; `stylizer.weights_sha256` identifies the
     predictor weights (style banks record it).
     """
-    with dist.rank_zero_first():  # under torchrun rank 0 converts and caches, the others then read the cache
-        state = load_state(model_dir)
+    state = load_state(model_dir)
     m = Stylizer()
     m.predictor.load_state_dict(state["predictor"], strict=True)
     m.transformer.load_state_dict(state["transformer"], strict=True)
