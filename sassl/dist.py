@@ -4,7 +4,7 @@ Launch (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK): `setup()` picks this proces
 (`torch.cuda.set_device(LOCAL_RANK)`, so no rank opens a context on GPU 0), then joins the process
 group with a timeout and a backend per device type; `teardown()` leaves it cleanly.
 
-The rules this code keeps (docs/DESIGN.md, "Rules for code that runs on GPUs we cannot test on"): every
+The rules this code keeps (docs/DESIGN.md §6): every
 rank issues the same collectives in the same order, so a decision that skips one is made by all ranks
 together (`all_true`); no rank waits in a collective while another does long work, so caches are built
 by all ranks at once, each its share (`shard`), or once per node with the others polling the file

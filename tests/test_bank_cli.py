@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from sassl.cli import main
-from sassl.data.decode import ImageDecodeError, load_rgb
+from sassl.data.decode import ImageDecodeError, center_square, load_rgb, to_tensor
 from sassl.stylizer import StyleBank, build_bank
 from sassl.stylizer.bank import StyleBankError
 
@@ -27,10 +27,12 @@ def test_build_bank_skips_and_counts_bad_files(stylizer, style_folder, tmp_path)
         bank = build_bank(stylizer, str(style_folder), image_size=128, progress=False, weights_sha256=stylizer.weights_sha256)
     assert len(bank) == 2 and bank.meta["skipped"] == 2 and bank.meta["count"] == 2
     assert [n.split("/")[-1] for n in bank.meta["names"]] == ["a.jpg", "b.png"]
-    with torch.no_grad():
-        from conftest import load_batch
-        ref = stylizer.embed(load_batch([style_folder / "a.jpg"], 128))
+    with torch.no_grad():  # a JPEG decoded only as far as a 128 px square needs (draft mode), then embedded
+        square = center_square(load_rgb(style_folder / "a.jpg", 128), 128)
+        ref = stylizer.embed(to_tensor(square)[None])
+        full = stylizer.embed(to_tensor(center_square(load_rgb(style_folder / "a.jpg"), 128))[None])
     torch.testing.assert_close(bank.embeddings[:1], ref)
+    assert (ref - full).norm() < 0.3  # the reduced decode moves the code little (two paintings: ~4.7 apart)
     path = bank.save(tmp_path / "bank.pt")
     again = StyleBank.load(path, weights_sha256=stylizer.weights_sha256)
     torch.testing.assert_close(again.embeddings, bank.embeddings)

@@ -270,6 +270,15 @@ def shared_memory_free(path: str = SHM) -> int | None:
         return None
 
 
+def shared_memory_need(workers: int, batch_size: int, size: int, decode: str = "fast") -> int:
+    """Bytes of /dev/shm one process's loader holds at most: PREFETCH_FACTOR batches per worker in flight,
+    plus the one being taken (0 without workers: batches are made in the process itself)."""
+    if workers == 0:
+        return 0
+    per_image = JPEG_BYTES if decode == "device" else 2 * 3 * size * size  # two uint8 crops
+    return (workers * PREFETCH_FACTOR + 1) * batch_size * per_image
+
+
 def check_shared_memory(num_workers: int, batch_size: int, size: int, decode: str = "fast") -> None:
     """Refuse, before any data loads, a loader whose workers' batches cannot fit in /dev/shm (64 MB in a
     Docker container by default): workers pass each batch through it, and running out kills the run mid-way
@@ -278,9 +287,8 @@ def check_shared_memory(num_workers: int, batch_size: int, size: int, decode: st
     workers = loader_workers(num_workers)
     if workers == 0:
         return
-    per_image = JPEG_BYTES if decode == "device" else 2 * 3 * size * size  # two uint8 crops
     procs = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    need = procs * (workers * PREFETCH_FACTOR + 1) * batch_size * per_image
+    need = procs * shared_memory_need(workers, batch_size, size, decode)
     free = shared_memory_free()
     if free is not None and free < need:
         mb = 1024 * 1024
@@ -339,5 +347,5 @@ class DevicePrefetcher:
             yield cur
 
 
-__all__ = ["CudaStreams", "DeviceDecoder", "check_shared_memory", "DevicePrefetcher", "EpochSampler", "TwoCrops", "collate_encoded", "key_generator", "decode_size", "loader_workers", "make_loader",
+__all__ = ["CudaStreams", "DeviceDecoder", "check_shared_memory", "shared_memory_need", "DevicePrefetcher", "EpochSampler", "TwoCrops", "collate_encoded", "key_generator", "decode_size", "loader_workers", "make_loader",
            "random_resized_crop", "resized_crop", "sample_crop", "to_unit"]

@@ -2,7 +2,7 @@
 
 Each loss computes in float32 whatever its inputs' dtype, with autocast off: under bf16 autocast the
 similarity matmul would run in bf16, and at T = 0.1 that moves the loss by about 0.4% and its gradient by
-about 2% (docs/DESIGN.md, rules for GPU code: reductions that set gradients run in float32)."""
+about 2% (docs/DESIGN.md §6: reductions that set gradients run in float32)."""
 from __future__ import annotations
 
 import functools
