@@ -1,4 +1,7 @@
-"""Benchmarks: `python -m sassl.bench stylizer|train|loader|eval|start|index|explorer`.
+"""Benchmarks: `python -m sassl.bench stylizer|train|loader|eval|start|index|explorer|gpu`.
+
+gpu: the one GPU check (sassl/bench_gpu.py; `python -m sassl.bench gpu --help`): the recipe's step on CUDA,
+SASSL sync vs async, fast vs device decoding, no host syncs, peak memory vs the planner, images/s.
 
 eval: feature extraction images/s and linear-probe epoch time, old path (images in memory) vs new
 (streamed, float16), in one run; with --peak-folder, `sassl evaluate` on 40,000 + 1,000 files: peak memory.
@@ -45,6 +48,7 @@ import numpy as np
 import torch
 
 from sassl.backbones import BACKBONES, create_backbone
+from sassl.bench_gpu import main as gpu_main
 from sassl.data import get_dataset, image_paths
 from sassl.data.decode import center_square, load_rgb, to_tensor
 from sassl.data.index import FileList, folder_index
@@ -529,6 +533,9 @@ def _report(row: dict, json_path: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu"]:  # its own flags (sassl.bench_gpu)
+        return gpu_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m sassl.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -579,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    sub.add_parser("gpu", help="the GPU check: python -m sassl.bench gpu --help", add_help=False)
     args = ap.parse_args(argv)
     if args.what == "explorer":
         rows = bench_explorer(args.n, args.size, args.reps, args.device)

@@ -151,6 +151,15 @@ def _pretrain(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    """`sassl plan`: the config `sassl pretrain` would run with the same flags, traced (sassl.plan)."""
+    from sassl.plan import plan, report
+
+    p = plan(config_from_dict(_config_values(args, PretrainConfig)), args.gpus, args.gpu_mem, args.node_cores)
+    print(json.dumps(p, indent=1) if args.json else report(p))
+    return 0
+
+
 def _evaluate(args) -> int:
     values = _config_values(args, EvalConfig)
     if args.encoder_arg:
@@ -299,6 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
 
+    p = sub.add_parser("plan", help="memory per GPU, FLOPs per image and the --accumulate that fits, for the "
+                                    "flags of `sassl pretrain` (traced on fake tensors: no data, no GPU)")
+    _add_config_args(p, PretrainConfig)
+    p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs the run is spread over (default: 8)")
+    p.add_argument("--gpu-mem", type=float, default=80.0, help="memory of one GPU, GB (default: 80)")
+    p.add_argument("--node-cores", type=int, default=96,
+                   help="CPU cores of a node, for the loader workers of --num-workers -1 (default: 96)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
     p = sub.add_parser("evaluate", help="kNN / linear probe / few-shot / fine-tune of an encoder on target datasets")
     p.add_argument("encoder_arg", nargs="?", metavar="ENCODER",
                    help="run name, run folder or checkpoint .pt; random:resnet18 for a random-init baseline")
@@ -362,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args)
         elif args.cmd == "evaluate":
             return _evaluate(args)
+        elif args.cmd == "plan":
+            return _plan(args)
         elif args.cmd == "lab":
             return _lab(args)
         elif args.cmd == "notebook":

@@ -45,13 +45,14 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {id(a.untyped_storage()) for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 st = t.untyped_storage()
                 key = id(st)
                 ref = self._seen.get(key)
-                if ref is not None and ref() is st:
-                    continue  # a view, or an in-place op's result: no new storage
+                if key in inputs or (ref is not None and ref() is st):
+                    continue  # a view, an in-place op's result, or a storage already counted
                 n = st.nbytes()
                 self._seen[key] = weakref.ref(st)
                 weakref.finalize(st, self._free, key, n)
@@ -130,18 +131,23 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
 
         def learner_step(count: bool) -> None:
             crops = [torch.rand(per_process_batch, 3, size, size) for _ in range(2)]  # the prepared batch
-            x1, x2 = (c[:micro_batch].contiguous(memory_format=torch.channels_last) for c in crops)
             opt.zero_grad(set_to_none=True)
             if hasattr(model, "update_target"):
                 model.update_target(cfg.ema)
-            counter = FlopCounterMode(display=False) if count else None
-            with counter or _null():
-                with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                    loss, _ = model(x1, x2, None)
-                loss.backward()
+            # two micro-batches when accumulating: the second runs with the first one's gradients alive (its
+            # peak is every later one's)
+            for k in range(min(2, per_process_batch // micro_batch)):
+                x1, x2 = (c[k * micro_batch:(k + 1) * micro_batch].contiguous(memory_format=torch.channels_last)
+                          for c in crops)
+                counter = FlopCounterMode(display=False) if count and k == 0 else None
+                with counter or _null():
+                    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                        loss, _ = model(x1, x2, None)
+                    loss.backward()
+                if counter is not None:
+                    flops["learner"] = counter.get_total_flops() / micro_batch
+                del x1, x2, loss
             opt.step()
-            if counter is not None:
-                flops["learner"] = counter.get_total_flops() / micro_batch
 
         with live:
             learner_step(count=False)  # step 1 makes the optimiser state and the gradients
@@ -170,11 +176,12 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0) -> dict:
+def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0, node_cores: int = 96) -> dict:
     """The memory per GPU of `cfg` on `gpus` GPUs (bf16 autocast when cfg.amp), at its own `accumulate` and,
-    when that does not fit in `gpu_mem_gb`, the smallest accumulate that does; FLOPs per image; the loader's
-    host shared memory and pinned memory per node (8 processes a node at most)."""
-    from sassl.data.loader import loader_workers, shared_memory_need
+    when that does not fit in `gpu_mem_gb`, the smallest accumulate that does; FLOPs per image; the loaders'
+    host shared memory and pinned memory per node (at most 8 processes a node, each with cfg.num_workers
+    workers, or for -1 what sassl.data.loader.loader_workers gives on a node of `node_cores` cores)."""
+    from sassl.data.loader import shared_memory_need
 
     if gpus < 1 or cfg.batch_size % gpus:
         raise ValueError(f"gpus: batch_size {cfg.batch_size} does not split into {gpus} GPUs")
@@ -184,34 +191,33 @@ def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0) -> dict:
     dtype = torch.bfloat16 if cfg.amp else None
     budget = gpu_mem_gb * GB
 
-    def per_gpu_bytes(accumulate: int) -> tuple[int, StepMemory]:
-        mem = trace_step(cfg, per_gpu // accumulate, per_gpu, dtype)
-        extra = CUDA_OVERHEAD_GB * GB
-        if gpus > 1:
-            extra += _grad_bytes(cfg)  # DDP's buckets: one more copy of the gradients
-        if cfg.sassl_async:
-            extra += mem.sassl_peak + 2 * per_gpu * 3 * cfg.image_size ** 2 * 4  # the next batch, prepared
-        return mem.peak + int(extra), mem
+    ddp = _grad_bytes(cfg) if gpus > 1 else 0  # DDP's buckets: one more copy of the gradients
 
-    total, mem = per_gpu_bytes(cfg.accumulate)
-    fits = [cfg.accumulate] if total <= budget else []
-    if not fits:
-        for a in (d for d in divisors(per_gpu) if d > cfg.accumulate):
-            if per_gpu_bytes(a)[0] <= budget:
-                fits = [a]
-                break
+    def per_gpu_bytes(accumulate: int) -> tuple[int, StepMemory, int]:
+        mem = trace_step(cfg, per_gpu // accumulate, per_gpu, dtype)
+        ahead = mem.sassl_peak + 2 * per_gpu * 3 * cfg.image_size ** 2 * 4 if cfg.sassl_async else 0  # next batch
+        return mem.peak + ddp + ahead + int(CUDA_OVERHEAD_GB * GB), mem, ahead
+
+    total, mem, ahead = per_gpu_bytes(cfg.accumulate)
+    fit, fit_total = (cfg.accumulate, total) if total <= budget else (None, None)
+    for a in (d for d in divisors(per_gpu) if d > cfg.accumulate and fit is None):
+        t = per_gpu_bytes(a)[0]
+        if t <= budget:
+            fit, fit_total = a, t
     procs = min(gpus, 8)
+    workers = cfg.num_workers if cfg.num_workers >= 0 else max(1, min(16, node_cores // procs - 1))
     batch_bytes = 2 * per_gpu * 3 * cfg.image_size ** 2  # two uint8 crops
     return {
         "gpus": gpus, "gpu_mem_gb": gpu_mem_gb, "per_gpu_batch": per_gpu, "accumulate": cfg.accumulate,
         "micro_batch": per_gpu // cfg.accumulate, "precision": "bf16" if dtype else "fp32",
         "params_gb": mem.params / GB, "grads_and_state_gb": mem.grads_and_state / GB,
-        "step_activations_gb": mem.step_peak / GB, "sassl_gb": mem.sassl_peak / GB,
+        "step_activations_gb": mem.step_peak / GB, "sassl_gb": mem.sassl_peak / GB, "ddp_buckets_gb": ddp / GB,
+        "prepared_ahead_gb": ahead / GB,
         "peak_per_gpu_gb": total / GB, "fits": total <= budget,
-        "accumulate_that_fits": fits[0] if fits else None,
+        "accumulate_that_fits": fit, "peak_at_that_accumulate_gb": fit_total / GB if fit else None,
         "learner_gflops_per_image": mem.learner_flops / 1e9, "sassl_gflops_per_stylized_image": mem.sassl_flops / 1e9,
-        "shared_memory_per_node_gb": procs * shared_memory_need(loader_workers(cfg.num_workers), per_gpu,
-                                                                cfg.image_size, cfg.decode) / GB,
+        "loader_workers": workers,
+        "shared_memory_per_node_gb": procs * shared_memory_need(workers, per_gpu, cfg.image_size, cfg.decode) / GB,
         "pinned_memory_per_node_gb": procs * 2 * batch_bytes / GB,
     }
 
@@ -236,13 +242,16 @@ def report(p: dict) -> str:
         f"    weights, bank     {p['params_gb']:7.2f} GB",
         f"    grads, optimiser  {p['grads_and_state_gb']:7.2f} GB",
         f"    step transient    {p['step_activations_gb']:7.2f} GB  (prepared batch, activations)",
-        f"    SASSL transient   {p['sassl_gb']:7.2f} GB",
+        f"    SASSL transient   {p['sassl_gb']:7.2f} GB  (the larger of the two transients counts)",
+        f"    DDP buckets       {p['ddp_buckets_gb']:7.2f} GB",
+        f"    batch prepared ahead {p['prepared_ahead_gb']:4.2f} GB  (--sassl-async)",
         f"    CUDA context      {CUDA_OVERHEAD_GB:7.2f} GB  (assumed)",
-        f"  --accumulate that fits: {p['accumulate_that_fits'] or 'none (fewer images per GPU)'}",
+        f"  --accumulate that fits: " + (f"{p['accumulate_that_fits']} ({p['peak_at_that_accumulate_gb']:.1f} GB)"
+                                         if p["accumulate_that_fits"] else "none (fewer images per GPU, or more GPUs)"),
         f"  FLOPs per image     learner {p['learner_gflops_per_image']:.1f} GFLOP (forward + backward), "
         f"SASSL {p['sassl_gflops_per_stylized_image']:.1f} GFLOP per stylized image",
-        f"  host per node       shared memory {p['shared_memory_per_node_gb']:.1f} GB (docker --shm-size), "
-        f"pinned {p['pinned_memory_per_node_gb']:.1f} GB",
+        f"  host per node       shared memory {p['shared_memory_per_node_gb']:.1f} GB (docker --shm-size; "
+        f"{p['loader_workers']} loader workers a process), pinned {p['pinned_memory_per_node_gb']:.1f} GB",
     ]
     return "\n".join(lines)
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from sassl import dist
 from sassl.backbones import check_backbone
@@ -434,6 +433,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     """Train; returns the final metrics. Raises before training for a bad config or checkpoint.
     Build cfg with config_from_dict (that applies its recipe); under torchrun call `sassl.dist.setup()`
     first (the CLI does)."""
+    from tqdm.auto import tqdm  # here, not at the top: train_step and its helpers run where tqdm is not installed
+
     t_start = time.time()  # the time budget counts from here
     validate(cfg)
     run = open_run(cfg, resume)

@@ -519,3 +519,109 @@ def test_small_shared_memory_is_refused_before_any_data_loads(tmp_path, monkeypa
         train.pretrain(cfg, progress=False)
     loader.check_shared_memory(0, 256, 224)  # no workers: nothing goes through shared memory
     loader.check_shared_memory(1, 2, 32)  # a small loader fits
+
+
+# ----------------------------------------------------------------------------- the memory planner
+
+def _measured_peak(cfg, micro: int, per_process: int) -> int:
+    """Bytes of tensor storage at the peak of a real steady-state step on the CPU (the second of two): the
+    trainer's own prepare_batch (views, SASSL) and train_step on real crops, weights and optimiser state
+    included; counted by LiveBytes over real tensors (not process RSS, which carries the libraries)."""
+    from sassl.learners import create_learner
+    from sassl.plan import LiveBytes, tensor_bytes
+    from sassl.stylizer import SASSL, Stylizer
+    from sassl.train import learner_settings, make_optimizer, prepare_batch, train_step
+    from sassl.views import VIEWS, TwoViews
+
+    torch.manual_seed(0)
+    model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, image_size=cfg.image_size,
+                           **learner_settings(cfg)).to(memory_format=torch.channels_last)
+    op = None if cfg.style == "none" else SASSL(Stylizer(), source="batch", p=cfg.p,
+                                                 embed_size=cfg.embed_size or cfg.image_size)
+    views = TwoViews(VIEWS[cfg.views], sassl=op)
+    opt = make_optimizer(model, cfg.optimizer, 0.01, cfg.weight_decay)
+    held = list(model.parameters()) + list(model.buffers()) + (list(op.stylizer.parameters()) if op else [])
+    live = LiveBytes()
+    with live:
+        for step in range(2):
+            if step == 1:
+                live.reset_peak()
+            g = torch.Generator().manual_seed(step)
+            c1, c2 = (torch.randint(0, 256, (per_process, 3, cfg.image_size, cfg.image_size), generator=g,
+                                    dtype=torch.uint8) for _ in range(2))
+            batch = prepare_batch(views, c1, c2, g, per_process // micro)
+            loss, _ = train_step(model, views, opt, batch, 0.01, cfg.ema)
+            del batch, c1, c2, loss
+    return tensor_bytes(held) + live.peak
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_tiny"])
+@pytest.mark.parametrize("style", ["none", "batch"])
+def test_planner_matches_the_measured_peak(backbone, style):
+    """The planner's trace (fake tensors, no data) against the tensor bytes a real CPU step holds at its peak,
+    within 5% (the issue asks 20%; it comes within 0.1%), for a ResNet and a ViT, with and without SASSL, with
+    and without accumulation."""
+    from sassl.plan import trace_step
+    from sassl.train import config_from_dict
+
+    cfg = config_from_dict({"backbone": backbone, "image_size": 32, "batch_size": 16, "small_images": backbone != "vit_tiny",
+                            "proj_hidden": 128, "proj_dim": 64, "style": style})
+    for micro in ((16, 8) if backbone == "resnet18" and style == "batch" else (8,)):
+        want = _measured_peak(cfg, micro, 16)
+        got = trace_step(cfg, micro, 16, None).peak
+        assert abs(got - want) <= 0.05 * want, (micro, got / 2 ** 20, want / 2 ** 20)  # measured: within 0.1%
+
+
+def test_sassl_plan_finds_the_accumulate_that_fits(capsys):
+    """`sassl plan` takes pretrain's flags plus --gpus / --gpu-mem: with a GPU memory between the peak of 1 and
+    of 4 micro-batches it names the smallest accumulate whose peak fits (and the next smaller does not)."""
+    from sassl.cli import main
+    from sassl.plan import plan
+    from sassl.train import config_from_dict
+
+    flags = ["--backbone", "resnet18", "--small-images", "true", "--image-size", "32", "--batch-size", "32",
+             "--proj-hidden", "64", "--proj-dim", "32", "--style", "batch", "--amp", "false", "--num-workers", "2"]
+    values = {"backbone": "resnet18", "small_images": True, "image_size": 32, "batch_size": 32, "proj_hidden": 64,
+              "proj_dim": 32, "style": "batch", "amp": False, "num_workers": 2}
+    peak = {a: plan(config_from_dict(values | {"accumulate": a}), 2, 1000)["peak_per_gpu_gb"] for a in (1, 2, 4, 8)}
+    assert peak[1] > peak[2] > peak[4] > peak[8]  # fewer images a forward, less memory
+    budget = (peak[1] + peak[4]) / 2
+    assert main(["plan", *flags, "--gpus", "2", "--gpu-mem", str(budget), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    a = got["accumulate_that_fits"]
+    assert got["fits"] is False and a in (2, 4) and got["per_gpu_batch"] == 16
+    assert peak[a] <= budget and (a == 2 or peak[2] > budget)
+    assert got["ddp_buckets_gb"] > 0 and got["learner_gflops_per_image"] > 0 and got["sassl_gflops_per_stylized_image"] > 0
+    assert got["shared_memory_per_node_gb"] > 0
+    assert main(["plan", *flags, "--gpus", "2", "--gpu-mem", "80"]) == 0
+    text = capsys.readouterr().out
+    assert "(fits)" in text and "--accumulate that fits: 1" in text
+    assert main(["plan", *flags, "--gpus", "3"]) == 2  # 32 images do not split over 3 GPUs
+    assert "batch_size 32 does not split into 3 GPUs" in capsys.readouterr().err
+
+
+def test_gpu_check_runs_on_the_cpu_and_says_so_without_cuda(tmp_path):
+    """The GPU check's code runs here at a small size (everything but the CUDA-only measurements): SASSL
+    sync and async give the same losses, device decoding matches the fast path; without CUDA the command says
+    so in one line and exits 0, importing neither tqdm, plotly, gradio, papermill nor Jupyter (the lent GPU
+    machine has none of them)."""
+    import subprocess
+    import sys
+
+    from sassl.bench_gpu import run_checks
+
+    out = run_checks("cpu", "resnet18", batch=8, size=64, steps=3, work=tmp_path, stylizer_images=4, stylizer_size=64)
+    assert out["ok"] and out["sassl_async"]["max_relative_loss_difference"] == 0.0
+    assert out["decode"]["exif_rotated_on_host"] and out["decode"]["max_mean_abs_difference"] < 2.0
+    assert set(out["throughput"]) == {"off", "sync", "async", "sassl_overhead"}
+    assert set(out["stylizer_images_per_second_64"]) == {"float32", "bfloat16"}
+    blocked = ("tqdm", "plotly", "gradio", "papermill", "jupyter", "jupyterlab", "nbformat", "ipykernel", "kaleido")
+    script = (  # None in sys.modules: import fails and importlib.util.find_spec says "not installed"
+        "import sys, runpy\n"
+        f"sys.modules.update(dict.fromkeys({blocked!r}))\n"
+        "sys.argv = ['sassl.bench', 'gpu']\n"
+        "runpy.run_module('sassl.bench', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       env=os.environ | {"CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "sassl.bench gpu: no CUDA device here; nothing measured"

@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from sassl import dist
 from sassl.data import get_dataset, image_paths
@@ -123,6 +122,8 @@ def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_siz
     image, decoded by `num_workers` DataLoader workers) and all ranks get the whole bank: call it on every
     rank at once, so that no rank waits in a collective while another embeds.
     """
+    from tqdm.auto import tqdm  # here, not at the top: the SASSL op runs where tqdm is not installed
+
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     loaders, source_used = _image_loaders(source, image_size)
