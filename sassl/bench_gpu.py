@@ -32,8 +32,10 @@ from PIL import Image
 from sassl.data.loader import DeviceDecoder, TwoCrops, collate_encoded
 from sassl.data.registry import Dataset
 from sassl.learners import create_learner
+from sassl.plan import tensor_bytes, trace_step
 from sassl.stylizer import SASSL, Stylizer, stylize
-from sassl.train import amp_dtype, learner_settings, make_optimizer, prepare_batch, prepared_ahead, train_step
+from sassl.train import (amp_dtype, config_from_dict, learner_settings, make_optimizer, prepare_batch, prepared_ahead,
+                         train_step)
 from sassl.views import VIEWS, TwoViews
 
 SYNC_TOL = 1e-3  # relative loss difference allowed between synchronous and asynchronous SASSL (bf16 kernels)
@@ -71,7 +73,7 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
 def _steps(model, views, opt, batches, dtype, device, ahead: bool, seed: int, sync_debug: bool = False
            ) -> tuple[list[float], float]:
     """Train on `batches` (uint8 crop pairs on the device); the per-step losses and the images/s of the steps
-    after the first two (warm-up: cuDNN's autotuning). With sync_debug (CUDA), a host sync anywhere in those
+    after the first two (warm-up: cuDNN's autotuning; CUDA's peak memory statistics restart after them). With sync_debug (CUDA), a host sync anywhere in those
     steps (preparing the batch, SASSL, the step) but the loss read raises."""
     def prepare(batch, step):
         return prepare_batch(views, batch[0], batch[1], torch.Generator().manual_seed(seed * 1_000_003 + step))
@@ -82,6 +84,7 @@ def _steps(model, views, opt, batches, dtype, device, ahead: bool, seed: int, sy
         if step == 2:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)  # the steady state's peak, not cuDNN's autotuning
             t0 = time.perf_counter()
         debug = sync_debug and device.type == "cuda" and step >= 2
         if debug:
@@ -104,8 +107,6 @@ def _steps(model, views, opt, batches, dtype, device, ahead: bool, seed: int, sy
 
 
 def _learner(cfg_values: dict, device: torch.device):
-    from sassl.train import config_from_dict
-
     cfg = config_from_dict(cfg_values)
     torch.manual_seed(0)
     model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, image_size=cfg.image_size,
@@ -154,7 +155,6 @@ def run_checks(device: str = "cuda", backbone: str = "resnet50", batch: int = 25
     for name, sassl, ahead in (("off", False, False), ("sync", True, False), ("async", True, True)):
         if cuda:
             torch.cuda.synchronize(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)  # the batches and the stylizer, already there
         cfg, model, opt = _learner(values, dev)
         op = SASSL(stylizer, source="batch", p=cfg.p, embed_size=cfg.embed_size or size) if sassl else None
@@ -191,9 +191,6 @@ def run_checks(device: str = "cuda", backbone: str = "resnet50", batch: int = 25
 
     # 4. peak memory of a SASSL step against the planner (CUDA only: the CPU has no allocator statistics)
     if cuda and plan_memory:
-        from sassl.plan import tensor_bytes, trace_step
-        from sassl.train import config_from_dict
-
         planned = trace_step(config_from_dict(values), batch, batch, dtype).peak / 2 ** 30
         measured = runs["sync"]["peak_gb"] + tensor_bytes(list(stylizer.parameters())) / 2 ** 30  # as planned
         rel = abs(measured - planned) / planned

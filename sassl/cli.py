@@ -24,6 +24,7 @@ from sassl.eval.transfer import EvalConfig, evaluate
 from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
 from sassl.notebook import NOTEBOOKS, run_notebook
 from sassl.plots import save_figure
+from sassl.plan import plan, report
 from sassl.runtime import git_commit, resolve_device
 from sassl.sheet import contact_sheet
 from sassl.stylizer import StyleBank, build_bank, pretrained, stylize
@@ -153,8 +154,6 @@ def _pretrain(args) -> int:
 
 def _plan(args) -> int:
     """`sassl plan`: the config `sassl pretrain` would run with the same flags, traced (sassl.plan)."""
-    from sassl.plan import plan, report
-
     p = plan(config_from_dict(_config_values(args, PretrainConfig)), args.gpus, args.gpu_mem, args.node_cores)
     print(json.dumps(p, indent=1) if args.json else report(p))
     return 0

@@ -22,6 +22,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from sassl.data.loader import shared_memory_need
+from sassl.learners import create_learner
+from sassl.runtime import SHAPE_BUCKET, pad_rows
+from sassl.stylizer.augment import stylize
+from sassl.stylizer.networks import Stylizer
+from sassl.train import learner_settings, make_optimizer
+
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, cuDNN / cuBLAS workspaces: assumed, not measured
 BANK_ROWS = 80_000  # a style bank the size of Painter by Numbers' (79,433 paintings)
 GB = 1024 ** 3
@@ -95,11 +102,6 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sassl.learners import create_learner
-    from sassl.runtime import pad_rows, SHAPE_BUCKET
-    from sassl.stylizer.augment import stylize
-    from sassl.stylizer.networks import Stylizer
-    from sassl.train import learner_settings, make_optimizer
 
     size, embed = cfg.image_size, cfg.embed_size or cfg.image_size
     sassl = with_sassl and cfg.style != "none" and cfg.p > 0
@@ -181,7 +183,6 @@ def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0, node_cores: int = 96) -> 
     when that does not fit in `gpu_mem_gb`, the smallest accumulate that does; FLOPs per image; the loaders'
     host shared memory and pinned memory per node (at most 8 processes a node, each with cfg.num_workers
     workers, or for -1 what sassl.data.loader.loader_workers gives on a node of `node_cores` cores)."""
-    from sassl.data.loader import shared_memory_need
 
     if gpus < 1 or cfg.batch_size % gpus:
         raise ValueError(f"gpus: batch_size {cfg.batch_size} does not split into {gpus} GPUs")
@@ -223,8 +224,6 @@ def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0, node_cores: int = 96) -> 
 
 
 def _grad_bytes(cfg) -> int:
-    from sassl.learners import create_learner
-    from sassl.train import learner_settings
 
     with torch.device("meta"):
         model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, image_size=cfg.image_size,

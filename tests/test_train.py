@@ -51,6 +51,18 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_folder):
     pretrain(part, progress=False)
     ck = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["step"] == 4
+    # proof that a resume starts from the checkpoint, not from step 0 (training is deterministic, so the result
+    # alone cannot tell): a copy whose checkpoint says step 5 and holds doubled conv weights trains one step,
+    # and ends away from the uninterrupted run
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "part", other / "part")
+    forged = torch.load(other / "part" / "checkpoints" / "last.pt", weights_only=True)
+    forged["step"] = 5
+    forged["model"] = {k: v * 2 if k.startswith("backbone.") and v.ndim == 4 else v for k, v in forged["model"].items()}
+    torch.save(forged, other / "part" / "checkpoints" / "last.pt")
+    pretrain(_cfg(other, tiny_folder, name="part", style="batch", batch_size=16), resume=True, progress=False)
+    forged_rows = [json.loads(l) for l in (other / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in forged_rows if "loss" in r] == [1, 2, 3, 4, 6]  # its rows kept, then one step
     # resumed with SASSL prepared one batch ahead and a persistent worker: the same result as in order, in-process
     r_part = pretrain(_cfg(tmp_path, tiny_folder, name="part", style="batch", batch_size=16, sassl_async=True,
                            num_workers=1), resume=True, progress=False)
@@ -58,6 +70,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_folder):
     b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    c = torch.load(other / "part" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    conv = next(k for k in a if k.startswith("backbone.") and a[k].ndim == 4)
+    assert (c[conv] - a[conv]).abs().max() > 0.5 * a[conv].abs().max()  # the forged weights were trained on
     assert r_full["knn_top1"] == r_part["knn_top1"]
     rows = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     losses = lambda run: [(r["step"], round(r["loss"], 5)) for r in rows(run) if "loss" in r]
