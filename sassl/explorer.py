@@ -28,6 +28,7 @@ STYLE_MODES = STYLE_SETS + ("bank file", "style image") + tuple(k for k in STYLE
 UPLOAD_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_SIZE = 512
+MAX_UPLOADS = 8  # content images an update stylizes at most
 
 
 def check_upload(path: str | os.PathLike, what: str = "upload") -> Image.Image:
@@ -61,7 +62,10 @@ class Explorer:
     def contents(self, source: str, uploads: list[str] | None = None, n: int = 4, seed: int = 0) -> list[Image.Image]:
         """n images of a bundled set (seeded pick), or the uploaded files (validated)."""
         if uploads:
-            return [check_upload(u, "content upload") for u in uploads[:8]]
+            if len(uploads) > MAX_UPLOADS:
+                raise ValueError(f"content upload: at most {MAX_UPLOADS} images at a time, got {len(uploads)}; "
+                                 "upload fewer")
+            return [check_upload(u, "content upload") for u in uploads]
         if source not in CONTENT_SETS:
             raise ValueError(f"content: choose one of {', '.join(CONTENT_SETS)} or upload images")
         ds = get_dataset(source, split="test" if source == "objects" else "all")

@@ -78,6 +78,18 @@ def test_uploads_validated(ex, tmp_path):
         ex.run([Image.new("RGB", (64, 64))], "style image")
     with pytest.raises(ValueError, match="in-batch styles need at least 2"):
         ex.run([Image.new("RGB", (64, 64))], "batch")
+    # the settings a user types: each refused with its name, nothing silently cut or swapped
+    with pytest.raises(ValueError, match=r"content upload: at most 8 images at a time, got 9"):
+        ex.contents("objects", [str(ok)] * 9)
+    assert len(ex.contents("objects", [str(ok)] * 8)) == 8
+    two = [Image.new("RGB", (64, 64)), Image.new("RGB", (64, 64), "blue")]
+    with pytest.raises(ValueError, match="alpha"):
+        ex.run(two, "batch", alpha=(0.3, 0.1), size=64)
+    with pytest.raises(ValueError, match="beta"):
+        ex.run(two, "batch", beta=(0.2, 1.5), size=64)
+    for size in (31, 513):
+        with pytest.raises(ValueError, match=rf"size: must be in \[32, 512\], got {size}"):
+            ex.run(two, "batch", size=size)
 
 
 @pytest.fixture(scope="module")

@@ -554,7 +554,8 @@ def _measured_peak(cfg, micro: int, per_process: int) -> int:
     return tensor_bytes(held) + live.peak
 
 
-@pytest.mark.parametrize("backbone, style", [("resnet18", "none"), ("resnet18", "batch"), ("vit_tiny", "batch")])
+@pytest.mark.parametrize("backbone, style", [("resnet18", "none"), ("resnet18", "batch"), ("vit_tiny", "none"),
+                                            ("vit_tiny", "batch")])
 def test_planner_matches_the_measured_peak(backbone, style):
     """The planner's trace (fake tensors, no data) against the tensor bytes a real CPU step holds at its peak,
     within 5% (the issue asks 20%; it comes within 0.1%), for a ResNet and a ViT, with and without SASSL, with
