@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 LOCK   := requirements.lock
 
-.PHONY: setup demo test bench lab lock clean
+.PHONY: setup demo test bench lab lock clean mutation
 
 # The set-up installs exactly the versions in requirements.lock (what CI last passed with), then the package
 # itself without resolving anything again.
@@ -40,6 +40,11 @@ lab: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Mutation testing of one module against the fast tests that cover it (not part of `make test`; minutes per
+# module): make mutation MODULE=sassl/optim.py  (no MODULE: every module listed in experiments/mutation.py)
+mutation: setup
+	$(BIN)/python experiments/mutation.py $(MODULE)
 
 bench: setup
 	$(BIN)/python -m sassl.bench stylizer

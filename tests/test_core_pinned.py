@@ -410,3 +410,27 @@ def test_two_ddp_steps_equal_one_process(tmp_path):
         for k, v in model.state_dict().items():
             torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
     collectives.check(f"{out}.trace", 2)
+
+
+def test_knn_accuracy_defaults_are_k_20_and_t_007():
+    """knn_accuracy's defaults, as every caller without arguments gets them: 20 neighbours at T = 0.07. Ten
+    class-0 and ten class-1 points at cosine 0.9 tie within the 20 nearest (the first class wins a tie); a 21st,
+    class 1 at cosine 0.1, breaks the tie only when k is 21 or more. The temperature: the first query of
+    test_knn_votes_are_cosine_weighted_at_t_007 again, through knn_accuracy."""
+    from sassl.eval.knn import knn_accuracy
+
+    dim = 23
+    q = torch.zeros(1, dim)
+    q[0, 0] = 1.0
+    pts = []
+    for j in range(21):
+        c = 0.9 if j < 20 else 0.1
+        v = torch.zeros(dim)
+        v[0], v[j + 1] = c, math.sqrt(1 - c * c)
+        pts.append(v)
+    labels = torch.tensor([0] * 10 + [1] * 10 + [1])
+    assert knn_accuracy(torch.stack(pts), labels, q, torch.tensor([0]), 2) == 1.0
+    assert knn_accuracy(torch.stack(pts), labels, q, torch.tensor([0]), 2, k=21) == 0.0
+    at = lambda c: math.sqrt(1 - c * c)  # noqa: E731
+    train = torch.stack([_unit(0.80, at(0.80), 0, 0, 0), _unit(0.80, 0, at(0.80), 0, 0), _unit(0.86, 0, 0, at(0.86), 0)])
+    assert knn_accuracy(train, torch.tensor([0, 0, 1]), _unit(1, 0, 0, 0, 0)[None], torch.tensor([1]), 3) == 1.0

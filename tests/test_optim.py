@@ -92,3 +92,28 @@ def test_param_groups_count_a_shared_weight_once():
     b.weight = a.weight
     groups = param_groups(nn.Sequential(a, b), 1e-6)
     assert [len(g["params"]) for g in groups] == [1, 0]
+
+
+def test_lars_defaults_and_a_plain_parameter_list():
+    """make_optimizer builds LARS(groups, lr, weight_decay) and relies on its defaults: momentum 0.9 and trust
+    1e-3, written out here by one step on a plain parameter list (the defaults' weight decay 1e-6 applies)."""
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = LARS([w], lr=1.0)
+    assert (opt.defaults["momentum"], opt.defaults["trust"], opt.defaults["weight_decay"]) == (0.9, 1e-3, 1e-6)
+    w.grad = torch.tensor([0.6, 0.8])
+    opt.step()
+    g = torch.tensor([0.6, 0.8]) + 1e-6 * torch.tensor([3.0, 4.0])
+    step1 = 1e-3 * 5.0 / float(g.norm()) * g  # trust * ||w|| / ||g + wd w||, times it
+    torch.testing.assert_close(w.detach(), torch.tensor([3.0, 4.0]) - step1)
+    w2 = w.detach().clone()
+    w.grad = torch.tensor([0.6, 0.8])
+    opt.step()
+    g2 = torch.tensor([0.6, 0.8]) + 1e-6 * w2
+    buf = 0.9 * step1 + 1e-3 * float(w2.norm()) / float(g2.norm()) * g2
+    torch.testing.assert_close(w.detach(), w2 - buf)
+
+
+def test_cosine_lr_one_step_after_warmup():
+    """With a single step after warm-up the schedule is at base, then at 0 (the division by max(1, ...))."""
+    assert cosine_lr(10, 11, 10, 0.4) == pytest.approx(0.4)
+    assert cosine_lr(11, 11, 10, 0.4) == pytest.approx(0.0, abs=1e-12)
