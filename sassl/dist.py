@@ -95,14 +95,6 @@ def shard(items: list) -> list:
     return items[rank()::world_size()]
 
 
-def unshard(parts: list[list]) -> list:
-    """The inverse of shard: the items in their original order from each rank's share (indexed by rank)."""
-    out, n = [], sum(len(p) for p in parts)
-    for i in range(n):
-        out.append(parts[i % len(parts)][i // len(parts)])
-    return out
-
-
 def save_once_per_node(save: Callable[[], object], readable: Callable[[], bool]) -> None:
     """Write a cache that every rank holds (after building it together): rank 0 saves it; then the first
     process of each node that still cannot read it (a node-local cache) saves that node's copy. One write

@@ -15,6 +15,7 @@ GPU).
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
 
@@ -102,7 +103,6 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
-
     size, embed = cfg.image_size, cfg.embed_size or cfg.image_size
     sassl = with_sassl and cfg.style != "none" and cfg.p > 0
     n_style = len(pad_rows(torch.arange(max(1, round(cfg.p * micro_batch))), SHAPE_BUCKET)) if sassl else 0
@@ -142,7 +142,7 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
                 x1, x2 = (c[k * micro_batch:(k + 1) * micro_batch].contiguous(memory_format=torch.channels_last)
                           for c in crops)
                 counter = FlopCounterMode(display=False) if count and k == 0 else None
-                with counter or _null():
+                with counter or contextlib.nullcontext():
                     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                         loss, _ = model(x1, x2, None)
                     loss.backward()
@@ -164,14 +164,6 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
             learner_step(count=True)
             step_peak = live.peak - baseline
     return StepMemory(params, baseline, sassl_peak, step_peak, flops["learner"], flops.get("sassl", 0.0))
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def divisors(n: int) -> list[int]:

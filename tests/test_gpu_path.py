@@ -120,11 +120,6 @@ def test_file_index_is_walked_by_all_ranks_with_node_local_caches(tmp_path, jpeg
     collectives.check(tmp_path / "trace", 2)
 
 
-def test_sharded_walk_and_unshard():
-    assert dist.unshard([[0, 2, 4], [1, 3]]) == [0, 1, 2, 3, 4]
-    assert dist.unshard([[0, 3], [1, 4], [2]]) == [0, 1, 2, 3, 4]
-
-
 def _features_worker(rank, world, store, folder, cache, out):
     os.environ["SASSL_CACHE"] = cache[rank]
     from sassl.data import get_dataset
@@ -141,6 +136,7 @@ def _features_worker(rank, world, store, folder, cache, out):
         collectives.leave(trace, Path(out) / "trace", rank)
 
 
+@pytest.mark.slow
 def test_cached_features_decided_once_for_all_ranks(tmp_path, jpeg_folder):
     """Rank 0's cache has the features, rank 1's does not: before, rank 0 returned early while rank 1 entered
     the gathers (a timeout here, a hang under NCCL). Now both stream and both get the same features."""

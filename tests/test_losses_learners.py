@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import torchvision
 
 from sassl.backbones import BACKBONES, ViT, create_backbone, sincos_position_embedding, wide_resnet50
-from sassl.learners import LEARNERS, cosine_momentum, create_learner
+from sassl.learners import LEARNERS, create_learner
 from sassl.learners.losses import byol_loss, info_nce, nt_xent
 from sassl.learners.mocov3 import mocov3_loss
 
@@ -57,12 +57,6 @@ def test_byol_loss_matches_naive():
     ref = sum(2 - 2 * (p[i] @ z[i]) / (p[i].norm() * z[i].norm()) for i in range(4)) / 4
     torch.testing.assert_close(byol_loss(p, z), ref)
     assert byol_loss(p, 3 * p).abs() < 1e-6
-
-
-def test_cosine_momentum_schedule():
-    assert cosine_momentum(0, 100, 0.99) == pytest.approx(0.99)
-    assert cosine_momentum(100, 100, 0.99) == pytest.approx(1.0)
-    assert cosine_momentum(50, 100, 0.99) == pytest.approx(0.995)
 
 
 @pytest.mark.parametrize("name", list(LEARNERS))
