@@ -55,6 +55,8 @@ def test_mocov2_pairs_each_view_with_the_other_views_keys():
     tower's projection, at T = 0.1. Seen failing on: q1 against k1 (same view), keys from the online tower,
     a sum instead of the mean of the two directions."""
     model = _tiny("mocov2").eval()  # BN on running statistics: the towers are plain functions here
+    assert isinstance(model.predictor, torch.nn.Sequential) and model.temperature == 0.1  # A.3: a predictor
+    assert isinstance(_tiny("mocov2-queue").predictor, torch.nn.Identity)  # classic MoCo v2: none
     x1, x2 = _views()
     loss, _ = model(x1, x2, None)
     q1, q2 = model.online(x1), model.online(x2)
@@ -434,3 +436,49 @@ def test_knn_accuracy_defaults_are_k_20_and_t_007():
     at = lambda c: math.sqrt(1 - c * c)  # noqa: E731
     train = torch.stack([_unit(0.80, at(0.80), 0, 0, 0), _unit(0.80, 0, at(0.80), 0, 0), _unit(0.86, 0, 0, at(0.86), 0)])
     assert knn_accuracy(train, torch.tensor([0, 0, 1]), _unit(1, 0, 0, 0, 0)[None], torch.tensor([1]), 3) == 1.0
+
+
+def layout(m):
+    """Each layer of a Sequential head: (type, in, out, bias for a Linear / affine for a BatchNorm)."""
+    return [(type(x).__name__, getattr(x, "in_features", None), getattr(x, "out_features", None),
+             getattr(x, "bias", None) is not None if isinstance(x, torch.nn.Linear) else getattr(x, "affine", None))
+            for x in m]
+
+
+def test_head_layouts_written_out():
+    """BYOL's 2-layer MLP: Linear (no bias) -> BN -> ReLU -> Linear (bias); MoCo v3's 3-layer projector: every
+    Linear without bias, BN after each, the last BN without affine parameters. The target tower's copy is
+    frozen. Seen failing on: an extra hidden layer, biases before BN, an affine last BN, a trainable copy."""
+    from sassl.learners.heads import frozen_copy, mlp
+
+    assert layout(mlp(8, 16, 4)) == [("Linear", 8, 16, False), ("BatchNorm1d", None, None, True),
+                                     ("ReLU", None, None, None), ("Linear", 16, 4, True)]
+    assert layout(mlp(8, 16, 4, last_bn=True, num_layers=3)) == [
+        ("Linear", 8, 16, False), ("BatchNorm1d", None, None, True), ("ReLU", None, None, None),
+        ("Linear", 16, 16, False), ("BatchNorm1d", None, None, True), ("ReLU", None, None, None),
+        ("Linear", 16, 4, False), ("BatchNorm1d", None, None, False)]
+    assert layout(mlp(8, 16, 4, num_layers=1)) == [("Linear", 8, 4, True)]
+    copy = frozen_copy(mlp(8, 16, 4))
+    assert not any(p.requires_grad for p in copy.parameters())
+
+
+def test_mocov3_heads_follow_its_paper():
+    """MoCo v3: the projector ends in an affine-free BN (3 layers for a ViT, 2 for a ResNet); the predictor has
+    2 layers, with the last BN only for a ViT; SimCLR refuses a target view. Seen failing on: the ResNet's
+    layout for the ViT, a predictor without its ViT BN, a projector without the last BN."""
+    from sassl.learners import create_learner
+
+    def heads(backbone, small):
+        m = create_learner("mocov3", backbone, small, image_size=32, proj_hidden=16, proj_dim=8, pred_hidden=12)
+        return layout(m.projector), layout(m.predictor), m.temperature
+
+    proj, pred, t = heads("resnet18", True)
+    assert t == 0.2 and [x[0] for x in proj] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert proj[0][1:] == (512, 16, False) and proj[-1] == ("BatchNorm1d", None, None, False)
+    assert pred == [("Linear", 8, 12, False), ("BatchNorm1d", None, None, True), ("ReLU", None, None, None),
+                    ("Linear", 12, 8, True)]
+    proj, pred, _ = heads("vit_tiny", False)
+    assert [x[0] for x in proj] == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
+    assert proj[-1] == ("BatchNorm1d", None, None, False) and pred[-1] == ("BatchNorm1d", None, None, False)
+    with pytest.raises(ValueError, match="SimCLR has one tower: x1_target"):
+        _tiny("simclr")(*_views(), None, torch.rand(6, 3, 32, 32))
