@@ -527,3 +527,24 @@ def test_sassl_style_indices_and_offsets_per_source(stylizer):
     assert SASSL(stylizer, source="batch").bank is None
     with pytest.raises(ValueError, match="bank: source='bank' needs a StyleBank"):
         SASSL(stylizer, source="bank")
+
+
+def test_view_draws_follow_byols_table():
+    """BYOL's view parameters (Grill et al. 2020, table 6), over 50,000 draws per view: brightness and contrast
+    factors in [0.6, 1.4], saturation in [0.8, 1.2], hue shifts in [-0.1, 0.1] (extremes within 2e-3 of the
+    bounds), sigma in [0.1, 2.0]; rates flip 0.5, jitter 0.8, gray 0.2, blur 1.0 / 0.1, solarize 0 / 0.2
+    (within 4 standard errors); each image's jitter order a permutation. Seen failing on: the range
+    (1 - b, 1 - b), hue in [0.1, 0.1], lo + (hi + lo) u."""
+    from sassl.views import VIEWS, TwoViews
+
+    views, n = TwoViews(VIEWS["byol"]), 50_000
+    bounds = [(0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1)]
+    for view, blur, solarize in ((0, 1.0, 0.0), (1, 0.1, 0.2)):
+        p = views.sample(n, view, torch.Generator().manual_seed(view))
+        for col, (lo, hi) in enumerate(bounds):
+            f = p.factors[:, col]
+            assert lo <= float(f.min()) < lo + 2e-3 and hi - 2e-3 < float(f.max()) <= hi, (view, col)
+        assert 0.1 <= float(p.sigma.min()) < 0.102 and 1.998 < float(p.sigma.max()) <= 2.0
+        for rate, want in ((p.flip, 0.5), (p.jitter, 0.8), (p.gray, 0.2), (p.blur, blur), (p.solarize, solarize)):
+            assert abs(float(rate.float().mean()) - want) <= 4 * math.sqrt(want * (1 - want) / n) + 1e-9, (view, want)
+        assert torch.equal(p.order.sort(dim=1).values, torch.arange(4).expand(n, 4))
