@@ -498,7 +498,8 @@ def test_sassl_params_as_plain_values(stylizer):
     assert d == {"source": "batch", "offset": 2, "apply": prm.apply.tolist(), "alpha": [0.1, 0.1, 0.1],
                  "beta": [0.25, 0.25, 0.25], "style_index": [2, 0, 1]}
     prm.alpha[:] = torch.tensor([0.123456, 0.2, 0.3])
-    assert prm.to_dict()["alpha"] == [0.1235, 0.2, 0.3]
+    prm.beta[:] = torch.tensor([0.654321, 0.2, 0.3])
+    assert prm.to_dict()["alpha"] == [0.1235, 0.2, 0.3] and prm.to_dict()["beta"] == [0.6543, 0.2, 0.3]
 
 
 def test_sassl_style_indices_and_offsets_per_source(stylizer):
@@ -520,6 +521,8 @@ def test_sassl_style_indices_and_offsets_per_source(stylizer):
     noise = SASSL(stylizer, source="noise").sample(20_000, torch.Generator().manual_seed(0))
     assert noise.style_index.tolist() == [-1] * 20_000 and noise.style_index.dtype == torch.long
     assert abs(float(noise.noise.std()) - 1.0) < 0.01 and noise.noise.shape == (20_000, 100)
+    again = SASSL(stylizer, source="noise").sample(20_000, torch.Generator().manual_seed(0))
+    assert torch.equal(again.noise, noise.noise)  # drawn from the step's generator: a resumed run redraws them
     with pytest.raises(ValueError, match="noise_std: must be > 0, got 0"):
         SASSL(stylizer, source="noise", noise_std=0)
     banked = SASSL(stylizer, source="bank", bank=torch.randn(3, 100))
