@@ -551,3 +551,16 @@ def test_view_draws_follow_byols_table():
         for rate, want in ((p.flip, 0.5), (p.jitter, 0.8), (p.gray, 0.2), (p.blur, blur), (p.solarize, solarize)):
             assert abs(float(rate.float().mean()) - want) <= 4 * math.sqrt(want * (1 - want) / n) + 1e-9, (view, want)
         assert torch.equal(p.order.sort(dim=1).values, torch.arange(4).expand(n, 4))
+
+
+def test_learner_and_schedule_defaults():
+    """The defaults a caller gets without arguments: a ResNet-18 with the small-image stem at 224 px, and the
+    momentum schedule from 0.99."""
+    from sassl.learners import cosine_momentum, create_learner
+
+    m = create_learner("simclr", proj_hidden=8, proj_dim=4)
+    assert type(m.backbone).__name__ == "ResNet" and len(m.backbone.layer1) == 2  # ResNet-18: 2 blocks a stage
+    assert m.backbone.conv1.kernel_size == (3, 3)
+    assert cosine_momentum(0, 10) == pytest.approx(0.99)
+    vit = create_learner("simclr", "vit_tiny", small_images=False, proj_hidden=8, proj_dim=4)
+    assert vit.backbone.image_size == 224
