@@ -85,6 +85,7 @@ class StepMemory:
     """One traced steady-state step on one process (bytes; FLOPs per image)."""
 
     params: int             # learner (online and target) and stylizer weights, buffers, style bank
+    grads: int              # one copy of the trainable weights (a gradient; DDP's buckets hold another)
     grads_and_state: int    # gradients and optimiser state, alive between steps
     sassl_peak: int         # the SASSL phase's transient peak above that (stylizing a micro-batch)
     step_peak: int          # the learner step's transient peak above that (prepared batch, activations)
@@ -120,6 +121,7 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
         if stylizer is not None:
             held += list(stylizer.parameters()) + list(stylizer.buffers())
         params = tensor_bytes(held + ([bank] if bank is not None else []))
+        grads = tensor_bytes([p for p in model.parameters() if p.requires_grad])
         live, flops = LiveBytes(), {}
 
         def sassl_phase() -> None:
@@ -163,7 +165,7 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
             live.reset_peak()
             learner_step(count=True)
             step_peak = live.peak - baseline
-    return StepMemory(params, baseline, sassl_peak, step_peak, flops["learner"], flops.get("sassl", 0.0))
+    return StepMemory(params, grads, baseline, sassl_peak, step_peak, flops["learner"], flops.get("sassl", 0.0))
 
 
 def divisors(n: int) -> list[int]:
@@ -184,14 +186,13 @@ def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0, node_cores: int = 96) -> 
     dtype = torch.bfloat16 if cfg.amp else None
     budget = gpu_mem_gb * GB
 
-    ddp = _grad_bytes(cfg) if gpus > 1 else 0  # DDP's buckets: one more copy of the gradients
-
-    def per_gpu_bytes(accumulate: int) -> tuple[int, StepMemory, int]:
+    def per_gpu_bytes(accumulate: int) -> tuple[int, StepMemory, int, int]:
         mem = trace_step(cfg, per_gpu // accumulate, per_gpu, dtype)
+        ddp = mem.grads if gpus > 1 else 0  # DDP's buckets: one more copy of the gradients
         ahead = mem.sassl_peak + 2 * per_gpu * 3 * cfg.image_size ** 2 * 4 if cfg.sassl_async else 0  # next batch
-        return mem.peak + ddp + ahead + int(CUDA_OVERHEAD_GB * GB), mem, ahead
+        return mem.peak + ddp + ahead + int(CUDA_OVERHEAD_GB * GB), mem, ddp, ahead
 
-    total, mem, ahead = per_gpu_bytes(cfg.accumulate)
+    total, mem, ddp, ahead = per_gpu_bytes(cfg.accumulate)
     fit, fit_total = (cfg.accumulate, total) if total <= budget else (None, None)
     for a in (d for d in divisors(per_gpu) if d > cfg.accumulate and fit is None):
         t = per_gpu_bytes(a)[0]
@@ -213,14 +214,6 @@ def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0, node_cores: int = 96) -> 
         "shared_memory_per_node_gb": procs * shared_memory_need(workers, per_gpu, cfg.image_size, cfg.decode) / GB,
         "pinned_memory_per_node_gb": procs * 2 * batch_bytes / GB,
     }
-
-
-def _grad_bytes(cfg) -> int:
-
-    with torch.device("meta"):
-        model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, image_size=cfg.image_size,
-                               **learner_settings(cfg))
-    return sum(p.nbytes for p in model.parameters() if p.requires_grad)
 
 
 def report(p: dict) -> str:

@@ -237,16 +237,16 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The learner inside torch.compile's and DDP's wrappers."""
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def ddp_of(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
     """The DDP wrapper of a step model, also under torch.compile (whose wrapper is not a DDP instance)."""
     model = getattr(model, "_orig_mod", model)
     return model if isinstance(model, nn.parallel.DistributedDataParallel) else None
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The learner inside torch.compile's and DDP's wrappers."""
+    ddp = ddp_of(model)
+    return ddp.module if ddp is not None else getattr(model, "_orig_mod", model)
 
 
 def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, batch: list[Prepared], lr: float,

@@ -168,16 +168,16 @@ def cached_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
     key = hashlib.sha256(json.dumps([fingerprint or encoder_fingerprint(backbone), dataset_fingerprint(ds, indices),
                                      image_size, crop_fraction, PREPROCESS_VERSION]).encode()).hexdigest()[:32]
     path = cache_dir() / "features" / f"{key}.pt"
-    saved = None
+    hit = None
     if cache and path.is_file():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            saved = saved["features"].to(dev), saved["labels"].to(dev), True
+            hit = saved["features"].to(dev), saved["labels"].to(dev), True
         except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
-            saved = None
+            hit = None
     # one decision for all ranks: the features are streamed (with collectives) unless every rank has them
-    if dist.all_true(saved is not None):
-        return saved
+    if dist.all_true(hit is not None):
+        return hit
     f, y = stream_features(backbone, ds, indices, image_size, batch_size, num_workers, crop_fraction)
     f = f.half()
     if cache:
