@@ -38,7 +38,7 @@ M = [
  ("sassl/train.py", '    model = getattr(model, "_orig_mod", model)\n    return model if isinstance(model, nn.parallel.DistributedDataParallel) else None', '    return model if isinstance(model, nn.parallel.DistributedDataParallel) else None', "test_gpu_path.py::test_accumulation_keeps_no_sync_under_compile"),
  ("sassl/data/decode.py", "        if encoded and orientation == 1:", "        if encoded:", "test_gpu_path.py::test_exif_rotated_jpeg_is_decoded_on_the_host_for_device_decoding"),
  ("sassl/dist.py", '    if dev == "cpu" or (dev == "auto" and not torch.cuda.is_available()):', '    if not torch.cuda.is_available():', "test_gpu_path.py::test_backend_follows_the_training_device"),
- ("sassl/eval/features.py", "    if dist.all_true(hit is not None):", "    if hit is not None:", "test_gpu_path.py::test_cached_features_decided_once_for_all_ranks"),
+ ("sassl/dist.py", "    if all_true(found is not None):\n        return found", "    if found is not None:\n        return found", "test_gpu_path.py::test_cached_features_decided_once_for_all_ranks"),
  ("sassl/runtime.py", "    extra = -len(idx) % multiple", "    extra = 0", "test_gpu_path.py::test_stylized_and_blurred_subsets_take_few_shapes"),
 ]
 

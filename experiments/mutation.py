@@ -14,16 +14,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+LEARNER_TESTS = ["tests/test_losses_learners.py", "tests/test_core_pinned.py"]
 TESTS = {
-    "sassl/learners/losses.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py",
-                                 "tests/test_gpu_path.py::test_losses_are_float32_under_bf16_autocast"],
-    "sassl/learners/heads.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py"],
-    "sassl/learners/momentum.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py"],
-    "sassl/learners/mocov2.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py"],
-    "sassl/learners/mocov3.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py"],
-    "sassl/learners/byol.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py"],
-    "sassl/learners/simclr.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py"],
-    "sassl/learners/__init__.py": ["tests/test_losses_learners.py", "tests/test_core_pinned.py"],
+    "sassl/learners/losses.py": LEARNER_TESTS + ["tests/test_gpu_path.py::test_losses_are_float32_under_bf16_autocast"],
+    **{f"sassl/learners/{m}.py": LEARNER_TESTS for m in ("heads", "momentum", "mocov2", "mocov3", "byol", "simclr",
+                                                          "__init__")},
     "sassl/stylizer/augment.py": ["tests/test_augment.py", "tests/test_core_pinned.py"],
     "sassl/views.py": ["tests/test_views.py", "tests/test_core_pinned.py"],
     "sassl/optim.py": ["tests/test_optim.py", "tests/test_core_pinned.py"],

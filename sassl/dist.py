@@ -7,8 +7,8 @@ group with a timeout and a backend per device type; `teardown()` leaves it clean
 The rules this code keeps (docs/DESIGN.md §6): every
 rank issues the same collectives in the same order, so a decision that skips one is made by all ranks
 together (`all_true`); no rank waits in a collective while another does long work, so caches are built
-by all ranks at once, each its share (`shard`), or once per node with the others polling the file
-(`node_once`). `trace_collectives` records what each rank issued, for the tests that check both rules.
+by all ranks at once, each its share (`shared_cache`, `shard`), or once per node with the others polling the
+file (`node_once`). `trace_collectives` records what each rank issued, for the tests that check both rules.
 """
 from __future__ import annotations
 
@@ -93,6 +93,20 @@ def all_true(flag: bool) -> bool:
 def shard(items: list) -> list:
     """This rank's share of `items`: every world-th, from its rank."""
     return items[rank()::world_size()]
+
+
+def shared_cache(read: Callable[[], object], build: Callable[[], object], save: Callable[[object], object],
+                 readable: Callable[[], bool]) -> object:
+    """A cache file under a process group, by the two rules above: read() (None when this rank has no usable
+    copy) decides for all ranks together (all_true); when any rank lacks it, every rank calls build() (which
+    shares the work and its collectives), and save(value) writes it once per cache (save_once_per_node, with
+    readable() saying whether this rank now sees the file). Alone: read, else build and save."""
+    found = read()
+    if all_true(found is not None):
+        return found
+    value = build()
+    save_once_per_node(lambda: save(value), readable)
+    return value
 
 
 def save_once_per_node(save: Callable[[], object], readable: Callable[[], bool]) -> None:

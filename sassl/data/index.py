@@ -104,12 +104,8 @@ def folder_index(folder: str | os.PathLike, cache: bool = True) -> FileList:
         return FileList(root, walk(root))
     sig = signature(root)
     path = index_path(root)
-    found = _read(path, root, sig)
-    if dist.all_true(found is not None):  # decided by all ranks together: they skip the same collectives
-        return found
-    found = FileList(root, sharded_walk(root))
-    dist.save_once_per_node(lambda: _write(path, root, sig, found), lambda: _read(path, root, sig) is not None)
-    return found
+    return dist.shared_cache(lambda: _read(path, root, sig), lambda: FileList(root, sharded_walk(root)),
+                             lambda files: _write(path, root, sig, files), lambda: _read(path, root, sig) is not None)
 
 
 def sharded_walk(root: Path) -> list[str]:

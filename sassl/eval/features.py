@@ -168,26 +168,28 @@ def cached_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
     key = hashlib.sha256(json.dumps([fingerprint or encoder_fingerprint(backbone), dataset_fingerprint(ds, indices),
                                      image_size, crop_fraction, PREPROCESS_VERSION]).encode()).hexdigest()[:32]
     path = cache_dir() / "features" / f"{key}.pt"
-    hit = None
-    if cache and path.is_file():
+
+    def read():
+        if not (cache and path.is_file()):
+            return None
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            hit = saved["features"].to(dev), saved["labels"].to(dev), True
+            return saved["features"].to(dev), saved["labels"].to(dev), True
         except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
-            hit = None
-    # one decision for all ranks: the features are streamed (with collectives) unless every rank has them
-    if dist.all_true(hit is not None):
-        return hit
-    f, y = stream_features(backbone, ds, indices, image_size, batch_size, num_workers, crop_fraction)
-    f = f.half()
-    if cache:
-        def save():
+            return None
+
+    def build():
+        f, y = stream_features(backbone, ds, indices, image_size, batch_size, num_workers, crop_fraction)
+        return f.half(), y, False
+
+    def save(value):
+        if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(path) as tmp:
-                torch.save({"features": f.cpu(), "labels": y.cpu()}, tmp)
-        dist.save_once_per_node(save, path.is_file)
-    return f, y, False
+                torch.save({"features": value[0].cpu(), "labels": value[1].cpu()}, tmp)
 
+    # one decision for all ranks: the features are streamed (with collectives) unless every rank has them
+    return dist.shared_cache(read, build, save, path.is_file)
 
 __all__ = ["EvalImages", "cached_features", "centre_box", "dataset_fingerprint", "encoder_fingerprint",
            "stream_features"]

@@ -197,14 +197,12 @@ def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: 
             warnings.warn(f"rebuilding the style bank cache: {e}")
             return None
 
-    bank = read()
-    if dist.all_true(bank is not None):  # decided by all ranks together: they skip the same collectives
-        return bank
-    if dist.rank() == 0:
-        over = f" over {dist.world_size()} ranks" if dist.is_dist() else ""
-        print(f"sassl: embedding the style source {source} into {path}{over} (once; later runs read it)",
-              file=sys.stderr, flush=True)
-    bank = build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress and dist.rank() == 0,
-                      num_workers=loader_workers(num_workers))
-    dist.save_once_per_node(lambda: bank.save(path), path.is_file)
-    return bank
+    def build() -> StyleBank:
+        if dist.rank() == 0:
+            over = f" over {dist.world_size()} ranks" if dist.is_dist() else ""
+            print(f"sassl: embedding the style source {source} into {path}{over} (once; later runs read it)",
+                  file=sys.stderr, flush=True)
+        return build_bank(stylizer, source, image_size, weights_sha256=sha, progress=progress and dist.rank() == 0,
+                          num_workers=loader_workers(num_workers))
+
+    return dist.shared_cache(read, build, lambda bank: bank.save(path), path.is_file)
