@@ -23,9 +23,11 @@ def join(rank: int, world: int, store: str, timeout_s: float = 60.0) -> list:
 
 
 def leave(trace: list, folder: str | Path, rank: int) -> None:
-    """Write this rank's trace into `folder` and leave the group."""
+    """Write this rank's trace into `folder` and leave the group, after a barrier as pretrain() ends (a rank
+    that destroys its gloo group while the other still finishes the last collective can abort at exit)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / f"rank{rank}.json").write_text(json.dumps(trace))
+    dist.barrier()
     dist.destroy_process_group()
 
 
