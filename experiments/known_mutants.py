@@ -33,7 +33,7 @@ M = [
  ("sassl/train.py", "    run.state, run.step = state, state[\"step\"]", "    run.state, run.step = None, 0", "test_train.py::test_resume_reproduces_uninterrupted_run"),
  ("sassl/train.py", '        model.load_state_dict(run.state.pop("model"))', '        run.state.pop("model")', "test_train.py::test_resume_reproduces_uninterrupted_run"),
  # the GPU path (tests/test_gpu_path.py): what CUDA and NCCL would show, caught on the CPU
- ("sassl/learners/losses.py", "@float32\ndef info_nce(", "def info_nce(", "test_gpu_path.py::test_losses_are_float32_under_bf16_autocast"),
+ ("sassl/learners/losses.py", "info_nce = float32(info_nce)\n", "\n", "test_gpu_path.py::test_losses_are_float32_under_bf16_autocast"),
  ("sassl/train.py", "return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16", "return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16", "test_gpu_path.py::test_bf16_only_from_compute_capability_8"),
  ("sassl/train.py", '    model = getattr(model, "_orig_mod", model)\n    return model if isinstance(model, nn.parallel.DistributedDataParallel) else None', '    return model if isinstance(model, nn.parallel.DistributedDataParallel) else None', "test_gpu_path.py::test_accumulation_keeps_no_sync_under_compile"),
  ("sassl/data/decode.py", "        if encoded and orientation == 1:", "        if encoded:", "test_gpu_path.py::test_exif_rotated_jpeg_is_decoded_on_the_host_for_device_decoding"),

@@ -372,6 +372,32 @@ def open_run(cfg: PretrainConfig, resume: bool) -> Run:
     return run
 
 
+def save_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    step: int, epochs: int) -> None:
+    """Rank 0 writes run.ckpt_path atomically: weights, optimiser (and float16 scaler) state, the global step,
+    the epochs planned (a time budget's choice) and the run's config (checked when resuming)."""
+    if dist.rank() != 0:
+        return
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epochs": epochs,
+             "config": json.dumps(run.cfg_dict)}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    with atomic_file(run.ckpt_path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None) -> None:
+    """Restore what save_checkpoint wrote into the model, optimiser and scaler (nothing for a fresh run). The
+    tensors are popped from run.state: the run need not hold a second copy of the weights on the host."""
+    if run.state is None:
+        return
+    model.load_state_dict(run.state.pop("model"))
+    opt.load_state_dict(run.state.pop("optimizer"))
+    if scaler is not None and "scaler" in run.state:
+        scaler.load_state_dict(run.state.pop("scaler"))
+
+
 def build_model(cfg: PretrainConfig, device: torch.device) -> nn.Module:
     """The learner on `device` (channels-last), SyncBN across processes when asked (CUDA)."""
     model = create_learner(cfg.learner, cfg.backbone, cfg.small_images, image_size=cfg.image_size, **learner_settings(cfg))
@@ -452,11 +478,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    if run.state is not None:  # popped: the run need not hold a second copy of the weights on the host
-        model.load_state_dict(run.state.pop("model"))
-        opt.load_state_dict(run.state.pop("optimizer"))
-        if scaler is not None and "scaler" in run.state:
-            scaler.load_state_dict(run.state.pop("scaler"))
+    load_checkpoint(run, model, opt, scaler)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels once
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -485,15 +507,6 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if dist.rank() == 0:
             with open(run.metrics_file, "a") as f:
                 f.write(json.dumps(row) + "\n")
-
-    def save(step: int) -> None:
-        if dist.rank() == 0:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epochs": epochs,
-                     "config": json.dumps(run.cfg_dict)}
-            if scaler is not None:
-                state["scaler"] = scaler.state_dict()
-            with atomic_file(run.ckpt_path) as tmp:
-                torch.save(state, tmp)
 
     monitor_s = 0.0  # one monitor pass's wall time, for the time budget
     if run.state is None and monitor is not None:
@@ -537,7 +550,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")
             log({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "momentum": m})
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save(step)
+                save_checkpoint(run, model, opt, scaler, step, epochs)
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
@@ -562,7 +575,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             row["knn_top1"] = monitor(model.backbone)
         log(row)
         result = row
-        save(step)
+        save_checkpoint(run, model, opt, scaler, step, epochs)
         if progress and dist.rank() == 0:
             epoch_times.append(time.time() - t0)
             left = (planned - step) / steps_per_epoch * sum(epoch_times) / len(epoch_times)

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from sassl.eval.features import stream_features
 
 
-@torch.no_grad()
 def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, num_classes: int,
                 k: int = 20, temperature: float = 0.07, chunk: int = 1024, train_chunk: int = 65536) -> torch.Tensor:
     """Predicted labels (M,) for test_feats (M, D) from train_feats (N, D), train_labels (N,) in [0, C), on the
@@ -32,6 +31,9 @@ def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feat
         votes.scatter_add_(1, train_labels.to(q.device)[best_idx], (best_sim / temperature).exp())
         preds.append(votes.argmax(1))
     return torch.cat(preds)
+
+
+knn_predict = torch.no_grad()(knn_predict)  # NOTE: not a decorator, so that mutation testing reaches the body
 
 
 def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes: int, k: int = 20,
