@@ -55,6 +55,16 @@ def test_style_tsne_notebook(style_tsne_run):
     m = json.loads((style_tsne_run / "overlap.json").read_text())
     assert m["datasets"] == ["paintings", "textures"] and len(m["frechet"]) == 2
     assert (style_tsne_run / "figures" / "tsne.html").is_file() and (style_tsne_run / "style_tsne.ipynb").is_file()
+    # reopened (JupyterLab, nbviewer), the executed notebook shows what it stored: its figures as plotly's
+    # mime type with their data, not only as a static image or a widget that needs the kernel
+    cells = json.loads((style_tsne_run / "style_tsne.ipynb").read_text())["cells"]
+    figs = [o["data"]["application/vnd.plotly.v1+json"] for c in cells for o in c.get("outputs", [])
+            if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figs) >= 2, "the t-SNE and overlap figures stored in the notebook"
+    names = [",".join(t.get("name", "") for t in f["data"]) for f in figs]
+    assert "paintings,textures" in names  # one t-SNE trace per dataset of the parameters, with its points
+    tsne = figs[names.index("paintings,textures")]
+    assert all(len(t["x"]) == len(t["y"]) > 0 for t in tsne["data"])
 
 
 @pytest.mark.parametrize("params, message", [
