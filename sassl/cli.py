@@ -22,9 +22,11 @@ from sassl.data.registry import TORCHVISION, dataset_table, get_dataset
 from sassl.data.sets import SETS, prepare_set, set_dir
 from sassl.eval.transfer import EvalConfig, evaluate
 from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
-from sassl.notebook import NOTEBOOKS, run_notebook
+from sassl.export import FORMATS, export, push_to_hub
+from sassl.notebook import NOTEBOOKS, run_notebook, runs_root
 from sassl.plots import save_figure
 from sassl.plan import plan, report
+from sassl.runlist import format_table, list_runs
 from sassl.runtime import git_commit, resolve_device
 from sassl.sheet import contact_sheet
 from sassl.stylizer import StyleBank, build_bank, pretrained, stylize
@@ -182,6 +184,15 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    folder = export(args.run, args.out, args.format, args.runs_dir or runs_root(), args.with_heads)
+    print(f"wrote {folder}/: model.safetensors ({args.format} names), config.json, README.md (how to load it)"
+          + (", checkpoint.pt" if args.with_heads else ""))
+    if args.push_to_hub:
+        print(f"uploaded: {push_to_hub(folder, args.push_to_hub)}")
+    return 0
+
+
 def _notebook(args) -> int:
     import yaml  # lazy: papermill (and its yaml) come with the notebooks extra
     from papermill.exceptions import PapermillExecutionError
@@ -323,6 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_args(p, EvalConfig)
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
 
+    p = sub.add_parser("export", help="the encoder of a run as model.safetensors for torchvision or timm, with "
+                                      "config.json and a model card (loads without sassl)")
+    p.add_argument("run", help="run name (under --runs-dir), run folder or checkpoint .pt")
+    p.add_argument("--out", help="output folder (default: <run>/export-<format>/)")
+    p.add_argument("--format", default="torchvision", choices=FORMATS,
+                   help="whose key names: torchvision, timm, or sassl (our own module, for any backbone)")
+    p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
+    p.add_argument("--with-heads", action="store_true",
+                   help="also copy the full checkpoint (heads, target tower, optimiser) as checkpoint.pt")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to the Hugging Face Hub (network, token)")
+
+    p = sub.add_parser("runs", help="a table of the runs under runs/: learner, style, steps, kNN, linear, state, size")
+    p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
+
     p = sub.add_parser("notebook", help="run a workbench notebook headless (papermill) into its run folder")
     p.add_argument("notebook", help="pretrain, evaluate, style_tsne, compare (notebooks/), or a path to a .ipynb")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -386,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
             return _lab(args)
         elif args.cmd == "notebook":
             return _notebook(args)
+        elif args.cmd == "export":
+            return _export(args)
+        elif args.cmd == "runs":
+            print(format_table(list_runs(args.runs_dir or runs_root())))
         elif args.cmd == "style-space":
             return _style_space(args)
         elif args.cmd == "demo":

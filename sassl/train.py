@@ -10,6 +10,7 @@ augmentations are drawn from seeds derived from (seed, epoch, step), not from gl
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import time
@@ -33,6 +34,7 @@ from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
 from sassl.stylizer import StyleChoice, check_settings, make_style_op
+from sassl.tracking import RunLog
 from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, TwoCrops, check_shared_memory,
                                loader_workers, make_loader, to_unit)
 from sassl.views import TOWERS, VIEWS, Prepared, TwoViews
@@ -97,11 +99,13 @@ class PretrainConfig:
     dist_timeout: float = 60.0            # minutes a process waits for the others in a collective before the run stops
     max_steps: int = 0                    # stop after N steps in total (0: no limit; smoke tests)
     runs_dir: str = "runs"                # the runs root that holds <name>/ (one name for it in every config)
+    tensorboard: bool = True              # TensorBoard event files in <run>/tensorboard/ (scalars, SASSL draws, views): tensorboard --logdir runs
+    wandb: str = ""                       # a Weights & Biases project to log to as well (needs the wandb extra: pip install sassl[wandb]; without a network set WANDB_MODE to offline)
 
     # fields that may differ between a run and its resumption
     RESUME_FREE = ("epochs", "time_budget", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every",
                    "knn_max_train", "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile",
-                   "decode")
+                   "decode", "tensorboard", "wandb")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
@@ -144,6 +148,9 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.decode not in TwoCrops.DECODE:
         raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
+    if cfg.wandb and importlib.util.find_spec("wandb") is None:
+        raise ValueError(f"wandb: project {cfg.wandb!r} given but wandb is not installed; "
+                         "pip install 'sassl[wandb]' (or leave wandb empty)")
     if cfg.compile and cfg.sync_bn:
         warnings.warn("compile with sync_bn: SyncBatchNorm breaks torch.compile's graph at every norm layer and "
                       "this pair has not been measured on a GPU; expect little gain from compile", stacklevel=2)
@@ -494,7 +501,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     planned = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps  # steps this invocation ends at
     if dist.rank() == 0:
         meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(device),
-                "train_images": len(train_ds), "dataset_source_used": train_ds.meta.get("source_used"),
+                "train_images": len(train_ds), "steps_per_epoch": steps_per_epoch, "dataset_source_used": train_ds.meta.get("source_used"),
                 "style_source_used": style.used, "knn_monitor": monitor and {
                     "train_images": len(monitor.train_idx), "test_images": len(monitor.test_idx)}}
         if style.bank is not None:
@@ -503,10 +510,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         (run.dir / "config.json").write_text(json.dumps(run.cfg_dict | {"resolved": meta}, indent=1))
     prune_metrics(run, steps_per_epoch)
 
-    def log(row: dict) -> None:
-        if dist.rank() == 0:
-            with open(run.metrics_file, "a") as f:
-                f.write(json.dumps(row) + "\n")
+    runlog = RunLog(run.dir, run.cfg_dict, cfg.tensorboard, cfg.wandb, resume_step=run.step)
+    log = runlog.log
 
     monitor_s = 0.0  # one monitor pass's wall time, for the time budget
     if run.state is None and monitor is not None:
@@ -531,7 +536,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         return prepare_batch(views, c1, c2, step_generator(cfg, at_step), cfg.accumulate)
 
     step, epoch_times, step_times = run.step, [], []  # each epoch's wall time with / without its monitor pass
-    epoch = run.step // steps_per_epoch
+    epoch, batch = run.step // steps_per_epoch, []
     while epoch < epochs:
         sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
         model.train()
@@ -543,6 +548,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             lr = cosine_lr(step, total_steps, int(cfg.warmup_epochs * steps_per_epoch), base_lr)
             m = cosine_momentum(step, total_steps, cfg.ema)
             loss, _ = train_step(step_model, views, opt, batch, lr, m, dtype, scaler)
+            runlog.record_draws(batch)
             step += 1
             seen += sum(len(p.crop1) for p in batch) * dist.world_size()
             loss_value = checked_loss(loss, step, cfg)
@@ -574,6 +580,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or last):
             row["knn_top1"] = monitor(model.backbone)
         log(row)
+        runlog.epoch_end(step, views, batch if epoch == run.step // steps_per_epoch or "knn_top1" in row else None)
         result = row
         save_checkpoint(run, model, opt, scaler, step, epochs)
         if progress and dist.rank() == 0:
@@ -587,6 +594,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if cfg.max_steps and step >= cfg.max_steps:
             break
         epoch += 1
+    runlog.close()
     if dist.rank() == 0:
         training_curves(run.metrics_file, run.dir / "figures" / "curves")
         (run.dir / "metrics.json").write_text(json.dumps(result, indent=1))

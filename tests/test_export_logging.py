@@ -1,0 +1,214 @@
+"""Taking the encoder out (sassl export) and watching a run (TensorBoard, W&B offline, sassl runs)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sassl.cli import main
+from sassl.eval.checkpoint import load_encoder
+from sassl.eval.features import EvalImages
+from sassl.export import export, push_to_hub, target_for
+from sassl.runtime import read_metrics
+from sassl.train import config_from_dict, pretrain
+from sassl.views import imagenet_normalize
+from test_train import tiny_folder  # noqa: F401 (the fixture)
+
+
+def _run(tmp_path, folder, name, **kw):
+    cfg = config_from_dict(dict(name=name, runs_dir=str(tmp_path), dataset=f"imagefolder:{folder}", image_size=32,
+                                batch_size=8, epochs=2, proj_hidden=64, proj_dim=32, num_workers=0, style="none",
+                                knn_k=5, knn_every=1, small_images=False) | kw)
+    pretrain(cfg, progress=False)
+    return tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_folder):  # noqa: F811
+    """Two finished runs: a ResNet-18 with in-batch SASSL and a ViT-Tiny (MoCo v3), 2 epochs of 6 steps."""
+    root = tmp_path_factory.mktemp("runs")
+    torch.manual_seed(0)
+    return {"r18": _run(root, tiny_folder, "r18", backbone="resnet18", style="batch", p=0.9),
+            "vit": _run(root, tiny_folder, "vit", backbone="vit_tiny", learner="mocov3", epochs=1)}
+
+
+def _real_images(folder, n=6, size=32) -> torch.Tensor:
+    from sassl.data import get_dataset
+
+    ds = get_dataset(f"imagefolder:{folder}@val")
+    x = torch.stack([EvalImages(ds, list(range(n)), size)[i][0] for i in range(n)]).float().div(255)
+    return imagenet_normalize(x).contiguous()
+
+
+LOADER = """
+import json, sys, torch
+from safetensors.torch import load_file
+folder, inputs, out = sys.argv[1:4]
+card = open(folder + "/README.md").read()
+code = card.split("```python\\n")[1].split("```")[0]   # the model card's own lines, as a user copies them
+import os; os.chdir(folder)
+ns = {}
+exec(code, ns)
+model = ns["model"].eval()
+with torch.no_grad():
+    feats = model(torch.load(inputs, weights_only=True))
+torch.save(feats, out)
+assert not [m for m in sys.modules if m == "sassl" or m.startswith("sassl.")], "sassl was imported"
+"""
+
+
+@pytest.mark.parametrize("run, fmt", [("r18", "torchvision"), ("r18", "timm"), ("vit", "torchvision"),
+                                      ("vit", "timm")])
+def test_exported_encoder_loads_strictly_without_sassl_and_gives_the_same_features(runs, run, fmt, tmp_path,
+                                                                                   tiny_folder):  # noqa: F811
+    """The model card's load lines run in a fresh Python that never imports sassl: torchvision's / timm's model
+    with the classifier removed takes the file with strict=True (load_state_dict's default) and its features
+    on real images equal load_encoder's (relative difference < 1e-5). Seen failing on: timm's ViT names left
+    as torchvision's (missing keys), the qkv rows of a ViT in another order (features differ)."""
+    folder = export(str(runs[run]), tmp_path / "out", fmt)
+    x = _real_images(tiny_folder)
+    torch.save(x, tmp_path / "x.pt")
+    r = subprocess.run([sys.executable, "-c", LOADER, str(folder), str(tmp_path / "x.pt"), str(tmp_path / "f.pt")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    theirs = torch.load(tmp_path / "f.pt", weights_only=True)
+    net, _ = load_encoder(str(runs[run]))
+    with torch.no_grad():
+        ours = net(x)
+    assert theirs.shape == ours.shape
+    assert ((theirs - ours).norm() / ours.norm()).item() < 1e-5
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format"] == fmt and config["input_size"] == 32 and config["normalize"]["mean"] == [0.485, 0.456, 0.406]
+    assert config["pretrain_config"]["name"] == run and config["sassl"]["style"] in ("batch", "none")
+
+
+def test_export_card_heads_refusals_and_hub(runs, tmp_path, monkeypatch):
+    """The model card reports the run's eval numbers; --with-heads copies the checkpoint; a backbone with no
+    equivalent in the library is refused with the alternative named; the hub upload is one call."""
+    run = runs["r18"]
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "summary.csv").write_text("target,protocol,n,top1_mean,top1_std,top5_mean,top5_std\n"
+                                              "objects,linear,3,31.804,1.5,80.0,1.0\n")
+    folder = export("r18", tmp_path / "e", "timm", runs_dir=str(run.parent), with_heads=True)
+    card = (folder / "README.md").read_text()
+    assert "| objects | linear | 31.80 +- 1.50 | 3 |" in card
+    assert "on `imagefolder:" in card and "12 steps" in card and "style source `batch`, p 0.9" in card
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 12 and any(k.startswith("projector") or "head" in k or "target" in k for k in state["model"])
+    with pytest.raises(ValueError, match="small-image stem.*use --format sassl"):
+        target_for("torchvision", "resnet18", True, 32)
+    for fmt in ("torchvision", "timm"):
+        with pytest.raises(ValueError, match="resnet50x4.*no (torchvision|timm) or .*use --format sassl"):
+            target_for(fmt, "resnet50x4", False, 224)
+    with pytest.raises(ValueError, match="--format: 'onnx'"):
+        target_for("onnx", "resnet18", False, 32)
+    ours = target_for("sassl", "resnet50x4", False, 224)
+    assert "create_backbone('resnet50x4'" in ours.code
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo, exist_ok):
+            calls.append(("create", repo, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, repo_type):
+            calls.append(("upload", folder_path, repo_id, repo_type))
+            return "https://huggingface.co/me/r18/commit/abc"
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert push_to_hub(folder, "me/r18").endswith("/commit/abc")
+    assert calls == [("create", "me/r18", True), ("upload", str(folder), "me/r18", "model")]
+
+
+def test_sassl_format_for_the_small_image_stem(tmp_path, tiny_folder):  # noqa: F811
+    """--format sassl takes any backbone: our module with the card's lines (sassl imported there)."""
+    run = _run(tmp_path, tiny_folder, "small", small_images=True, max_steps=1, knn_every=0)
+    folder = export(str(run), None, "sassl")
+    assert folder == run / "export-sassl"
+    code = (folder / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    ns = {}
+    exec(code.replace('load_file("model.safetensors")', f'load_file("{folder}/model.safetensors")'), ns)
+    net, _ = load_encoder(str(run))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ns["model"].eval()(x), net(x))
+
+
+def test_tensorboard_holds_the_runs_scalars_draws_and_views(runs):
+    """Read back with tensorboard's own reader: one loss per step equal to metrics.jsonl's, lr and momentum,
+    the kNN monitor (step 0's random-init one included), img/s, histograms of the SASSL draws (alpha and beta
+    within their default range 0.1-0.3), and the views grid. Seen failing on: scalars logged under the epoch
+    instead of the step, the draws of unstylized images in the alpha histogram."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = runs["r18"]
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    acc.Reload()
+    rows = read_metrics(run / "metrics.jsonl")
+    losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
+    tb_loss = {e.step: e.value for e in acc.Scalars("train/loss")}
+    assert sorted(tb_loss) == list(range(1, 13)) and sorted(losses) == list(range(1, 13))
+    assert all(abs(tb_loss[s] - losses[s]) < 1e-6 * max(1, abs(losses[s])) for s in losses)
+    knn = {r["step"]: r["knn_top1"] for r in rows if "knn_top1" in r}
+    assert {e.step: round(e.value, 2) for e in acc.Scalars("eval/knn_top1")} == knn and 0 in knn
+    tags = acc.Tags()
+    assert {"train/lr", "train/momentum", "speed/images_per_second"} <= set(tags["scalars"])
+    assert {"sassl/alpha", "sassl/beta", "sassl/stylized"} <= set(tags["histograms"])
+    for name in ("sassl/alpha", "sassl/beta"):
+        h = acc.Histograms(name)[-1].histogram_value
+        assert 0.1 <= h.min <= h.max <= 0.3 and h.num > 0
+    stylized = acc.Histograms("sassl/stylized")[-1].histogram_value
+    assert stylized.num == 6 * 8 and stylized.min == 0.0 and stylized.max == 1.0  # p 0.9: some of 48 are not
+    assert acc.Histograms("sassl/alpha")[-1].histogram_value.num == stylized.sum
+    img = acc.Images("views")[0]
+    assert img.width == 3 * 32 + 4 * 2 and img.height == 8 * 32 + 9 * 2  # 8 rows of (SASSL crop, view 1, view 2)
+
+
+def test_wandb_offline_and_tensorboard_off(tmp_path, tiny_folder, monkeypatch):  # noqa: F811
+    """--wandb PROJECT with WANDB_MODE=offline (no network) writes the run under <run>/wandb/ with the scalars;
+    --tensorboard false writes no event files."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = _run(tmp_path, tiny_folder, "wb", max_steps=2, knn_every=0, wandb="sassl-test", tensorboard=False)
+    assert not (run / "tensorboard").exists()
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    record = next(offline[0].glob("run-*.wandb")).read_bytes()  # what `wandb sync` uploads later
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert len(losses) == 2 and record.count(b"train/loss") >= 2
+    assert all(json.dumps(v).encode() in record for v in losses)  # each step's loss, as W&B stores it (JSON)
+    assert list((offline[0] / "files" / "media" / "images").glob("views_*.png"))
+
+
+def test_sassl_runs_lists_state_steps_knn_and_linear(runs, tiny_folder, capsys):  # noqa: F811
+    """`sassl runs`: one line per run folder (finished, resumable, empty), steps done of planned, the last kNN,
+    the linear probe from eval/summary.csv; folders that hold no run are left out."""
+    root = runs["r18"].parent
+    (runs["r18"] / "eval").mkdir(exist_ok=True)
+    (runs["r18"] / "eval" / "summary.csv").write_text("target,protocol,n,top1_mean,top1_std,top5_mean,top5_std\n"
+                                                      "objects,knn,1,30.0,0.0,80.0,0.0\n"
+                                                      "objects,linear,3,31.804,1.5,80.0,1.0\n")
+    cut = _run(root, tiny_folder, "cut", max_steps=3, knn_every=0)
+    (root / "empty").mkdir()
+    (root / "empty" / "config.json").write_text(json.dumps({"learner": "byol", "style": "pbn"}))
+    (root / "notes").mkdir()
+    assert main(["runs", "--runs-dir", str(root)]) == 0
+    lines = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()}
+    assert lines["name"] == ["name", "learner", "style", "steps", "knn", "linear", "state", "size"]
+    knn = [r["knn_top1"] for r in read_metrics(runs["r18"] / "metrics.jsonl") if "knn_top1" in r][-1]
+    assert lines["r18"][1:8] == ["mocov2", "batch", "12/12", f"{knn:.2f}", "31.80", "(objects)", "finished"]
+    assert lines["vit"][1:4] == ["mocov3", "none", "6/6"] and "finished" in lines["vit"]
+    assert lines["cut"][1:4] == ["mocov2", "none", "3/3"] and "finished" in lines["cut"]  # max_steps 3: its plan
+    assert lines["empty"][1:5] == ["byol", "pbn", "0/?", "empty"] and "notes" not in lines
+    assert lines["r18"][-1] in ("KB", "MB")
+    (cut / "metrics.json").unlink()  # killed before its end: a checkpoint, no final metrics
+    assert main(["runs", "--runs-dir", str(root)]) == 0
+    assert "resumable" in [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("cut")][0]
