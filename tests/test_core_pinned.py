@@ -12,15 +12,16 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------- naive references
 
 
-def naive_info_nce(q: torch.Tensor, k: torch.Tensor, t: float, extra: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over i of -log(exp(cos(q_i, k_i) / t) / sum_j exp(cos(q_i, c_j) / t)), c = k then extra: one query at
-    a time, in float64."""
+def naive_info_nce(q: torch.Tensor, k: torch.Tensor, t: float, extra: torch.Tensor | None = None,
+                   rank: int = 0) -> torch.Tensor:
+    """Mean over i of -log(exp(cos(q_i, k_p) / t) / sum_j exp(cos(q_i, c_j) / t)), c = k then extra, p = i + rank B:
+    one query at a time, in float64."""
     cands = (k if extra is None else torch.cat([k, extra])).double()
     cands = cands / cands.norm(dim=1, keepdim=True)
     total = 0.0
     for i, qi in enumerate(q.double()):
         sims = (cands @ (qi / qi.norm())).tolist()
-        total += -(sims[i] / t - math.log(sum(math.exp(s / t) for s in sims)))
+        total += -(sims[i + rank * len(q)] / t - math.log(sum(math.exp(s / t) for s in sims)))
     return torch.tensor(total / len(q))
 
 
@@ -613,3 +614,88 @@ def test_knn_monitor_subsets_and_score(jpeg_folder):
         got = monitor(net)
         assert got == round(want, 2), (size, k, got, want)
         assert 100 / len(te_y) < want < 100  # the reference neither fails every image nor gets all right
+
+
+def naive_nt_xent_of_rank(z1, z2, z1_all, z2_all, rank: int, t: float) -> torch.Tensor:
+    """NT-Xent of one rank's 2B anchors against all ranks' 2N candidates, by loops in float64: anchor z1[i]
+    (global row g = i + rank B) has positive z2_all[g] and every candidate but z1_all[g] (itself) in its
+    denominator; anchor z2[i] the same with the views swapped."""
+    cands = [F.normalize(c.double(), dim=0) for c in list(z1_all) + list(z2_all)]
+    b, n, total = len(z1), len(z1_all), 0.0
+    for view, zs in enumerate((z1, z2)):
+        for i, a in enumerate(zs):
+            g = i + rank * b
+            me, pos = (g, g + n) if view == 0 else (g + n, g)
+            a = F.normalize(a.double(), dim=0)
+            sims = {c: float(a @ cands[c]) / t for c in range(2 * n) if c != me}
+            total += -(sims[pos] - math.log(sum(math.exp(v) for v in sims.values())))
+    return torch.tensor(total / (2 * b))
+
+
+def test_losses_on_unnormalised_rows_as_rank_1_of_2_with_their_default_temperature():
+    """The losses as pure functions, as rank 1 of 2 sees them: rows of very different lengths (each must be
+    normalised on its own), keys and candidates of both ranks, a queue, and no temperature given (0.1).
+    References by loops. Seen failing on: normalising the whole matrix instead of each row (queries, keys,
+    queue, anchors, candidates), the positive at i - rank B, the local batch used instead of the gathered one,
+    temperature default 1.1."""
+    from sassl.learners.losses import byol_loss, info_nce, nt_xent
+
+    g = torch.Generator().manual_seed(3)
+    b, d = 4, 8
+    lengths = torch.tensor([0.2, 1.0, 3.0, 7.0])[:, None]
+    q = torch.randn(b, d, generator=g) * lengths
+    keys = torch.randn(2 * b, d, generator=g) * torch.cat([lengths.flip(0), lengths])
+    queue = torch.randn(5, d, generator=g) * torch.linspace(0.3, 4.0, 5)[:, None]
+    assert info_nce(q, keys, rank=1).item() == pytest.approx(naive_info_nce(q, keys, 0.1, rank=1).item(), rel=1e-5)
+    assert info_nce(q, keys, queue=queue, rank=1).item() == pytest.approx(
+        naive_info_nce(q, keys, 0.1, queue, rank=1).item(), rel=1e-5)
+    z1_all = torch.randn(2 * b, d, generator=g) * torch.cat([lengths, lengths.flip(0)])
+    z2_all = torch.randn(2 * b, d, generator=g) * torch.cat([lengths.flip(0), lengths])
+    z1, z2 = z1_all[b:], z2_all[b:]  # this rank's rows of the gathered batch
+    assert nt_xent(z1, z2, z1_all=z1_all, z2_all=z2_all, rank=1).item() == pytest.approx(
+        naive_nt_xent_of_rank(z1, z2, z1_all, z2_all, 1, 0.1).item(), rel=1e-5)
+    assert nt_xent(z1, z2).item() == pytest.approx(naive_nt_xent(z1, z2, 0.1).item(), rel=1e-5)
+    want = sum(2 - 2 * float(F.cosine_similarity(p.double(), z.double(), dim=0)) for p, z in zip(q, keys[:b])) / b
+    assert byol_loss(q, keys[:b]).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_knn_edge_cases_row_norms_and_defaults(jpeg_folder):
+    """knn_predict: an empty train or test set is an error, one train point is enough; every query and train
+    row is normalised on its own (a batch of queries of different lengths predicts as each alone; a long
+    train vector at a lower cosine loses to a short one at a higher cosine); k defaults to 20; knn_accuracy
+    passes its temperature on. The monitor's subsets default to seeds 0 and 1. Seen failing on: 'and' for
+    'or' in the empty check, normalising whole matrices, the temperature dropped, seed default 1."""
+    from sassl.data import get_dataset
+    from sassl.eval.knn import KnnMonitor, bounded_subset, knn_accuracy, knn_predict
+
+    one = torch.ones(1, 3)
+    with pytest.raises(ValueError, match="empty train or test"):
+        knn_predict(one[:0], torch.zeros(0, dtype=torch.long), one, 2)
+    with pytest.raises(ValueError, match="empty train or test"):
+        knn_predict(one, torch.zeros(1, dtype=torch.long), one[:0], 2)
+    assert knn_predict(one, torch.tensor([1]), torch.ones(2, 3), 2).tolist() == [1, 1]
+
+    at = lambda c: math.sqrt(1 - c * c)  # noqa: E731
+    train = torch.stack([_unit(0.80, at(0.80), 0, 0, 0), _unit(0.80, 0, at(0.80), 0, 0), _unit(0.86, 0, 0, at(0.86), 0)])
+    labels = torch.tensor([0, 0, 1])
+    q1, q2 = _unit(1, 0, 0, 0, 0), _unit(0, 0, 0, 0, 1)
+    alone = [knn_predict(train, labels, q[None], 3, k=3).item() for q in (q1, 30 * q2)]
+    assert knn_predict(train, labels, torch.stack([q1, 30 * q2]), 3, k=3).tolist() == alone and alone[0] == 1
+    near_short = torch.stack([0.1 * _unit(0.9, at(0.9), 0, 0, 0), 5 * _unit(0.8, 0, at(0.8), 0, 0)])
+    assert knn_predict(near_short, torch.tensor([0, 1]), q1[None], 2, k=1).tolist() == [0]
+    assert knn_accuracy(train, labels, q1[None], torch.tensor([1]), 3, k=3, temperature=0.1) == 0.0
+
+    dim = 23
+    pts = []
+    for j in range(21):  # as test_knn_accuracy_defaults_are_k_20_and_t_007: the 21st neighbour breaks a tie
+        c = 0.9 if j < 20 else 0.1
+        v = torch.zeros(dim)
+        v[0], v[j + 1] = c, at(c)
+        pts.append(v)
+    q = torch.zeros(1, dim)
+    q[0, 0] = 1.0
+    assert knn_predict(torch.stack(pts), torch.tensor([0] * 10 + [1] * 11), q, 2).tolist() == [0]
+
+    tr, te = get_dataset(f"imagefolder:{jpeg_folder}"), get_dataset(f"imagefolder:{jpeg_folder}@val")
+    mon = KnnMonitor(tr, te, 24, max_train=30, max_test=10)
+    assert mon.train_idx == bounded_subset(len(tr), 30, 0) and mon.test_idx == bounded_subset(len(te), 10, 1)
