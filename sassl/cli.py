@@ -20,7 +20,7 @@ from sassl.data.bundled import SOURCES, prepare_source
 from sassl.data.decode import center_square, load_rgb, to_pil, to_tensor
 from sassl.data.registry import TORCHVISION, dataset_table, get_dataset
 from sassl.data.sets import SETS, prepare_set, set_dir
-from sassl.eval.transfer import EvalConfig, evaluate
+from sassl.eval.transfer import EvalConfig, eval_report, evaluate
 from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
 from sassl.export import FORMATS, export, push_to_hub
 from sassl.notebook import NOTEBOOKS, run_notebook, runs_root
@@ -173,14 +173,10 @@ def _evaluate(args) -> int:
         dist.teardown()
     if dist.rank() != 0 or not res["summary"]:
         return 0
-    w = max(len(r["target"]) for r in res["summary"])
-    print(f"{'target':<{w}}  {'protocol':<9}  {'n':>3}  top1 mean +- std")
-    for r in res["summary"]:
-        print(f"{r['target']:<{w}}  {r['protocol']:<9}  {r['n']:>3}  {r['top1_mean']:6.2f} +- {r['top1_std']:.2f}")
     for r in res["robustness"]:
         beta = "" if r["beta"] is None else f" beta {r['beta']:g}"
-        print(f"{r['target']:<{w}}  {r['kind']}{beta}: cosine {r['cos_mean']:.3f} +- {r['cos_ci95']:.3f} (n {r['n']})")
-    print(f"results: {res['out'] / 'summary.csv'} (per seed: results.csv; figure: figures/summary.html)")
+        print(f"{r['target']}  {r['kind']}{beta}: cosine {r['cos_mean']:.3f} +- {r['cos_ci95']:.3f} (n {r['n']})")
+    print(eval_report(res["out"]))
     return 0
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sassl.config import coerce, from_dict
-from sassl.eval.transfer import EvalConfig, default_out
+from sassl.eval.transfer import EvalConfig, default_out, eval_report
 from sassl.runtime import terminal_line
 
 
@@ -95,15 +95,23 @@ def parameter_defaults(path: Path) -> dict:
     return {t.id: ast.literal_eval(node.value) for node in body if isinstance(node, ast.Assign) for t in node.targets}
 
 
+def eval_folder_of(path: Path, params: dict) -> Path | None:
+    """Where an evaluation notebook (one with an `encoder` and no run `name`) writes its tables, else None."""
+    values = parameter_defaults(path) | params
+    if "encoder" not in values or "name" in values:
+        return None
+    root = Path(values.get("runs_dir") or runs_root(path.parent))
+    return default_out(EvalConfig(encoder=str(values["encoder"]), runs_dir=str(root), out=str(values.get("out", ""))))
+
+
 def run_folder_of(path: Path, params: dict) -> Path:
     """Where a notebook run's results go, as the notebook itself decides: runs/<name> for pretrain,
     style_tsne and compare; the encoder's run folder (or runs/eval-<encoder>) for evaluate."""
-    values = parameter_defaults(path) | params
-    root = Path(values.get("runs_dir") or runs_root(path.parent))
-    if "encoder" in values and "name" not in values:
-        out = default_out(EvalConfig(encoder=str(values["encoder"]), runs_dir=str(root), out=str(values.get("out", ""))))
+    out = eval_folder_of(path, params)
+    if out is not None:
         return out.parent if out.name == "eval" else out
-    return root / str(values.get("name", path.stem))
+    values = parameter_defaults(path) | params
+    return Path(values.get("runs_dir") or runs_root(path.parent)) / str(values.get("name", path.stem))
 
 
 def execute(src: str | os.PathLike, dest: str | os.PathLike, params: dict, cwd: str | os.PathLike | None = None):
@@ -134,5 +142,8 @@ def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLi
     dest.parent.mkdir(parents=True, exist_ok=True)
     terminal_line(f"running {src} -> {dest}")
     execute(src, dest, params, cwd=src.parent)
+    evaluated = eval_folder_of(src, params)
+    if evaluated is not None and (evaluated / "summary.json").is_file():  # its numbers, the random-init baseline beside
+        terminal_line(eval_report(evaluated))
     terminal_line(f"executed notebook: {dest}\nrun folder: {dest.parent}")
     return dest

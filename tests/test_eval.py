@@ -1,7 +1,8 @@
 """Evaluators: kNN, linear probe, fine-tune, few-shot, transfer table, checkpoint loading, style space."""
 import csv
 import json
-from dataclasses import asdict
+import re
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from sassl.eval.features import EvalImages, cached_features, stream_features
 from sassl.eval.knn import knn_accuracy, knn_predict
 from sassl.eval.linear import linear_probe, topk_accuracy, train_linear
 from sassl.eval.targets import Target, load_target, stratified_split
-from sassl.eval.transfer import EvalConfig, evaluate, summarize
+from sassl.eval.transfer import EvalConfig, baseline_summary, eval_report, evaluate, summarize
 from sassl.eval.tsne import frechet_distance, knn_overlap, overlap_matrices, tsne
 
 
@@ -283,6 +284,24 @@ def test_evaluate_writes_tidy_tables(tmp_path):
         v = [r["top1"] for r in rows if (r["target"], r["protocol"]) == (s["target"], s["protocol"])]
         assert float(s["top1_mean"]) == pytest.approx(float(np.mean(v)), abs=1e-3)
     assert (out / "figures" / "summary.html").exists() and json.loads((out / "config.json").read_text())["resolved"]
+    # the random-init baseline of the same architecture, evaluated with the same settings, once (cached)
+    base = json.loads((out / "baseline_summary.json").read_text())
+    alone = evaluate(replace(cfg, encoder="random:resnet18", out=str(tmp_path / "alone"), baseline=False),
+                     progress=False)["summary"]
+    assert base == alone == res["baseline"]
+    cached = list((tmp_path / "runs" / "baselines").iterdir())
+    assert len(cached) == 1 and re.fullmatch(r"random-resnet18-[0-9a-f]{12}", cached[0].name)
+    again = baseline_summary(cfg, res["encoder"], 32)
+    assert again == base  # read back, not evaluated again:
+    (cached[0] / "summary.json").write_text(json.dumps([dict(b, top1_mean=1.0) for b in base]))
+    assert {b["top1_mean"] for b in baseline_summary(cfg, res["encoder"], 32)} == {1.0}
+    report = eval_report(out).splitlines()
+    knn_line = next(ln for ln in report if " knn " in ln)
+    ours, theirs = next(r for r in summary if r["protocol"] == "knn"), next(b for b in base if b["protocol"] == "knn")
+    gain = float(ours["top1_mean"]) - theirs["top1_mean"]
+    assert f"{float(ours['top1_mean']):6.2f}" in knn_line and f"{theirs['top1_mean']:6.2f}" in knn_line
+    assert knn_line.split()[-1] == f"{gain:+.2f}" and "summary.csv" in report[-1]
+    cfg = replace(cfg, baseline=False)
     with pytest.raises(ValueError, match="protocols: unknown"):
         evaluate(EvalConfig(encoder="r", runs_dir=str(tmp_path / "runs"), protocols=("svm",)))
     # textures has classes of 1-2 labelled images: more shots than images is skipped with a warning, and said

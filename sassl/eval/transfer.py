@@ -6,11 +6,12 @@ Writes <out>/results.csv|json (a row per target x protocol x seed/episode), <out
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -66,6 +67,7 @@ class EvalConfig:
     device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
     runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
     out: str = ""                       # empty: runs/<run>/eval (or runs/eval-<encoder>)
+    baseline: bool = True               # also evaluate the random-init encoder of the same architecture (once: cached under runs/baselines/) and show it beside
 
 
 def default_out(cfg: EvalConfig) -> Path:
@@ -110,6 +112,52 @@ def summarize(rows: list[dict]) -> list[dict]:
             row[f"{m}_std"] = None if std is None else round(std, 3)
         out.append(row)
     return out
+
+
+# settings that do not change a baseline's numbers (the baseline is keyed by all the others)
+BASELINE_FREE = ("encoder", "out", "device", "num_workers", "runs_dir", "baseline", "feature_cache", "batch_size")
+
+
+def random_twin(info: dict) -> str:
+    """The random-init encoder spec of an encoder's architecture: random:BACKBONE[:small]."""
+    return f"random:{info['backbone']}" + (":small" if info["small_images"] else "")
+
+
+def baseline_summary(cfg: EvalConfig, info: dict, image_size: int, progress: bool = True) -> list[dict]:
+    """The summary of the same evaluation of the random-init encoder of this architecture (the bar a
+    pre-trained encoder must clear), [] for a random encoder or baseline=False. Evaluated once per
+    architecture and settings into <runs_dir>/baselines/ and read from there after; the decision is made once
+    for all ranks."""
+    if not cfg.baseline or info.get("random_init"):
+        return []
+    spec = random_twin(info)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in BASELINE_FREE} | {"encoder": spec, "image_size": image_size}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:12]
+    folder = Path(cfg.runs_dir) / "baselines" / f"{spec.replace(':', '-')}-{key}"
+    if dist.all_true((folder / "summary.json").is_file()):
+        return json.loads((folder / "summary.json").read_text())
+    twin = replace(cfg, encoder=spec, image_size=image_size, out=str(folder), baseline=False)
+    return evaluate(twin, progress)["summary"]
+
+
+def eval_report(out: str | Path) -> str:
+    """The evaluation in an eval folder as text: target x protocol, top-1 mean +- std, the random-init
+    baseline beside it with the gain, then where the tables and figures are."""
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())
+    base_file = out / "baseline_summary.json"
+    base = {(r["target"], r["protocol"]): r for r in json.loads(base_file.read_text())} if base_file.is_file() else {}
+    w = max([len("target")] + [len(r["target"]) for r in summary])
+    lines = [f"{'target':<{w}}  {'protocol':<16}  {'n':>3}  {'top-1 (%)':>15}  {'random init':>15}  {'gain':>6}"]
+    for r in summary:
+        b = base.get((r["target"], r["protocol"]))
+        ours = f"{r['top1_mean']:6.2f} +- {r['top1_std']:5.2f}"
+        theirs = f"{b['top1_mean']:6.2f} +- {b['top1_std']:5.2f}" if b else "-"
+        gain = f"{r['top1_mean'] - b['top1_mean']:+6.2f}" if b else ""
+        lines.append(f"{r['target']:<{w}}  {r['protocol']:<16}  {r['n']:>3}  {ours:>15}  {theirs:>15}  {gain:>6}")
+    lines.append(f"tables: {out / 'summary.csv'} (per seed: results.csv; random init: baseline_summary.csv); "
+                 f"figure: {out / 'figures' / 'summary.html'}")
+    return "\n".join(lines)
 
 
 def summary_figure(summary: list[dict], title: str = ""):
@@ -269,7 +317,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                  augment=cfg.augment, crop_fraction=cfg.crop_fraction, num_workers=workers)
                     rows.append(base | {"protocol": "finetune", "seed": seed} | r)
     summary = summarize(rows)
+    baseline = baseline_summary(cfg, info, size, progress)
     if writer:
+        if baseline:
+            write_table(baseline, out / "baseline_summary")
         if robust_rows:
             write_table(robust_rows, out / "robustness")
         write_table(rows, out / "results")
@@ -279,4 +330,4 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                                   "feature_parts_reused": reuse}, indent=1))
     dist.barrier()
     return {"rows": rows, "summary": summary, "out": out, "encoder": info, "skipped": skipped, "reused": reuse,
-            "robustness": robust_rows}
+            "robustness": robust_rows, "baseline": baseline}
