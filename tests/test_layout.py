@@ -59,3 +59,27 @@ def test_no_import_circles():
     for m in sorted(graph):
         visit(m)
     assert not circles, f"import circles: {circles}"
+
+
+def test_design_names_every_resume_free_setting_and_every_module():
+    """docs/DESIGN.md stays true to the code where it can drift: the settings a resume may change are exactly
+    PretrainConfig.RESUME_FREE, and its layout table names every module of sassl/."""
+    import re
+
+    from sassl.train import PretrainConfig
+
+    root = PKG.parent
+    design = (root / "docs" / "DESIGN.md").read_text()
+    listed = design.split("PretrainConfig.RESUME_FREE` (")[1].split(")")[0]
+    assert set(re.findall(r"`(\w+)`", listed)) == set(PretrainConfig.RESUME_FREE)
+    layout = design.split("## 3. Layout")[1].split("## 4.")[0]
+    missing = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        folder, name = rel.rsplit("/", 1)
+        stem = name.removesuffix(".py")
+        named = rel in layout or (name == "__init__.py" and f"{folder}/" in layout) or re.search(rf"(?<![\w/]){re.escape(name)}", layout) or (
+            folder != "sassl" and f"{folder}/" in layout and re.search(rf"\b{stem}\b", layout))
+        if not named:
+            missing.append(rel)
+    assert not missing, f"docs/DESIGN.md's layout (section 3) does not name {missing}"
