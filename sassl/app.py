@@ -13,6 +13,7 @@ import sys
 import gradio as gr
 
 from sassl.explorer import CONTENT_SETS, MAX_UPLOAD_BYTES, STYLE_MODES, Explorer
+from sassl.stylizer import DEFAULTS
 
 def build(explorer: Explorer | None = None) -> gr.Blocks:
     ex = explorer or Explorer()
@@ -45,14 +46,14 @@ def build(explorer: Explorer | None = None) -> gr.Blocks:
                 bank_file = gr.Textbox(label="style bank .pt (for 'bank file')")
                 style_image = gr.Image(type="filepath", label="style image (for 'style image')")
                 offset = gr.Slider(1, 7, value=1, step=1, label="in-batch roll offset")
-                p = gr.Slider(0, 1, value=0.8, step=0.05, label="p")
+                p = gr.Slider(0, 1, value=DEFAULTS["p"], step=0.05, label="p")
                 with gr.Row():
-                    a_lo = gr.Slider(0, 1, value=0.1, step=0.05, label="alpha min")
-                    a_hi = gr.Slider(0, 1, value=0.3, step=0.05, label="alpha max")
+                    a_lo = gr.Slider(0, 1, value=DEFAULTS["alpha"][0], step=0.05, label="alpha min")
+                    a_hi = gr.Slider(0, 1, value=DEFAULTS["alpha"][1], step=0.05, label="alpha max")
                 with gr.Row():
-                    b_lo = gr.Slider(0, 1, value=0.1, step=0.05, label="beta min")
-                    b_hi = gr.Slider(0, 1, value=0.3, step=0.05, label="beta max")
-                layers = gr.Slider(0, 13, value=13, step=1, label="stylized layers (first k)")
+                    b_lo = gr.Slider(0, 1, value=DEFAULTS["beta"][0], step=0.05, label="beta min")
+                    b_hi = gr.Slider(0, 1, value=DEFAULTS["beta"][1], step=0.05, label="beta max")
+                layers = gr.Slider(0, 13, value=DEFAULTS["layers"], step=1, label="stylized layers (first k)")
                 size = gr.Slider(64, 512, value=256, step=32, label="crop size (px)")
                 seed = gr.Number(value=0, precision=0, label="augmentation seed")
                 content_seed = gr.Number(value=0, precision=0, label="content pick seed")

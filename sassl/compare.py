@@ -15,9 +15,10 @@ from pathlib import Path
 
 from sassl.config import plain
 from sassl.eval.transfer import mean_std
+from sassl.stylizer import DEFAULTS
 from sassl.train import PretrainConfig, config_from_dict
 
-SASSL_DEFAULTS = {"p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13}
+SASSL_DEFAULTS = plain(DEFAULTS)  # as config.json holds them (lists)
 # settings that do not change what a run learns (or are the learner / SASSL part of the label)
 NOT_VARIANT = {"name", "seed", "learner", "style", "amp", "sync_bn", *SASSL_DEFAULTS}
 

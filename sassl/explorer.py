@@ -18,7 +18,7 @@ from PIL import Image
 from sassl.data import get_dataset
 from sassl.data.decode import ImageDecodeError, load_rgb, to_pil
 from sassl.runtime import resolve_device
-from sassl.stylizer import STYLE_KEYWORDS, make_style_op, mix, pretrained
+from sassl.stylizer import DEFAULTS, STYLE_KEYWORDS, make_style_op, mix, pretrained
 from sassl.data.loader import random_resized_crop
 from sassl.views import TwoViews
 
@@ -74,8 +74,8 @@ class Explorer:
 
     @torch.no_grad()
     def run(self, contents: list[Image.Image], style: str = "paintings", bank_file: str | None = None,
-            style_image: str | None = None, offset: int = 1, p: float = 0.8, alpha=(0.1, 0.3), beta=(0.1, 0.3),
-            layers: int = 13, seed: int = 0, size: int = 256, crop_scale=(0.08, 1.0)) -> Result:
+            style_image: str | None = None, offset: int = 1, p: float = DEFAULTS["p"], alpha=DEFAULTS["alpha"],
+            beta=DEFAULTS["beta"], layers: int = DEFAULTS["layers"], seed: int = 0, size: int = 256, crop_scale=(0.08, 1.0)) -> Result:
         """Crop each content image, run the SASSL op (sampled with `seed`) and the two-view pipeline."""
         if not contents:
             raise ValueError("content: no images")

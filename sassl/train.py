@@ -33,7 +33,7 @@ from sassl.paths import atomic_file
 from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
 from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
-from sassl.stylizer import StyleChoice, check_settings, make_style_op
+from sassl.stylizer import DEFAULTS as SASSL_DEFAULTS, StyleChoice, check_settings, make_style_op
 from sassl.tracking import RunLog
 from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, TwoCrops, check_shared_memory,
                                loader_workers, make_loader, to_unit)
@@ -54,10 +54,10 @@ class PretrainConfig:
     image_size: int = 64                  # side of the random resized crops, px
     crop_scale: tuple = (0.08, 1.0)       # random resized crop area range, as a share of the image (BYOL: 0.08-1)
     style: str = "pbn"                    # SASSL style source: none (off), batch, noise, content, a dataset name, a folder or a bank .pt
-    p: float = 0.8                        # SASSL probability per image
-    alpha: tuple = (0.1, 0.3)             # embedding blend range: z is alpha P(style) + (1 - alpha) P(content)
-    beta: tuple = (0.1, 0.3)              # pixel blend range: y is beta T(content, z) + (1 - beta) content
-    layers: int = 13                      # stylize only the first k of the 13 CIN layers (the rest get the content's code)
+    p: float = SASSL_DEFAULTS["p"]        # SASSL probability per image
+    alpha: tuple = SASSL_DEFAULTS["alpha"]  # embedding blend range: z is alpha P(style) + (1 - alpha) P(content)
+    beta: tuple = SASSL_DEFAULTS["beta"]  # pixel blend range: y is beta T(content, z) + (1 - beta) content
+    layers: int = SASSL_DEFAULTS["layers"]  # stylize only the first k of the 13 CIN layers (the rest get the content's code)
     views: str = "byol"                   # view augmentations: byol, simclr, mocov2 (classic), mocov3 (sassl.views.VIEWS); default: the learner's own
     # NOTE: the paper embeds styles at 256 px (Magenta's size) and does not say at what size the content is
     # embedded. The same painting embedded at 64 and at 256 px lies farther apart (mean distance 5.06) than two

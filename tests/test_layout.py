@@ -83,3 +83,52 @@ def test_design_names_every_resume_free_setting_and_every_module():
         if not named:
             missing.append(rel)
     assert not missing, f"docs/DESIGN.md's layout (section 3) does not name {missing}"
+
+
+def test_package_front_door_names_resolve_to_their_owners():
+    """`import sassl` gives __version__ (the installed metadata's) and every public name from the module that
+    owns it, loaded on first use: importing the package alone loads none of them."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    import sassl
+
+    assert sassl.__version__ == importlib.metadata.version("sassl")
+    for name, owner in sassl.PUBLIC.items():
+        assert getattr(sassl, name) is getattr(importlib.import_module(owner), name), name
+    out = subprocess.run([sys.executable, "-c", "import sys, sassl; print(sorted(m for m in sys.modules "
+                          "if m.startswith('sassl.') or m in ('tqdm', 'plotly')))"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    try:
+        sassl.no_such_name
+    except AttributeError as e:
+        assert "no_such_name" in str(e)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_sassl_defaults_have_one_owner():
+    """p, alpha, beta and layers are written once (sassl.stylizer.DEFAULTS, the paper's 0.8, U(0.1, 0.3),
+    all 13 layers); the op, style settings, run configs, the explorer, its app and run comparisons take
+    them from there (the same objects, not copies)."""
+    import inspect
+
+    from sassl.compare import SASSL_DEFAULTS
+    from sassl.explorer import Explorer
+    from sassl.stylizer import DEFAULTS, SASSL, make_style_op
+    from sassl.train import PretrainConfig
+
+    assert DEFAULTS == {"p": 0.8, "alpha": (0.1, 0.3), "beta": (0.1, 0.3), "layers": 13}
+    cfg = PretrainConfig()
+    for fn in (SASSL.__init__, make_style_op, Explorer.run):
+        params = inspect.signature(fn).parameters
+        for k, v in DEFAULTS.items():
+            assert params[k].default is v, (fn.__qualname__, k)
+    assert all(getattr(cfg, k) is v for k, v in DEFAULTS.items())
+    assert SASSL_DEFAULTS == {k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULTS.items()}
+    app = (PKG / "app.py").read_text()
+    for widget in ('value=DEFAULTS["p"]', 'value=DEFAULTS["alpha"][0]', 'value=DEFAULTS["alpha"][1]',
+                   'value=DEFAULTS["beta"][0]', 'value=DEFAULTS["beta"][1]', 'value=DEFAULTS["layers"]'):
+        assert widget in app, widget

@@ -1,12 +1,13 @@
 """Every notebook runs through papermill with tiny parameters and leaves what it must in its run folder."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from sassl.notebook import execute, parameter_defaults
+from sassl.notebook import execute, parameter_defaults, run_notebook
 
 pm = pytest.importorskip("papermill")
 
@@ -30,17 +31,24 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_pretrain_and_evaluate_notebooks(runs):
+def test_pretrain_and_evaluate_notebooks(runs, capfd):
     for name, style in (("sassl", "pbn"), ("base", "none")):
         _run("pretrain.ipynb", runs / name / "pretrain.ipynb", name=name, style=style, **TINY)
         run = runs / name
         assert {"config.json", "metrics.jsonl", "metrics.json", "pretrain.ipynb"} <= {p.name for p in run.iterdir()}
         assert (run / "figures" / "views.png").is_file() and (run / "figures" / "curves.html").is_file()
         assert json.loads((run / "config.json").read_text())["style"] == style
-        _run("evaluate.ipynb", run / "evaluate.ipynb", encoder=name, targets=["objects"], protocols=["knn", "linear"],
-             seeds=[0, 1], max_per_split=50, probe_epochs=3)
+        capfd.readouterr()
+        run_notebook("evaluate", dict(encoder=name, targets=["objects"], protocols=["knn", "linear"], seeds=[0, 1],
+                                      max_per_split=50, probe_epochs=3))  # as `sassl notebook evaluate` (make demo)
         summary = (run / "eval" / "summary.csv").read_text().splitlines()
         assert summary[0] == "target,protocol,n,top1_mean,top1_std,top5_mean,top5_std" and len(summary) == 3
+        # the terminal gets the numbers, the random-init encoder beside them (evaluated once for both runs)
+        printed = "".join(capfd.readouterr())  # terminal_line: stdout, or the real stderr once ipykernel is loaded
+        assert "random init" in printed and str(run / "eval" / "summary.csv") in printed
+        knn = next(ln for ln in printed.splitlines() if ln.startswith("objects") and " knn " in ln)
+        assert re.search(r"[+-]\d+\.\d\d$", knn)
+    assert len(list((runs / "baselines").iterdir())) == 1
     _run("compare.ipynb", runs / "compare" / "compare.ipynb")
     table = json.loads((runs / "compare" / "table.json").read_text())
     tiny = "mocov2 image_size=32 epochs=1 batch_size=8 max_steps=2"  # settings that differ from the defaults

@@ -18,6 +18,9 @@ from sassl.stylizer.bank import StyleBank
 from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_images
 
 SOURCES = ("bank", "batch", "noise", "content")  # the op's own modes; a style *setting* is read by sources.py
+# SASSL's defaults (the paper, section 4.1): every caller (the op, style settings, run configs, the explorer and
+# its app, run comparisons) reads them here
+DEFAULTS = {"p": 0.8, "alpha": (0.1, 0.3), "beta": (0.1, 0.3), "layers": NUM_CIN_LAYERS}
 
 
 def check_settings(p: float, alpha, beta, layers: int) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -103,8 +106,8 @@ class SASSL(nn.Module):
     bucket: int | None = None  # rows the stylized subset is padded to a multiple of; None: shape_bucket(device)
 
     def __init__(self, stylizer: Stylizer, source: str = "bank", bank: StyleBank | torch.Tensor | None = None,
-                 p: float = 0.8, alpha: tuple[float, float] = (0.1, 0.3), beta: tuple[float, float] = (0.1, 0.3),
-                 layers: int = NUM_CIN_LAYERS, batch_offset: int | None = None, noise_std: float = 1.0,
+                 p: float = DEFAULTS["p"], alpha: tuple[float, float] = DEFAULTS["alpha"],
+                 beta: tuple[float, float] = DEFAULTS["beta"], layers: int = DEFAULTS["layers"], batch_offset: int | None = None, noise_std: float = 1.0,
                  embed_size: int | None = None):
         super().__init__()
         if source not in SOURCES:

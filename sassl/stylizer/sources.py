@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sassl.stylizer.augment import SOURCES, SASSL
+from sassl.stylizer.augment import DEFAULTS, SOURCES, SASSL
 from sassl.stylizer.bank import StyleBank, load_bank
-from sassl.stylizer.networks import NUM_CIN_LAYERS, Stylizer
+from sassl.stylizer.networks import Stylizer
 from sassl.stylizer.weights import pretrained
 
 STYLE_KEYWORDS = ("none",) + tuple(s for s in SOURCES if s != "bank")  # none: SASSL off; then the op's other sources
@@ -30,8 +30,8 @@ class StyleChoice:
     bank: StyleBank | None  # the bank of a bank source
 
 
-def make_style_op(style: str, stylizer: Stylizer | None = None, p: float = 0.8, alpha=(0.1, 0.3), beta=(0.1, 0.3),
-                  layers: int = NUM_CIN_LAYERS, batch_offset: int | None = None, embed_size: int | None = None,
+def make_style_op(style: str, stylizer: Stylizer | None = None, p: float = DEFAULTS["p"], alpha=DEFAULTS["alpha"],
+                  beta=DEFAULTS["beta"], layers: int = DEFAULTS["layers"], batch_offset: int | None = None, embed_size: int | None = None,
                   image_size: int = 256, progress: bool = True, device=None) -> StyleChoice:
     """The SASSL op a style setting asks for, on the stylizer's device. Without a stylizer, the pretrained
     one is loaded onto `device` when the setting needs it. Bad settings raise ValueError (ranges, p,
