@@ -699,3 +699,89 @@ def test_knn_edge_cases_row_norms_and_defaults(jpeg_folder):
     tr, te = get_dataset(f"imagefolder:{jpeg_folder}"), get_dataset(f"imagefolder:{jpeg_folder}@val")
     mon = KnnMonitor(tr, te, 24, max_train=30, max_test=10)
     assert mon.train_idx == bounded_subset(len(tr), 30, 0) and mon.test_idx == bounded_subset(len(te), 10, 1)
+
+
+# ----------------------------------------------------------------------------- the linear probe, written out
+
+def naive_probe_logits(x, y, test, classes, epochs=100, lr=0.1, batch_size=256, seed=0):
+    """The probe by hand: population mean / std of the train features (float64, + 1e-6), weights N(0, 0.01)
+    then a permutation per epoch from one generator seeded `seed`, zero bias, cross-entropy on standardised
+    features, SGD with Nesterov momentum 0.9 (buf = 0.9 buf + grad; step grad + 0.9 buf), lr cosine over
+    every step: lr (1 + cos(pi t / T)) / 2."""
+    g = torch.Generator().manual_seed(seed)
+    xd = x.double()
+    mean = xd.mean(0)
+    std = (xd.var(0, unbiased=False).sqrt() + 1e-6)
+    w = torch.empty(classes, x.shape[1]).normal_(0, 0.01, generator=g).double()
+    b = torch.zeros(classes, dtype=torch.float64)
+    bufs = [torch.zeros_like(w), torch.zeros_like(b)]
+    n = len(x)
+    total, t = epochs * math.ceil(n / batch_size), 0
+    for _ in range(epochs):
+        for idx in torch.randperm(n, generator=g).split(batch_size):
+            w.requires_grad_(True)
+            b.requires_grad_(True)
+            loss = F.cross_entropy(((xd[idx] - mean) / std) @ w.t() + b, y[idx])
+            gw, gb = torch.autograd.grad(loss, [w, b])
+            step_lr = lr * (1 + math.cos(math.pi * t / total)) / 2
+            with torch.no_grad():
+                for i, (p, grad) in enumerate(((w, gw), (b, gb))):
+                    bufs[i] = 0.9 * bufs[i] + grad
+                    p -= step_lr * (grad + 0.9 * bufs[i])
+            w, b = w.detach(), b.detach()
+            t += 1
+    return ((test.double() - mean) / std) @ w.t() + b
+
+
+def test_linear_probe_against_a_hand_written_one(monkeypatch):
+    """train_linear with its defaults (100 epochs, lr 0.1, batch 256, seed 0) and with other settings (several
+    batches per epoch) gives the hand-written probe's logits; features far from 0 with small spread (the
+    standardisation must subtract the mean and divide by the std, accumulated in float64 over chunks).
+    Seen failing on: (x - mean) * std, + mean, the standardisation left out of the returned model, weights
+    N(1, 0.01) or N(0, 1.01), the permutation or the init not from the seeded generator, lr default 1.1."""
+    from sassl.eval import linear
+    from sassl.eval.linear import linear_probe, predict, train_linear
+
+    g = torch.Generator().manual_seed(11)
+    centres = torch.randn(3, 6, generator=g)
+    y = torch.arange(300) % 3  # more than one default batch (256) per epoch
+    x = 50.0 + centres[y] * 0.2 + 0.3 * torch.randn(300, 6, generator=g)
+    yt = torch.arange(15) % 3
+    test = 50.0 + centres[yt] * 0.2 + 0.3 * torch.randn(15, 6, generator=g)
+    got = predict(train_linear(x, y, 3), test)
+    want = naive_probe_logits(x, y, test, 3)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    got = predict(train_linear(x, y, 3, epochs=7, lr=0.05, batch_size=16, seed=5), test)
+    want = naive_probe_logits(x, y, test, 3, epochs=7, lr=0.05, batch_size=16, seed=5)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    seen = []
+    real = linear.train_linear
+    monkeypatch.setattr(linear, "train_linear", lambda *a: seen.append(a[3:]) or real(*a))
+    res = linear_probe(x, y, test, yt, 3)  # its defaults are train_linear's
+    assert seen == [(100, 0.1, 256, 0, None)]
+    pred = naive_probe_logits(x, y, test, 3).argmax(1)
+    assert res["top1"] == pytest.approx(100 * (pred == yt).double().mean().item()) and res["top5"] is None
+
+
+def test_feature_stats_and_scores_written_out():
+    """feature_stats: the population mean and std (+ 1e-6) of features near 1000 with spread 0.01, summed in
+    float64 over chunks (float32 sums lose the spread); a constant column has std 1e-6. scores: top-1, and
+    top-5 only from 10 classes up. Seen failing on: float32 accumulation, '=' for '+=' over chunks, the
+    clamp at 1, 6 for 5, top-5 from 11 classes."""
+    from sassl.eval.linear import feature_stats, scores
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.cat([1000 + 0.01 * torch.randn(10, 2, generator=g), torch.full((10, 1), 3.0)], dim=1)
+    mean, std = feature_stats(x, chunk=4)
+    xd = x.double()
+    torch.testing.assert_close(mean.double(), xd.mean(0), rtol=0, atol=1e-4)
+    torch.testing.assert_close(std[:2].double(), xd[:, :2].var(0, unbiased=False).sqrt() + 1e-6, rtol=1e-3, atol=0)
+    assert std[2].item() == pytest.approx(1e-6, rel=1e-3)
+
+    logits = torch.tensor([[float(c == k) * 10 + c for c in range(10)] for k in range(4)])  # row k: class k first
+    labels = torch.tensor([0, 9, 8, 3])  # row 1: label 9 is 2nd, row 2: label 8 is 3rd -> top-5
+    s = scores(logits, labels)
+    assert s == {"top1": 50.0, "top5": 100.0}
+    labels6 = torch.tensor([0, 5, 5, 3])  # label 5 is 6th in rows 1 and 2 (after k, 9, 8, 7, 6)
+    assert scores(logits, labels6)["top5"] == 50.0
+    assert scores(logits[:, :9], labels.clamp(max=8))["top5"] is None
