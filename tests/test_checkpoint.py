@@ -1,0 +1,122 @@
+"""The run's checkpoint and resume functions, one by one, without training: open_run, save_checkpoint,
+load_checkpoint, prune_metrics (the trainer's tests run them end to end)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from sassl.train import PretrainConfig, load_checkpoint, open_run, prune_metrics, save_checkpoint
+
+
+def _cfg(tmp_path, **kw) -> PretrainConfig:
+    return PretrainConfig(name="t", runs_dir=str(tmp_path), **kw)
+
+
+def _model_opt(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()  # momentum buffers: optimiser state worth saving
+    return model, opt
+
+
+def test_save_then_open_and_load_restores_the_run(tmp_path, capsys):
+    """save_checkpoint writes weights, optimiser and scaler state, the step, the planned epochs and the config
+    to <run>/checkpoints/last.pt; open_run(resume) finds it and load_checkpoint puts it back (popping the
+    tensors). Seen failing on: the step or epochs not saved, the scaler left out, state loaded into a fresh
+    run, resume from another step."""
+    cfg = _cfg(tmp_path)
+    run = open_run(cfg, resume=True)
+    assert run.state is None and run.step == 0 and run.dir == tmp_path / "t"
+    assert "no checkpoint at" in capsys.readouterr().out  # --resume of a run not started yet: said, and started
+    model, opt = _model_opt(0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0)
+    save_checkpoint(run, model, opt, scaler, step=7, epochs=3)
+    state = torch.load(run.ckpt_path, weights_only=True)
+    assert state["step"] == 7 and state["epochs"] == 3 and json.loads(state["config"]) == run.cfg_dict
+    assert state["scaler"]["scale"] == 512.0 and set(state) == {"model", "optimizer", "step", "epochs", "config", "scaler"}
+    assert not list(run.ckpt_path.parent.glob("*.tmp"))  # written whole, then renamed
+
+    resumed = open_run(cfg, resume=True)
+    assert resumed.step == 7 and resumed.state["step"] == 7
+    other, other_opt = _model_opt(1)
+    other_scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+    load_checkpoint(resumed, other, other_opt, other_scaler)
+    for a, b in zip(model.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(other_opt.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    assert other_scaler.get_scale() == 512.0
+    assert not {"model", "optimizer", "scaler"} & set(resumed.state)  # popped: no second copy on the host
+
+    fresh, fresh_opt = _model_opt(1)
+    before = [p.clone() for p in fresh.parameters()]
+    load_checkpoint(open_run(_cfg(tmp_path / "new"), resume=False), fresh, fresh_opt, None)  # no state: untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, fresh.parameters()))
+
+    save_checkpoint(run, model, opt, None, step=9, epochs=3)  # no scaler (float32, bf16): none saved
+    state = torch.load(run.ckpt_path, weights_only=True)
+    assert "scaler" not in state and state["step"] == 9
+    load_checkpoint(open_run(cfg, resume=True), other, other_opt, torch.amp.GradScaler("cpu", init_scale=8.0))
+
+
+def test_open_run_refuses_what_it_cannot_resume(tmp_path):
+    """A checkpoint without resume is refused (naming --resume); a checkpoint of another config is refused
+    with the differing settings, except the resume-free ones and renamed keys of older runs; an unreadable
+    checkpoint names the file. Seen failing on: resume-free settings compared, the old out_dir key rejected,
+    the diff empty, a damaged file loaded as a fresh start."""
+    cfg = _cfg(tmp_path)
+    run = open_run(cfg, resume=False)
+    model, opt = _model_opt(0)
+    save_checkpoint(run, model, opt, None, step=4, epochs=9)
+    with pytest.raises(FileExistsError, match="--resume"):
+        open_run(cfg, resume=False)
+    with pytest.raises(ValueError, match=r"different config.*'p': \(0.8, 0.5\)"):
+        open_run(dataclasses.replace(cfg, p=0.5), resume=True)
+    free = {k: v for k, v in {"epochs": 20, "num_workers": 3, "max_steps": 5, "knn_every": 2, "accumulate": 2,
+                              "time_budget": 5.0, "decode": "device", "tensorboard": False, "wandb": "x"}.items()
+            if k in PretrainConfig.RESUME_FREE}
+    assert len(free) == 9
+    assert open_run(dataclasses.replace(cfg, **free), resume=True).step == 4
+
+    state = torch.load(run.ckpt_path, weights_only=True)
+    old = json.loads(state["config"])
+    old["out_dir"] = old.pop("runs_dir")  # an older run's name for the same setting
+    state["config"] = json.dumps(old)
+    torch.save(state, run.ckpt_path)
+    assert open_run(cfg, resume=True).step == 4
+
+    run.ckpt_path.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"rank\(s\) \[0\] cannot read .*last.pt"):
+        open_run(cfg, resume=True)
+
+
+def test_prune_metrics_keeps_what_the_checkpoint_saw(tmp_path):
+    """Resuming at step 6 of 4-step epochs keeps the rows up to step 6 but the summary of the partial epoch 2
+    at step 6 (written again when that epoch ends); a fresh start keeps nothing; a resume at an epoch's end
+    keeps its summary. Seen failing on: rows after the checkpoint kept, the partial summary kept, everything
+    kept on a fresh start."""
+    cfg = _cfg(tmp_path)
+    run = open_run(cfg, resume=False)
+    run.dir.mkdir(parents=True)
+    rows = [{"epoch": 0, "step": 0, "knn_top1": 30.0}] + [{"step": s, "epoch": (s - 1) // 4 + 1, "loss": 1.0 / s}
+                                                          for s in range(1, 9)]
+    rows.insert(5, {"epoch": 1, "step": 4, "epoch_seconds": 1.0})
+    rows.append({"epoch": 2, "step": 6, "epoch_seconds": 0.5})  # a partial epoch's summary (max_steps 6)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+
+    def pruned(state_step: int | None) -> list[dict]:
+        run.metrics_file.write_text(text)
+        run.state, run.step = (None, 0) if state_step is None else ({"step": state_step}, state_step)
+        prune_metrics(run, steps_per_epoch=4)
+        return [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
+
+    kept = pruned(6)
+    assert [(r["step"], "epoch_seconds" in r) for r in kept] == [(0, False), (1, False), (2, False), (3, False),
+                                                                 (4, False), (4, True), (5, False), (6, False)]
+    assert pruned(None) == []
+    kept = pruned(4)
+    assert [r["step"] for r in kept] == [0, 1, 2, 3, 4, 4] and "epoch_seconds" in kept[-1]
