@@ -4,12 +4,13 @@ The names a user imports, each from the module that owns it:
 
     from sassl import PretrainConfig, config_from_dict, pretrain   # pre-training (sassl.train)
     from sassl import EvalConfig, evaluate, load_encoder           # evaluation (sassl.eval)
-    from sassl import export                                       # the encoder for torchvision / timm (sassl.export)
     from sassl import SASSL, StyleBank, build_bank, make_style_op, pretrained, stylize   # the stylizer
-    from sassl import TwoViews, VIEWS, create_backbone, create_learner, LEARNERS, get_dataset, plan
+    from sassl import TwoViews, VIEWS, create_backbone, create_learner, LEARNERS, get_dataset
 
-They load on first use (PEP 562), so `import sassl.dist` or `python -m sassl.bench gpu` do not pull in
-plotting, progress bars or the notebook stack.
+and two functions named as their modules: `from sassl.export import export` (the encoder for torchvision /
+timm) and `from sassl.plan import plan` (memory and cost before a launch). They load on first use (PEP 562),
+so `import sassl.dist` or `python -m sassl.bench gpu` do not pull in plotting, progress bars or the notebook
+stack.
 """
 from __future__ import annotations
 
@@ -26,14 +27,12 @@ PUBLIC = {
     **dict.fromkeys(("PretrainConfig", "config_from_dict", "pretrain"), "sassl.train"),
     **dict.fromkeys(("EvalConfig", "evaluate"), "sassl.eval.transfer"),
     "load_encoder": "sassl.eval.checkpoint",
-    "export": "sassl.export",
     **dict.fromkeys(("SASSL", "SASSLParams", "StyleBank", "build_bank", "make_style_op", "pretrained", "stylize"),
                     "sassl.stylizer"),
     **dict.fromkeys(("TwoViews", "VIEWS"), "sassl.views"),
     "create_backbone": "sassl.backbones",
     **dict.fromkeys(("LEARNERS", "create_learner"), "sassl.learners"),
     "get_dataset": "sassl.data",
-    "plan": "sassl.plan",
 }
 __all__ = ["__version__", *PUBLIC]
 
@@ -41,9 +40,7 @@ __all__ = ["__version__", *PUBLIC]
 def __getattr__(name: str):
     if name not in PUBLIC:
         raise AttributeError(f"module 'sassl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(PUBLIC[name]), name)
-    globals()[name] = value
-    return value
+    return getattr(importlib.import_module(PUBLIC[name]), name)
 
 
 def __dir__() -> list[str]:

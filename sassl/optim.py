@@ -54,3 +54,17 @@ def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
         return base_lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+OPTIMIZERS = ("lars", "sgd", "adamw")
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """LARS (biases and norm layers exempt from decay and adaptation), SGD with momentum 0.9, or AdamW
+    (MoCo v3's; biases and norm layers exempt from decay). Frozen parameters are left out."""
+    groups = param_groups(model, weight_decay)
+    if name == "lars":
+        return LARS(groups, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)

@@ -28,7 +28,8 @@ from sassl.learners import create_learner
 from sassl.runtime import SHAPE_BUCKET, pad_rows
 from sassl.stylizer.augment import stylize
 from sassl.stylizer.networks import Stylizer
-from sassl.train import learner_settings, make_optimizer
+from sassl.optim import make_optimizer
+from sassl.train import learner_settings
 
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, cuDNN / cuBLAS workspaces: assumed, not measured
 BANK_ROWS = 80_000  # a style bank the size of Painter by Numbers' (79,433 paintings)

@@ -28,7 +28,7 @@ from sassl.config import check_range, from_dict, plain
 from sassl.data import get_dataset, held_out_split, parse_name
 from sassl.eval.knn import KnnMonitor
 from sassl.learners import LEARNERS, MomentumTwoTower, cosine_momentum, create_learner
-from sassl.optim import LARS, cosine_lr, param_groups
+from sassl.optim import OPTIMIZERS, cosine_lr, make_optimizer
 from sassl.paths import atomic_file
 from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
@@ -310,20 +310,6 @@ def learner_settings(cfg: PretrainConfig) -> dict:
             "temperature": cfg.temperature or None}  # 0: the learner's own default
 
 
-OPTIMIZERS = ("lars", "sgd", "adamw")
-
-
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """LARS (biases and norm layers exempt from decay and adaptation), SGD with momentum 0.9, or AdamW
-    (MoCo v3's; biases and norm layers exempt from decay). Frozen parameters are left out."""
-    groups = param_groups(model, weight_decay)
-    if name == "lars":
-        return LARS(groups, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
-
-
 # ----------------------------------------------------------------------------- the run, in named parts
 
 @dataclass
@@ -462,14 +448,103 @@ def epochs_within(budget_s: float, elapsed_s: float, epoch_s: float, monitor_s: 
     return max([e for e in range(done + 1, epochs + 1) if ends_at(e) <= budget_s], default=done)
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train; returns the final metrics. Raises before training for a bad config or checkpoint.
-    Build cfg with config_from_dict (that applies its recipe); under torchrun call `sassl.dist.setup()`
-    first (the CLI does)."""
-    from tqdm.auto import tqdm  # here, not at the top: train_step and its helpers run where tqdm is not installed
+@dataclass
+class Plan:
+    """How long the run trains: `epochs` (a time budget may cut them) of `steps_per_epoch` steps, and the step
+    this invocation stops at (max_steps; 0: none)."""
 
-    t_start = time.time()  # the time budget counts from here
-    validate(cfg)
+    steps_per_epoch: int
+    epochs: int
+    max_steps: int = 0
+
+    @property
+    def total_steps(self) -> int:  # the lr and momentum schedules end here
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def planned(self) -> int:  # the step this invocation ends at
+        return min(self.total_steps, self.max_steps) if self.max_steps else self.total_steps
+
+    def stops(self, step: int) -> bool:
+        return bool(self.max_steps) and step >= self.max_steps
+
+
+class TimeBudget:
+    """`minutes` of wall clock from the start of pretrain(). After each whole epoch, the epochs that still fit
+    at the mean pace so far (epochs_within), never more than chosen before; rank 0's clock decides for every
+    rank, and the schedules end with the epochs kept."""
+
+    def __init__(self, minutes: float):
+        self.seconds, self.start = minutes * 60, time.time()
+        self.step_times: list[float] = []  # each epoch's steps, without its monitor pass
+        self.monitor_s = 0.0               # one kNN monitor pass
+
+    @property
+    def epoch_s(self) -> float:
+        return sum(self.step_times) / len(self.step_times)
+
+    def epochs_that_fit(self, done: int, epochs: int, knn_every: int) -> int:
+        return dist.all_objects(epochs_within(self.seconds, time.time() - self.start, self.epoch_s, self.monitor_s,
+                                              done, epochs, knn_every))[0]
+
+
+class Progress:
+    """The run's lines on the terminal (rank 0, when asked): the random-init kNN, the time budget's choice and
+    one line per epoch with the time left."""
+
+    def __init__(self, name: str, on: bool):
+        self.name, self.on, self.epoch_times = name, on, []
+
+    def say(self, text: str) -> None:
+        if self.on:
+            terminal_line(f"{self.name}: {text}")
+
+    def epoch(self, epoch: int, plan: Plan, step: int, losses: list[float], row: dict, seconds: float) -> None:
+        self.epoch_times.append(seconds)
+        left = (plan.planned - step) / plan.steps_per_epoch * sum(self.epoch_times) / len(self.epoch_times)
+        knn = f"  kNN {row['knn_top1']:.2f}%" if "knn_top1" in row else ""
+        loss = f"  loss {sum(losses) / len(losses):.3f}" if losses else ""
+        self.say(f"epoch {epoch + 1}/{plan.epochs}  step {step}/{plan.planned}{loss}{knn}  "
+                 f"{row['images_per_second']:.0f} img/s  epoch {duration(seconds)}  left ~{duration(left)}")
+
+
+@dataclass
+class Trainer:
+    """What a run trains with, built by set_up() before its first step."""
+
+    cfg: PretrainConfig
+    run: Run
+    device: torch.device
+    train_ds: object
+    model: nn.Module       # the learner (what checkpoints hold)
+    step_model: nn.Module  # what a step calls: the learner, under DDP and compile when asked
+    style: StyleChoice
+    views: TwoViews
+    opt: torch.optim.Optimizer
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    monitor: KnnMonitor | None
+    sampler: EpochSampler
+    loader: object
+    decoder: DeviceDecoder | None
+
+    def prepare(self, batch, at_step: int) -> list[Prepared]:
+        c1, c2 = self.decoder(batch[0], batch[1]) if self.decoder is not None else batch[:2]
+        return prepare_batch(self.views, c1, c2, step_generator(self.cfg, at_step), self.cfg.accumulate)
+
+    @property
+    def base_lr(self) -> float:
+        return scaled_lr(self.cfg)
+
+
+def scaled_lr(cfg: PretrainConfig) -> float:
+    """The peak learning rate: lr per 256 images, scaled to the global batch."""
+    return cfg.lr * cfg.batch_size / 256
+
+
+def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
+    """The run folder (and its checkpoint when resuming), data, learner, SASSL op and views, optimiser (with
+    the checkpoint's state), DDP / compile, kNN monitor and loader, in the order that seeds them."""
     run = open_run(cfg, resume)
     device = resolve_device(cfg.device)
     check_shared_memory(cfg.num_workers, cfg.batch_size // dist.world_size(), cfg.image_size, cfg.decode)
@@ -481,8 +556,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     model = build_model(cfg, device)
     style = style_op(cfg, device, progress=progress and dist.rank() == 0)
     views = TwoViews(VIEWS[cfg.views], sassl=style.op, towers=cfg.sassl_towers).to(device)
-    base_lr = cfg.lr * cfg.batch_size / 256
-    opt = make_optimizer(model, cfg.optimizer, base_lr, cfg.weight_decay)
+    opt = make_optimizer(model, cfg.optimizer, scaled_lr(cfg), cfg.weight_decay)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     load_checkpoint(run, model, opt, scaler)
@@ -490,113 +564,119 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels once
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.is_dist() else model
-    step_model = torch.compile(ddp) if cfg.compile else ddp
-    monitor = make_monitor(cfg, train_ds, base_name)
-
     sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.seed)
-    steps_per_epoch = sampler.batches_per_epoch()
+    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale, decode=cfg.decode)
+    return Trainer(cfg, run, device, train_ds, model, torch.compile(ddp) if cfg.compile else ddp, style, views, opt,
+                   dtype, scaler, make_monitor(cfg, train_ds, base_name), sampler,
+                   make_loader(crops, sampler, cfg.batch_size // dist.world_size(), cfg.num_workers, device),
+                   DeviceDecoder(cfg.image_size, device) if cfg.decode == "device" else None)
+
+
+def write_run_config(t: Trainer, plan: Plan) -> None:
+    """config.json: the resolved settings and what the run found (rank 0, at every start and resume)."""
+    if dist.rank() != 0:
+        return
+    meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(t.device),
+            "train_images": len(t.train_ds), "steps_per_epoch": plan.steps_per_epoch,
+            "dataset_source_used": t.train_ds.meta.get("source_used"), "style_source_used": t.style.used,
+            "knn_monitor": t.monitor and {"train_images": len(t.monitor.train_idx), "test_images": len(t.monitor.test_idx)}}
+    if t.style.bank is not None:
+        meta["style_bank_size"] = len(t.style.bank)
+    (t.run.dir / "figures").mkdir(parents=True, exist_ok=True)
+    (t.run.dir / "config.json").write_text(json.dumps(t.run.cfg_dict | {"resolved": meta}, indent=1))
+
+
+def train_epoch(t: Trainer, plan: Plan, epoch: int, step: int, runlog: RunLog, progress: bool
+                ) -> tuple[int, int, list[float], list[Prepared]]:
+    """The steps of one epoch from global step `step` (a resumed epoch skips the batches it had done), each
+    logged; returns (step, images seen, losses, the last batch)."""
+    from tqdm.auto import tqdm  # here, not at the top: train_step and its helpers run where tqdm is not installed
+
+    cfg = t.cfg
+    t.sampler.epoch, t.sampler.skip_batches = epoch, step - epoch * plan.steps_per_epoch
+    t.model.train()
+    seen, losses, batch = 0, [], []
+    batches = prepared_ahead(DevicePrefetcher(t.loader, t.device), t.prepare, step, t.device, cfg.sassl_async)
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{plan.epochs}", disable=not progress or dist.rank() != 0,
+               initial=t.sampler.skip_batches, total=plan.steps_per_epoch)
+    for batch in bar:
+        lr = cosine_lr(step, plan.total_steps, int(cfg.warmup_epochs * plan.steps_per_epoch), t.base_lr)
+        m = cosine_momentum(step, plan.total_steps, cfg.ema)
+        loss, _ = train_step(t.step_model, t.views, t.opt, batch, lr, m, t.dtype, t.scaler)
+        runlog.record_draws(batch)
+        step += 1
+        seen += sum(len(p.crop1) for p in batch) * dist.world_size()
+        losses.append(checked_loss(loss, step, cfg))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.3g}")
+        runlog.log({"step": step, "epoch": epoch + 1, "loss": losses[-1], "lr": lr, "momentum": m})
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_checkpoint(t.run, t.model, t.opt, t.scaler, step, plan.epochs)
+        if plan.stops(step):
+            break
+    return step, seen, losses, batch
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train; returns the final metrics. Raises before training for a bad config or checkpoint.
+    Build cfg with config_from_dict (that applies its recipe); under torchrun call `sassl.dist.setup()`
+    first (the CLI does)."""
+    budget = TimeBudget(cfg.time_budget)  # counts from here
+    validate(cfg)
+    t = set_up(cfg, resume, progress)
+    run = t.run
     # a time budget's choice (made after each epoch, kept in the checkpoint) holds when the run is resumed
     epochs = run.state.get("epochs", cfg.epochs) if cfg.time_budget and run.state else cfg.epochs
-    total_steps = steps_per_epoch * epochs
-    planned = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps  # steps this invocation ends at
-    if dist.rank() == 0:
-        meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(device),
-                "train_images": len(train_ds), "steps_per_epoch": steps_per_epoch, "dataset_source_used": train_ds.meta.get("source_used"),
-                "style_source_used": style.used, "knn_monitor": monitor and {
-                    "train_images": len(monitor.train_idx), "test_images": len(monitor.test_idx)}}
-        if style.bank is not None:
-            meta["style_bank_size"] = len(style.bank)
-        (run.dir / "figures").mkdir(parents=True, exist_ok=True)
-        (run.dir / "config.json").write_text(json.dumps(run.cfg_dict | {"resolved": meta}, indent=1))
-    prune_metrics(run, steps_per_epoch)
-
+    plan = Plan(t.sampler.batches_per_epoch(), epochs, cfg.max_steps)
+    write_run_config(t, plan)
+    prune_metrics(run, plan.steps_per_epoch)
     runlog = RunLog(run.dir, run.cfg_dict, cfg.tensorboard, cfg.wandb, resume_step=run.step)
-    log = runlog.log
-
-    monitor_s = 0.0  # one monitor pass's wall time, for the time budget
-    if run.state is None and monitor is not None:
-        t_monitor = time.time()
-        knn0 = monitor(model.backbone)  # every rank embeds its share
-        monitor_s = time.time() - t_monitor
-        log({"epoch": 0, "step": 0, "knn_top1": knn0})  # the random-init baseline a run must beat
-        if progress and dist.rank() == 0:
-            terminal_line(f"{cfg.name}: random-init kNN {knn0:.2f}% (the bar to beat); {planned} steps to go, "
-                          f"run folder {run.dir}")
-
-    result = {}
-    if run.step >= total_steps and run.metrics_file.exists():  # resuming a finished run: report it again
-        epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
-        result = epoch_rows[-1] if epoch_rows else {}
-    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale, decode=cfg.decode)
-    decoder = DeviceDecoder(cfg.image_size, device) if cfg.decode == "device" else None
-    loader = make_loader(crops, sampler, cfg.batch_size // dist.world_size(), cfg.num_workers, device)
-
-    def prepare(batch, at_step):
-        c1, c2 = decoder(batch[0], batch[1]) if decoder is not None else batch[:2]
-        return prepare_batch(views, c1, c2, step_generator(cfg, at_step), cfg.accumulate)
-
-    step, epoch_times, step_times = run.step, [], []  # each epoch's wall time with / without its monitor pass
-    epoch, batch = run.step // steps_per_epoch, []
-    while epoch < epochs:
-        sampler.epoch, sampler.skip_batches = epoch, step - epoch * steps_per_epoch
-        model.train()
-        t0, seen, losses = time.time(), 0, []
-        batches = prepared_ahead(DevicePrefetcher(loader, device), prepare, step, device, cfg.sassl_async)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or dist.rank() != 0,
-                   initial=sampler.skip_batches, total=steps_per_epoch)
-        for batch in bar:
-            lr = cosine_lr(step, total_steps, int(cfg.warmup_epochs * steps_per_epoch), base_lr)
-            m = cosine_momentum(step, total_steps, cfg.ema)
-            loss, _ = train_step(step_model, views, opt, batch, lr, m, dtype, scaler)
-            runlog.record_draws(batch)
-            step += 1
-            seen += sum(len(p.crop1) for p in batch) * dist.world_size()
-            loss_value = checked_loss(loss, step, cfg)
-            losses.append(loss_value)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}")
-            log({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "momentum": m})
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save_checkpoint(run, model, opt, scaler, step, epochs)
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-        step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
-        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(step_times[-1], 2),
-               "images_per_second": round(seen / max(1e-9, step_times[-1]), 1)}
-        if cfg.time_budget and run.state is None and step == steps_per_epoch * (epoch + 1):
-            # after each whole epoch: the epochs that still fit at the mean pace so far, never more than chosen
-            # before; rank 0's clock decides for every rank; the lr and momentum schedules end with them
-            kept = dist.all_objects(epochs_within(cfg.time_budget * 60, time.time() - t_start,
-                                                  sum(step_times) / len(step_times), monitor_s, epoch + 1, epochs,
-                                                  cfg.knn_every))[0]
-            if epoch == 0 or kept < epochs:
-                epochs, total_steps = kept, steps_per_epoch * kept
-                planned = min(planned, total_steps)
-                row["epochs_in_budget"] = epochs
-                if progress and dist.rank() == 0:
-                    terminal_line(f"{cfg.name}: time budget {duration(cfg.time_budget * 60)}: training {epochs} of "
-                                  f"{cfg.epochs} epochs (epochs take {duration(sum(step_times) / len(step_times))}, "
-                                  f"a kNN pass {duration(monitor_s)})")
-        last = epoch + 1 == epochs or (cfg.max_steps and step >= cfg.max_steps)
-        if monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or last):
-            row["knn_top1"] = monitor(model.backbone)
-        log(row)
-        runlog.epoch_end(step, views, batch if epoch == run.step // steps_per_epoch or "knn_top1" in row else None)
+    say = Progress(cfg.name, progress and dist.rank() == 0)
+    if run.state is None and t.monitor is not None:  # the random-init baseline a run must beat
+        t0 = time.time()
+        knn0 = t.monitor(t.model.backbone)  # every rank embeds its share
+        budget.monitor_s = time.time() - t0
+        runlog.log({"epoch": 0, "step": 0, "knn_top1": knn0})
+        say.say(f"random-init kNN {knn0:.2f}% (the bar to beat); {plan.planned} steps to go, run folder {run.dir}")
+    result = finished_result(run, plan)
+    step, epoch = run.step, run.step // plan.steps_per_epoch
+    while epoch < plan.epochs:
+        t0 = time.time()
+        step, seen, losses, batch = train_epoch(t, plan, epoch, step, runlog, progress)
+        budget.step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
+        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(budget.step_times[-1], 2),
+               "images_per_second": round(seen / max(1e-9, budget.step_times[-1]), 1)}
+        if cfg.time_budget and run.state is None and step == plan.steps_per_epoch * (epoch + 1):
+            kept = budget.epochs_that_fit(epoch + 1, plan.epochs, cfg.knn_every)
+            if epoch == 0 or kept < plan.epochs:
+                plan.epochs = row["epochs_in_budget"] = kept
+                say.say(f"time budget {duration(budget.seconds)}: training {kept} of {cfg.epochs} epochs (epochs "
+                        f"take {duration(budget.epoch_s)}, a kNN pass {duration(budget.monitor_s)})")
+        if t.monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == plan.epochs or plan.stops(step)):
+            row["knn_top1"] = t.monitor(t.model.backbone)
+        runlog.log(row)
+        runlog.epoch_end(step, t.views, batch if epoch == run.step // plan.steps_per_epoch or "knn_top1" in row else None)
         result = row
-        save_checkpoint(run, model, opt, scaler, step, epochs)
-        if progress and dist.rank() == 0:
-            epoch_times.append(time.time() - t0)
-            left = (planned - step) / steps_per_epoch * sum(epoch_times) / len(epoch_times)
-            knn = f"  kNN {row['knn_top1']:.2f}%" if "knn_top1" in row else ""
-            loss_txt = f"  loss {sum(losses) / len(losses):.3f}" if losses else ""
-            terminal_line(f"{cfg.name}: epoch {epoch + 1}/{epochs}  step {step}/{planned}{loss_txt}{knn}  "
-                          f"{row['images_per_second']:.0f} img/s  epoch {duration(epoch_times[-1])}  "
-                          f"left ~{duration(left)}")
-        if cfg.max_steps and step >= cfg.max_steps:
+        save_checkpoint(run, t.model, t.opt, t.scaler, step, plan.epochs)
+        say.epoch(epoch, plan, step, losses, row, time.time() - t0)
+        if plan.stops(step):
             break
         epoch += 1
+    finish(run, runlog, result)
+    return result
+
+
+def finished_result(run: Run, plan: Plan) -> dict:
+    """The last epoch row of a run resumed after its end (reported again), else {}."""
+    if run.step < plan.total_steps or not run.metrics_file.exists():
+        return {}
+    epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
+    return epoch_rows[-1] if epoch_rows else {}
+
+
+def finish(run: Run, runlog: RunLog, result: dict) -> None:
+    """Close the loggers; rank 0 draws the curves and writes metrics.json; no rank leaves before it is done."""
     runlog.close()
     if dist.rank() == 0:
         training_curves(run.metrics_file, run.dir / "figures" / "curves")
         (run.dir / "metrics.json").write_text(json.dumps(result, indent=1))
-    dist.barrier()  # no rank leaves while rank 0 still writes the run's last files
-    return result
+    dist.barrier()

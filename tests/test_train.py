@@ -173,7 +173,8 @@ def test_cli_recipe_is_recorded_and_knn_can_be_off(tmp_path, tiny_folder):
 def test_accumulated_micro_batches_equal_one_batch():
     """BYOL (no negatives) with BN frozen: 4 micro-batches of 2 give the same step as one batch of 8."""
     from sassl.learners import create_learner
-    from sassl.train import make_optimizer, train_step
+    from sassl.optim import make_optimizer
+    from sassl.train import train_step
     from sassl.views import Prepared
 
     def frozen_byol():
@@ -211,7 +212,8 @@ def test_grad_scaler_step_equals_plain_step():
     """The float16 path's GradScaler (GPUs without bfloat16), run in fp32 on the CPU: its scale is a power of
     two, so scaling the loss and unscaling the gradients before LARS gives the plain step."""
     from sassl.learners import create_learner
-    from sassl.train import make_optimizer, prepare_batch, train_step
+    from sassl.optim import make_optimizer
+    from sassl.train import prepare_batch, train_step
     from sassl.views import TwoViews
 
     torch.manual_seed(2)
