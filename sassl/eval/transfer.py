@@ -11,7 +11,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -31,7 +31,6 @@ from sassl.plots import save_figure
 from sassl.runtime import git_commit, resolve_device, write_table
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
 
-PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "style_invariance", "stylized")
 ROBUSTNESS = ("style_invariance", "stylized")  # protocols that stylize test images with held-out styles
 
 
@@ -80,9 +79,9 @@ def default_out(cfg: EvalConfig) -> Path:
 
 
 def _check(cfg: EvalConfig) -> None:
-    bad = [p for p in cfg.protocols if p not in PROTOCOLS]
+    bad = [p for p in cfg.protocols if p not in PROTOCOL_ROWS]
     if bad:
-        raise ValueError(f"protocols: unknown {bad}; available: {', '.join(PROTOCOLS)}")
+        raise ValueError(f"protocols: unknown {bad}; available: {', '.join(PROTOCOL_ROWS)}")
     if not cfg.targets:
         raise ValueError("targets: give at least one dataset name")
     if not cfg.seeds:
@@ -234,6 +233,103 @@ def side_features(backbone: torch.nn.Module, parts: list, cfg: EvalConfig, size:
     return torch.cat(feats), reused
 
 
+@dataclass
+class Probe:
+    """What the protocols of one target see: the settings, the encoder, the target and its cached features."""
+
+    cfg: EvalConfig
+    backbone: torch.nn.Module
+    info: dict
+    target: object
+    base: dict             # the columns every row of this target carries
+    tr: torch.Tensor       # train features (float16, cached)
+    te: torch.Tensor       # test features
+    size: int
+    workers: int
+    stylize: object = None  # the held-out stylizer of the robustness protocols
+    held: tuple | None = None  # the bounded test images they stylize, decoded once
+    skipped: list = field(default_factory=list)  # settings a protocol could not run, with the reason
+
+    def test_images(self) -> tuple:
+        if self.held is None:
+            self.held = load_images(self.target.test, self.size, self.cfg.crop_fraction, self.cfg.robust_max_images)
+        return self.held
+
+
+def knn_rows(pr: Probe) -> list[dict]:
+    """The weighted kNN vote: deterministic, one row."""
+    t = pr.target
+    pred = knn_predict(pr.tr, t.train_y, pr.te, t.num_classes, pr.cfg.knn_k).cpu()
+    logits = torch.nn.functional.one_hot(pred, t.num_classes).float()
+    return [pr.base | {"protocol": "knn", "seed": 0} | scores(logits, t.test_y) | {"top5": None}]
+
+
+def linear_rows(pr: Probe) -> list[dict]:
+    """The linear probe, one row per seed; with cfg.augment, fresh augmented crops streamed every epoch."""
+    cfg, t, rows = pr.cfg, pr.target, []
+    for seed in cfg.seeds:
+        def augmented(epoch: int, seed=seed) -> torch.Tensor:
+            return torch.cat([stream_features(pr.backbone, ds, idx, pr.size, cfg.batch_size, pr.workers, 1.0,
+                                              augment_seed=seed * 100_003 + epoch)[0] for ds, idx in t.train])
+        r = linear_probe(pr.tr, t.train_y, pr.te, t.test_y, t.num_classes, cfg.probe_epochs, cfg.probe_lr, seed=seed,
+                         augmented=augmented if cfg.augment else None)
+        rows.append(pr.base | {"protocol": "linear", "seed": seed} | r)
+    return rows
+
+
+def fewshot_rows(pr: Probe) -> list[dict]:
+    """Few-shot episodes: the published split file's when given, else seeded ones per shots and seed (a shots
+    setting with too few images per class is skipped, with a warning and a row in run.json)."""
+    cfg, t, rows = pr.cfg, pr.target, []
+    if cfg.fewshot_list:
+        names = [Path(str(ds.files[i])).name for ds, idx in t.train for i in idx]
+        for shots, picks in read_fewshot_list(cfg.fewshot_list, names).items():
+            eps = few_shot(pr.tr, t.train_y, pr.te, t.test_y, t.num_classes, shots, epochs=cfg.probe_epochs, picks=picks)
+            rows += [pr.base | {"protocol": f"{shots}-shot", "seed": 0, "episodes_from": Path(cfg.fewshot_list).name}
+                     | r for r in eps]
+        return rows
+    for shots in cfg.shots:
+        for seed in cfg.seeds:
+            try:
+                eps = few_shot(pr.tr, t.train_y, pr.te, t.test_y, t.num_classes, shots, cfg.episodes, seed * 1000,
+                               cfg.probe_epochs)
+            except ValueError as e:  # too few images for this many shots: skip it, say so
+                warnings.warn(f"target {pr.base['target']}: {e}; {shots}-shot skipped for this target")
+                pr.skipped.append({"target": pr.base["target"], "protocol": f"{shots}-shot", "reason": str(e)})
+                break
+            rows += [pr.base | {"protocol": f"{shots}-shot", "seed": seed, "episodes_from": "seeded"} | r for r in eps]
+    return rows
+
+
+def finetune_rows(pr: Probe) -> list[dict]:
+    """Fine-tuning of the whole network, one row per seed."""
+    cfg = pr.cfg
+    return [pr.base | {"protocol": "finetune", "seed": seed}
+            | finetune(pr.backbone, pr.info["dim"], pr.target, pr.size, finetune_epochs(cfg, len(pr.target.train_y)),
+                       cfg.finetune_lr, seed=seed, augment=cfg.augment, crop_fraction=cfg.crop_fraction,
+                       num_workers=pr.workers)
+            for seed in cfg.seeds]
+
+
+def invariance_rows(pr: Probe) -> list[dict]:
+    """Cosine of f(x) and f(stylized x) at each beta, beside a content change (rows of robustness.csv)."""
+    x_te, y_te = pr.test_images()
+    return [pr.base | {"protocol": "style_invariance", "heldout_styles": pr.cfg.heldout_styles} | r
+            for r in style_invariance(pr.backbone, x_te, y_te, pr.stylize, pr.cfg.robust_betas)]
+
+
+def stylized_target_rows(pr: Probe) -> list[dict]:
+    """kNN and linear probe fit on clean features, tested on the fully stylized test images (stylized_rows)."""
+    x_te, y_te = pr.test_images()
+    return stylized_rows(pr.base, pr.backbone, pr.tr, pr.target, x_te, y_te, pr.stylize, pr.cfg)
+
+
+# protocol -> (its rows for one target, the table they go to)
+PROTOCOL_ROWS = {"knn": (knn_rows, "results"), "linear": (linear_rows, "results"), "fewshot": (fewshot_rows, "results"),
+                 "finetune": (finetune_rows, "results"), "style_invariance": (invariance_rows, "robustness"),
+                 "stylized": (stylized_target_rows, "results")}
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run every protocol on every target; returns {'rows', 'summary', 'out', 'encoder'}. Under torchrun every
     rank extracts its share of the features (gathered, in order) and computes the same results; rank 0 writes."""
@@ -251,10 +347,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             "out": str(out), "image_size": size, "device": str(device), "git_commit": git_commit(),
             "world_size": dist.world_size(), "encoder_sha256": fingerprint,
             "encoder": {k: v for k, v in info.items() if k != "pretrain_config"}}}, indent=1))
-    rows: list[dict] = []
+    tables: dict[str, list[dict]] = {"results": [], "robustness": []}
     skipped: list[dict] = []
     reuse: dict[str, int] = {}
-    robust_rows: list[dict] = []
     stylize = heldout_stylizer(cfg, info, device) if set(cfg.protocols) & set(ROBUSTNESS) else None
     t_start = time.time()
     bar = tqdm(cfg.targets, desc="evaluating", disable=not progress or not writer)
@@ -266,56 +361,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         tr, hit_tr = side_features(backbone, target.train, cfg, size, fingerprint, workers)
         te, hit_te = side_features(backbone, target.test, cfg, size, fingerprint, workers)
         reuse[name] = hit_tr + hit_te
-        held = None
+        probe = Probe(cfg, backbone, info, target, base, tr, te, size, workers, stylize, skipped=skipped)
         for protocol in cfg.protocols:
             bar.set_postfix(target=name, protocol=protocol)
-            if protocol == "knn":  # deterministic: one row
-                pred = knn_predict(tr, target.train_y, te, target.num_classes, cfg.knn_k).cpu()
-                logits = torch.nn.functional.one_hot(pred, target.num_classes).float()
-                rows.append(base | {"protocol": "knn", "seed": 0} | scores(logits, target.test_y) | {"top5": None})
-            elif protocol == "linear":
-                for seed in cfg.seeds:
-                    def augmented(epoch: int, seed=seed) -> torch.Tensor:  # fresh augmented crops, streamed
-                        return torch.cat([stream_features(backbone, ds, idx, size, cfg.batch_size, workers, 1.0,
-                                                          augment_seed=seed * 100_003 + epoch)[0]
-                                          for ds, idx in target.train])
-                    r = linear_probe(tr, target.train_y, te, target.test_y, target.num_classes, cfg.probe_epochs,
-                                     cfg.probe_lr, seed=seed, augmented=augmented if cfg.augment else None)
-                    rows.append(base | {"protocol": "linear", "seed": seed} | r)
-            elif protocol == "fewshot" and cfg.fewshot_list:  # the published splits: one row per listed episode
-                names = [Path(str(ds.files[i])).name for ds, idx in target.train for i in idx]
-                for shots, picks in read_fewshot_list(cfg.fewshot_list, names).items():
-                    eps = few_shot(tr, target.train_y, te, target.test_y, target.num_classes, shots,
-                                   epochs=cfg.probe_epochs, picks=picks)
-                    rows += [base | {"protocol": f"{shots}-shot", "seed": 0, "episodes_from": Path(cfg.fewshot_list).name}
-                             | r for r in eps]
-            elif protocol == "fewshot":
-                for shots in cfg.shots:
-                    for seed in cfg.seeds:
-                        try:
-                            eps = few_shot(tr, target.train_y, te, target.test_y, target.num_classes, shots,
-                                           cfg.episodes, seed * 1000, cfg.probe_epochs)
-                        except ValueError as e:  # too few images for this many shots: skip it, say so
-                            warnings.warn(f"target {name}: {e}; {shots}-shot skipped for this target")
-                            skipped.append({"target": name, "protocol": f"{shots}-shot", "reason": str(e)})
-                            break
-                        rows += [base | {"protocol": f"{shots}-shot", "seed": seed, "episodes_from": "seeded"} | r
-                                 for r in eps]
-            elif protocol in ROBUSTNESS:
-                if held is None:  # the bounded test images, decoded once for both robustness protocols
-                    held = load_images(target.test, size, cfg.crop_fraction, cfg.robust_max_images)
-                x_te, y_te = held
-                if protocol == "style_invariance":
-                    robust_rows += [base | {"protocol": protocol, "heldout_styles": cfg.heldout_styles} | r
-                                    for r in style_invariance(backbone, x_te, y_te, stylize, cfg.robust_betas)]
-                else:
-                    rows += stylized_rows(base, backbone, tr, target, x_te, y_te, stylize, cfg)
-            elif protocol == "finetune":
-                for seed in cfg.seeds:
-                    r = finetune(backbone, info["dim"], target, size, finetune_epochs(cfg, len(target.train_y)),
-                                 cfg.finetune_lr, seed=seed,
-                                 augment=cfg.augment, crop_fraction=cfg.crop_fraction, num_workers=workers)
-                    rows.append(base | {"protocol": "finetune", "seed": seed} | r)
+            rows_of, table = PROTOCOL_ROWS[protocol]
+            tables[table] += rows_of(probe)
+    rows, robust_rows = tables["results"], tables["robustness"]
     summary = summarize(rows)
     baseline = baseline_summary(cfg, info, size, progress)
     if writer:
