@@ -533,10 +533,54 @@ def _report(row: dict, json_path: str | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["gpu"]:  # its own flags (sassl.bench_gpu)
-        return gpu_main(argv[1:])
+def _run_explorer(args) -> int:
+    rows = bench_explorer(args.n, args.size, args.reps, args.device)
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print("| style source | images | px | seconds / update | / 2 s budget |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
+    return 0
+
+
+def _run_eval(args) -> int:
+    return _report(bench_eval(args.folder, args.images, args.size, peak_folder=args.peak_folder), args.json)
+
+
+def _run_loader(args) -> int:
+    return _report(bench_loader(args.folder, args.images, args.size, repeats=args.repeats, per_repeat=args.per_repeat),
+                   args.json)
+
+
+def _run_index(args) -> int:
+    return _report(bench_index(args.folder, args.train, args.val), args.json)
+
+
+def _run_start(args) -> int:
+    return _report(bench_start(args.folder, args.train, args.val, steps=args.steps), args.json)
+
+
+def _run_train(args) -> int:
+    rows = bench_train(args.batch, args.size, args.steps, args.repeats, args.device, learners=args.learners,
+                       embed_sizes=args.embed_sizes, reference=not args.no_reference, backbone=args.backbone)
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(format_train_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _run_stylizer(args) -> int:
+    rows = bench_stylizer(args.sizes, args.batch, args.min_time, args.device)
+    info = f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} cpu={_cpu_name()}"
+    print(info)
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """`python -m sassl.bench`'s flags; each benchmark names the function that runs it."""
     ap = argparse.ArgumentParser(prog="python -m sassl.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -546,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed repeats per cell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(run=_run_stylizer)
     p = sub.add_parser("train", help="training-step throughput per learner, SASSL off/on, lightly reference")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=64)
@@ -558,17 +603,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reference", action="store_true", help="leave out the lightly-based MoCo v2 reference row")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(run=_run_train)
     p = sub.add_parser("start", help="sassl pretrain's start on a generated ImageNet-layout folder: index, memory")
     p.add_argument("--folder", default="/tmp/sassl-scale", help="where the generated folder is (re)used")
     p.add_argument("--train", type=int, default=40_000)
     p.add_argument("--val", type=int, default=1_000)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(run=_run_start)
     p = sub.add_parser("index", help="file index and datasets of an ImageNet-size folder (1.28 M hard links)")
     p.add_argument("--folder", default="/tmp/sassl-imagenet-links")
     p.add_argument("--train", type=int, default=1_281_167)
     p.add_argument("--val", type=int, default=50_000)
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(run=_run_index)
     p = sub.add_parser("loader", help="training loader: two-view images/s per worker core and bytes per batch, old vs new")
     p.add_argument("--folder", default="/tmp/sassl-loader", help="where the generated folder is (re)used")
     p.add_argument("--images", type=int, default=2000)
@@ -576,52 +624,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--per-repeat", type=int, default=256, help="images per timed repeat and path")
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(run=_run_loader)
     p = sub.add_parser("eval", help="evaluation: feature extraction and probe epochs, old vs new; peak memory on 40k files")
     p.add_argument("--folder", default="/tmp/sassl-loader", help="where the generated folder is (re)used")
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--peak-folder", default=None, help="also run sassl evaluate on a 40,000 + 1,000 file folder here")
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(run=_run_eval)
     p = sub.add_parser("explorer", help="seconds per update of the stylization explorer (target: < 2 s)")
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_run_explorer)
     sub.add_parser("gpu", help="the GPU check: python -m sassl.bench gpu --help", add_help=False)
-    args = ap.parse_args(argv)
-    if args.what == "explorer":
-        rows = bench_explorer(args.n, args.size, args.reps, args.device)
-        print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
-        print("| style source | images | px | seconds / update | / 2 s budget |\n|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['style']} | {r['images']} | {r['size']} | {r['seconds']:.2f} | {r['vs_2s_budget']:.2f} |")
-        return 0
-    if args.what == "eval":
-        return _report(bench_eval(args.folder, args.images, args.size, peak_folder=args.peak_folder), args.json)
-    if args.what == "loader":
-        return _report(bench_loader(args.folder, args.images, args.size, repeats=args.repeats,
-                                    per_repeat=args.per_repeat), args.json)
-    if args.what == "index":
-        return _report(bench_index(args.folder, args.train, args.val), args.json)
-    if args.what == "start":
-        return _report(bench_start(args.folder, args.train, args.val, steps=args.steps), args.json)
-    if args.what == "train":
-        rows = bench_train(args.batch, args.size, args.steps, args.repeats, args.device, learners=args.learners,
-                           embed_sizes=args.embed_sizes, reference=not args.no_reference, backbone=args.backbone)
-        print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
-        print(format_train_table(rows))
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-        return 0
-    if args.what == "stylizer":
-        rows = bench_stylizer(args.sizes, args.batch, args.min_time, args.device)
-        info = (f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-                f"cpu={_cpu_name()}")
-        print(info)
-        print(format_table(rows))
-        if args.json:
-            Path(args.json).write_text(json.dumps({"info": info, "rows": rows}, indent=1))
-    return 0
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu"]:  # its own flags (sassl.bench_gpu)
+        return gpu_main(argv[1:])
+    args = _parser().parse_args(argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,85 @@ def _learner(cfg_values: dict, device: torch.device):
     return cfg, model, make_optimizer(model, cfg.optimizer, 0.01, cfg.weight_decay)
 
 
+def check_host_sync(values: dict, dev: torch.device, stylizer, batches: list, dtype, size: int, on: bool) -> dict:
+    """No host sync in steady-state steps (SASSL on, prepared ahead: every path of a step), under
+    torch.cuda.set_sync_debug_mode("error"), on a run of its own (the debug mode slows the timed runs)."""
+    if not on:
+        return {"checked": False, "ok": True, "why": "CPU"}
+    cfg, model, opt = _learner(values, dev)
+    views = TwoViews(VIEWS[cfg.views], sassl=SASSL(stylizer, source="batch", p=cfg.p, embed_size=size)).to(dev)
+    try:
+        _steps(model, views, opt, batches[:6], dtype, dev, ahead=True, seed=0, sync_debug=True)
+        return {"checked": True, "ok": True}
+    except RuntimeError as e:  # the first host sync, with where it happened
+        return {"checked": True, "ok": False, "error": str(e)[-3000:]}
+
+
+def sassl_runs(values: dict, dev: torch.device, stylizer, batches: list, dtype, size: int) -> dict:
+    """Training steps with SASSL off, on (sync) and on, prepared ahead (async): per run its losses, images/s and
+    peak memory above what was there (CUDA)."""
+    cuda = dev.type == "cuda"
+    runs = {}
+    for name, sassl, ahead in (("off", False, False), ("sync", True, False), ("async", True, True)):
+        if cuda:
+            torch.cuda.synchronize(dev)
+            base = torch.cuda.memory_allocated(dev)  # the batches and the stylizer, already there
+        cfg, model, opt = _learner(values, dev)
+        op = SASSL(stylizer, source="batch", p=cfg.p, embed_size=cfg.embed_size or size) if sassl else None
+        views = TwoViews(VIEWS[cfg.views], sassl=op).to(dev)
+        losses, rate = _steps(model, views, opt, batches, dtype, dev, ahead, seed=0)
+        runs[name] = {"losses": losses, "images_per_second": rate,
+                      "peak_gb": (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 30 if cuda else None}
+        del model, opt, views, op
+    return runs
+
+
+def check_decode(work: str | Path, size: int, dev: torch.device) -> dict:
+    """Fast (CPU decode) vs device decoding, an EXIF-rotated JPEG among them."""
+    cuda = dev.type == "cuda"
+    paths = make_jpegs(Path(work) / "jpegs", 32)
+    ds = Dataset("gpu-check", [0] * len(paths), ["x"], files=paths)
+    fast, enc = TwoCrops(ds, size, seed=1), TwoCrops(ds, size, seed=1, decode="device")
+    decoder = DeviceDecoder(size, dev)
+    items = [enc[(0, i)] for i in range(len(paths))]
+    t = time.perf_counter()
+    c1, c2 = decoder(*collate_encoded(items)[:2])
+    if cuda:
+        torch.cuda.synchronize(dev)
+    device_s = time.perf_counter() - t
+    t = time.perf_counter()
+    want = [fast[(0, i)] for i in range(len(paths))]
+    fast_s = time.perf_counter() - t
+    err = max(float((c1[i].float().cpu() - w[0].float()).abs().mean()) for i, w in enumerate(want))
+    err = max(err, max(float((c2[i].float().cpu() - w[1].float()).abs().mean()) for i, w in enumerate(want)))
+    out = {"max_mean_abs_difference": err, "ok": err <= 2.0, "exif_rotated_on_host": items[0][0].ndim == 4,
+           "device_images_per_second": len(paths) / device_s, "cpu_images_per_second": len(paths) / fast_s}
+    out["ok"] &= out["exif_rotated_on_host"]
+
+    return out
+
+
+def stylizer_rates(stylizer, dev: torch.device, g: torch.Generator, images: int, size: int) -> dict:
+    """Stylizer images/s at 224 px (content embedded, then stylized with a bank code), float32 and bfloat16."""
+    cuda = dev.type == "cuda"
+    x = torch.rand(images, 3, size, size, generator=g).to(dev)
+    z = torch.randn(images, 100, generator=g).to(dev)
+    a = torch.full((images,), 0.2, device=dev)
+    rates = {}
+    for name, dt in (("float32", None), ("bfloat16", torch.bfloat16)):
+        with torch.no_grad(), torch.autocast(dev.type, dtype=dt or torch.bfloat16, enabled=dt is not None):
+            for k in range(4):  # one warm-up call, three timed
+                if k == 1:
+                    if cuda:
+                        torch.cuda.synchronize(dev)
+                    t = time.perf_counter()
+                stylize(stylizer, x, z, stylizer.embed(x), a, a)
+            if cuda:
+                torch.cuda.synchronize(dev)
+        rates[name] = round(3 * len(x) / (time.perf_counter() - t), 1)
+    return rates
+
+
 def run_checks(device: str = "cuda", backbone: str = "resnet50", batch: int = 256, size: int = 224,
                steps: int = 12, weights: str | None = None, work: str | Path = "/tmp/sassl-gpu-check",
                sync_debug: bool = True, plan_memory: bool = True, stylizer_images: int = 64,
@@ -136,60 +215,16 @@ def run_checks(device: str = "cuda", backbone: str = "resnet50", batch: int = 25
     batches = [tuple(torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8).to(dev)
                      for _ in range(2)) for _ in range(steps)]
 
-    # 1. no host sync in steady-state steps (SASSL on, prepared ahead: every path of a step), under
-    # torch.cuda.set_sync_debug_mode("error"), on a run of its own (the debug mode slows the timed runs)
-    if cuda and sync_debug:
-        cfg, model, opt = _learner(values, dev)
-        views = TwoViews(VIEWS[cfg.views], sassl=SASSL(stylizer, source="batch", p=cfg.p, embed_size=size)).to(dev)
-        try:
-            _steps(model, views, opt, batches[:6], dtype, dev, ahead=True, seed=0, sync_debug=True)
-            out["host_sync"] = {"checked": True, "ok": True}
-        except RuntimeError as e:  # the first host sync, with where it happened
-            out["host_sync"] = {"checked": True, "ok": False, "error": str(e)[-3000:]}
-        del model, opt, views
-    else:
-        out["host_sync"] = {"checked": False, "ok": True, "why": "CPU"}
-
-    # 2. SASSL synchronous vs asynchronous, and images/s with SASSL off / on / on and prepared ahead
-    runs = {}
-    for name, sassl, ahead in (("off", False, False), ("sync", True, False), ("async", True, True)):
-        if cuda:
-            torch.cuda.synchronize(dev)
-            base = torch.cuda.memory_allocated(dev)  # the batches and the stylizer, already there
-        cfg, model, opt = _learner(values, dev)
-        op = SASSL(stylizer, source="batch", p=cfg.p, embed_size=cfg.embed_size or size) if sassl else None
-        views = TwoViews(VIEWS[cfg.views], sassl=op).to(dev)
-        losses, rate = _steps(model, views, opt, batches, dtype, dev, ahead, seed=0)
-        runs[name] = {"losses": losses, "images_per_second": rate,
-                      "peak_gb": (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 30 if cuda else None}
-        del model, opt, views, op
+    out["host_sync"] = check_host_sync(values, dev, stylizer, batches, dtype, size, cuda and sync_debug)
+    runs = sassl_runs(values, dev, stylizer, batches, dtype, size)
     diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(runs["async"]["losses"], runs["sync"]["losses"]))
     out["sassl_async"] = {"max_relative_loss_difference": diff, "ok": diff <= SYNC_TOL}
     out["throughput"] = {k: round(v["images_per_second"], 1) for k, v in runs.items()}
     out["throughput"]["sassl_overhead"] = round(1 - runs["sync"]["images_per_second"] /
                                                 max(1e-9, runs["off"]["images_per_second"]), 3)
 
-    # 3. fast (CPU decode) vs device decoding, an EXIF-rotated JPEG among them
-    paths = make_jpegs(Path(work) / "jpegs", 32)
-    ds = Dataset("gpu-check", [0] * len(paths), ["x"], files=paths)
-    fast, enc = TwoCrops(ds, size, seed=1), TwoCrops(ds, size, seed=1, decode="device")
-    decoder = DeviceDecoder(size, dev)
-    items = [enc[(0, i)] for i in range(len(paths))]
-    t = time.perf_counter()
-    c1, c2 = decoder(*collate_encoded(items)[:2])
-    if cuda:
-        torch.cuda.synchronize(dev)
-    device_s = time.perf_counter() - t
-    t = time.perf_counter()
-    want = [fast[(0, i)] for i in range(len(paths))]
-    fast_s = time.perf_counter() - t
-    err = max(float((c1[i].float().cpu() - w[0].float()).abs().mean()) for i, w in enumerate(want))
-    err = max(err, max(float((c2[i].float().cpu() - w[1].float()).abs().mean()) for i, w in enumerate(want)))
-    out["decode"] = {"max_mean_abs_difference": err, "ok": err <= 2.0, "exif_rotated_on_host": items[0][0].ndim == 4,
-                     "device_images_per_second": len(paths) / device_s, "cpu_images_per_second": len(paths) / fast_s}
-    out["decode"]["ok"] &= out["decode"]["exif_rotated_on_host"]
-
-    # 4. peak memory of a SASSL step against the planner (CUDA only: the CPU has no allocator statistics)
+    out["decode"] = check_decode(work, size, dev)
+    # peak memory of a SASSL step against the planner (CUDA only: the CPU has no allocator statistics)
     if cuda and plan_memory:
         planned = trace_step(config_from_dict(values), batch, batch, dtype).peak / 2 ** 30
         measured = runs["sync"]["peak_gb"] + tensor_bytes(list(stylizer.parameters())) / 2 ** 30  # as planned
@@ -197,23 +232,7 @@ def run_checks(device: str = "cuda", backbone: str = "resnet50", batch: int = 25
         out["memory"] = {"measured_gb": measured, "planned_gb": planned, "relative_difference": rel,
                          "ok": rel <= PLAN_TOL}
 
-    # 5. stylizer images/s at 224 px (content embedded, then stylized with a bank code), float32 and bfloat16
-    x = torch.rand(stylizer_images, 3, stylizer_size, stylizer_size, generator=g).to(dev)
-    z = torch.randn(stylizer_images, 100, generator=g).to(dev)
-    a = torch.full((stylizer_images,), 0.2, device=dev)
-    rates = {}
-    for name, dt in (("float32", None), ("bfloat16", torch.bfloat16)):
-        with torch.no_grad(), torch.autocast(dev.type, dtype=dt or torch.bfloat16, enabled=dt is not None):
-            for k in range(4):  # one warm-up call, three timed
-                if k == 1:
-                    if cuda:
-                        torch.cuda.synchronize(dev)
-                    t = time.perf_counter()
-                stylize(stylizer, x, z, stylizer.embed(x), a, a)
-            if cuda:
-                torch.cuda.synchronize(dev)
-        rates[name] = round(3 * len(x) / (time.perf_counter() - t), 1)
-    out[f"stylizer_images_per_second_{stylizer_size}"] = rates
+    out[f"stylizer_images_per_second_{stylizer_size}"] = stylizer_rates(stylizer, dev, g, stylizer_images, stylizer_size)
     out["ok"] = all(v["ok"] for v in out.values() if isinstance(v, dict) and "ok" in v)
     return out
 
