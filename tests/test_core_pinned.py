@@ -453,7 +453,8 @@ def test_head_layouts_written_out():
     """BYOL's 2-layer MLP: Linear (no bias) -> BN -> ReLU -> Linear (bias); MoCo v3's 3-layer projector: every
     Linear without bias, BN after each, the last BN without affine parameters. The target tower's copy is
     frozen. Seen failing on: an extra hidden layer, biases before BN, an affine last BN, a trainable copy."""
-    from sassl.learners.heads import frozen_copy, mlp
+    from sassl.learners.heads import mlp
+    from sassl.learners.momentum import frozen_copy
 
     assert layout(mlp(8, 16, 4)) == [("Linear", 8, 16, False), ("BatchNorm1d", None, None, True),
                                      ("ReLU", None, None, None), ("Linear", 16, 4, True)]

@@ -2,15 +2,13 @@
 with logs as detached tensors."""
 from __future__ import annotations
 
-import math
-
 import torch.nn as nn
 
 from sassl.backbones import create_backbone
 from sassl.learners.byol import BYOL
 from sassl.learners.mocov2 import MoCoV2
 from sassl.learners.mocov3 import MoCoV3
-from sassl.learners.momentum import MomentumTwoTower
+from sassl.learners.momentum import MomentumTwoTower, cosine_momentum
 from sassl.learners.simclr import SimCLR
 
 
@@ -34,11 +32,6 @@ def create_learner(name: str, backbone: str = "resnet18", small_images: bool = T
     cls, preset = LEARNERS[name]
     bb, dim = create_backbone(backbone, small_images, image_size)
     return cls(bb, dim, **(preset | {k: v for k, v in settings.items() if k in cls.SETTINGS and v is not None}))
-
-
-def cosine_momentum(step: int, total_steps: int, base: float = 0.99) -> float:
-    """BYOL's schedule: base at step 0, rising on a cosine to 1.0 at the last step."""
-    return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total_steps)) + 1) / 2
 
 
 __all__ = ["BYOL", "LEARNERS", "MoCoV2", "MoCoV3", "MomentumTwoTower", "SimCLR", "cosine_momentum", "create_learner"]

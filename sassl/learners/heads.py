@@ -1,7 +1,6 @@
-"""Projection / prediction MLPs and the momentum update, shared by the learners."""
+"""Projection / prediction MLPs, shared by the learners."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 
@@ -15,21 +14,3 @@ def mlp(in_dim: int, hidden: int, out_dim: int, last_bn: bool = False, num_layer
     if last_bn:
         layers.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*layers)
-
-
-@torch.no_grad()
-def update_momentum(online: nn.Module, target: nn.Module, m: float) -> None:
-    """target = m * target + (1 - m) * online, parameters and buffers (BN statistics copied)."""
-    for po, pt in zip(online.parameters(), target.parameters()):
-        pt.mul_(m).add_(po.detach(), alpha=1 - m)
-    for bo, bt in zip(online.buffers(), target.buffers()):
-        bt.copy_(bo)
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    import copy
-
-    target = copy.deepcopy(module)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    return target

@@ -1,13 +1,41 @@
-"""The momentum two-tower learner shared by MoCo v2, BYOL and MoCo v3: an online tower
-(backbone -> projector -> predictor) and a target tower (copies of backbone and projector) that follows it
-by an exponential moving average, in one visible place: `update_target`, run at the start of each step
-(by the trainer, outside the DDP-wrapped forward)."""
+"""Momentum, in one file: the target tower's frozen copy, its exponential moving average (update_momentum),
+BYOL's cosine schedule of the momentum (cosine_momentum), and the two-tower learner shared by MoCo v2, BYOL
+and MoCo v3: an online tower (backbone -> projector -> predictor) and a target tower (copies of backbone and
+projector) that follows it, in one visible place: `update_target`, run at the start of each step (by the
+trainer, outside the DDP-wrapped forward)."""
 from __future__ import annotations
+
+import copy
+import math
 
 import torch
 import torch.nn as nn
 
-from sassl.learners.heads import frozen_copy, mlp, update_momentum
+from sassl.learners.heads import mlp
+
+
+def cosine_momentum(step: int, total_steps: int, base: float = 0.99) -> float:
+    """BYOL's schedule: base at step 0, rising on a cosine to 1.0 at the last step."""
+    return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total_steps)) + 1) / 2
+
+
+def update_momentum(online: nn.Module, target: nn.Module, m: float) -> None:
+    """target = m * target + (1 - m) * online, parameters and buffers (BN statistics copied)."""
+    for po, pt in zip(online.parameters(), target.parameters()):
+        pt.mul_(m).add_(po.detach(), alpha=1 - m)
+    for bo, bt in zip(online.buffers(), target.buffers()):
+        bt.copy_(bo)
+
+
+update_momentum = torch.no_grad()(update_momentum)  # NOTE: not a decorator, so that mutation testing reaches the body
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose parameters take no gradient (the target tower)."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
 
 
 class MomentumTwoTower(nn.Module):
