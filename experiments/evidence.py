@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from sassl.compare import paired_stats
 from sassl.notebook import execute
 from sassl.runtime import read_metrics
 
@@ -296,7 +297,8 @@ def _compare_arms(a: dict[int, dict], b: dict[int, dict], key: tuple[str, str]) 
     vb = [sc[key] for _, sc in sorted(b.items()) if key in sc]
     pairs = [(a[s][key], b[s][key]) for s in sorted(set(a) & set(b)) if key in a[s] and key in b[s]]
     welch = stats.ttest_ind(vb, va, equal_var=False).pvalue if len(va) > 1 and len(vb) > 1 else float("nan")
-    paired = stats.ttest_rel([y for _, y in pairs], [x for x, _ in pairs]).pvalue if len(pairs) > 1 else float("nan")
+    paired = paired_stats([x for x, _ in pairs], [y for _, y in pairs])["p"] if pairs else None  # sassl.compare's
+    paired = float("nan") if paired is None else paired
     diff = statistics.mean(vb) - statistics.mean(va) if va and vb else float("nan")
     return {"a": va, "b": vb, "diff": diff, "welch": welch, "paired": paired, "pairs": len(pairs)}
 

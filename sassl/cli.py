@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from sassl import dist
+from sassl.compare import collect_runs, paired_report
 from sassl.config import field_help, from_dict, is_range
 from sassl.data import image_paths
 from sassl.data.bundled import SOURCES, prepare_source
@@ -293,6 +294,11 @@ def _style_bank(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    print(paired_report(collect_runs(args.runs_dir or runs_root(), args.runs or None), args.method))
+    return 0
+
+
 def _runs(args) -> int:
     print(format_table(list_runs(args.runs_dir or runs_root())))
     return 0
@@ -401,6 +407,17 @@ def _add_runs(sub) -> None:
     p.set_defaults(run=_runs)
 
 
+def _add_compare(sub) -> None:
+    """`sassl compare`."""
+    p = sub.add_parser("compare", help="each SASSL variant minus its baseline, paired by seed: difference, bootstrap "
+                                       "95%% interval, paired t-test (adjusted across rows), minimum detectable effect")
+    p.add_argument("runs", nargs="*", help="run names under --runs-dir (default: every run there)")
+    p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
+    p.add_argument("--method", default="holm", choices=["holm", "bh"],
+                   help="p-value adjustment across rows: holm (family-wise) or bh (false discovery rate)")
+    p.set_defaults(run=_compare)
+
+
 def _add_notebook(sub) -> None:
     """`sassl notebook`."""
     p = sub.add_parser("notebook", help="run a workbench notebook headless (papermill) into its run folder")
@@ -455,7 +472,7 @@ def _add_app(sub) -> None:
 
 # the subcommands, in the order `sassl --help` lists them
 COMMANDS = [_add_stylize, _add_style_bank, _add_data, _add_pretrain, _add_plan, _add_evaluate, _add_export, _add_runs,
-            _add_notebook, _add_style_space, _add_demo, _add_lab, _add_app]
+            _add_compare, _add_notebook, _add_style_space, _add_demo, _add_lab, _add_app]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,6 +117,110 @@ def differences(rows: list[dict]) -> list[dict]:
     return out
 
 
+# ----------------------------------------------------------------------------- seed-paired statistics
+# Runs of two variants with the same seed share their init, data order, crops and augmentation draws (only
+# SASSL's own draws differ), so each seed is a pair: the statistics below are of the per-seed differences.
+
+def paired_stats(a: list[float], b: list[float], n_boot: int = 10_000, seed: int = 0, alpha: float = 0.05,
+                 power: float = 0.8) -> dict:
+    """b - a over pairs (a[i], b[i] share a seed). Returns n, the mean difference and its sd, the two-sided
+    paired t-test p (None for fewer than 2 pairs or no spread), a percentile bootstrap (1 - alpha) interval
+    of the mean difference (pairs resampled, seeded), and the minimum detectable effect: the true mean
+    difference that a paired t-test at `alpha` with these n pairs detects with probability `power`, for
+    the observed sd of the differences (what a null result rules out)."""
+    import numpy as np
+    from scipy import optimize, stats
+
+    if len(a) != len(b):
+        raise ValueError(f"paired_stats: {len(a)} values against {len(b)}; give one value per seed on each side")
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    n = len(d)
+    out = {"n": n, "diff": float(d.mean()) if n else float("nan"), "sd": float(d.std(ddof=1)) if n > 1 else 0.0,
+           "p": None, "ci_low": None, "ci_high": None, "mde": None}
+    if n < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    out["ci_low"], out["ci_high"] = (float(v) for v in np.quantile(means, [alpha / 2, 1 - alpha / 2]))
+    if out["sd"] == 0:
+        return out
+    se, df = out["sd"] / math.sqrt(n), n - 1
+    out["p"] = float(2 * stats.t.sf(abs(out["diff"]) / se, df))
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def power_at(delta: float) -> float:  # P(|T| > crit) with T noncentral t, noncentrality delta / se
+        lower = float(stats.nct.cdf(-crit, df, delta / se))  # negligible, and NaN in scipy far in the tail
+        return float(stats.nct.sf(crit, df, delta / se)) + (lower if math.isfinite(lower) else 0.0)
+
+    hi = crit * se
+    while power_at(hi) < power:  # power grows with the effect: bracket it
+        hi *= 2
+    out["mde"] = float(optimize.brentq(lambda x: power_at(x) - power, 0.0, hi))
+    return out
+
+
+def adjust_pvalues(p: list[float | None], method: str = "holm") -> list[float | None]:
+    """p-values adjusted for testing all rows at once: Holm's step-down (family-wise error) or Benjamini and
+    Hochberg's (false discovery rate). None entries (no test) stay None and do not count."""
+    if method not in ("holm", "bh"):
+        raise ValueError(f"method: 'holm' or 'bh', got {method!r}")
+    idx = sorted((i for i, v in enumerate(p) if v is not None), key=lambda i: p[i])
+    m, out = len(idx), list(p)
+    if method == "holm":
+        running = 0.0
+        for rank, i in enumerate(idx):
+            running = max(running, min(1.0, (m - rank) * p[i]))
+            out[i] = running
+    else:
+        running = 1.0
+        for rank in range(m - 1, -1, -1):
+            i = idx[rank]
+            running = min(running, m * p[i] / (rank + 1))
+            out[i] = min(1.0, running)
+    return out
+
+
+def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm") -> list[dict]:
+    """Variant b minus variant a per (target, protocol), paired by seed (collect_runs rows): paired_stats of
+    the seeds both have, and the p-value adjusted across the rows (`method`)."""
+    by: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        by.setdefault((r["variant"], r["target"], r["protocol"]), {})[r["seed"]] = r["top1"]
+    out = []
+    for target, protocol in dict.fromkeys((t, p) for v, t, p in by if v in (a, b)):
+        va, vb = by.get((a, target, protocol), {}), by.get((b, target, protocol), {})
+        seeds = sorted(set(va) & set(vb))
+        if seeds:
+            st = paired_stats([va[s] for s in seeds], [vb[s] for s in seeds])
+            out.append({"target": target, "protocol": protocol, "seeds": len(seeds)} | st)
+    for r, q in zip(out, adjust_pvalues([r["p"] for r in out], method)):
+        r[f"p_{method}"] = q
+    return out
+
+
+def sassl_pairs(rows: list[dict]) -> list[tuple[str, str]]:
+    """(baseline, SASSL variant) for every SASSL variant among the rows whose baseline is there too."""
+    variants = set(r["variant"] for r in rows)
+    return [(variant_group(v) + " baseline", v) for v in sorted(variants)
+            if " + SASSL" in v and variant_group(v) + " baseline" in variants]
+
+
+def paired_report(rows: list[dict], method: str = "holm") -> str:
+    """Each SASSL variant minus its baseline, paired by seed, as a text table (sassl compare)."""
+    lines = []
+    for a, b in sassl_pairs(rows):
+        lines.append(f"{b}  minus  {a}  (paired by seed; p adjusted across rows: {method})")
+        lines.append(f"{'target':<20} {'protocol':<16} {'seeds':>5} {'diff':>7} {'95% interval':>17} {'p':>6} "
+                     f"{'p adj':>6} {'MDE':>6}")
+        for r in paired_differences(rows, a, b, method):
+            ci = "" if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+            p, q, mde = (("-" if v is None else f"{v:.3f}") for v in (r["p"], r[f"p_{method}"], r["mde"]))
+            lines.append(f"{r['target']:<20} {r['protocol']:<16} {r['seeds']:>5} {r['diff']:>+7.2f} {ci:>17} {p:>6} "
+                         f"{q:>6} {mde:>6}")
+        lines.append("")
+    return "\n".join(lines) if lines else "no SASSL variant with its baseline among these runs"
+
+
 def compare_figure(table: list[dict]):
     """Bars of top-1 mean +- std per target/protocol, one colour per variant."""
     import plotly.colors
