@@ -57,6 +57,8 @@ def test_pretrain_and_evaluate_notebooks(runs, capfd):
     diffs = json.loads((runs / "compare" / "differences.json").read_text())
     assert {d["protocol"] for d in diffs} == {"knn", "linear", "knn (monitor)"}
     assert (runs / "compare" / "figures" / "compare.html").is_file()
+    paired = json.loads((runs / "compare" / "paired.json").read_text())  # the two tiny runs share seed 0
+    assert {(r["target"], r["protocol"], r["seeds"]) for r in paired} >= {("objects", "linear", 1)}
 
 
 def test_style_tsne_notebook(style_tsne_run):
