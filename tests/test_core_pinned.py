@@ -786,3 +786,7 @@ def test_feature_stats_and_scores_written_out():
     labels6 = torch.tensor([0, 5, 5, 3])  # label 5 is 6th in rows 1 and 2 (after k, 9, 8, 7, 6)
     assert scores(logits, labels6)["top5"] == 50.0
     assert scores(logits[:, :9], labels.clamp(max=8))["top5"] is None
+    from sassl.eval.linear import train_linear
+
+    with pytest.raises(ValueError, match="linear probe: no training features"):
+        train_linear(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), 2)
