@@ -6,8 +6,8 @@ SASSL sync vs async, fast vs device decoding, no host syncs, peak memory vs the 
 eval: feature extraction images/s and linear-probe epoch time, old path (images in memory) vs new
 (streamed, float16), in one run; with --peak-folder, `sassl evaluate` on 40,000 + 1,000 files: peak memory.
 
-loader: the training loader's two-view images/s per worker core and bytes per batch, the old path (full
-decode, float32) against the new (crops drawn first, JPEG draft decode, uint8), in one run.
+loader: the training loader's two-view images/s per worker core and bytes per batch, full decoding
+(decode='full': PIL, float32) against the fast path (crops drawn first, JPEG draft decode, uint8), in one run.
 
 start: `sassl pretrain` on a generated ImageNet-layout folder (default 40,000 + 1,000 JPEGs): file index
 cold/warm, wall time of a 3-step run with its kNN monitor passes, peak memory of the trainer.
@@ -414,8 +414,8 @@ class _FloatCrops(torch.utils.data.Dataset):
 
 def bench_loader(folder: str | Path, images: int = 2000, size: int = 224, batch: int = 64, repeats: int = 5,
                  per_repeat: int = 256, rank_batch: int = 512, gpu_rate: float = 1200.0) -> dict:
-    """Two-view images/s of the training loader per worker core: the old path (full PIL decode, float32
-    crops) and the new one (boxes drawn first, JPEG draft decode, uint8 crops), on a generated ImageNet-like
+    """Two-view images/s of the training loader per worker core: full decoding (decode='full': PIL, float32
+    crops) and the fast path (boxes drawn first, JPEG draft decode, uint8 crops), on a generated ImageNet-like
     folder. Both run in this process on one thread (what one worker does on one core), over the same keys,
     in alternating repeats; medians, and the median of the per-repeat ratios. Bytes per batch are measured on
     a collated batch and scaled to `rank_batch` pairs (the ImageNet recipe's per-GPU batch)."""

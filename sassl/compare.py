@@ -1,7 +1,7 @@
 """Compare runs: every run under runs/ (or a list), grouped into variants that differ only by seed.
 
 A variant is a run's config without name, seed and run-time settings; its label reads like
-"mocov2 + SASSL(pbn)" or "mocov2 baseline", with any training setting that differs from today's
+"mocov2 + SASSL(pbn)" or "mocov2 baseline", with any training setting that differs from the current
 default for its learner after the learner ("mocov2 ema=0.9 baseline") and any non-default SASSL setting
 appended, so runs of different budgets or settings are never pooled. Scores are the
 pre-training kNN monitor and each evaluation summary (runs/<name>/eval/summary.json).
@@ -24,7 +24,7 @@ NOT_VARIANT = {"name", "seed", "learner", "style", "amp", "sync_bn", *SASSL_DEFA
 
 
 def _training_defaults(learner: str) -> dict:
-    """Today's default settings of a run of `learner` (its own layer included), without the non-variant ones."""
+    """The current default settings of a run of `learner` (its own layer included), without the non-variant ones."""
     skip = NOT_VARIANT | set(PretrainConfig.RESUME_FREE) - {"epochs", "max_steps"}
     try:
         resolved = asdict(config_from_dict({"learner": learner}))
@@ -35,7 +35,7 @@ def _training_defaults(learner: str) -> dict:
 
 def variant_label(cfg: dict) -> str:
     """"mocov2 + SASSL(pbn)", "simclr baseline", "mocov2 ema=0.9 + SASSL(batch) layers=4": the learner,
-    training settings that differ from today's defaults for that learner, then the SASSL part."""
+    training settings that differ from the current defaults for that learner, then the SASSL part."""
     norm = plain(cfg)
     learner = " ".join([cfg["learner"]] + [f"{k}={norm[k]}" for k, v in _training_defaults(cfg["learner"]).items()
                                            if k in norm and norm[k] != v])

@@ -9,8 +9,8 @@ the learner's own ImageNet recipe, but its appendix table (A.3) was not availabl
 `imagenet-resnet50` takes the published ImageNet recipe of BYOL (Grill et al. 2020, 1000 epochs:
 batch 4096, LARS, base lr 0.2 per 256 images, weight decay 1.5e-6, 10 warm-up epochs, 4096/256 heads,
 target momentum 0.996 on a cosine schedule to 1) with SASSL's MoCo v2 variant (temperature 0.1) and the
-GPU settings of that scale (bf16 autocast, SyncBN, 10 loader workers per GPU). Issue 17 (fidelity)
-checks it against A.3.
+GPU settings of that scale (bf16 autocast, SyncBN, 10 loader workers per GPU); it has not been checked
+against the paper's A.3.
 """
 from __future__ import annotations
 

@@ -66,8 +66,9 @@ class PretrainConfig:
     embed_size: int = 0                   # side (px) at which the style predictor embeds bank styles, in-batch styles and the content; 0: image_size (the imagenet recipes use 256, the paper's)
     sassl_towers: str = "both"            # which towers see view 1 stylized: both (the default reading, sassl.views.TOWERS) or online (the target tower gets view 1 unstylized); momentum learners only
     # NOTE: a CPU-scale budget (9 epochs of batch 32 = 657 steps; lr 2.0 per 256 is 0.25 per step), sized
-    # for a 2-core CPU, where the main job's 18-minute time budget keeps the epochs that fit (all 9 on an
-    # AVX2 EPYC, fewer when it runs slower) so that it ends within 20 minutes; the paper pre-trains on ImageNet for hundreds of epochs
+    # for a 2-core CPU, where the main job's 18-minute time budget keeps the epochs that fit (all 9 on a
+    # 2-core AVX2 CPU, fewer on a slower one) so that it ends within 20 minutes; the paper pre-trains on
+    # ImageNet for hundreds of epochs
     # (docs/DESIGN.md §2.3; the measurements behind this choice: docs/RESULTS.md, "Main-job budget")
     epochs: int = 9                       # passes over the train split
     # NOTE: not in the paper. A main job that must fit any 2-core machine gets a wall-clock budget: after
@@ -167,7 +168,7 @@ def style_op(cfg: PretrainConfig, device: torch.device, progress: bool = True) -
 
 # ----------------------------------------------------------------------------- checkpoints
 
-RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> today's names (read when resuming them)
+RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> their current names (read when resuming them)
 
 
 def _comparable(cfg_dict: dict) -> dict:

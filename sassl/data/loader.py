@@ -85,7 +85,7 @@ class TwoCrops(torch.utils.data.Dataset):
       'device' a JPEG is not decoded here: the item is (its bytes, boxes (2, 4), label), and DeviceDecoder
                decodes and crops the batch on the GPU (other formats, and JPEGs with an EXIF rotation, which
                nvJPEG would not apply, are cropped here, as 'fast');
-      'full'   every file decoded in full and resized with PIL (the old path, kept for the benchmark)."""
+      'full'   every file decoded in full and resized with PIL (the reference the loader benchmark compares with)."""
 
     DECODE = ("fast", "device", "full")
 
@@ -110,7 +110,7 @@ class TwoCrops(torch.utils.data.Dataset):
 
         read = None if self.decode == "full" else (lambda path: load_for_crops(path, boxes, self.decode == "device"))
         j, img = self.dataset.usable(i, read=read)
-        if "boxes" not in plan:  # decoded without a plan (the old path, or images held in memory)
+        if "boxes" not in plan:  # decoded without a plan (decode='full', or images held in memory)
             boxes(img.width, img.height)
         if isinstance(img, torch.Tensor) and img.ndim == 1:  # JPEG bytes, for DeviceDecoder
             return img, torch.tensor(plan["boxes"]), self.dataset.labels[j]
