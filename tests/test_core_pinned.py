@@ -656,6 +656,9 @@ def test_losses_on_unnormalised_rows_as_rank_1_of_2_with_their_default_temperatu
     assert nt_xent(z1, z2, z1_all=z1_all, z2_all=z2_all, rank=1).item() == pytest.approx(
         naive_nt_xent_of_rank(z1, z2, z1_all, z2_all, 1, 0.1).item(), rel=1e-5)
     assert nt_xent(z1, z2).item() == pytest.approx(naive_nt_xent(z1, z2, 0.1).item(), rel=1e-5)
+    z1r0, z2r0 = z1_all[:b], z2_all[:b]  # rank 0 of 2: its self-similarities are not the last columns
+    assert nt_xent(z1r0, z2r0, z1_all=z1_all, z2_all=z2_all).item() == pytest.approx(
+        naive_nt_xent_of_rank(z1r0, z2r0, z1_all, z2_all, 0, 0.1).item(), rel=1e-5)
     want = sum(2 - 2 * float(F.cosine_similarity(p.double(), z.double(), dim=0)) for p, z in zip(q, keys[:b])) / b
     assert byol_loss(q, keys[:b]).item() == pytest.approx(want, rel=1e-5)
 
@@ -675,6 +678,8 @@ def test_knn_edge_cases_row_norms_and_defaults(jpeg_folder):
     with pytest.raises(ValueError, match="empty train or test"):
         knn_predict(one, torch.zeros(1, dtype=torch.long), one[:0], 2)
     assert knn_predict(one, torch.tensor([1]), torch.ones(2, 3), 2).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        knn_predict(one, torch.tensor([1]), one, 2, k=0)
 
     at = lambda c: math.sqrt(1 - c * c)  # noqa: E731
     train = torch.stack([_unit(0.80, at(0.80), 0, 0, 0), _unit(0.80, 0, at(0.80), 0, 0), _unit(0.86, 0, 0, at(0.86), 0)])
@@ -700,6 +705,12 @@ def test_knn_edge_cases_row_norms_and_defaults(jpeg_folder):
     tr, te = get_dataset(f"imagefolder:{jpeg_folder}"), get_dataset(f"imagefolder:{jpeg_folder}@val")
     mon = KnnMonitor(tr, te, 24, max_train=30, max_test=10)
     assert mon.train_idx == bounded_subset(len(tr), 30, 0) and mon.test_idx == bounded_subset(len(te), 10, 1)
+    # small batches: more than two of them, so the monitor's loader settings reach the DataLoader
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    small = KnnMonitor(tr, te, 24, k=3, max_train=40, max_test=12, batch_size=4, num_workers=0)
+    whole = KnnMonitor(tr, te, 24, k=3, max_train=40, max_test=12, num_workers=0)
+    assert small(net) == whole(net)
 
 
 # ----------------------------------------------------------------------------- the linear probe, written out
