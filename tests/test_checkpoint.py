@@ -3,6 +3,7 @@ load_checkpoint, prune_metrics (the trainer's tests run them end to end)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 
 import pytest
@@ -30,6 +31,7 @@ def test_save_then_open_and_load_restores_the_run(tmp_path, capsys):
     tensors). Seen failing on: the step or epochs not saved, the scaler left out, state loaded into a fresh
     run, resume from another step."""
     cfg = _cfg(tmp_path)
+    assert open_run(cfg, resume=False).state is None and capsys.readouterr().out == ""  # a fresh run: nothing said
     run = open_run(cfg, resume=True)
     assert run.state is None and run.step == 0 and run.dir == tmp_path / "t"
     assert "no checkpoint at" in capsys.readouterr().out  # --resume of a run not started yet: said, and started
@@ -74,8 +76,9 @@ def test_open_run_refuses_what_it_cannot_resume(tmp_path):
     save_checkpoint(run, model, opt, None, step=4, epochs=9)
     with pytest.raises(FileExistsError, match="--resume"):
         open_run(cfg, resume=False)
-    with pytest.raises(ValueError, match=r"different config.*'p': \(0.8, 0.5\)"):
+    with pytest.raises(ValueError, match=r"different config.*'p': \(0.8, 0.5\)") as e:
         open_run(dataclasses.replace(cfg, p=0.5), resume=True)
+    assert str(e.value).endswith("{'p': (0.8, 0.5)}")  # only what differs
     free = {k: v for k, v in {"epochs": 20, "num_workers": 3, "max_steps": 5, "knn_every": 2, "accumulate": 2,
                               "time_budget": 5.0, "decode": "device", "tensorboard": False, "wandb": "x"}.items()
             if k in PretrainConfig.RESUME_FREE}
@@ -90,7 +93,12 @@ def test_open_run_refuses_what_it_cannot_resume(tmp_path):
     assert open_run(cfg, resume=True).step == 4
 
     run.ckpt_path.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=r"rank\(s\) \[0\] cannot read .*last.pt"):
+    with pytest.raises(RuntimeError, match=r"rank\(s\) \[0\] cannot read .*last.pt \(UnpicklingError: "):
+        open_run(cfg, resume=True)
+    # weights only: a checkpoint that would run code (any pickled object) is refused, not loaded
+    state["extra"] = datetime.date(2026, 1, 1)
+    torch.save(state, run.ckpt_path)
+    with pytest.raises(RuntimeError, match="cannot read .*Weights only load failed"):
         open_run(cfg, resume=True)
 
 
@@ -118,5 +126,8 @@ def test_prune_metrics_keeps_what_the_checkpoint_saw(tmp_path):
     assert [(r["step"], "epoch_seconds" in r) for r in kept] == [(0, False), (1, False), (2, False), (3, False),
                                                                  (4, False), (4, True), (5, False), (6, False)]
     assert pruned(None) == []
+    run.metrics_file.unlink()
+    prune_metrics(run, steps_per_epoch=4)  # a run that has logged nothing yet: nothing to do
+    assert not run.metrics_file.exists()
     kept = pruned(4)
     assert [r["step"] for r in kept] == [0, 1, 2, 3, 4, 4] and "epoch_seconds" in kept[-1]
