@@ -27,6 +27,7 @@ TESTS = {
     "sassl/eval/linear.py": ["tests/test_eval.py", "tests/test_core_pinned.py"],
     # fine-tuning's own tests (the evaluate() table test fine-tunes too, for seconds per mutant)
     "sassl/eval/finetune.py": ["tests/test_eval.py::test_finetune_against_a_hand_written_one",
+                               "tests/test_eval.py::test_finetune_batches_boundaries_and_what_finetune_passes_on",
                                "tests/test_eval.py::test_finetune_learns_and_leaves_backbone_untouched"],
     # the resume and checkpoint functions, one by one (the trainer's own tests train for seconds each)
     "sassl/train.py": ["tests/test_checkpoint.py"],

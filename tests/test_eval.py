@@ -478,3 +478,32 @@ def test_finetune_against_a_hand_written_one(monkeypatch):
     monkeypatch.setattr(ft, "train_finetune", lambda *a: seen.append(a[4:]) or real(*a))
     ft.finetune(net, 8, t, 16, num_workers=0)
     assert seen == [(20, 0.01, 64, 0, False, 1.0, 0)]
+
+
+def test_finetune_batches_boundaries_and_what_finetune_passes_on(monkeypatch):
+    """rank_batches: whole batches of one seeded permutation, the remainder dropped (23 images at 12: one
+    batch; 24: two), all n when n is below the batch; two images are enough to fine-tune, one image or a
+    batch of one is refused with the reason; finetune() evaluates with its crop fraction and workers. Seen
+    failing on (mutation survivors): the last whole batch dropped, a partial batch kept, 2 images refused,
+    the crop fraction or the workers not passed to the test-side features."""
+    from sassl.eval import finetune as ft
+    from sassl.eval.finetune import rank_batches
+
+    def batches(n, size):
+        return rank_batches(n, size, torch.Generator().manual_seed(3))
+
+    perm = torch.randperm(24, generator=torch.Generator().manual_seed(3)).tolist()
+    assert batches(24, 12) == [perm[:12], perm[12:]]
+    assert [len(b) for b in batches(23, 12)] == [12] and [len(b) for b in batches(25, 12)] == [12, 12]
+    assert [len(b) for b in batches(5, 12)] == [5]
+    torch.manual_seed(0)
+    net = TinyNet()
+    two = _bright_dark_target(2)
+    assert ft.train_finetune(net, 8, two, 16, epochs=1, num_workers=0) is not None
+    with pytest.raises(ValueError, match="batch_size 1 leaves fewer than 2 images per process on 1 processes"):
+        ft.train_finetune(net, 8, _bright_dark_target(8), 16, batch_size=1, num_workers=0)
+    seen = []
+    real = ft.stream_features
+    monkeypatch.setattr(ft, "stream_features", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    ft.finetune(net, 8, two, 16, epochs=1, crop_fraction=0.875, num_workers=0)
+    assert seen == [{"num_workers": 0, "crop_fraction": 0.875}]
