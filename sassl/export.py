@@ -7,7 +7,6 @@ evaluation numbers and the three lines that load it). `--with-heads` adds the fu
 target tower, optimiser) for continuing pre-training; `--push-to-hub REPO` uploads the folder."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 
 from sassl.backbones import BACKBONES, is_vit
 from sassl.eval.checkpoint import load_encoder
+from sassl.eval.transfer import read_summary
 from sassl.paths import atomic_file
 from sassl.views import IMAGENET_MEAN, IMAGENET_STD
 
@@ -97,22 +97,13 @@ def export_state(backbone: torch.nn.Module, target: Target) -> dict[str, torch.T
     return {target.rename[k]: v for k, v in state.items()}
 
 
-def eval_rows(run_dir: Path) -> list[dict]:
-    """The run's evaluation summary (eval/summary.csv of `sassl evaluate` / the evaluate notebook), or []."""
-    path = run_dir / "eval" / "summary.csv"
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def model_card(name: str, fmt: str, target: Target, info: dict, rows: list[dict]) -> str:
     """README.md of the exported folder: what was trained, for how long, its numbers, how to load it."""
     cfg = info["pretrain_config"]
     sassl = "off" if cfg.get("style") == "none" else (
         f"style source `{cfg['style']}`, p {cfg['p']}, alpha in {cfg['alpha']}, beta in {cfg['beta']}, "
         f"first {cfg['layers']} of 13 layers")
-    table = "\n".join(f"| {r['target']} | {r['protocol']} | {float(r['top1_mean']):.2f} +- {float(r['top1_std']):.2f} | {r['n']} |"
+    table = "\n".join(f"| {r['target']} | {r['protocol']} | {r['top1_mean']:.2f} +- {r['top1_std']:.2f} | {r['n']} |"
                       for r in rows)
     evals = (f"| target | protocol | top-1 (%) | runs |\n|---|---|---|---|\n{table}" if rows else
              f"Not evaluated yet: `sassl evaluate {name}` writes runs/{name}/eval/, then export again.")
@@ -161,7 +152,7 @@ def export(spec: str, out: str | Path | None = None, fmt: str = "torchvision", r
               "sassl": {k: cfg.get(k) for k in ("style", "p", "alpha", "beta", "layers", "embed_size", "sassl_towers")},
               "step": info["step"], "pretrain_config": cfg}
     (folder / "config.json").write_text(json.dumps(config, indent=1))
-    (folder / "README.md").write_text(model_card(run_dir.name, fmt, target, info, eval_rows(run_dir)))
+    (folder / "README.md").write_text(model_card(run_dir.name, fmt, target, info, read_summary(run_dir / "eval")))
     if with_heads:
         shutil.copyfile(ckpt, folder / "checkpoint.pt")
     return folder

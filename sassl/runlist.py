@@ -1,11 +1,11 @@
 """`sassl runs`: the runs under a runs folder as one table (what a logger's run list shows), read from the
-files each run leaves (config.json, metrics.jsonl, metrics.json, eval/summary.csv); no checkpoint is loaded."""
+files each run leaves (config.json, metrics.jsonl, metrics.json, eval/summary.json); no checkpoint is loaded."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
+from sassl.eval.transfer import read_summary
 from sassl.runtime import read_metrics
 
 COLUMNS = ("name", "learner", "style", "steps", "knn", "linear", "state", "size")
@@ -23,13 +23,9 @@ def planned_steps(cfg: dict, rows: list[dict]) -> int | None:
 
 
 def linear_top1(run_dir: Path) -> str:
-    """The run's linear-probe top-1 from eval/summary.csv (its first target), '' when not evaluated."""
-    path = run_dir / "eval" / "summary.csv"
-    if not path.is_file():
-        return ""
-    with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if r["protocol"] == "linear"]
-    return f"{float(rows[0]['top1_mean']):.2f} ({rows[0]['target']})" if rows else ""
+    """The run's linear-probe top-1 from its evaluation summary (its first target), '' when not evaluated."""
+    rows = [r for r in read_summary(run_dir / "eval") if r["protocol"] == "linear"]
+    return f"{rows[0]['top1_mean']:.2f} ({rows[0]['target']})" if rows else ""
 
 
 def folder_size(path: Path) -> int:

@@ -92,8 +92,8 @@ def test_export_card_heads_refusals_and_hub(runs, tmp_path, monkeypatch):
     equivalent in the library is refused with the alternative named; the hub upload is one call."""
     run = runs["r18"]
     (run / "eval").mkdir(exist_ok=True)
-    (run / "eval" / "summary.csv").write_text("target,protocol,n,top1_mean,top1_std,top5_mean,top5_std\n"
-                                              "objects,linear,3,31.804,1.5,80.0,1.0\n")
+    (run / "eval" / "summary.json").write_text(json.dumps([{"target": "objects", "protocol": "linear", "n": 3,
+                                                            "top1_mean": 31.804, "top1_std": 1.5}]))
     folder = export("r18", tmp_path / "e", "timm", runs_dir=str(run.parent), with_heads=True)
     card = (folder / "README.md").read_text()
     assert "| objects | linear | 31.80 +- 1.50 | 3 |" in card
@@ -193,9 +193,9 @@ def test_sassl_runs_lists_state_steps_knn_and_linear(runs, tiny_folder, capsys):
     the linear probe from eval/summary.csv; folders that hold no run are left out."""
     root = runs["r18"].parent
     (runs["r18"] / "eval").mkdir(exist_ok=True)
-    (runs["r18"] / "eval" / "summary.csv").write_text("target,protocol,n,top1_mean,top1_std,top5_mean,top5_std\n"
-                                                      "objects,knn,1,30.0,0.0,80.0,0.0\n"
-                                                      "objects,linear,3,31.804,1.5,80.0,1.0\n")
+    (runs["r18"] / "eval" / "summary.json").write_text(json.dumps([
+        {"target": "objects", "protocol": "knn", "n": 1, "top1_mean": 30.0, "top1_std": 0.0},
+        {"target": "objects", "protocol": "linear", "n": 3, "top1_mean": 31.804, "top1_std": 1.5}]))
     cut = _run(root, tiny_folder, "cut", max_steps=3, knn_every=0)
     (root / "empty").mkdir()
     (root / "empty" / "config.json").write_text(json.dumps({"learner": "byol", "style": "pbn"}))

@@ -139,13 +139,18 @@ def baseline_summary(cfg: EvalConfig, info: dict, image_size: int, progress: boo
     return evaluate(twin, progress)["summary"]
 
 
+def read_summary(out: str | Path, name: str = "summary") -> list[dict]:
+    """An eval folder's summary rows (`name`.json: summary, or baseline_summary), [] when it has none."""
+    path = Path(out) / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def eval_report(out: str | Path) -> str:
     """The evaluation in an eval folder as text: target x protocol, top-1 mean +- std, the random-init
     baseline beside it with the gain, then where the tables and figures are."""
     out = Path(out)
-    summary = json.loads((out / "summary.json").read_text())
-    base_file = out / "baseline_summary.json"
-    base = {(r["target"], r["protocol"]): r for r in json.loads(base_file.read_text())} if base_file.is_file() else {}
+    summary = read_summary(out)
+    base = {(r["target"], r["protocol"]): r for r in read_summary(out, "baseline_summary")}
     w = max([len("target")] + [len(r["target"]) for r in summary])
     lines = [f"{'target':<{w}}  {'protocol':<16}  {'n':>3}  {'top-1 (%)':>15}  {'random init':>15}  {'gain':>6}"]
     for r in summary:
