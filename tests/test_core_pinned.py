@@ -801,3 +801,31 @@ def test_feature_stats_and_scores_written_out():
 
     with pytest.raises(ValueError, match="linear probe: no training features"):
         train_linear(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), 2)
+
+
+def test_few_shot_episodes_against_a_hand_written_one():
+    """Episode e of seed s: one generator seeded s + e draws `shots` images per class, classes in ascending
+    order, from the train side only; a linear probe (lr 0.1, one batch of the support set, seed s + e, the
+    given epochs) on them is scored on the whole test side. Seen failing on: every episode drawing with seed
+    s, one generator per class, test images in the support set, the probe at another batch size."""
+    from sassl.eval.fewshot import few_shot
+
+    g = torch.Generator().manual_seed(21)
+    centres = torch.randn(3, 5, generator=g)  # overlapping classes: the score depends on which images are drawn
+    y = torch.arange(30) % 3
+    x = centres[y] + torch.randn(30, 5, generator=g)
+    yt = torch.arange(300) % 3
+    test = centres[yt] + torch.randn(300, 5, generator=g)
+    got = few_shot(x, y, test, yt, 3, shots=2, episodes=3, seed=7, epochs=5)
+    assert len({r["top1"] for r in got}) == 3  # the episodes differ
+    for e, row in enumerate(got):
+        gen = torch.Generator().manual_seed(7 + e)
+        idx = []
+        for c in range(3):
+            members = [i for i in range(30) if int(y[i]) == c]
+            idx += [members[j] for j in torch.randperm(len(members), generator=gen)[:2].tolist()]
+        idx = torch.tensor(idx)
+        logits = naive_probe_logits(x[idx], y[idx], test, 3, epochs=5, lr=0.1, batch_size=len(idx), seed=7 + e)
+        assert row["episode"] == e and row["episode_seed"] == 7 + e
+        assert row["top1"] == pytest.approx(100 * (logits.argmax(1) == yt).double().mean().item())
+
