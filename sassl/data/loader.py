@@ -238,12 +238,18 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n // self.global_batch
 
     def __iter__(self):
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
         perm = perm[self.skip_batches * self.global_batch:self.batches_per_epoch() * self.global_batch]
         return iter([(self.epoch, i) for i in perm[dist.rank()::dist.world_size()].tolist()])
 
     def __len__(self) -> int:
         return (self.batches_per_epoch() - self.skip_batches) * self.global_batch // dist.world_size()
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's draws: the training data order, and the augmented crops of an evaluation's
+    probe and fine-tuning (docs/DESIGN.md §5)."""
+    return seed * 100_003 + epoch
 
 
 def loader_workers(num_workers: int = -1) -> int:

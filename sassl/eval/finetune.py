@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sassl import dist
+from sassl.data.loader import epoch_seed
 from sassl.eval.features import EvalImages, stream_features
 from sassl.eval.linear import scores
 from sassl.views import imagenet_normalize
@@ -47,7 +48,7 @@ def train_finetune(backbone: nn.Module, dim: int, target, image_size: int, epoch
     with torch.enable_grad():
         for epoch in range(epochs):
             images = torch.utils.data.ConcatDataset([
-                EvalImages(ds, idx, image_size, crop_fraction, seed * 100_003 + epoch if augment else None)
+                EvalImages(ds, idx, image_size, crop_fraction, epoch_seed(seed, epoch) if augment else None)
                 for ds, idx in target.train])
             loader = torch.utils.data.DataLoader(images, batch_sampler=rank_batches(n, batch_size, g),
                                                  num_workers=num_workers, pin_memory=dev.type == "cuda")

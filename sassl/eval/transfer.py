@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sassl import dist
-from sassl.data.loader import loader_workers
+from sassl.data.loader import epoch_seed, loader_workers
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.features import cached_features, encoder_fingerprint, stream_features
 from sassl.eval.fewshot import few_shot, read_fewshot_list
@@ -275,7 +275,7 @@ def linear_rows(pr: Probe) -> list[dict]:
     for seed in cfg.seeds:
         def augmented(epoch: int, seed=seed) -> torch.Tensor:
             return torch.cat([stream_features(pr.backbone, ds, idx, pr.size, cfg.batch_size, pr.workers, 1.0,
-                                              augment_seed=seed * 100_003 + epoch)[0] for ds, idx in t.train])
+                                              augment_seed=epoch_seed(seed, epoch))[0] for ds, idx in t.train])
         r = linear_probe(pr.tr, t.train_y, pr.te, t.test_y, t.num_classes, cfg.probe_epochs, cfg.probe_lr, seed=seed,
                          augmented=augmented if cfg.augment else None)
         rows.append(pr.base | {"protocol": "linear", "seed": seed} | r)
