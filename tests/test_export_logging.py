@@ -15,16 +15,14 @@ from sassl.eval.checkpoint import load_encoder
 from sassl.eval.features import EvalImages
 from sassl.export import export, push_to_hub, target_for
 from sassl.runtime import read_metrics
-from sassl.train import config_from_dict, pretrain
+from sassl.train import pretrain
 from sassl.views import imagenet_normalize
-from test_train import tiny_folder  # noqa: F401 (the fixture)
+from test_train import _cfg, tiny_folder  # noqa: F401 (the fixture)
 
 
 def _run(tmp_path, folder, name, **kw):
-    cfg = config_from_dict(dict(name=name, runs_dir=str(tmp_path), dataset=f"imagefolder:{folder}", image_size=32,
-                                batch_size=8, epochs=2, proj_hidden=64, proj_dim=32, num_workers=0, style="none",
-                                knn_k=5, knn_every=1, small_images=False) | kw)
-    pretrain(cfg, progress=False)
+    """A finished tiny run (the trainer tests' settings, a kNN pass every epoch) under tmp_path/name."""
+    pretrain(_cfg(tmp_path, folder, name=name, **({"knn_every": 1} | kw)), progress=False)
     return tmp_path / name
 
 
