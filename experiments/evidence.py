@@ -11,6 +11,7 @@
     python experiments/evidence.py robust      # issue 18: MoCo v2 with and without SASSL (pbn) at today's default
                                                # budget, 3 seeds, every protocol including the style-robustness ones
     python experiments/evidence.py probes      # issue 4: MoCo v2 settings vs the kNN monitor (pre-training only)
+    python experiments/evidence.py regime      # MoCo v2 without SASSL at budgets where it may learn (kNN gain over init)
     python experiments/evidence.py demo7-s1    # one probe by name (issue 12: the main job's other seeds)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
@@ -105,6 +106,13 @@ PROBES = {
     "demo8-s1": "--seed 1 --epochs 8 --knn-every 3",
     "demo8-s2": "--seed 2 --epochs 8 --knn-every 3",
 }
+# Evidence at a budget where encoders learn: MoCo v2 without SASSL, pre-training only, each run's kNN monitor
+# against its own random init (epoch 0). A run's curve also shows what fewer epochs would reach (a lower
+# bound: a shorter run's schedule decays earlier). Same runner and table as the probes.
+REGIME = {
+    "regime-e60-s0": "--style none --seed 0 --epochs 60 --knn-every 5",
+}
+PROBES |= REGIME
 EVAL = {"targets": ["objects", "objects@test_shift", "textures", "elpv"], "protocols": ["knn", "linear", "fewshot"],
         "seeds": [0, 1, 2], "shots": [1, 10]}
 # issue 18: the same targets with the style-robustness protocols (held-out styles: textures; training used paintings)
@@ -459,6 +467,9 @@ def main(argv: list[str]) -> int:
         from sassl.compare import to_markdown
 
         print(to_markdown(embed_scale()))
+        return 0
+    if argv == ["regime"]:
+        run_probes(list(REGIME))
         return 0
     if argv == ["probes"] or (argv and all(a in PROBES for a in argv)):
         run_probes(list(PROBES) if argv == ["probes"] else argv)

@@ -1,5 +1,5 @@
 """Settings under the ones a run is given, in layers: PretrainConfig's defaults, then the learner's own
-(LEARNER_DEFAULTS: its paper's views, heads, target momentum, temperature), then a named recipe
+(sassl.learners.LEARNERS: its paper's views, heads, target momentum, temperature), then a named recipe
 (`--recipe NAME`), then the settings given, which win. In a notebook, whose parameters cell holds every
 default, the parameters changed from their defaults count as given. The resolved values (and the recipe's
 name) are what config.json records.
@@ -14,24 +14,7 @@ against the paper's A.3.
 """
 from __future__ import annotations
 
-# Each learner's own settings, from its paper; selected by the learner name, under a recipe and given values.
-LEARNER_DEFAULTS: dict[str, dict] = {
-    # SASSL's MoCo v2 (A.3: no queue, BYOL-style predictor, cosine momentum from 0.99, T 0.1, BYOL's views).
-    # NOTE: A.3's head sizes were not available to us; BYOL's (4096/256) are the ones its BYOL-style
-    # predictor comes from
-    "mocov2": {"views": "byol", "proj_hidden": 4096, "proj_dim": 256, "ema": 0.99, "temperature": 0.1},
-    # classic MoCo v2 (Chen et al. 2020): 2048/128 head, T 0.2, its own views and crop scale, momentum 0.999
-    "mocov2-queue": {"views": "mocov2", "crop_scale": (0.2, 1.0), "proj_hidden": 2048, "proj_dim": 128,
-                     "ema": 0.999, "temperature": 0.2},
-    # SimCLR (Chen et al. 2020): symmetric views (colour strength 1.0, blur 0.5 on both), 2048/128 head, T 0.1
-    "simclr": {"views": "simclr", "proj_hidden": 2048, "proj_dim": 128, "temperature": 0.1},
-    # BYOL (Grill et al. 2020): asymmetric views, 4096/256 heads, target momentum 0.996 -> 1
-    "byol": {"views": "byol", "proj_hidden": 4096, "proj_dim": 256, "ema": 0.996},
-    # MoCo v3 (Chen, Xie & He 2021), its ViT settings: BYOL's views, 4096/256 heads (3-layer projector for a
-    # ViT), T 0.2, momentum 0.99 -> 1, AdamW with base lr 1.5e-4 per 256 images and weight decay 0.1
-    "mocov3": {"views": "mocov3", "proj_hidden": 4096, "proj_dim": 256, "ema": 0.99, "temperature": 0.2,
-               "optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1},
-}
+from sassl.learners import learner_run_settings
 
 RECIPES: dict[str, dict] = {
     "imagenet-resnet50": {
@@ -79,9 +62,9 @@ def recipe_values(name: str) -> dict:
 
 def with_recipe(values: dict, default_learner: str) -> dict:
     """Given settings on top of their recipe's (values['recipe'], if any), on top of their learner's own
-    (LEARNER_DEFAULTS; the learner given, else the recipe's, else `default_learner`): the given ones win.
+    (sassl.learners.LEARNERS; the learner given, else the recipe's, else `default_learner`): the given ones win.
     The one rule for layering settings; config_from_dict (flags, JSON, notebooks) calls it."""
     recipe = values.get("recipe") or ""
     under = recipe_values(recipe if isinstance(recipe, str) else "")
     learner = values.get("learner") or under.get("learner") or default_learner
-    return LEARNER_DEFAULTS.get(learner, {}) | under | values
+    return learner_run_settings(learner) | under | values

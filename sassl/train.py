@@ -40,6 +40,9 @@ from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, Tw
 from sassl.views import TOWERS, VIEWS, Prepared, TwoViews
 
 
+_OWN = LEARNERS["mocov2"].run  # the default learner's settings (PretrainConfig.learner)
+
+
 @dataclass
 class PretrainConfig:
     """Flat, typed run settings. The trailing comment of each field is its `sassl pretrain --help` line
@@ -47,7 +50,7 @@ class PretrainConfig:
 
     name: str = "pretrain"                # run folder: <runs_dir>/<name>
     recipe: str = ""                      # named settings under the ones given (which win): imagenet-resnet50, imagenet-resnet50x4, imagenet-vit-b-mocov3 (sassl.recipes)
-    learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol, mocov3; its own views, heads, momentum and temperature come with it (sassl.recipes.LEARNER_DEFAULTS)
+    learner: str = "mocov2"               # mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol, mocov3; its own views, heads, momentum and temperature come with it (sassl.learners.LEARNERS)
     backbone: str = "resnet18"            # resnet18, resnet34, resnet50, resnet50x4 (every width x4), vit_tiny, vit_s_16, vit_b_16 (random init)
     small_images: bool = False            # CIFAR stem (3x3 conv, no max pool); false: ImageNet stem (cheaper on CPU)
     dataset: str = "objects"              # registry name or imagefolder:PATH; 'train' trains, test (else val, or NAME@SPLIT) feeds the kNN monitor
@@ -58,7 +61,7 @@ class PretrainConfig:
     alpha: tuple = SASSL_DEFAULTS["alpha"]  # embedding blend range: z is alpha P(style) + (1 - alpha) P(content)
     beta: tuple = SASSL_DEFAULTS["beta"]  # pixel blend range: y is beta T(content, z) + (1 - beta) content
     layers: int = SASSL_DEFAULTS["layers"]  # stylize only the first k of the 13 CIN layers (the rest get the content's code)
-    views: str = "byol"                   # view augmentations: byol, simclr, mocov2 (classic), mocov3 (sassl.views.VIEWS); default: the learner's own
+    views: str = _OWN["views"]        # view augmentations: byol, simclr, mocov2 (classic), mocov3 (sassl.views.VIEWS); default: the learner's own
     # NOTE: the paper embeds styles at 256 px (Magenta's size) and does not say at what size the content is
     # embedded. The same painting embedded at 64 and at 256 px lies farther apart (mean distance 5.06) than two
     # paintings at 256 (3.28) (docs/RESULTS.md), so bank, in-batch and content codes are all embedded at one
@@ -79,10 +82,10 @@ class PretrainConfig:
     lr: float = 2.0                       # base learning rate per 256 images (scaled by batch_size / 256)
     weight_decay: float = 1e-6            # L2 on weights; biases and norm layers exempt
     warmup_epochs: float = 1.0            # linear learning-rate warm-up, then cosine decay to 0
-    ema: float = 0.99                     # base target momentum (momentum learners), cosine schedule up to 1.0; default: the learner's own
-    temperature: float = 0.1              # contrastive temperature (mocov2, simclr, mocov3); default: the learner's own
-    proj_hidden: int = 4096               # hidden width of the projector (and predictor) MLPs; default: the learner's own
-    proj_dim: int = 256                   # output width of the projector; default: the learner's own
+    ema: float = _OWN["ema"]          # base target momentum (momentum learners), cosine schedule up to 1.0; default: the learner's own
+    temperature: float = _OWN["temperature"] # contrastive temperature (mocov2, simclr, mocov3); default: the learner's own
+    proj_hidden: int = _OWN["proj_hidden"] # hidden width of the projector (and predictor) MLPs; default: the learner's own
+    proj_dim: int = _OWN["proj_dim"]  # output width of the projector; default: the learner's own
     seed: int = 0                         # seeds init, data order, crops and augmentations
     device: str = "auto"                  # auto (cuda if available), cpu, cuda or cuda:N
     amp: bool = True                      # mixed precision on CUDA: bfloat16, or float16 + GradScaler where the GPU has no bfloat16 (ignored on CPU)
@@ -144,7 +147,7 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"embed_size: must be 0 (the crop size) or >= 32 px, got {cfg.embed_size}")
     if cfg.sassl_towers not in TOWERS:
         raise ValueError(f"sassl_towers: expected one of {', '.join(TOWERS)}, got {cfg.sassl_towers!r}")
-    if cfg.sassl_towers != "both" and not issubclass(LEARNERS[cfg.learner][0], MomentumTwoTower):
+    if cfg.sassl_towers != "both" and not issubclass(LEARNERS[cfg.learner].cls, MomentumTwoTower):
         raise ValueError(f"sassl_towers: {cfg.learner} has one tower (no target network); only 'both' applies")
     if cfg.decode not in TwoCrops.DECODE:
         raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
@@ -308,7 +311,7 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
 def learner_settings(cfg: PretrainConfig) -> dict:
     """The settings a config gives a learner; create_learner keeps those the learner's class declares."""
     return {"proj_hidden": cfg.proj_hidden, "proj_dim": cfg.proj_dim, "pred_hidden": cfg.proj_hidden,
-            "temperature": cfg.temperature or None}  # 0: the learner's own default
+            "temperature": cfg.temperature or None}  # 0: the learner's own
 
 
 # ----------------------------------------------------------------------------- the run, in named parts

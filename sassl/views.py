@@ -121,7 +121,7 @@ class ViewConfig:
     solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
-# Each method's own view set (--views NAME; each learner's default is in sassl.recipes.LEARNER_DEFAULTS).
+# Each method's own view set (--views NAME; each learner's default is in sassl.learners.LEARNERS).
 VIEWS: dict[str, ViewConfig] = {
     "byol": ViewConfig(),  # Grill et al. 2020, table 6; SASSL's MoCo v2 uses it (A.3)
     # SimCLR (Chen et al. 2020, appendix A): colour distortion of strength 1 (0.8, 0.8, 0.8, 0.2) with p 0.8,

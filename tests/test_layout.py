@@ -132,3 +132,27 @@ def test_sassl_defaults_have_one_owner():
     for widget in ('value=DEFAULTS["p"]', 'value=DEFAULTS["alpha"][0]', 'value=DEFAULTS["alpha"][1]',
                    'value=DEFAULTS["beta"][0]', 'value=DEFAULTS["beta"][1]', 'value=DEFAULTS["layers"]'):
         assert widget in app, widget
+
+
+def test_learner_settings_have_one_owner():
+    """Learner hyper-parameters are written once (sassl.learners.LEARNERS): the constructors have no defaults of
+    their own and take what create_learner gives them from the row (so MoCo v2's heads are 4096 wide, its row's
+    width); PretrainConfig's learner fields are the default learner's row."""
+    import inspect
+
+    import torch
+
+    from sassl.learners import LEARNERS, create_learner, settings_of
+    from sassl.train import PretrainConfig
+
+    for name, spec in LEARNERS.items():
+        params = inspect.signature(spec.cls.__init__).parameters
+        assert all(params[k].default is inspect.Parameter.empty for k in settings_of(spec.cls)), name
+        assert set(spec.module) <= set(settings_of(spec.cls)), name
+        model = create_learner(name, "resnet18", image_size=32)
+        widths = [m.out_features for m in model.projector.modules() if isinstance(m, torch.nn.Linear)]
+        assert (widths[0], widths[-1]) == (spec.run["proj_hidden"], spec.run["proj_dim"]), name
+        assert getattr(model, "temperature", None) == spec.run.get("temperature"), name
+        assert getattr(model, "queue_size", 0) == spec.module.get("queue_size", 0), name
+    cfg = PretrainConfig()
+    assert {k: getattr(cfg, k) for k in LEARNERS[cfg.learner].run} == LEARNERS[cfg.learner].run

@@ -271,13 +271,13 @@ def test_device_decode_trains_like_the_fast_path(tmp_path, jpeg_folder):
 
 
 def test_learner_defaults_sit_under_recipes_and_given_values():
-    """Each learner brings its paper's heads, momentum, temperature and views (sassl.recipes.LEARNER_DEFAULTS);
+    """Each learner brings its paper's heads, momentum, temperature and views (sassl.learners.LEARNERS);
     a recipe sits above them and given values above both; config.json records the resolved values."""
-    from sassl.recipes import LEARNER_DEFAULTS
+    from sassl.learners import LEARNERS
 
-    for name, own in LEARNER_DEFAULTS.items():
+    for name, spec in LEARNERS.items():
         cfg = config_from_dict({"learner": name})
-        assert {k: getattr(cfg, k) for k in own} == own, name
+        assert {k: getattr(cfg, k) for k in spec.run} == spec.run, name
     assert config_from_dict({"learner": "byol", "proj_hidden": 512}).proj_hidden == 512
     vit = config_from_dict({"recipe": "imagenet-vit-b-mocov3"})
     assert (vit.learner, vit.backbone, vit.optimizer, vit.lr, vit.weight_decay, vit.warmup_epochs, vit.embed_size) == \

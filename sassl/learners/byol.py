@@ -10,8 +10,8 @@ from sassl.learners.momentum import MomentumTwoTower
 
 
 class BYOL(MomentumTwoTower):
-    def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 4096, proj_dim: int = 256,
-                 pred_hidden: int = 4096):
+    def __init__(self, backbone: nn.Module, feat_dim: int, *, proj_hidden: int, proj_dim: int, pred_hidden: int):
+        """Settings: sassl.learners.LEARNERS['byol']."""
         super().__init__(backbone, feat_dim, proj_hidden, proj_dim, pred_hidden)
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor) -> torch.Tensor:

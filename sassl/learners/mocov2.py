@@ -13,10 +13,9 @@ from sassl.learners.momentum import MomentumTwoTower
 
 
 class MoCoV2(MomentumTwoTower):
-    SETTINGS = MomentumTwoTower.SETTINGS + ("temperature", "predictor", "queue_size")
-
-    def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 256,
-                 pred_hidden: int = 2048, temperature: float = 0.1, predictor: bool = True, queue_size: int = 0):
+    def __init__(self, backbone: nn.Module, feat_dim: int, *, proj_hidden: int, proj_dim: int, pred_hidden: int,
+                 temperature: float, predictor: bool, queue_size: int):
+        """Settings: sassl.learners.LEARNERS ('mocov2', 'mocov2-queue')."""
         super().__init__(backbone, feat_dim, proj_hidden, proj_dim, pred_hidden, predictor)
         self.temperature, self.queue_size = temperature, queue_size
         if queue_size:

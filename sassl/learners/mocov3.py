@@ -23,10 +23,9 @@ def mocov3_loss(q: torch.Tensor, k_all: torch.Tensor, temperature: float, rank: 
 
 
 class MoCoV3(MomentumTwoTower):
-    SETTINGS = MomentumTwoTower.SETTINGS + ("temperature",)
-
-    def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 4096, proj_dim: int = 256,
-                 pred_hidden: int = 4096, temperature: float = 0.2):
+    def __init__(self, backbone: nn.Module, feat_dim: int, *, proj_hidden: int, proj_dim: int, pred_hidden: int,
+                 temperature: float):
+        """Settings: sassl.learners.LEARNERS['mocov3']."""
         vit = isinstance(backbone, ViT)
         if vit:
             mocov3_vit_(backbone)

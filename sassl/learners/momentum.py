@@ -42,8 +42,6 @@ class MomentumTwoTower(nn.Module):
     """Subclasses implement `loss(x1, x2) -> scalar`; forward(x1, x2, momentum) updates the target with
     `momentum`, then returns (loss, logs) with logs as tensors (the trainer reads them, once per step)."""
 
-    SETTINGS: tuple[str, ...] = ("proj_hidden", "proj_dim", "pred_hidden")  # what create_learner may pass
-
     def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int, pred_hidden: int,
                  predictor: bool = True, projector: nn.Module | None = None, predictor_module: nn.Module | None = None):
         """Heads: BYOL's 2-layer MLPs (feat_dim -> proj_hidden -> proj_dim, then proj_dim -> pred_hidden ->

@@ -10,10 +10,8 @@ from sassl.learners.losses import nt_xent
 
 
 class SimCLR(nn.Module):
-    SETTINGS = ("proj_hidden", "proj_dim", "temperature")  # what create_learner may pass
-
-    def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int = 2048, proj_dim: int = 128,
-                 temperature: float = 0.1):
+    def __init__(self, backbone: nn.Module, feat_dim: int, *, proj_hidden: int, proj_dim: int, temperature: float):
+        """Settings: sassl.learners.LEARNERS['simclr']."""
         super().__init__()
         self.backbone, self.projector = backbone, mlp(feat_dim, proj_hidden, proj_dim)
         self.temperature = temperature
