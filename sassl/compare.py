@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sassl.config import plain
-from sassl.eval.transfer import mean_std
+from sassl.eval.evaluate import mean_std
 from sassl.stylizer import DEFAULTS
 from sassl.train import PretrainConfig, config_from_dict
 

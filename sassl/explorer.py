@@ -17,7 +17,7 @@ from PIL import Image
 
 from sassl.data import get_dataset
 from sassl.data.decode import ImageDecodeError, load_rgb, to_pil
-from sassl.runtime import resolve_device
+from sassl.devices import resolve_device
 from sassl.stylizer import DEFAULTS, STYLE_KEYWORDS, make_style_op, mix, pretrained
 from sassl.data.loader import random_resized_crop
 from sassl.views import TwoViews

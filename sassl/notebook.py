@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import html
+import sys
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from sassl.config import coerce, from_dict
-from sassl.eval.transfer import EvalConfig, default_out, eval_report
-from sassl.runtime import terminal_line
+from sassl.eval.evaluate import EvalConfig, default_out, eval_report
+from sassl.records import terminal_line
 
 
 def runs_root(start: str | os.PathLike | None = None) -> Path:
@@ -133,7 +134,7 @@ def execute(src: str | os.PathLike, dest: str | os.PathLike, params: dict, cwd: 
 
 def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLike | None = None) -> Path:
     """Execute a notebook with papermill into its run folder (created), as `sassl notebook` does; returns
-    the executed notebook's path. Progress lines of long cells reach the terminal (sassl.runtime.terminal_line)."""
+    the executed notebook's path. Progress lines of long cells reach the terminal (sassl.records.terminal_line)."""
     src = notebook_path(notebook)
     unknown = sorted(set(params) - set(parameter_defaults(src)))
     if unknown:
@@ -147,3 +148,18 @@ def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLi
         terminal_line(eval_report(evaluated))
     terminal_line(f"executed notebook: {dest}\nrun folder: {dest.parent}")
     return dest
+
+
+def lab_command(host: str = "127.0.0.1", port: int = 8888, browser: bool = True, token: str | None = None,
+                root: str | os.PathLike | None = None, extra: list[str] | None = None) -> list[str]:
+    """The JupyterLab command `sassl lab` runs: this environment's Python (so its kernel has sassl), the
+    workbench as root (notebooks/ and runs/ both reachable), opened on notebooks/, on loopback with a token."""
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.ip={host}", f"--ServerApp.port={port}",
+           f"--ServerApp.root_dir={root or NOTEBOOKS.parent}", "--ServerApp.default_url=/lab/tree/notebooks"]
+    if token is not None:
+        cmd.append(f"--IdentityProvider.token={token}")  # default: a random token, printed with the URL
+    if not browser:
+        cmd.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--ServerApp.allow_root=True")  # containers and CI run as root; Jupyter refuses without it
+    return cmd + list(extra or [])

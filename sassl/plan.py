@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_flatten
 
 from sassl.data.loader import shared_memory_need
 from sassl.learners import create_learner
-from sassl.runtime import SHAPE_BUCKET, pad_rows
+from sassl.devices import SHAPE_BUCKET, pad_rows
 from sassl.stylizer.augment import stylize
 from sassl.stylizer.networks import Stylizer
 from sassl.optim import make_optimizer

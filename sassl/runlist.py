@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sassl.eval.transfer import read_summary
-from sassl.runtime import read_metrics
+from sassl.eval.evaluate import read_summary
+from sassl.records import read_metrics
 
 COLUMNS = ("name", "learner", "style", "steps", "knn", "linear", "state", "size")
 

@@ -32,7 +32,8 @@ from sassl.optim import OPTIMIZERS, cosine_lr, make_optimizer
 from sassl.paths import atomic_file
 from sassl.plots import training_curves
 from sassl.recipes import recipe_values, with_recipe
-from sassl.runtime import duration, git_commit, read_metrics, resolve_device, terminal_line
+from sassl.devices import resolve_device
+from sassl.records import duration, git_commit, read_metrics, terminal_line
 from sassl.stylizer import DEFAULTS as SASSL_DEFAULTS, StyleChoice, check_settings, make_style_op
 from sassl.tracking import RunLog
 from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, TwoCrops, check_shared_memory,

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sassl.runtime import pad_rows, shape_bucket, ship
+from sassl.devices import pad_rows, shape_bucket, ship
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from sassl.data import get_dataset
 from sassl.data.decode import to_pil
-from sassl.runtime import resolve_device
+from sassl.devices import resolve_device
 from sassl.sheet import contact_sheet
 from sassl.train import style_op
 from sassl.data.loader import TwoCrops, to_unit

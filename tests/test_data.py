@@ -15,7 +15,7 @@ from PIL import Image
 import sassl.data.decode as decode
 from sassl.cli import main
 from sassl.data import get_dataset
-from sassl.data.bundled import SOURCES, Source, extract_deb, prepare_source, source_dir
+from sassl.data.sources import SOURCES, Source, extract_deb, prepare_source, source_dir
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import CLASSES, ObjectsConfig, identity
 from sassl.data.registry import imagefolder
@@ -159,12 +159,23 @@ def test_objects_split_by_identity():
 
 
 def test_objects_variant_seeded():
-    cfg = ObjectsConfig(size=32, per_object=1, seed=3)
-    a = get_dataset("objects", split="test", objects_config=cfg)
-    b = get_dataset("objects", split="test", objects_config=cfg)
+    """objects:KEY=VALUE,... builds the benchmark with other parameters, once, seeded; more composites per object
+    keep the split by object identity."""
+    from sassl.data.registry import objects_config, splits_of
+
+    assert objects_config("objects:size=32,per_object=1,seed=3") == ObjectsConfig(size=32, per_object=1, seed=3)
+    a = get_dataset("objects:size=32,per_object=1,seed=3", split="test")
+    b = get_dataset("objects:size=32,per_object=1,seed=3@test")
     assert torch.equal(a.images, b.images) and a.images.shape[-1] == 32
-    c = get_dataset("objects", split="test", objects_config=ObjectsConfig(size=32, per_object=1, seed=4))
+    assert splits_of("objects:size=32,per_object=1,seed=3") == ("train", "test", "test_shift")
+    c = get_dataset("objects:size=32,per_object=1,seed=4", split="test")
     assert c.meta["test_objects"] != a.meta["test_objects"] or not torch.equal(c.images[:5], a.images[:5])
+    two = get_dataset("objects:size=32,per_object=2,seed=3", split="test")
+    assert len(two) == 2 * len(a) and two.meta["test_objects"] == a.meta["test_objects"]
+    for bad, says in (("objects:per_objects=4", "KEY one of size, per_object"), ("objects:size=big", "size must be int"),
+                      ("objects:size", "expected objects:KEY=VALUE")):
+        with pytest.raises(ValueError, match=says):
+            get_dataset(bad)
     assert identity("pig_golden2") == identity("pig_golden") == "pig_golden"
 
 

@@ -19,7 +19,7 @@ from sassl.eval.features import EvalImages, cached_features, stream_features
 from sassl.eval.knn import knn_accuracy, knn_predict
 from sassl.eval.linear import linear_probe, topk_accuracy, train_linear
 from sassl.eval.targets import Target, load_target, stratified_split
-from sassl.eval.transfer import EvalConfig, baseline_summary, eval_report, evaluate, summarize
+from sassl.eval.evaluate import EvalConfig, baseline_summary, eval_report, evaluate, summarize
 from sassl.eval.tsne import frechet_distance, knn_overlap, overlap_matrices, tsne
 
 
@@ -351,6 +351,46 @@ def test_knn_overlap_mixed_vs_separated():
     assert knn_overlap(a, b + 50) == 0.0
 
 
+def test_rank_sources_orders_by_closeness_to_the_target():
+    """Style sources ranked by the Fréchet distance of their embeddings to the target's: a second sample of the
+    target's own distribution first, a slightly shifted one next, a far one last; every number is the
+    pairwise measure between that source and the target."""
+    from sassl.eval.tsne import rank_sources
+
+    rng = np.random.default_rng(0)
+    sets = {"far": rng.normal(3, 1, (80, 4)), "target": rng.normal(0, 1, (120, 4)),
+            "near": rng.normal(0.4, 1, (90, 4)), "same": rng.normal(0, 1, (100, 4))}
+    emb = np.concatenate(list(sets.values()))
+    labels = np.array([n for n, e in sets.items() for _ in e])
+    rows = rank_sources(emb, labels, "target", k=5)
+    assert [r["source"] for r in rows] == ["same", "near", "far"] and [r["rank"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert r["frechet"] == pytest.approx(frechet_distance(sets[r["source"]], sets["target"]))
+        assert r["knn_overlap"] == pytest.approx(knn_overlap(sets[r["source"]], sets["target"], 5))
+        assert r["images"] == len(sets[r["source"]])
+    assert rows[0]["knn_overlap"] > 0.8 > rows[2]["knn_overlap"]
+    with pytest.raises(ValueError, match="target 'nope' has no embeddings"):
+        rank_sources(emb, labels, "nope")
+    with pytest.raises(ValueError, match="at least one style source"):
+        rank_sources(sets["target"], np.array(["target"] * 120), "target")
+
+
+def test_style_bank_match_command(tmp_path, capsys):
+    """`sassl style-bank match TARGET SOURCE...` embeds each set, writes the ranked table, the t-SNE figure and
+    its config, and prints the ranking."""
+    from sassl.cli import main
+
+    out = tmp_path / "match"
+    assert main(["style-bank", "match", "paintings", "textures", "opencv-art", "--per-dataset", "5",
+                 "--iterations", "250", "--device", "cpu", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "match.csv")))
+    assert sorted(r["source"] for r in rows) == ["opencv-art", "textures"] and [r["rank"] for r in rows] == ["1", "2"]
+    assert float(rows[0]["frechet"]) <= float(rows[1]["frechet"])
+    assert (out / "figures" / "tsne.html").is_file() and json.loads((out / "config.json").read_text())["points"] == 14
+    printed = capsys.readouterr().out
+    assert "closeness to paintings" in printed and printed.index(rows[0]["source"]) < printed.index(rows[1]["source"])
+
+
 def test_tsne_and_overlap_matrix_on_real_styles():
     from sassl.eval.tsne import style_embeddings, tsne_figure
 
@@ -409,7 +449,7 @@ def test_target_with_train_val_test_and_a_train_list(tmp_path, photos):
 
 
 def test_finetune_defaults_to_the_probe_iterations():
-    from sassl.eval.transfer import finetune_epochs
+    from sassl.eval.evaluate import finetune_epochs
 
     cfg = EvalConfig(probe_epochs=100)
     assert finetune_epochs(cfg, 2364) == 27  # 100 epochs x 10 steps at batch 256 = 1,000 steps; 37 steps per epoch at 64

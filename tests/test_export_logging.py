@@ -1,7 +1,8 @@
-"""Taking the encoder out (sassl export) and watching a run (TensorBoard, W&B offline, sassl runs)."""
+"""Taking the encoder out (sassl export) and watching a run (TensorBoard, W&B offline, sassl runs, figures)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from sassl.cli import main
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.features import EvalImages
 from sassl.export import export, push_to_hub, target_for
-from sassl.runtime import read_metrics
+from sassl.records import read_metrics
 from sassl.train import pretrain
 from sassl.views import imagenet_normalize
 from test_train import _cfg, tiny_folder  # noqa: F401 (the fixture)
@@ -233,3 +234,30 @@ def test_cli_export_and_every_subcommand_reaches_its_handler(runs, tmp_path, cap
             if isinstance(action, argparse._SubParsersAction):
                 for name, sub in action.choices.items():
                     assert "handler" not in {a.dest for a in sub._actions}, name
+
+
+def test_a_hung_png_export_never_holds_up_a_run(tmp_path, monkeypatch):
+    """kaleido's browser export can hang; save_figure gives it PNG_TIMEOUT_S in a process group of its own, then
+    kills it (and its browser) and keeps the HTML, with a warning saying why there is no PNG."""
+    import time
+
+    import plotly.graph_objects as go
+
+    from sassl import plots
+
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[2, 1]))
+    monkeypatch.setattr(plots, "_RENDER", "import os, sys, time; open(sys.argv[1] + '.pid', 'w').write(str(os.getpid())); "
+                                          "time.sleep(600)")
+    monkeypatch.setattr(plots, "PNG_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(plots.write_png, "__defaults__", (1.0,))
+    t0 = time.time()
+    with pytest.warns(UserWarning, match="no PNG for curves .*TimeoutError: static export took over 1 s"):
+        out = plots.save_figure(fig, tmp_path / "curves")
+    assert out == [tmp_path / "curves.html"] and out[0].is_file() and not (tmp_path / "curves.png").exists()
+    assert time.time() - t0 < 30
+    pid = int((tmp_path / "curves.png.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    monkeypatch.setattr(plots, "_RENDER", "import sys; sys.exit('kaleido: no browser found')")
+    with pytest.warns(UserWarning, match="RuntimeError: kaleido: no browser found"):
+        assert plots.save_figure(fig, tmp_path / "other") == [tmp_path / "other.html"]

@@ -108,7 +108,7 @@ def test_file_index_is_walked_by_all_ranks_with_node_local_caches(tmp_path, jpeg
     """Walking the 9 folders takes 2.7 s on one rank, more than the 2 s that another would wait in a barrier
     (the rank-0-first walk failed here with a gloo timeout). Now each rank walks one of the two top-level
     folders (1.2 s), both get walk()'s whole list, and each node-local cache gets its copy."""
-    from sassl.data.decode import walk
+    from sassl.data.index import walk
 
     caches = [str(tmp_path / "c0"), str(tmp_path / "c1")]
     mp.spawn(_index_worker, args=(2, str(tmp_path / "store"), str(jpeg_folder), caches, str(tmp_path)),

@@ -11,7 +11,7 @@ import pytest
 
 from browser import Chromium, free_port, need_chromium
 from conftest import TSNE_SMALL
-from sassl.cli import lab_command
+from sassl.notebook import lab_command
 
 pm = pytest.importorskip("papermill")
 NB = Path(__file__).parent.parent / "notebooks"

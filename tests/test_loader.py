@@ -10,7 +10,7 @@ from PIL import Image
 from sassl.data.decode import ImageDecodeError, load_for_crops, load_rgb
 from sassl.data.loader import DevicePrefetcher, TwoCrops, decode_size, loader_workers, sample_crop
 from sassl.data.registry import Dataset
-from sassl.runtime import pack, unpack
+from sassl.devices import pack, unpack
 
 
 def _ks(a: np.ndarray, b: np.ndarray) -> float:

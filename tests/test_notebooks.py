@@ -124,7 +124,7 @@ def test_quickstart_outputs_checked_by_nbval():
 
 @pytest.mark.parametrize("nb, cls, notebook_only", [
     ("pretrain.ipynb", "sassl.train:PretrainConfig", {"resume", "show_views"}),
-    ("evaluate.ipynb", "sassl.eval.transfer:EvalConfig", set()),
+    ("evaluate.ipynb", "sassl.eval.evaluate:EvalConfig", set()),
 ])
 def test_parameters_cell_lists_every_config_field_with_its_default(nb, cls, notebook_only):
     """A notebook's parameters are its config's fields with the same defaults (runs_dir empty means the

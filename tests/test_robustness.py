@@ -84,7 +84,7 @@ def test_evaluate_style_robustness_end_to_end(tmp_path):
     subset: rows for every beta and the content reference, a stylized accuracy with its clean counterpart,
     and a stylized target that reproduces from its seed."""
     from sassl.eval.checkpoint import load_encoder
-    from sassl.eval.transfer import EvalConfig, evaluate, heldout_stylizer
+    from sassl.eval.evaluate import EvalConfig, evaluate, heldout_stylizer
 
     cfg = EvalConfig(encoder="random:resnet18", targets=("objects",), protocols=("style_invariance", "stylized"),
                      image_size=32, max_per_split=40, robust_max_images=24, probe_epochs=3, num_workers=0,

@@ -183,7 +183,7 @@ def test_torchrun_evaluate_equals_one_process(tmp_path, jpeg_folder, monkeypatch
     """`sassl evaluate` on a train/val imagefolder under 2 gloo ranks (each extracts half the features) gives
     the one-process kNN exactly and the same linear probe (identical float16 features and seeds: within
     0.01 points). (Reusing cached features: tests/test_eval.py.)"""
-    from sassl.eval.transfer import EvalConfig, evaluate
+    from sassl.eval.evaluate import EvalConfig, evaluate
 
     settings = dict(targets=(f"imagefolder:{jpeg_folder}",), protocols=("knn", "linear"), seeds=(0,), image_size=32,
                     probe_epochs=5, num_workers=0, batch_size=32)

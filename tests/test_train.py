@@ -129,7 +129,7 @@ def test_every_flag_has_a_help_line_from_its_config_field(capsys):
     """--help shows each field's own comment and default (one source: the dataclass)."""
     from sassl.cli import main
     from sassl.config import field_help
-    from sassl.eval.transfer import EvalConfig
+    from sassl.eval.evaluate import EvalConfig
     from sassl.train import PretrainConfig
 
     for cls in (PretrainConfig, EvalConfig):

@@ -136,19 +136,6 @@ def center_square(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC, reducing_gap=3.0)
 
 
-def walk(root: str | os.PathLike) -> list[str]:
-    """Relative paths ('a/b.jpg') of every non-hidden file below root (hidden folders pruned), sorted.
-    os.walk reads each directory once with scandir: no per-file stat."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = os.path.relpath(dirpath, root)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        out.extend(prefix + f for f in filenames if not f.startswith("."))
-    out.sort()
-    return out
-
-
 @dataclass
 class DecodeReport:
     """What a folder decode kept and skipped (path, reason)."""

@@ -23,7 +23,6 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sassl import dist
-from sassl.data.decode import walk
 from sassl.paths import atomic_file, cache_dir
 
 INDEX_FORMAT = 1
@@ -51,6 +50,19 @@ class FileList(Sequence):
     def select(self, keep: np.ndarray) -> "FileList":
         """The files where the boolean mask (or index array) `keep` selects."""
         return FileList(self.root, self.rel[keep])
+
+
+def walk(root: str | os.PathLike) -> list[str]:
+    """Relative paths ('a/b.jpg') of every non-hidden file below root (hidden folders pruned), sorted.
+    os.walk reads each directory once with scandir: no per-file stat."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        out.extend(prefix + f for f in filenames if not f.startswith("."))
+    out.sort()
+    return out
 
 
 def signature(root: Path, depth: int = SIGNATURE_DEPTH) -> str:

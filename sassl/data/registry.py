@@ -4,6 +4,10 @@
     get_dataset("imagefolder:/data/dtd/images")    # class-per-folder tree, or a flat folder (no labels)
     get_dataset("cifar10", download=True)          # torchvision; offline: a clear error saying where
     get_dataset("pbn")                             # $SASSL_PBN_DIR, else the bundled paintings (warned)
+    get_dataset("objects:per_object=48")           # the objects benchmark built with other parameters
+
+Each kind of name (KINDS) says which names are its, how to load a split, which splits it has, how to
+prepare it and how `sassl data list` describes it.
 
 Every dataset yields (image, label): image = transform(RGB PIL image), by default a (3, H, W) float
 tensor in [0, 1]; label is an int, -1 where the data has none.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -21,13 +26,25 @@ from PIL import Image
 
 from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, load_rgb, to_tensor
 from sassl.data.index import FileList, folder_index
-from sassl.data.sets import SETS, data_root, is_built, load_index, objects_variant, set_dir
+from sassl.data.objects import ObjectsConfig
+from sassl.data.sets import SETS, bundled_splits, data_root, is_built, load_index, objects_variant, prepare_set, set_dir
 from sassl.paths import cache_dir
 
-TORCHVISION = {  # name -> (torchvision class, folder it unpacks to, size, description)
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "60,000 images", "32x32, 10 classes (170 MB download)"),
-    "cifar100": ("CIFAR100", "cifar-100-python", "60,000 images", "32x32, 100 classes (170 MB download)"),
-    "stl10": ("STL10", "stl10_binary", "113,000 images", "96x96, 10 classes + 100k unlabelled (2.6 GB download)"),
+@dataclass(frozen=True)
+class TorchvisionSet:
+    cls: str          # torchvision.datasets class
+    folder: str       # the folder its archive unpacks to
+    size: str
+    description: str
+    splits: tuple[str, ...] = ("train", "test")
+
+
+TORCHVISION = {
+    "cifar10": TorchvisionSet("CIFAR10", "cifar-10-batches-py", "60,000 images", "32x32, 10 classes (170 MB download)"),
+    "cifar100": TorchvisionSet("CIFAR100", "cifar-100-python", "60,000 images", "32x32, 100 classes (170 MB download)"),
+    "stl10": TorchvisionSet("STL10", "stl10_binary", "113,000 images",
+                            "96x96, 10 classes + 100k unlabelled (2.6 GB download)",
+                            ("train", "test", "unlabeled", "train+unlabeled")),
 }
 PBN_ENV = "SASSL_PBN_DIR"
 
@@ -174,25 +191,6 @@ def parse_name(name: str) -> tuple[str, str | None]:
     return base, (split or None)
 
 
-def splits_of(name: str) -> tuple[str, ...]:
-    """The splits a dataset has, e.g. ('train', 'test', 'test_shift'), or ('all',) for one pool. Bundled
-    sets are prepared first if needed; torchvision sets need no download to answer."""
-    base, _ = parse_name(name)
-    if base.startswith("imagefolder:"):
-        return folder_splits(Path(base.split(":", 1)[1]))
-    if base == "pbn":
-        return ("all",)
-    if base in TORCHVISION:
-        return ("train", "test", "unlabeled") if base == "stl10" else ("train", "test")
-    if base in SETS:
-        index = load_index(base)
-        if index.get("storage") == "tensor":
-            return tuple(index["splits"])
-        found = sorted({it["split"] for it in index["items"]})
-        return ("all",) if found == ["all"] else tuple(found)
-    raise KeyError(f"unknown dataset {base!r}; available: {', '.join(dataset_names())}, or imagefolder:PATH")
-
-
 def held_out_split(name: str) -> str | None:
     """The split that tests a dataset when none is named: 'test', else 'val', else None (one pool)."""
     base, split = parse_name(name)
@@ -202,14 +200,50 @@ def held_out_split(name: str) -> str | None:
     return next((s for s in ("test", "val") if s in splits), None)
 
 
-def _torchvision(name: str, split: str, root: Path, download: bool, transform) -> Dataset:
+def torchvision_root() -> Path:
+    return Path(os.environ.get("SASSL_DATA_ROOT", cache_dir() / "data" / "torchvision"))
+
+
+# ----------------------------------------------------------------------------- kinds of dataset names
+
+def _folder_load(name, split, transform, root, download) -> Dataset:
+    return imagefolder(name.split(":", 1)[1], transform=transform, split=split)
+
+
+def _folder_rows() -> list[dict]:
+    return [{"name": "imagefolder:PATH", "state": "needs a local path", "size": "-",
+             "description": "any class-per-folder tree (ImageNet, DTD, iNat, ...) or a flat folder"}]
+
+
+def _pbn_load(name, split, transform, root, download) -> Dataset:
+    path = root or os.environ.get(PBN_ENV)
+    if path:
+        ds = imagefolder(path, "pbn", transform)
+        ds.meta["source_used"] = f"Painter by Numbers at {path}"
+        return ds
+    warnings.warn(f"pbn: no local Painter by Numbers copy (set {PBN_ENV} or pass root=...); USING THE BUNDLED "
+                  "'paintings' SET INSTEAD (~40 public-domain paintings, not the 79k-image PBN).", stacklevel=4)
+    ds = _bundled_load("paintings", "all", transform, None, False)
+    ds.name = "pbn"
+    ds.meta["source_used"] = "bundled:paintings (fallback: no Painter by Numbers copy configured)"
+    return ds
+
+
+def _pbn_rows() -> list[dict]:
+    pbn = os.environ.get(PBN_ENV)
+    return [{"name": "pbn", "size": "79,433 paintings (full PBN)",
+             "state": f"local copy at {pbn}" if pbn else f"needs a local path (${PBN_ENV}); falls back to paintings",
+             "description": "Painter by Numbers (Kaggle), as an image folder"}]
+
+
+def _torchvision_load(name, split, transform, root, download) -> Dataset:
     import torchvision.datasets as tvd
 
-    cls_name, folder, _, _ = TORCHVISION[name]
-    cls = getattr(tvd, cls_name)
-    splits = ("train", "test", "unlabeled", "train+unlabeled") if name == "stl10" else ("train", "test")
-    if split not in splits:
-        raise ValueError(f"{name}: split must be one of {', '.join(splits)}, got {split!r}")
+    spec = TORCHVISION[name]
+    root = Path(root) if root else torchvision_root()
+    if split not in spec.splits:
+        raise ValueError(f"{name}: split must be one of {', '.join(spec.splits)}, got {split!r}")
+    cls = getattr(tvd, spec.cls)
     try:
         if name == "stl10":
             ds = cls(str(root), split=split, download=download)
@@ -220,81 +254,153 @@ def _torchvision(name: str, split: str, root: Path, download: bool, transform) -
     except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupted" in str(e).lower():
             raise FileNotFoundError(
-                f"{name}: no data under {root / folder}. With a network: get_dataset({name!r}, download=True) or "
-                f"`sassl data prepare {name} --download`. Offline: copy the extracted archive ({folder}/) into {root} "
-                f"(or set SASSL_DATA_ROOT).") from None
+                f"{name}: no data under {root / spec.folder}. With a network: get_dataset({name!r}, download=True) "
+                f"or `sassl data prepare {name} --download`. Offline: copy the extracted archive ({spec.folder}/) "
+                f"into {root} (or set SASSL_DATA_ROOT).") from None
         raise
     except (OSError, ValueError) as e:  # a download attempted without network
-        raise FileNotFoundError(f"{name}: download failed ({e}); copy {folder}/ into {root} by hand") from None
-    return Dataset(name, labels, list(getattr(ds, "classes", [])), {"source_used": str(root / folder), "split": split},
-                   images=images, transform=transform)
+        raise FileNotFoundError(f"{name}: download failed ({e}); copy {spec.folder}/ into {root} by hand") from None
+    return Dataset(name, labels, list(getattr(ds, "classes", [])),
+                   {"source_used": str(root / spec.folder), "split": split}, images=images, transform=transform)
 
 
-def torchvision_root() -> Path:
-    return Path(os.environ.get("SASSL_DATA_ROOT", cache_dir() / "data" / "torchvision"))
+def _torchvision_prepare(name: str, download: bool) -> str:
+    for split in ("train", "test"):
+        get_dataset(name, split=split, download=download)
+    return f"{name}: ready"
 
 
-# ----------------------------------------------------------------------------- bundled sets
+def _torchvision_rows() -> list[dict]:
+    return [{"name": name, "size": spec.size, "description": spec.description,
+             "state": "prepared" if (torchvision_root() / spec.folder).exists() else "downloadable (needs network)"}
+            for name, spec in TORCHVISION.items()]
 
-def _bundled(name: str, split: str, transform, objects_config=None) -> Dataset:
-    folder = name
-    if objects_config is not None:
-        folder = objects_variant(objects_config)
+
+def _bundled_load(name, split, transform, root, download, folder: str | None = None) -> Dataset:
+    folder = folder or name
     index = load_index(folder)
+    pool = bundled_splits(index) == ("all",)  # one pool serves every split
+    if not pool and split not in bundled_splits(index) and split != "all":
+        raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(bundled_splits(index))} (or all)")
     if index.get("storage") == "tensor":
-        if split not in index["splits"] and split != "all":
-            raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(index['splits'])} (or all)")
         parts = [torch.load(set_dir(folder) / index["splits"][s], weights_only=True)
                  for s in (index["splits"] if split == "all" else [split])]
         d = {k: torch.cat([p[k] for p in parts]) for k in ("images", "labels")}
-        d["objects"] = [o for p in parts for o in p["objects"]]
+        objects = [o for p in parts for o in p["objects"]]
         return Dataset(name, d["labels"].tolist(), index["classes"],
-                       index["meta"] | {"source_used": f"bundled:{folder}", "split": split, "objects": d["objects"]},
+                       index["meta"] | {"source_used": f"bundled:{folder}", "split": split, "objects": objects},
                        images=d["images"], transform=transform)
-    splits = sorted({it["split"] for it in index["items"]})
-    if splits == ["all"] or split == "all":
-        items = index["items"]
-    elif split in splits:
-        items = [it for it in index["items"] if it["split"] == split]
-    else:
-        raise ValueError(f"{name}: no split {split!r}; splits: {', '.join(splits)}")
+    items = [it for it in index["items"] if pool or split == "all" or it["split"] == split]
     return Dataset(name, [it["label"] for it in items], index["classes"],
-                   index["meta"] | {"source_used": f"bundled:{name}", "split": split if splits != ["all"] else "all",
+                   index["meta"] | {"source_used": f"bundled:{name}", "split": "all" if pool else split,
                                     "groups": [it["group"] for it in items], "description": SETS[name].description},
                    files=[data_root() / it["file"] for it in items], transform=transform)
 
 
-def _pbn(root: str | os.PathLike | None, transform) -> Dataset:
-    path = root or os.environ.get(PBN_ENV)
-    if path:
-        ds = imagefolder(path, "pbn", transform)
-        ds.meta["source_used"] = f"Painter by Numbers at {path}"
-        return ds
-    warnings.warn(f"pbn: no local Painter by Numbers copy (set {PBN_ENV} or pass root=...); USING THE BUNDLED "
-                  "'paintings' SET INSTEAD (~40 public-domain paintings, not the 79k-image PBN).", stacklevel=3)
-    ds = _bundled("paintings", "all", transform)
-    ds.name = "pbn"
-    ds.meta["source_used"] = "bundled:paintings (fallback: no Painter by Numbers copy configured)"
-    return ds
+def _bundled_prepare(name: str, download: bool) -> str:
+    return f"{name}: {prepare_set(name)} (contact sheet: {set_dir(name) / 'contact_sheet.png'})"
+
+
+def _bundled_rows() -> list[dict]:
+    import json
+
+    rows = []
+    for name, spec in SETS.items():
+        built = is_built(name)
+        n = json.loads((set_dir(name) / "manifest.json").read_text())["files"] if built else None
+        rows.append({"name": name, "state": "prepared" if built else "fetchable (sassl data prepare)",
+                     "size": f"{n} images" if built else "?", "description": spec.description})
+    return rows
+
+
+def objects_config(name: str) -> ObjectsConfig:
+    """'objects:per_object=48,size=64' -> ObjectsConfig(per_object=48, size=64); unknown or malformed
+    parameters raise, naming the ones there are."""
+    known = {f.name: f.type for f in fields(ObjectsConfig)}
+    values: dict = {}
+    for part in filter(None, name.split(":", 1)[1].split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in known or key == "scale":
+            raise ValueError(f"dataset {name!r}: expected objects:KEY=VALUE,... with KEY one of "
+                             f"{', '.join(k for k in known if k != 'scale')}, got {part!r}")
+        cast = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}[known[key]]
+        try:
+            values[key] = cast(value)
+        except ValueError:
+            raise ValueError(f"dataset {name!r}: {key} must be {known[key]}, got {value!r}") from None
+    return ObjectsConfig(**values)
+
+
+def _variant_load(name, split, transform, root, download) -> Dataset:
+    return _bundled_load("objects", split, transform, root, download, folder=objects_variant(objects_config(name)))
+
+
+def _variant_rows() -> list[dict]:
+    return [{"name": "objects:KEY=VALUE,...", "state": "built on first use", "size": "-",
+             "description": "the objects benchmark with other parameters (per_object, size, test_fraction, seed, "
+                            "textures_in_train), e.g. objects:per_object=48"}]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of dataset name: which names are its, how to load one split (name, split, transform, root,
+    download), the splits it has, how `sassl data prepare` readies it (None: nothing to prepare), and its
+    rows in `sassl data list`."""
+
+    owns: Callable[[str], bool]
+    load: Callable[..., Dataset]
+    splits: Callable[[str], tuple[str, ...]]
+    prepare: Callable[[str, bool], str] | None
+    rows: Callable[[], list[dict]]
+
+
+KINDS: dict[str, Kind] = {
+    "bundled": Kind(lambda n: n in SETS, _bundled_load, lambda n: bundled_splits(load_index(n)), _bundled_prepare,
+                    _bundled_rows),
+    "torchvision": Kind(lambda n: n in TORCHVISION, _torchvision_load, lambda n: TORCHVISION[n].splits,
+                        _torchvision_prepare, _torchvision_rows),
+    "pbn": Kind(lambda n: n == "pbn", _pbn_load, lambda n: ("all",), None, _pbn_rows),
+    "objects variant": Kind(lambda n: n.startswith("objects:"), _variant_load,
+                            lambda n: bundled_splits(load_index(objects_variant(objects_config(n)))), None,
+                            _variant_rows),
+    "imagefolder": Kind(lambda n: n.startswith("imagefolder:"), _folder_load,
+                        lambda n: folder_splits(Path(n.split(":", 1)[1])), None, _folder_rows),
+}
+
+
+def kind_of(name: str) -> Kind:
+    """The kind that owns dataset name `name` (no '@SPLIT'); unknown names raise, listing what exists."""
+    for kind in KINDS.values():
+        if kind.owns(name):
+            return kind
+    raise KeyError(f"unknown dataset {name!r}; available: {', '.join(dataset_names())}, imagefolder:PATH or "
+                   "objects:KEY=VALUE,...")
+
+
+def splits_of(name: str) -> tuple[str, ...]:
+    """The splits a dataset has, e.g. ('train', 'test', 'test_shift'), or ('all',) for one pool. Bundled
+    sets are prepared first if needed; torchvision sets need no download to answer."""
+    base, _ = parse_name(name)
+    return kind_of(base).splits(base)
 
 
 def get_dataset(name: str, split: str | None = None, transform: Callable | None = None, root: str | None = None,
-                download: bool = False, objects_config=None) -> Dataset:
+                download: bool = False) -> Dataset:
     """Any dataset by name (see module doc); `NAME@SPLIT` names the split, else `split` (default 'train').
     Unknown names raise, listing what exists; a split the data lacks raises, listing its splits."""
     name, named_split = parse_name(name)
     if named_split and split and split != named_split:
         raise ValueError(f"dataset {name}@{named_split}: also asked for split {split!r}; give one")
-    split = named_split or split or "train"
-    if name.startswith("imagefolder:"):
-        return imagefolder(name.split(":", 1)[1], transform=transform, split=split)
-    if name == "pbn":
-        return _pbn(root, transform)
-    if name in TORCHVISION:
-        return _torchvision(name, split, Path(root) if root else torchvision_root(), download, transform)
-    if name in SETS:
-        return _bundled(name, split, transform, objects_config if name == "objects" else None)
-    raise KeyError(f"unknown dataset {name!r}; available: {', '.join(dataset_names())}, or imagefolder:PATH")
+    return kind_of(name).load(name, named_split or split or "train", transform, root, download)
+
+
+def prepare_dataset(name: str, download: bool = False) -> str:
+    """Ready a dataset for offline use (`sassl data prepare NAME`); returns a line saying where it is."""
+    kind = kind_of(name)
+    if kind.prepare is None:
+        raise ValueError(f"dataset {name!r}: nothing to prepare (it is read from where it is, or built on first "
+                         f"use); preparable: {', '.join(list(SETS) + list(TORCHVISION))}")
+    return kind.prepare(name, download)
 
 
 def dataset_names() -> list[str]:
@@ -302,26 +408,8 @@ def dataset_names() -> list[str]:
 
 
 def dataset_table() -> list[dict]:
-    """name, state, size, description for `sassl data list`."""
-    import json
-
-    rows = []
-    for name, spec in SETS.items():
-        if is_built(name):
-            n = json.loads((set_dir(name) / "manifest.json").read_text())["files"]
-            rows.append({"name": name, "state": "prepared", "size": f"{n} images", "description": spec.description})
-        else:
-            rows.append({"name": name, "state": "fetchable (sassl data prepare)", "size": "?", "description": spec.description})
-    for name, (_, folder, size, desc) in TORCHVISION.items():
-        here = (torchvision_root() / folder).exists()
-        rows.append({"name": name, "state": "prepared" if here else "downloadable (needs network)",
-                     "size": size, "description": desc})
-    pbn = os.environ.get(PBN_ENV)
-    rows.append({"name": "pbn", "state": f"local copy at {pbn}" if pbn else f"needs a local path (${PBN_ENV}); falls back to paintings",
-                 "size": "79,433 paintings (full PBN)", "description": "Painter by Numbers (Kaggle), as an image folder"})
-    rows.append({"name": "imagefolder:PATH", "state": "needs a local path", "size": "-",
-                 "description": "any class-per-folder tree (ImageNet, DTD, iNat, ...) or a flat folder"})
-    return rows
+    """name, state, size, description for `sassl data list`: each kind's rows."""
+    return [row for kind in KINDS.values() for row in kind.rows()]
 
 
 def image_paths(source: str) -> list[Path]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sassl.data.bundled import SOURCES, prepare_source, source_dir
+from sassl.data.sources import SOURCES, prepare_source, source_dir
 from sassl.data.decode import load_rgb
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import ObjectsConfig, build_objects
@@ -264,6 +264,14 @@ def load_index(folder: str) -> dict:
     if not is_built(folder):
         raise FileNotFoundError(f"no built set {folder!r} under {data_root() / 'sets'}")
     return json.loads((set_dir(folder) / "index.json").read_text())
+
+
+def bundled_splits(index: dict) -> tuple[str, ...]:
+    """The splits of a built set's index ('all' for one pool), whether stored as tensors or as files."""
+    if index.get("storage") == "tensor":
+        return tuple(index["splits"])
+    found = sorted({it["split"] for it in index["items"]})
+    return ("all",) if found == ["all"] else tuple(found)
 
 
 def objects_variant(cfg: ObjectsConfig) -> str:

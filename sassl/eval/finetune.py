@@ -3,7 +3,6 @@ images streamed from the target's files (eval.features.EvalImages), data paralle
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn as nn

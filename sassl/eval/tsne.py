@@ -4,6 +4,7 @@ their distributions overlap (the paper's A.2 eyeballs t-SNE plots; here the over
     emb, labels, names = style_embeddings(["paintings", "objects", "textures"], per_dataset=200)
     fig = tsne_figure(emb, labels, names)          # interactive plotly scatter, hover = image path
     m = overlap_matrices(emb, labels)              # {"datasets", "frechet", "knn_overlap"}
+    rank_sources(emb, labels, "objects")           # style sources ranked by closeness to a target
 """
 from __future__ import annotations
 
@@ -114,6 +115,22 @@ def overlap_matrices(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> dict:
     fd = [[0.0 if i == j else frechet_distance(sets[i], sets[j]) for j in range(len(names))] for i in range(len(names))]
     ko = [[1.0 if i == j else knn_overlap(sets[i], sets[j], k) for j in range(len(names))] for i in range(len(names))]
     return {"datasets": names, "frechet": fd, "knn_overlap": ko}
+
+
+def rank_sources(emb: np.ndarray, labels: np.ndarray, target: str, k: int = 10) -> list[dict]:
+    """The style sources in `labels` (all but `target`) ranked by how close their style embeddings lie to the
+    target's (the paper's A.2: style invariance helps transfer when the styles resemble the target domain):
+    rows {rank, source, frechet, knn_overlap, images}, closest (lowest Fréchet distance) first."""
+    if target not in set(labels.tolist()):
+        raise ValueError(f"style match: target {target!r} has no embeddings")
+    t = emb[labels == target]
+    rows = [{"source": name, "frechet": frechet_distance(emb[labels == name], t),
+             "knn_overlap": knn_overlap(emb[labels == name], t, k), "images": int((labels == name).sum())}
+            for name in dict.fromkeys(labels.tolist()) if name != target]
+    if not rows:
+        raise ValueError("style match: give at least one style source besides the target")
+    rows.sort(key=lambda r: r["frechet"])
+    return [{"rank": i + 1} | r for i, r in enumerate(rows)]
 
 
 def overlap_figure(m: dict):

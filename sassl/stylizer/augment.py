@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from sassl.config import check_range
-from sassl.runtime import pad_rows, shape_bucket, ship
+from sassl.devices import pad_rows, shape_bucket, ship
 from sassl.stylizer.bank import StyleBank
 from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_images
 

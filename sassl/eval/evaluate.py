@@ -28,7 +28,8 @@ from sassl.eval.linear import linear_probe, predict, scores, train_linear
 from sassl.eval.robustness import check_heldout, embed, load_images, style_invariance, stylize_op
 from sassl.eval.targets import load_target
 from sassl.plots import save_figure
-from sassl.runtime import git_commit, resolve_device, write_table
+from sassl.devices import resolve_device
+from sassl.records import git_commit, write_table
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
 
 ROBUSTNESS = ("style_invariance", "stylized")  # protocols that stylize test images with held-out styles
