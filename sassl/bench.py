@@ -449,7 +449,7 @@ def bench_loader(folder: str | Path, images: int = 2000, size: int = 224, batch:
 
 
 def _features_in_memory(backbone, ds, indices: list[int], size: int) -> torch.Tensor:
-    """The old evaluation path: every image decoded into one float32 (N, 3, S, S) tensor (centre square), then
+    """The reference evaluation path: every image decoded into one float32 (N, 3, S, S) tensor (centre square), then
     the backbone over it in batches of 256."""
     x = torch.stack([to_tensor(center_square(ds.usable(i)[1], size)) for i in indices])
     with torch.no_grad():
