@@ -80,13 +80,13 @@ def test_overlapping_styles_refused_unless_allowed():
 
 
 def test_evaluate_style_robustness_end_to_end(tmp_path):
-    """Both protocols through `evaluate` with the real stylizer and held-out textures on a small objects
-    subset: rows for every beta and the content reference, a stylized accuracy with its clean counterpart,
+    """The style protocols through `evaluate` with the real stylizer (held-out textures; the cue-conflict images
+    in the target's own styles) on a small objects subset: rows for every beta and the content reference, a stylized accuracy with its clean counterpart,
     and a stylized target that reproduces from its seed."""
     from sassl.eval.checkpoint import load_encoder
     from sassl.eval.evaluate import EvalConfig, evaluate, heldout_stylizer
 
-    cfg = EvalConfig(encoder="random:resnet18", targets=("objects",), protocols=("style_invariance", "stylized"),
+    cfg = EvalConfig(encoder="random:resnet18", targets=("objects",), protocols=("style_invariance", "stylized", "shape_bias"),
                      image_size=32, max_per_split=40, robust_max_images=24, probe_epochs=3, num_workers=0,
                      device="cpu", out=str(tmp_path / "out"), robust_betas=(1.0, 0.25))
     res = evaluate(cfg, progress=False)
@@ -97,9 +97,65 @@ def test_evaluate_style_robustness_end_to_end(tmp_path):
     assert set(st) == {"stylized-knn", "stylized-linear"} and st["stylized-knn"]["n_test"] == 24
     assert st["stylized-linear"]["drop"] == pytest.approx(st["stylized-linear"]["clean_top1"] - st["stylized-linear"]["top1"])
     assert (tmp_path / "out" / "robustness.csv").is_file()
+    sb = {r["head"]: r for r in res["shape_bias"]}  # cue-conflict: the objects test images in each other's styles
+    assert set(sb) == {"knn", "linear"} and all(r["n"] == 24 and 0 <= r["decisive"] <= 1 for r in sb.values())
+    assert all(r["shape"] + r["texture"] == round(r["decisive"] * 24) for r in sb.values())
+    assert (tmp_path / "out" / "shape_bias.csv").is_file() and (tmp_path / "out" / "figures" / "shape_bias.html").is_file()
     _, info = load_encoder("random:resnet18")
     stylize = heldout_stylizer(cfg, info, torch.device("cpu"))
     x = torch.rand(4, 3, 32, 32)
     assert torch.equal(stylize(x, 1.0, torch.Generator().manual_seed(5)), stylize(x, 1.0, torch.Generator().manual_seed(5)))
     with pytest.raises(ValueError, match="pre-trained with"):
         heldout_stylizer(cfg, {"pretrain_config": {"style": "textures"}}, torch.device("cpu"))
+
+
+def _coloured_shapes(n=36, size=12, seed=0):
+    """Three classes whose shape (a square, a bar, a cross) and colour (per-channel mean and spread) both say the
+    class, as in a training set where texture and shape agree."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    mask = torch.zeros(3, size, size)
+    mask[0, 3:9, 3:9] = 1
+    mask[1, 5:7, 1:11] = 1
+    mask[2, 5:7, 2:10], mask[2, 2:10, 5:7] = 1, 1
+    mean = torch.tensor([[0.7, 0.2, 0.2], [0.2, 0.7, 0.2], [0.2, 0.2, 0.7]])
+    spread = torch.tensor([[0.2, 0.05, 0.1], [0.1, 0.2, 0.05], [0.05, 0.1, 0.2]])
+    noise = 0.02 * torch.randn(n, 3, size, size, generator=g)
+    x = mean[y][:, :, None, None] + spread[y][:, :, None, None] * (2 * mask[y][:, None] - 1) + noise
+    return x, y
+
+
+def _pixel_adain(content, style):
+    """A stand-in style transfer: each channel of the content standardised, then given the style's mean and std."""
+    def stats(t):
+        return t.mean((2, 3), keepdim=True), t.std((2, 3), keepdim=True)
+    (mc, sc), (ms, ss) = stats(content), stats(style)
+    return (content - mc) / sc * ss + ms
+
+
+def test_shape_bias_of_encoders_that_see_only_texture_or_only_shape():
+    """An encoder of colour statistics alone answers with the exemplar's class on every cue-conflict image (shape
+    bias 0), one of the standardised spatial pattern alone with the content's (shape bias 1); both are right on
+    clean images. The counts are the hand-counted ones."""
+    from sassl.eval.shape_bias import cue_conflict_pairs, shape_bias, shape_bias_scores
+
+    x, y = _coloured_shapes()
+    colour = lambda t: torch.cat([t.mean((2, 3)), t.std((2, 3))], 1)  # noqa: E731
+    shape = lambda t: ((t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True)).flatten(1)  # noqa: E731
+    for name, embed, expected in (("texture", colour, 0.0), ("shape", shape, 1.0)):
+        centroids = torch.stack([embed(x)[y == c].mean(0) for c in range(3)])
+        nearest = {"centroid": lambda f, c=centroids: torch.cdist(f, c).argmin(1)}
+        (row,) = shape_bias(embed, nearest, x, y, _pixel_adain, seed=3)
+        assert row["shape_bias"] == expected and row["decisive"] == 1.0 and row["clean_top1"] == 100.0, name
+        assert (row["shape"], row["texture"], row["n"]) == ((36, 0, 36) if expected else (0, 36, 36))
+    pairs = cue_conflict_pairs(y, seed=3)
+    assert (y[pairs] != y).all() and torch.equal(pairs, cue_conflict_pairs(y, seed=3))
+    assert not torch.equal(pairs, cue_conflict_pairs(y, seed=4))
+    assert len(set(pairs[y == 0].tolist())) > 3  # exemplars drawn per image, not one per class
+    assert (cue_conflict_pairs(torch.zeros(4, dtype=torch.long)) == -1).all()
+    s = shape_bias_scores(torch.tensor([0, 1, 2, 2, 1]), torch.tensor([0, 0, 2, 1, 1]), torch.tensor([1, 1, 0, 2, 2]))
+    assert (s["shape"], s["texture"], s["n"]) == (3, 2, 5) and s["shape_bias"] == 0.6 and s["decisive"] == 1.0
+    s = shape_bias_scores(torch.tensor([2, 2]), torch.tensor([0, 1]), torch.tensor([1, 0]))
+    assert np.isnan(s["shape_bias"]) and s["decisive"] == 0.0
+    with pytest.raises(ValueError, match="at least two classes"):
+        shape_bias(colour, {}, x[:3], torch.zeros(3, dtype=torch.long), _pixel_adain)

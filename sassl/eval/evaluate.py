@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from sassl import dist
 from sassl.data.loader import epoch_seed, loader_workers
+from sassl.devices import resolve_device
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.features import cached_features, encoder_fingerprint, stream_features
 from sassl.eval.fewshot import few_shot, read_fewshot_list
@@ -26,9 +27,9 @@ from sassl.eval.finetune import finetune
 from sassl.eval.knn import knn_predict
 from sassl.eval.linear import linear_probe, predict, scores, train_linear
 from sassl.eval.robustness import check_heldout, embed, load_images, style_invariance, stylize_op
+from sassl.eval.shape_bias import shape_bias, stylizer_render
 from sassl.eval.targets import load_target
 from sassl.plots import save_figure
-from sassl.devices import resolve_device
 from sassl.records import git_commit, write_table
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
 
@@ -41,7 +42,7 @@ class EvalConfig:
 
     encoder: str = "default"            # run name / folder / checkpoint, or random:resnet18 for a baseline
     targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")  # dataset names, name@split or imagefolder:PATH
-    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune, style_invariance, stylized
+    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune, style_invariance, stylized, shape_bias
     seeds: tuple = (0, 1, 2)             # probe / few-shot seeds (mean and std over them)
     image_size: int = 0                 # 0: the pre-training crop size
     knn_k: int = 20                     # neighbours of the weighted kNN vote
@@ -62,7 +63,7 @@ class EvalConfig:
     heldout_styles: str = "textures"    # style_invariance / stylized: styles the encoder never saw (a dataset name, a folder or a bank .pt)
     allow_style_overlap: bool = False   # let heldout_styles be the encoder's own training styles (refused otherwise)
     robust_betas: tuple = (1.0, 0.5, 0.25)  # style_invariance: pixel blends of the stylized image (1: fully stylized)
-    robust_max_images: int = 500        # style_invariance / stylized: at most this many test images per target (seeded; 0: all)
+    robust_max_images: int = 500        # style_invariance / stylized / shape_bias: at most this many test images per target (seeded; 0: all)
     num_workers: int = -1               # DataLoader workers per process; -1: this node's cores per process, less one
     device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
     runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
@@ -175,6 +176,20 @@ def summary_figure(summary: list[dict], title: str = ""):
         fig.add_bar(name=protocol, x=[r["target"] for r in rs], y=[r["top1_mean"] for r in rs],
                     error_y={"type": "data", "array": [r["top1_std"] for r in rs]})
     fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)", title=title)
+    return fig
+
+
+def shape_bias_figure(rows: list[dict], title: str = ""):
+    """Bars: shape bias per target, one colour per head; hover: the share of decisive answers."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for head in dict.fromkeys(r["head"] for r in rows):
+        rs = [r for r in rows if r["head"] == head]
+        fig.add_bar(name=head, x=[r["target"] for r in rs], y=[r["shape_bias"] for r in rs],
+                    hovertext=[f"decisive {r['decisive']:.0%} of {r['n']}" for r in rs])
+    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="shape bias (shape / decisive)",
+                      yaxis_range=[0, 1], title=title)
     return fig
 
 
@@ -330,10 +345,24 @@ def stylized_target_rows(pr: Probe) -> list[dict]:
     return stylized_rows(pr.base, pr.backbone, pr.tr, pr.target, x_te, y_te, pr.stylize, pr.cfg)
 
 
+def shape_bias_rows(pr: Probe) -> list[dict]:
+    """Cue-conflict shape bias (sassl.eval.shape_bias) of the kNN and linear heads fit on clean train features,
+    on the bounded test images stylized with exemplars of other test classes (rows of shape_bias.csv)."""
+    x_te, y_te = pr.test_images()
+    t, cfg = pr.target, pr.cfg
+    with torch.enable_grad():
+        clf = train_linear(pr.tr, t.train_y, t.num_classes, cfg.probe_epochs, cfg.probe_lr)
+    heads = {"knn": lambda f: knn_predict(pr.tr, t.train_y, f, t.num_classes, cfg.knn_k),
+             "linear": lambda f: predict(clf, f).argmax(1)}
+    render = stylizer_render(pretrained(next(pr.backbone.parameters()).device))
+    return [pr.base | {"protocol": "shape_bias", "seed": 0} | r
+            for r in shape_bias(lambda x: embed(pr.backbone, x), heads, x_te, y_te, render, seed=0)]
+
+
 # protocol -> (its rows for one target, the table they go to)
 PROTOCOL_ROWS = {"knn": (knn_rows, "results"), "linear": (linear_rows, "results"), "fewshot": (fewshot_rows, "results"),
                  "finetune": (finetune_rows, "results"), "style_invariance": (invariance_rows, "robustness"),
-                 "stylized": (stylized_target_rows, "results")}
+                 "stylized": (stylized_target_rows, "results"), "shape_bias": (shape_bias_rows, "shape_bias")}
 
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
@@ -353,7 +382,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             "out": str(out), "image_size": size, "device": str(device), "git_commit": git_commit(),
             "world_size": dist.world_size(), "encoder_sha256": fingerprint,
             "encoder": {k: v for k, v in info.items() if k != "pretrain_config"}}}, indent=1))
-    tables: dict[str, list[dict]] = {"results": [], "robustness": []}
+    tables: dict[str, list[dict]] = {"results": [], "robustness": [], "shape_bias": []}
     skipped: list[dict] = []
     reuse: dict[str, int] = {}
     stylize = heldout_stylizer(cfg, info, device) if set(cfg.protocols) & set(ROBUSTNESS) else None
@@ -380,6 +409,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
             write_table(baseline, out / "baseline_summary")
         if robust_rows:
             write_table(robust_rows, out / "robustness")
+        if tables["shape_bias"]:
+            write_table(tables["shape_bias"], out / "shape_bias")
+            save_figure(shape_bias_figure(tables["shape_bias"], f"{cfg.encoder}: cue-conflict shape bias"),
+                        out / "figures" / "shape_bias")
         write_table(rows, out / "results")
         write_table(summary, out / "summary")
         save_figure(summary_figure(summary, f"{cfg.encoder}: top-1 by target and protocol"), out / "figures" / "summary")
@@ -387,4 +420,4 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                                   "feature_parts_reused": reuse}, indent=1))
     dist.barrier()
     return {"rows": rows, "summary": summary, "out": out, "encoder": info, "skipped": skipped, "reused": reuse,
-            "robustness": robust_rows, "baseline": baseline}
+            "robustness": robust_rows, "shape_bias": tables["shape_bias"], "baseline": baseline}
