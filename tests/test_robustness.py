@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from sassl.eval.robustness import check_heldout, content_pairs, style_invariance
-from sassl.views import IMAGENET_MEAN, IMAGENET_STD
+from sassl.views import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 
 
 class Fn(nn.Module):
@@ -86,13 +86,19 @@ def test_evaluate_style_robustness_end_to_end(tmp_path):
     from sassl.eval.checkpoint import load_encoder
     from sassl.eval.evaluate import EvalConfig, evaluate, heldout_stylizer
 
-    cfg = EvalConfig(encoder="random:resnet18", targets=("objects",), protocols=("style_invariance", "stylized", "shape_bias"),
+    protocols = ("style_invariance", "stylized", "shape_bias", "style_decodability", "stage_invariance")
+    cfg = EvalConfig(encoder="random:resnet18", targets=("objects",), protocols=protocols,
                      image_size=32, max_per_split=40, robust_max_images=24, probe_epochs=3, num_workers=0,
                      device="cpu", out=str(tmp_path / "out"), robust_betas=(1.0, 0.25))
     res = evaluate(cfg, progress=False)
-    kinds = [(r["kind"], r["beta"]) for r in res["robustness"]]
+    inv = [r for r in res["robustness"] if r["protocol"] == "style_invariance"]
+    kinds = [(r["kind"], r["beta"]) for r in inv]
     assert kinds == [("style change", 1.0), ("style change", 0.25), ("content change (same class)", None)]
-    assert res["robustness"][1]["cos_mean"] > res["robustness"][0]["cos_mean"]  # a lighter blend changes less
+    assert inv[1]["cos_mean"] > inv[0]["cos_mean"]  # a lighter blend changes less
+    (dec,) = [r for r in res["robustness"] if r["protocol"] == "style_decodability"]
+    assert dec["styles"] == 8 and dec["n_fit"] + dec["n_scored"] == 24 and 0 <= dec["style_top1"] <= 100
+    stages = [(r["stage"], r["kind"]) for r in res["robustness"] if r["protocol"] == "stage_invariance"]
+    assert stages[:2] == [("layer1", "style change"), ("layer1", "content change (same class)")] and len(stages) == 8
     st = {r["protocol"]: r for r in res["rows"]}
     assert set(st) == {"stylized-knn", "stylized-linear"} and st["stylized-knn"]["n_test"] == 24
     assert st["stylized-linear"]["drop"] == pytest.approx(st["stylized-linear"]["clean_top1"] - st["stylized-linear"]["top1"])
@@ -159,3 +165,59 @@ def test_shape_bias_of_encoders_that_see_only_texture_or_only_shape():
     assert np.isnan(s["shape_bias"]) and s["decisive"] == 0.0
     with pytest.raises(ValueError, match="at least two classes"):
         shape_bias(colour, {}, x[:3], torch.zeros(3, dtype=torch.long), _pixel_adain)
+
+
+def _centroid_probe(feats, y, classes):
+    """A nearest-class-mean classifier: deterministic, for probes whose right answer is known."""
+    centroids = torch.stack([feats[y == c].mean(0) if (y == c).any() else torch.full_like(feats[0], 1e9)
+                             for c in range(classes)])
+    return lambda f: torch.cdist(f, centroids).argmin(1)
+
+
+def test_style_decodability_of_encoders_that_keep_only_style_or_only_content():
+    """Rendered with K colour statistics (a stand-in style transfer), an encoder of colour statistics decodes the
+    style perfectly and the content at chance; an encoder of the standardised spatial pattern the reverse. The
+    chance is the most frequent label's share in the scored half."""
+    from sassl.eval.style_probe import chance_corrected, style_decodability
+
+    x, y = _coloured_shapes(n=60)
+    g = torch.Generator().manual_seed(1)
+    looks = torch.rand(5, 3, 12, 12, generator=g)  # 5 styles: each a random image whose colour statistics are taken
+    render = lambda imgs, ids: _pixel_adain(imgs, looks[ids])  # noqa: E731
+    colour = lambda t: torch.cat([t.mean((2, 3)), t.std((2, 3))], 1)  # noqa: E731
+    shape = lambda t: ((t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True)).flatten(1)  # noqa: E731
+    r = style_decodability(colour, _centroid_probe, x, y, render, 5, seed=2)
+    assert r["style_top1"] == 100.0 and r["style_decodability"] == 1.0 and r["content_decodability"] < 0.35
+    r = style_decodability(shape, _centroid_probe, x, y, render, 5, seed=2)
+    assert r["content_top1"] == 100.0 and r["content_decodability"] == 1.0 and r["style_decodability"] < 0.35
+    assert (r["styles"], r["n_fit"], r["n_scored"]) == (5, 30, 30)
+    assert chance_corrected(70.0, torch.tensor([0, 0, 0, 1])) == (75.0, -0.2)
+    assert chance_corrected(100.0, torch.tensor([2, 0, 1, 1])) == (50.0, 1.0)
+    with pytest.raises(ValueError, match="at least 4 images and 2 styles"):
+        style_decodability(colour, _centroid_probe, x, y, render, 1)
+
+
+def test_stage_features_are_each_stages_pooled_output():
+    """ResNet: layer1-4 averaged over space (layer4's is the backbone's own output); ViT: the token mean after each
+    quarter of the blocks; a stylization that changes nothing has cosine 1 at every stage."""
+    from sassl.backbones import create_backbone
+    from sassl.eval.style_probe import stage_features, stage_invariance
+
+    torch.manual_seed(0)
+    net, _ = create_backbone("resnet18", small_images=False, image_size=64)
+    x, y = torch.rand(6, 3, 64, 64), torch.tensor([0, 0, 1, 1, 2, 2])
+    f = stage_features(net, x, batch_size=4)
+    assert [(k, v.shape[1]) for k, v in f.items()] == [("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)]
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(f["layer4"], net(imagenet_normalize(x)), atol=1e-5)
+        h = net.maxpool(net.relu(net.bn1(net.conv1(imagenet_normalize(x)))))
+        assert torch.allclose(f["layer1"], net.layer1(h).mean((2, 3)), atol=1e-5)
+    vit, _ = create_backbone("vit_tiny", small_images=False, image_size=32)
+    fv = stage_features(vit, torch.rand(3, 3, 32, 32))
+    assert list(fv) == ["blocks 1-3", "blocks 4-6", "blocks 7-9", "blocks 10-12"] and fv["blocks 1-3"].shape == (3, 192)
+    rows = stage_invariance(net, x, y, x.clone())
+    style = [r for r in rows if r["kind"] == "style change"]
+    assert [r["stage"] for r in style] == ["layer1", "layer2", "layer3", "layer4"]
+    assert all(abs(r["cos_mean"] - 1) < 1e-5 for r in style)
+    assert len([r for r in rows if r["kind"] == "content change (same class)"]) == 4

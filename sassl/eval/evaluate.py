@@ -28,12 +28,14 @@ from sassl.eval.knn import knn_predict
 from sassl.eval.linear import linear_probe, predict, scores, train_linear
 from sassl.eval.robustness import check_heldout, embed, load_images, style_invariance, stylize_op
 from sassl.eval.shape_bias import shape_bias, stylizer_render
+from sassl.eval.style_probe import render_styles, stage_invariance, style_decodability
 from sassl.eval.targets import load_target
 from sassl.plots import save_figure
 from sassl.records import git_commit, write_table
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
 
-ROBUSTNESS = ("style_invariance", "stylized")  # protocols that stylize test images with held-out styles
+# protocols that stylize test images with held-out styles
+ROBUSTNESS = ("style_invariance", "stylized", "style_decodability", "stage_invariance")
 
 
 @dataclass
@@ -42,7 +44,7 @@ class EvalConfig:
 
     encoder: str = "default"            # run name / folder / checkpoint, or random:resnet18 for a baseline
     targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")  # dataset names, name@split or imagefolder:PATH
-    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune, style_invariance, stylized, shape_bias
+    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune, style_invariance, stylized, shape_bias, style_decodability, stage_invariance
     seeds: tuple = (0, 1, 2)             # probe / few-shot seeds (mean and std over them)
     image_size: int = 0                 # 0: the pre-training crop size
     knn_k: int = 20                     # neighbours of the weighted kNN vote
@@ -60,10 +62,11 @@ class EvalConfig:
     fewshot_list: str = ""              # few-shot split file, lines 'SHOTS EPISODE IMAGE_NAME': its episodes replace the seeded ones (and `shots`)
     feature_cache: bool = True          # reuse features cached on disk (float16, keyed by the encoder's weights and the preprocessing)
     batch_size: int = 256               # images per forward pass when extracting features
-    heldout_styles: str = "textures"    # style_invariance / stylized: styles the encoder never saw (a dataset name, a folder or a bank .pt)
+    heldout_styles: str = "textures"    # style_invariance / stylized / style_decodability / stage_invariance: styles the encoder never saw (a dataset name, a folder or a bank .pt)
     allow_style_overlap: bool = False   # let heldout_styles be the encoder's own training styles (refused otherwise)
     robust_betas: tuple = (1.0, 0.5, 0.25)  # style_invariance: pixel blends of the stylized image (1: fully stylized)
-    robust_max_images: int = 500        # style_invariance / stylized / shape_bias: at most this many test images per target (seeded; 0: all)
+    robust_max_images: int = 500        # style_invariance / stylized / shape_bias / style_decodability / stage_invariance: at most this many test images per target (seeded; 0: all)
+    decodability_styles: int = 8        # style_decodability: held-out styles the probe tells apart (at most the bank's size)
     num_workers: int = -1               # DataLoader workers per process; -1: this node's cores per process, less one
     device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
     runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
@@ -202,9 +205,22 @@ def finetune_epochs(cfg: EvalConfig, n_train: int, probe_batch: int = 256, finet
     return max(1, round(steps / math.ceil(n_train / finetune_batch)))
 
 
-def heldout_stylizer(cfg: EvalConfig, info: dict, device):
-    """stylize(x, beta, generator) with the held-out styles (one drawn per image), after refusing styles the
-    encoder was trained with (by setting and by the source they resolved to)."""
+def heldout_stylizer(cfg: EvalConfig, info: dict, device, held: tuple | None = None):
+    """stylize(x, beta, generator) with the held-out styles (one drawn per image); `held`: heldout_styles'."""
+    stylizer, bank = held or heldout_styles(cfg, info, device)
+    ops = {}
+
+    def stylize(x: torch.Tensor, beta: float, g: torch.Generator) -> torch.Tensor:
+        if beta not in ops:
+            ops[beta] = stylize_op(stylizer, bank, beta).to(device)
+        op = ops[beta]
+        return torch.cat([op(b.to(device), generator=g)[0].cpu() for b in x.split(64)])
+    return stylize
+
+
+def heldout_styles(cfg: EvalConfig, info: dict, device) -> tuple:
+    """(stylizer, the held-out style bank), after refusing styles the encoder was trained with (by setting and
+    by the source they resolved to)."""
     stylizer = pretrained(device)
     choice = make_style_op(cfg.heldout_styles, stylizer, p=1.0, progress=False)
     if choice.bank is None:
@@ -214,14 +230,7 @@ def heldout_stylizer(cfg: EvalConfig, info: dict, device):
     check_heldout(cfg.heldout_styles, trained, cfg.allow_style_overlap)
     if trained and trained not in STYLE_KEYWORDS:
         check_heldout(choice.used, make_style_op(trained, stylizer, p=1.0, progress=False).used, cfg.allow_style_overlap)
-    ops = {}
-
-    def stylize(x: torch.Tensor, beta: float, g: torch.Generator) -> torch.Tensor:
-        if beta not in ops:
-            ops[beta] = stylize_op(stylizer, choice.bank, beta).to(device)
-        op = ops[beta]
-        return torch.cat([op(b.to(device), generator=g)[0].cpu() for b in x.split(64)])
-    return stylize
+    return stylizer, choice.bank
 
 
 def stylized_rows(base: dict, backbone, train_feats, target, x_te, y_te, stylize, cfg: EvalConfig) -> list[dict]:
@@ -268,6 +277,7 @@ class Probe:
     size: int
     workers: int
     stylize: object = None  # the held-out stylizer of the robustness protocols
+    heldout: tuple | None = None  # (stylizer, held-out style bank) behind it
     held: tuple | None = None  # the bounded test images they stylize, decoded once
     skipped: list = field(default_factory=list)  # settings a protocol could not run, with the reason
 
@@ -345,6 +355,32 @@ def stylized_target_rows(pr: Probe) -> list[dict]:
     return stylized_rows(pr.base, pr.backbone, pr.tr, pr.target, x_te, y_te, pr.stylize, pr.cfg)
 
 
+def decodability_rows(pr: Probe) -> list[dict]:
+    """Style and content decodability of the features of test images stylized with cfg.decodability_styles
+    held-out styles (sassl.eval.style_probe; a row of robustness.csv)."""
+    x_te, y_te = pr.test_images()
+    stylizer, bank = pr.heldout
+    k = min(pr.cfg.decodability_styles, len(bank))
+    codes = bank.embeddings[torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:k]]
+
+    def probe(feats, y, classes):
+        with torch.enable_grad():
+            clf = train_linear(feats, y, classes, pr.cfg.probe_epochs, pr.cfg.probe_lr)
+        return lambda f: predict(clf, f).argmax(1)
+    row = style_decodability(lambda x: embed(pr.backbone, x), probe, x_te, y_te,
+                             lambda x, ids: render_styles(stylizer, x, codes[ids]), k)
+    return [pr.base | {"protocol": "style_decodability", "heldout_styles": pr.cfg.heldout_styles} | row]
+
+
+def stage_rows(pr: Probe) -> list[dict]:
+    """Cosine of clean and fully stylized test images at each backbone stage, beside a same-class content change
+    (sassl.eval.style_probe; rows of robustness.csv)."""
+    x_te, y_te = pr.test_images()
+    stylized = pr.stylize(x_te, 1.0, torch.Generator().manual_seed(0))
+    return [pr.base | {"protocol": "stage_invariance", "heldout_styles": pr.cfg.heldout_styles} | r
+            for r in stage_invariance(pr.backbone, x_te, y_te, stylized)]
+
+
 def shape_bias_rows(pr: Probe) -> list[dict]:
     """Cue-conflict shape bias (sassl.eval.shape_bias) of the kNN and linear heads fit on clean train features,
     on the bounded test images stylized with exemplars of other test classes (rows of shape_bias.csv)."""
@@ -362,7 +398,8 @@ def shape_bias_rows(pr: Probe) -> list[dict]:
 # protocol -> (its rows for one target, the table they go to)
 PROTOCOL_ROWS = {"knn": (knn_rows, "results"), "linear": (linear_rows, "results"), "fewshot": (fewshot_rows, "results"),
                  "finetune": (finetune_rows, "results"), "style_invariance": (invariance_rows, "robustness"),
-                 "stylized": (stylized_target_rows, "results"), "shape_bias": (shape_bias_rows, "shape_bias")}
+                 "stylized": (stylized_target_rows, "results"), "shape_bias": (shape_bias_rows, "shape_bias"),
+                 "style_decodability": (decodability_rows, "robustness"), "stage_invariance": (stage_rows, "robustness")}
 
 
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
@@ -385,7 +422,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     tables: dict[str, list[dict]] = {"results": [], "robustness": [], "shape_bias": []}
     skipped: list[dict] = []
     reuse: dict[str, int] = {}
-    stylize = heldout_stylizer(cfg, info, device) if set(cfg.protocols) & set(ROBUSTNESS) else None
+    held = heldout_styles(cfg, info, device) if set(cfg.protocols) & set(ROBUSTNESS) else None
+    stylize = heldout_stylizer(cfg, info, device, held) if held else None
     t_start = time.time()
     bar = tqdm(cfg.targets, desc="evaluating", disable=not progress or not writer)
     for name in bar:
@@ -396,7 +434,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         tr, hit_tr = side_features(backbone, target.train, cfg, size, fingerprint, workers)
         te, hit_te = side_features(backbone, target.test, cfg, size, fingerprint, workers)
         reuse[name] = hit_tr + hit_te
-        probe = Probe(cfg, backbone, info, target, base, tr, te, size, workers, stylize, skipped=skipped)
+        probe = Probe(cfg, backbone, info, target, base, tr, te, size, workers, stylize, held, skipped=skipped)
         for protocol in cfg.protocols:
             bar.set_postfix(target=name, protocol=protocol)
             rows_of, table = PROTOCOL_ROWS[protocol]
