@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from sassl.records import read_metrics
 
 # NOTE: kaleido renders through a headless browser, and that export hangs at random on some hosts (plotly/Kaleido
@@ -70,4 +72,45 @@ def curves_figure(metrics_file: str | Path):
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
     fig.update_layout(template="plotly_white", showlegend=False)
+    return fig
+
+
+def excess_loss(record: np.ndarray) -> np.ndarray:
+    """Each row's loss minus the mean loss of its step's images: what is left once training progress (the
+    loss falling over steps) is taken out. record: AUGMENT rows (sassl.tracking.read_augment)."""
+    _, inverse = np.unique(record["step"], return_inverse=True)
+    mean = np.bincount(inverse, weights=record["loss"]) / np.bincount(inverse)
+    return record["loss"] - mean[inverse]
+
+
+def augment_figure(record: np.ndarray, bins: int = 8, styles: int = 30):
+    """Which SASSL draws are hard: excess loss (excess_loss) of stylized images against alpha and against beta
+    (means per bin, with the unstylized images' mean as a line), and per style row (the `styles` most drawn)."""
+    from plotly.subplots import make_subplots
+
+    ex = excess_loss(record)
+    on = record["stylized"].astype(bool)
+    fig = make_subplots(1, 3, subplot_titles=("against alpha (embedding blend)", "against beta (pixel blend)",
+                                              f"per style (the {styles} most drawn)"))
+    for col, key in ((1, "alpha"), (2, "beta")):
+        v = record[key][on]
+        if len(v):
+            edges = np.linspace(v.min(), v.max() + 1e-9, bins + 1)
+            which = np.digitize(v, edges) - 1
+            have = [b for b in range(bins) if (which == b).any()]
+            fig.add_scatter(x=[(edges[b] + edges[b + 1]) / 2 for b in have], y=[ex[on][which == b].mean() for b in have],
+                            mode="lines+markers", name=f"stylized, by {key}", row=1, col=col,
+                            hovertext=[f"{(which == b).sum()} images" for b in have])
+        if (~on).any():
+            fig.add_hline(y=float(ex[~on].mean()), line_dash="dot", row=1, col=col, annotation_text="not stylized")
+    ids, counts = np.unique(record["style"][on], return_counts=True)
+    top = ids[np.argsort(-counts)[:styles]]
+    means = {int(i): float(ex[on][record["style"][on] == i].mean()) for i in top}
+    order = sorted(means, key=means.get)
+    fig.add_bar(x=[str(i) for i in order], y=[means[i] for i in order], name="by style row", row=1, col=3)
+    fig.update_yaxes(title_text="loss - its step's mean", row=1, col=1)
+    fig.update_xaxes(title_text="alpha", row=1, col=1)
+    fig.update_xaxes(title_text="beta", row=1, col=2)
+    fig.update_xaxes(title_text="style row", type="category", row=1, col=3)
+    fig.update_layout(template="plotly_white", title="per-image loss against SASSL's draws", showlegend=False)
     return fig

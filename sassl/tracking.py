@@ -1,12 +1,13 @@
 """What a run leaves for people to watch: metrics.jsonl (the record), TensorBoard event files in
-<run>/tensorboard/ (on by default: `tensorboard --logdir runs`), and Weights & Biases when a project is given.
-Only rank 0 writes."""
+<run>/tensorboard/ (on by default: `tensorboard --logdir runs`), Weights & Biases when a project is given, and
+with `log_augment` the per-image augmentation record (augment.bin, read_augment). Only rank 0 writes."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 
@@ -18,6 +19,39 @@ TAGS = {"loss": "train/loss", "lr": "train/lr", "momentum": "train/momentum", "k
         "images_per_second": "speed/images_per_second", "epoch_seconds": "speed/epoch_seconds",
         "epochs_in_budget": "run/epochs_in_budget"}
 NOT_LOGGED = ("step", "epoch")
+# one row of augment.bin per image and step (rank 0's images): its SASSL draws joined with its loss; alpha and
+# beta are NaN and style -1 where the image was not stylized (style: the bank or batch row; -1 for noise too)
+AUGMENT = np.dtype([("step", "<i4"), ("image", "<i4"), ("stylized", "u1"), ("alpha", "<f4"), ("beta", "<f4"),
+                    ("style", "<i4"), ("loss", "<f4")])
+
+
+def augment_rows(step: int, batch: list[Prepared], per_image: torch.Tensor) -> np.ndarray:
+    """The AUGMENT rows of one step: every image of the step's micro-batches in order, with its loss."""
+    loss = per_image.float().cpu().numpy()
+    rows = np.zeros(len(loss), AUGMENT)
+    rows["step"], rows["image"], rows["loss"] = step, np.arange(len(loss)), loss
+    rows["alpha"] = rows["beta"] = np.nan
+    rows["style"] = -1
+    start = 0
+    for prep in batch:
+        s, n = prep.p1.sassl, len(prep.crop1)
+        if s is not None:
+            on = s.apply.cpu().numpy()
+            part = rows[start:start + n]  # a view: setting its fields sets rows'
+            part["stylized"] = on
+            part["alpha"] = np.where(on, s.alpha.cpu().numpy(), np.nan)
+            part["beta"] = np.where(on, s.beta.cpu().numpy(), np.nan)
+            part["style"] = np.where(on, s.style_index.cpu().numpy(), -1)
+        start += n
+    if start != len(rows):
+        raise ValueError(f"augment record: {len(rows)} per-image losses for {start} images")
+    return rows
+
+
+def read_augment(run_dir: str | Path) -> np.ndarray:
+    """A run's augment.bin as a structured array of AUGMENT rows (empty when the run kept none)."""
+    path = Path(run_dir) / "augment.bin"
+    return np.fromfile(path, dtype=AUGMENT) if path.is_file() else np.zeros(0, AUGMENT)
 
 
 def wandb_run(project: str, run_dir: Path, name: str, config: dict):
@@ -38,8 +72,12 @@ class RunLog:
         self.on = dist.rank() == 0
         self.tb = self.wb = None
         self.draws: list[dict[str, torch.Tensor]] = []
+        self.augment_file = run_dir / "augment.bin"
         if not self.on:
             return
+        if self.augment_file.is_file():  # rows logged after the checkpoint a run resumes from are dropped
+            kept = read_augment(run_dir)
+            kept[kept["step"] <= resume_step].tofile(self.augment_file)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -60,6 +98,12 @@ class RunLog:
                 self.tb.add_scalar(tag, v, row["step"])
         if self.wb is not None and scalars:
             self.wb.log(scalars, step=row["step"])
+
+    def record_augment(self, step: int, batch: list[Prepared], per_image: torch.Tensor) -> None:
+        """Append a step's rows to augment.bin (augment_rows)."""
+        if self.on:
+            with open(self.augment_file, "ab") as f:
+                augment_rows(step, batch, per_image).tofile(f)
 
     def record_draws(self, batch: list[Prepared]) -> None:
         """Keep a step's SASSL draws (stylized or not; alpha, beta and the style row of the stylized images)."""

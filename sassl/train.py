@@ -105,12 +105,14 @@ class PretrainConfig:
     max_steps: int = 0                    # stop after N steps in total (0: no limit; smoke tests)
     runs_dir: str = "runs"                # the runs root that holds <name>/ (one name for it in every config)
     tensorboard: bool = True              # TensorBoard event files in <run>/tensorboard/ (scalars, SASSL draws, views): tensorboard --logdir runs
+    # NOTE: reading each step's per-image losses to the host makes the step wait for the device (a sync per step)
+    log_augment: bool = False             # per image and step: SASSL's draws (stylized, alpha, beta, style row) and the image's loss (its two directions averaged) in <run>/augment.bin (rank 0's images; sassl.tracking.read_augment)
     wandb: str = ""                       # a Weights & Biases project to log to as well (needs the wandb extra: pip install sassl[wandb]; without a network set WANDB_MODE to offline)
 
     # fields that may differ between a run and its resumption
     RESUME_FREE = ("epochs", "time_budget", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every",
                    "knn_max_train", "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile",
-                   "decode", "tensorboard", "wandb")
+                   "decode", "tensorboard", "wandb", "log_augment")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
@@ -272,13 +274,15 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
     gradient (BN aside: it normalises per micro-batch). NOTE: contrastive learners (MoCo v2, SimCLR) then
     contrast each micro-batch against its own negatives only, as each GPU does without gathering: a smaller
     effective batch for the loss than `batch_size`. `dtype`: autocast dtype (None: fp32); `scaler`: a
-    GradScaler for float16. Returns the mean loss (a 0-d tensor, not read on the host) and the last logs."""
+    GradScaler for float16. Returns the mean loss (a 0-d tensor, not read on the host) and the last micro-batch's
+    logs, with "per_image" holding every micro-batch's per-image losses in order."""
     for grp in opt.param_groups:
         grp["lr"] = lr
     opt.zero_grad(set_to_none=True)
     device = batch[0].crop1.device
     total = torch.zeros((), device=device)
     logs: dict = {}
+    per_image = []
     learner, ddp = unwrap(model), ddp_of(model)
     if isinstance(learner, MomentumTwoTower):
         # the target moves once per step, before the first micro-batch and outside DDP's (and compile's)
@@ -301,6 +305,8 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
             scaled = loss / len(batch)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach() / len(batch)
+        per_image.append(logs["per_image"])
+    logs["per_image"] = torch.cat(per_image)
     if scaler is not None:
         scaler.step(opt)  # skips the step when float16 gradients overflowed, then adapts the scale
         scaler.update()
@@ -607,9 +613,11 @@ def train_epoch(t: Trainer, plan: Plan, epoch: int, step: int, runlog: RunLog, p
     for batch in bar:
         lr = cosine_lr(step, plan.total_steps, int(cfg.warmup_epochs * plan.steps_per_epoch), t.base_lr)
         m = cosine_momentum(step, plan.total_steps, cfg.ema)
-        loss, _ = train_step(t.step_model, t.views, t.opt, batch, lr, m, t.dtype, t.scaler)
+        loss, logs = train_step(t.step_model, t.views, t.opt, batch, lr, m, t.dtype, t.scaler)
         runlog.record_draws(batch)
         step += 1
+        if cfg.log_augment:
+            runlog.record_augment(step, batch, logs["per_image"])
         seen += sum(len(p.crop1) for p in batch) * dist.world_size()
         losses.append(checked_loss(loss, step, cfg))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.3g}")

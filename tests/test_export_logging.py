@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,10 +30,11 @@ def _run(tmp_path, folder, name, **kw):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_folder):  # noqa: F811
-    """Two finished runs: a ResNet-18 with in-batch SASSL and a ViT-Tiny (MoCo v3), 2 epochs of 6 steps."""
+    """Two finished runs: a ResNet-18 with in-batch SASSL (the augmentation record on) and a ViT-Tiny (MoCo v3),
+    2 epochs of 6 steps."""
     root = tmp_path_factory.mktemp("runs")
     torch.manual_seed(0)
-    return {"r18": _run(root, tiny_folder, "r18", backbone="resnet18", style="batch", p=0.9),
+    return {"r18": _run(root, tiny_folder, "r18", backbone="resnet18", style="batch", p=0.9, log_augment=True),
             "vit": _run(root, tiny_folder, "vit", backbone="vit_tiny", learner="mocov3", epochs=1)}
 
 
@@ -261,3 +263,55 @@ def test_a_hung_png_export_never_holds_up_a_run(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "_RENDER", "import sys; sys.exit('kaleido: no browser found')")
     with pytest.warns(UserWarning, match="RuntimeError: kaleido: no browser found"):
         assert plots.save_figure(fig, tmp_path / "other") == [tmp_path / "other.html"]
+
+
+def test_augment_record_joins_each_images_draws_with_its_loss(runs):
+    """--log-augment: one row per image and step, in the step's order; each step's rows average to the step's
+    logged loss; alpha and beta only on stylized images, in the default range; in-batch
+    style rows are rows of the micro-batch."""
+    from sassl.tracking import read_augment
+
+    rec = read_augment(runs["r18"])
+    assert len(rec) == 12 * 8 and sorted(set(rec["step"].tolist())) == list(range(1, 13))
+    assert all(rec["image"][rec["step"] == s].tolist() == list(range(8)) for s in range(1, 13))
+    losses = {r["step"]: r["loss"] for r in read_metrics(runs["r18"] / "metrics.jsonl") if "loss" in r}
+    for s, loss in losses.items():
+        assert rec["loss"][rec["step"] == s].mean() == pytest.approx(loss, rel=1e-5)
+    on = rec["stylized"].astype(bool)
+    assert 0 < on.sum() < len(rec) and np.isnan(rec["alpha"][~on]).all() and (rec["style"][~on] == -1).all()
+    assert ((rec["alpha"][on] >= 0.1) & (rec["alpha"][on] <= 0.3) & (rec["beta"][on] >= 0.1) & (rec["beta"][on] <= 0.3)).all()
+    assert ((rec["style"][on] >= 0) & (rec["style"][on] < 8)).all()  # in-batch styles: a row of the batch
+    assert not (runs["vit"] / "augment.bin").exists()
+
+
+def test_augment_rows_and_their_resumption(tmp_path):
+    """augment_rows against hand-built draws over two micro-batches (one without SASSL); a resumed run drops the
+    rows logged after its checkpoint; excess loss is the loss minus its step's mean."""
+    from types import SimpleNamespace
+
+    from sassl.plots import augment_figure, excess_loss
+    from sassl.tracking import AUGMENT, RunLog, augment_rows, read_augment
+
+    draws = SimpleNamespace(apply=torch.tensor([True, False, True]), alpha=torch.tensor([0.1, 0.2, 0.3]),
+                            beta=torch.tensor([0.25, 0.15, 0.2]), style_index=torch.tensor([2, 0, 1]))
+    batch = [SimpleNamespace(crop1=torch.zeros(3, 3, 4, 4), p1=SimpleNamespace(sassl=draws)),
+             SimpleNamespace(crop1=torch.zeros(2, 3, 4, 4), p1=SimpleNamespace(sassl=None))]
+    rows = augment_rows(7, batch, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert rows.dtype == AUGMENT and rows["step"].tolist() == [7] * 5 and rows["image"].tolist() == [0, 1, 2, 3, 4]
+    assert rows["stylized"].tolist() == [1, 0, 1, 0, 0] and rows["style"].tolist() == [2, -1, 1, -1, -1]
+    assert rows["alpha"][[0, 2]].tolist() == pytest.approx([0.1, 0.3]) and np.isnan(rows["alpha"][[1, 3, 4]]).all()
+    assert rows["beta"][[0, 2]].tolist() == pytest.approx([0.25, 0.2]) and rows["loss"].tolist() == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="4 per-image losses for 5 images"):
+        augment_rows(7, batch, torch.ones(4))
+    log = RunLog(tmp_path, {}, tensorboard=False)
+    for step in (1, 2, 3):
+        log.record_augment(step, batch, torch.full((5,), float(step)))
+    assert len(read_augment(tmp_path)) == 15
+    RunLog(tmp_path, {}, tensorboard=False, resume_step=2)
+    assert read_augment(tmp_path)["step"].tolist() == [1] * 5 + [2] * 5
+    rec = np.concatenate([augment_rows(1, batch, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])),
+                          augment_rows(2, batch, torch.tensor([2.0, 2.0, 2.0, 2.0, 7.0]))])
+    assert excess_loss(rec).tolist() == pytest.approx([-2, -1, 0, 1, 2, -1, -1, -1, -1, 4])
+    fig = augment_figure(rec)
+    assert [t.name for t in fig.data] == ["stylized, by alpha", "stylized, by beta", "by style row"]
+    assert list(fig.data[2].x) == ["2", "1"] and list(fig.data[2].y) == pytest.approx([-1.5, -0.5])  # lowest first

@@ -182,3 +182,39 @@ def test_big_backbones_have_the_published_sizes():
     with torch.device("meta"):  # at width 1 it is torchvision's ResNet-50, weight for weight
         assert {k: v.shape for k, v in wide_resnet50(1).state_dict().items()} == \
             {k: v.shape for k, v in torchvision.models.resnet50().state_dict().items()}
+
+
+def _ce_row(q, keys, i, temperature):
+    """-log softmax(q . keys / T)[i] for one query against all keys, both L2-normalised (a loop reference)."""
+    logits = torch.stack([torch.dot(q / q.norm(), k / k.norm()) for k in keys]) / temperature
+    return -(logits[i] - torch.logsumexp(logits, 0))
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_per_image_losses_are_each_images_two_directions(name):
+    """logs['per_image'] (B,): each image's loss, its two directions averaged (MoCo v3: summed, as its code), and
+    the step's loss is their mean; written out one image at a time from the towers' outputs."""
+    torch.manual_seed(0)
+    model = create_learner(name, "resnet18", small_images=True, proj_hidden=32, proj_dim=16, pred_hidden=32, queue_size=0)
+    x1, x2 = torch.rand(5, 3, 32, 32), torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        loss, logs = model(x1, x2, 1.0)
+        per = logs["per_image"]
+        assert per.shape == (5,) and not per.requires_grad and per.mean().item() == pytest.approx(loss.item(), rel=1e-6)
+        t = getattr(model, "temperature", None)
+        if name == "simclr":
+            z = torch.cat([model.projector(model.backbone(x1)), model.projector(model.backbone(x2))])
+            def anchor(a):
+                others = [j for j in range(10) if j != a]
+                return _ce_row(z[a], z[others], others.index((a + 5) % 10), t)
+            ref = [0.5 * (anchor(i) + anchor(i + 5)) for i in range(5)]
+        else:
+            q1, q2, k1, k2 = model.online(x1), model.online(x2), model.target(x1), model.target(x2)
+            if name == "byol":
+                cos = torch.nn.functional.cosine_similarity
+                ref = [0.5 * ((2 - 2 * cos(q1[i], k2[i], dim=0)) + (2 - 2 * cos(q2[i], k1[i], dim=0))) for i in range(5)]
+            elif name == "mocov3":
+                ref = [2 * t * (_ce_row(q1[i], k2, i, t) + _ce_row(q2[i], k1, i, t)) for i in range(5)]
+            else:
+                ref = [0.5 * (_ce_row(q1[i], k2, i, t) + _ce_row(q2[i], k1, i, t)) for i in range(5)]
+        torch.testing.assert_close(per, torch.stack(ref), rtol=1e-4, atol=1e-5)

@@ -15,6 +15,7 @@ class BYOL(MomentumTwoTower):
         super().__init__(backbone, feat_dim, proj_hidden, proj_dim, pred_hidden)
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor) -> torch.Tensor:
+        """Per image (B,): each view's prediction regressed on the other view's target, the two averaged."""
         p1, p2 = self.online(x1), self.online(x2)
         z1, z2 = self.target(x1_target), self.target(x2)
-        return 0.5 * (byol_loss(p1, z2) + byol_loss(p2, z1))
+        return 0.5 * (byol_loss(p1, z2, reduction="none") + byol_loss(p2, z1, reduction="none"))

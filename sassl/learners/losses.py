@@ -28,29 +28,32 @@ def float32(loss):
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, queue: torch.Tensor | None = None,
-             rank: int = 0) -> torch.Tensor:
+             rank: int = 0, reduction: str = "mean") -> torch.Tensor:
     """InfoNCE of queries against keys: the positive of q[i] is k[i + rank * len(q)].
 
     q: (B, D) local queries; k: (B * world, D) keys (all ranks' keys when distributed, else B);
     queue: optional (Q, D) extra negatives (classic MoCo v2). Both are L2-normalised here.
-    Returns the mean cross-entropy (a scalar). Shapes: logits (B, B * world [+ Q]).
+    Returns the mean cross-entropy (a scalar), or with reduction='none' each query's (B,). Shapes: logits
+    (B, B * world [+ Q]).
     """
     q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     logits = q @ k.t()
     if queue is not None:
         logits = torch.cat([logits, q @ F.normalize(queue, dim=1).t()], dim=1)
     labels = torch.arange(len(q), device=q.device) + rank * len(q)
-    return F.cross_entropy(logits / temperature, labels)
+    return F.cross_entropy(logits / temperature, labels, reduction=reduction)
 
 
 info_nce = float32(info_nce)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
-            z1_all: torch.Tensor | None = None, z2_all: torch.Tensor | None = None, rank: int = 0) -> torch.Tensor:
+            z1_all: torch.Tensor | None = None, z2_all: torch.Tensor | None = None, rank: int = 0,
+            reduction: str = "mean") -> torch.Tensor:
     """SimCLR's NT-Xent. z1, z2: (B, D) the two views of the local batch; z*_all: (B * world, D)
     gathered across ranks (default: the local ones). Each of the 2B anchors has one positive (its
-    other view) and 2 * B * world - 2 negatives (itself excluded). Returns the mean over anchors."""
+    other view) and 2 * B * world - 2 negatives (itself excluded). Returns the mean over anchors, or with
+    reduction='none' each anchor's (2B,): view 1's B anchors, then view 2's."""
     z1_all = z1 if z1_all is None else z1_all
     z2_all = z2 if z2_all is None else z2_all
     b, n = len(z1), len(z1_all)
@@ -61,15 +64,17 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
     self_idx = torch.cat([idx, idx + n])
     pos_idx = torch.cat([idx + n, idx])
     logits = logits.masked_fill(F.one_hot(self_idx, 2 * n).bool(), float("-inf"))
-    return F.cross_entropy(logits, pos_idx)
+    return F.cross_entropy(logits, pos_idx, reduction=reduction)
 
 
 nt_xent = float32(nt_xent)
 
 
-def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """BYOL regression loss 2 - 2 cos(p, z), mean over the batch. p: (B, D) predictions; z: (B, D) targets."""
-    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
+def byol_loss(p: torch.Tensor, z: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """BYOL regression loss 2 - 2 cos(p, z), mean over the batch (reduction='none': each row's, (B,)).
+    p: (B, D) predictions; z: (B, D) targets."""
+    per_row = 2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)
+    return per_row.mean() if reduction == "mean" else per_row
 
 
 byol_loss = float32(byol_loss)

@@ -30,12 +30,13 @@ class MoCoV2(MomentumTwoTower):
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % self.queue_size)
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE: each view's queries against the other view's keys of all ranks."""
+        """Symmetric InfoNCE per image (B,): each view's queries against the other view's keys of all ranks, the
+        image's two directions averaged."""
         q1, q2 = self.online(x1), self.online(x2)
         k1_all, k2_all = gather_nograd(self.target(x1_target)), gather_nograd(self.target(x2))
         queue = self.queue.clone() if self.queue_size else None
-        loss = 0.5 * (info_nce(q1, k2_all, self.temperature, queue, rank()) +
-                      info_nce(q2, k1_all, self.temperature, queue, rank()))
+        loss = 0.5 * (info_nce(q1, k2_all, self.temperature, queue, rank(), reduction="none") +
+                      info_nce(q2, k1_all, self.temperature, queue, rank(), reduction="none"))
         if self.queue_size:
             self._enqueue(torch.cat([k1_all, k2_all]))
         return loss

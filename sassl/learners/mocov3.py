@@ -16,10 +16,12 @@ from sassl.learners.losses import info_nce
 from sassl.learners.momentum import MomentumTwoTower
 
 
-def mocov3_loss(q: torch.Tensor, k_all: torch.Tensor, temperature: float, rank: int = 0) -> torch.Tensor:
+def mocov3_loss(q: torch.Tensor, k_all: torch.Tensor, temperature: float, rank: int = 0,
+                reduction: str = "mean") -> torch.Tensor:
     """MoCo v3's contrastive loss of one direction: 2T * InfoNCE(q, k) at temperature T. q: (B, D) local
-    predictions; k_all: (B * world, D) keys of every rank; the positive of q[i] is k_all[i + rank * B]."""
-    return info_nce(q, k_all, temperature, rank=rank) * (2 * temperature)
+    predictions; k_all: (B * world, D) keys of every rank; the positive of q[i] is k_all[i + rank * B].
+    reduction='none': each query's (B,)."""
+    return info_nce(q, k_all, temperature, rank=rank, reduction=reduction) * (2 * temperature)
 
 
 class MoCoV3(MomentumTwoTower):
@@ -35,7 +37,8 @@ class MoCoV3(MomentumTwoTower):
         self.temperature = temperature
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor) -> torch.Tensor:
-        """ctr(q1, k2) + ctr(q2, k1), summed as in MoCo v3's code (each direction scaled by 2T)."""
+        """Per image (B,): ctr(q1, k2) + ctr(q2, k1), summed as in MoCo v3's code (each direction scaled by 2T)."""
         q1, q2 = self.online(x1), self.online(x2)
         k1_all, k2_all = gather_nograd(self.target(x1_target)), gather_nograd(self.target(x2))
-        return mocov3_loss(q1, k2_all, self.temperature, rank()) + mocov3_loss(q2, k1_all, self.temperature, rank())
+        return (mocov3_loss(q1, k2_all, self.temperature, rank(), reduction="none") +
+                mocov3_loss(q2, k1_all, self.temperature, rank(), reduction="none"))

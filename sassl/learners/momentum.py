@@ -79,10 +79,12 @@ class MomentumTwoTower(nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | torch.Tensor | None,
                 x1_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """x1, x2: (B, 3, H, W) the two views -> (loss, {"loss": detached loss}). momentum None leaves the
-        target where it is (the later micro-batches of an accumulated step). x1_target: what the target tower
-        sees in place of x1 (view 1 without SASSL, for sassl_towers='online'); None: x1."""
+        """x1, x2: (B, 3, H, W) the two views -> (loss, logs): loss is the mean of `loss`'s per-image values;
+        logs {"loss", "per_image" (B,)} detached. momentum None leaves the target where it is (the later
+        micro-batches of an accumulated step). x1_target: what the target tower sees in place of x1 (view 1
+        without SASSL, for sassl_towers='online'); None: x1."""
         if momentum is not None:
             self.update_target(momentum)
-        loss = self.loss(x1, x2, x1 if x1_target is None else x1_target)
-        return loss, {"loss": loss.detach()}
+        per_image = self.loss(x1, x2, x1 if x1_target is None else x1_target)
+        loss = per_image.mean()
+        return loss, {"loss": loss.detach(), "per_image": per_image.detach()}

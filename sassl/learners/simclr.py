@@ -23,5 +23,7 @@ class SimCLR(nn.Module):
         if x1_target is not None:
             raise ValueError("SimCLR has one tower: x1_target (sassl_towers='online') does not apply")
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
-        loss = nt_xent(z1, z2, self.temperature, gather(z1), gather(z2), rank())
-        return loss, {"loss": loss.detach()}
+        anchors = nt_xent(z1, z2, self.temperature, gather(z1), gather(z2), rank(), reduction="none")
+        per_image = 0.5 * (anchors[:len(z1)] + anchors[len(z1):])  # the image's two views as anchors, averaged
+        loss = per_image.mean()
+        return loss, {"loss": loss.detach(), "per_image": per_image.detach()}
