@@ -12,6 +12,8 @@
                                                # budget, 3 seeds, every protocol including the style-robustness ones
     python experiments/evidence.py probes      # MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py regime      # MoCo v2 without SASSL at budgets where it may learn (kNN gain over init)
+    python experiments/evidence.py regime-report  # the regime search's table (from runs/ or experiments/results/)
+    python experiments/evidence.py keep NAME...   # copy finished runs' small files to experiments/results/ (to commit)
     python experiments/evidence.py demo7-s1    # one probe by name (the main job's other seeds)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
@@ -22,7 +24,7 @@ Each run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks
 runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv; kNN, linear probe,
 1/10-shot). Finished runs are skipped and a killed run resumes from its checkpoint, so a killed sweep
 continues where it stopped; wall time per run
-goes to runs/evidence/timing.jsonl.
+goes to runs/evidence/timing.jsonl, and each finished run's small files to experiments/results/<name>/.
 """
 from __future__ import annotations
 
@@ -112,12 +114,60 @@ PROBES = {
 # bound: a shorter run's schedule decays earlier). Same runner and table as the probes.
 REGIME = {
     "regime-e60-s0": "--style none --seed 0 --epochs 60 --knn-every 5",
+    # the same steps over 4x the composites of the same objects (split by identity as before): more variety
+    # per step, the kNN monitor on that variant's (4x larger) test split
+    "regime-obj48-e15-s0": "--style none --seed 0 --dataset objects:per_object=48 --epochs 15 --knn-every 5",
 }
 PROBES |= REGIME
 EVAL = {"targets": ["objects", "objects@test_shift", "textures", "elpv"], "protocols": ["knn", "linear", "fewshot"],
         "seeds": [0, 1, 2], "shots": [1, 10]}
 # the same targets with the style-robustness protocols (held-out styles: textures; training used paintings)
 EVAL_ROBUST = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance", "stylized"]}
+
+
+# finished runs' small files (runs/ is not tracked): what the reports need, kept as each run ends
+KEPT = ROOT / "experiments" / "results"
+KEEP_FILES = ("config.json", "metrics.json", "metrics.jsonl", "eval/config.json", "eval/summary.json",
+              "eval/results.csv", "eval/robustness.csv", "eval/shape_bias.csv", "eval/baseline_summary.json")
+
+
+def keep(name: str) -> list[Path]:
+    """Copy run `name`'s small result files under experiments/results/<name>/ (to commit); returns them."""
+    import shutil
+
+    out = []
+    for rel in KEEP_FILES:
+        src = RUNS / name / rel
+        if src.is_file():
+            dst = KEPT / name / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            out.append(dst)
+    return out
+
+
+def run_dir(name: str) -> Path:
+    """A run's folder: runs/<name> where it is on this machine, else its kept files."""
+    return RUNS / name if (RUNS / name / "metrics.jsonl").is_file() else KEPT / name
+
+
+def regime_table() -> list[dict]:
+    """The regime search: per run, its flags, the kNN monitor at random init, at each monitored epoch and the
+    gain of the last one, and the training time (the epochs' own seconds; kNN passes and start-up left out)."""
+    rows = []
+    for name, flags in REGIME.items():
+        f = run_dir(name) / "metrics.jsonl"
+        if not f.is_file():
+            continue
+        m = read_metrics(f)
+        knn = [(r["epoch"], r["knn_top1"]) for r in m if "knn_top1" in r]
+        train_s = sum(r.get("epoch_seconds", 0) for r in m)
+        done = (run_dir(name) / "metrics.json").is_file()
+        rows.append({"run": name, "sassl pretrain flags": f"`{flags}`", "init kNN": knn[0][1],
+                     "kNN by epoch": ", ".join(f"{e}: {v:.1f}" for e, v in knn[1:]),
+                     "gain (last)": f"{knn[-1][1] - knn[0][1]:+.2f}", "epochs": max(r["epoch"] for r in m),
+                     "training min": round(train_s / 60, 1), "state": "finished" if done else "running"})
+    return rows
 
 
 def run_one(name: str, params: dict) -> None:
@@ -136,6 +186,7 @@ def run_one(name: str, params: dict) -> None:
     with open(RUNS / "evidence" / "timing.jsonl", "a") as f:
         f.write(json.dumps({"run": name, "pretrain_s": round(t1 - t0, 1), "evaluate_s": round(time.time() - t1, 1)}) + "\n")
     print(f"{name}: {t1 - t0:.0f} s pre-training, {time.time() - t1:.0f} s evaluation", flush=True)
+    keep(name)
 
 
 def run_probes(names: list[str]) -> None:
@@ -149,6 +200,7 @@ def run_probes(names: list[str]) -> None:
             continue
         subprocess.run([sys.executable, "-m", "sassl.cli", "pretrain", "--name", name, "--knn-every", "2",
                         "--runs-dir", str(RUNS), "--resume", *shlex.split(flags)], check=True)
+        keep(name)
 
 
 def probe_table() -> list[dict]:
@@ -472,6 +524,15 @@ def main(argv: list[str]) -> int:
         return 0
     if argv == ["probes"] or (argv and all(a in PROBES for a in argv)):
         run_probes(list(PROBES) if argv == ["probes"] else argv)
+        return 0
+    if argv and argv[0] == "keep":
+        for name in argv[1:]:
+            print("\n".join(str(p) for p in keep(name)) or f"{name}: nothing to keep")
+        return 0
+    if argv == ["regime-report"]:
+        from sassl.compare import to_markdown
+
+        print(to_markdown(regime_table()))
         return 0
     reports = {"report": report, "paper-report": paper_report, "robust-report": robust_report}
     if len(argv) == 1 and argv[0] in reports:
