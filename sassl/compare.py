@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sassl.config import plain
 from sassl.eval.evaluate import mean_std
-from sassl.stylizer import DEFAULTS
+from sassl.stylizer import DEFAULTS, STYLE_KEYWORDS
 from sassl.train import PretrainConfig, config_from_dict
 
 SASSL_DEFAULTS = plain(DEFAULTS)  # as config.json holds them (lists)
@@ -52,7 +52,7 @@ def variant_group(variant: str) -> str:
 
 
 def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[dict]:
-    """One row per (run, target, protocol): run, variant, seed, target, protocol, top1 (the run's mean over
+    """One row per (run, target, protocol): run, variant, seed, style, target, protocol, top1 (the run's mean over
     its evaluation seeds). Runs without config.json are skipped; a named run that is missing raises."""
     runs_dir = Path(runs_dir)
     if names:
@@ -67,7 +67,7 @@ def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[d
         cfg = json.loads((run / "config.json").read_text())
         if "learner" not in cfg:  # not a pre-training run (demo, evaluation of a baseline, ...)
             continue
-        base = {"run": run.name, "variant": variant_label(cfg), "seed": cfg.get("seed", 0)}
+        base = {"run": run.name, "variant": variant_label(cfg), "seed": cfg.get("seed", 0), "style": cfg.get("style", "none")}
         if (run / "metrics.json").is_file():
             m = json.loads((run / "metrics.json").read_text())
             if "knn_top1" in m:
@@ -219,6 +219,54 @@ def paired_report(rows: list[dict], method: str = "holm") -> str:
                          f"{q:>6} {mde:>6}")
         lines.append("")
     return "\n".join(lines) if lines else "no SASSL variant with its baseline among these runs"
+
+
+# ----------------------------------------------------------------------------- style source vs target
+# The paper (A.2): style invariance helps transfer where the style source resembles the target domain.
+
+def style_gains(rows: list[dict], protocol: str = "linear") -> list[dict]:
+    """Per SASSL variant whose style source is a set of images (not batch, noise or content) and per target:
+    the variant's top-1 minus its baseline's, paired by seed (collect_runs rows). Rows {variant, style, target,
+    gain, seeds}."""
+    out = []
+    for a, b in sassl_pairs(rows):
+        style = next(r["style"] for r in rows if r["variant"] == b)
+        if style in STYLE_KEYWORDS:
+            continue
+        for r in paired_differences(rows, a, b):
+            if r["protocol"] == protocol:
+                out.append({"variant": b, "style": style, "target": r["target"], "gain": r["diff"], "seeds": r["seeds"]})
+    return out
+
+
+def with_style_distances(gains: list[dict], distance) -> list[dict]:
+    """gains (style_gains) with each row's `distance(style, target)`, computed once per pair; e.g. the Fréchet
+    distance of their style embeddings (sassl.eval.tsne: style_embeddings, frechet_distance)."""
+    cache: dict[tuple, float] = {}
+    for g in gains:
+        key = (g["style"], g["target"])
+        if key not in cache:
+            cache[key] = float(distance(*key))
+    return [g | {"distance": cache[(g["style"], g["target"])]} for g in gains]
+
+
+def gain_distance_figure(points: list[dict], protocol: str = "linear"):
+    """Transfer gain against the style source's distance to the target, one point per (variant, target), with
+    the Pearson correlation in the title (the paper's claim predicts a negative one)."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for target in dict.fromkeys(p["target"] for p in points):
+        ps = [p for p in points if p["target"] == target]
+        fig.add_scatter(x=[p["distance"] for p in ps], y=[p["gain"] for p in ps], mode="markers+text", name=target,
+                        text=[p["style"] for p in ps], textposition="top center",
+                        hovertext=[f"{p['variant']}, {p['seeds']} seeds" for p in ps])
+    r = np.corrcoef([p["distance"] for p in points], [p["gain"] for p in points])[0, 1] if len(points) > 2 else None
+    fig.update_layout(template="plotly_white", xaxis_title="Fréchet distance, style source to target (style space)",
+                      yaxis_title=f"SASSL minus baseline, {protocol} top-1 (points)",
+                      title="transfer gain against style distance" + ("" if r is None else f" (Pearson r = {r:.2f})"))
+    return fig
 
 
 def compare_figure(table: list[dict]):

@@ -138,3 +138,32 @@ def test_paired_differences_and_sassl_compare(tmp_path, capsys):
     assert f"{b}  minus  {a}" in out and "holm" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("objects"))
     assert line.split()[2:4] == ["3", "+1.00"] and f"{want['p']:.3f}" in line and f"{want['mde']:.3f}" in line
+
+
+def test_style_gains_against_distance(tmp_path):
+    """Per SASSL variant with a style source of images (in-batch styles left out) and per target: its top-1 minus
+    the baseline's, paired by seed; each (style, target) distance computed once; the figure's correlation."""
+    from sassl.compare import gain_distance_figure, style_gains, with_style_distances
+
+    def run(name, style, seed, objects, elpv):
+        _run(tmp_path, name, style, seed, 30, objects)
+        (tmp_path / name / "eval" / "summary.json").write_text(json.dumps(
+            [{"target": "objects", "protocol": "linear", "top1_mean": objects},
+             {"target": "elpv", "protocol": "linear", "top1_mean": elpv},
+             {"target": "elpv", "protocol": "knn", "top1_mean": 1.0}]))
+    for s in (0, 1):
+        run(f"base-s{s}", "none", s, 40.0 + s, 60.0)
+        run(f"tex-s{s}", "textures", s, 43.0 + s, 59.0)   # +3 on objects, -1 on elpv
+        run(f"elpv-s{s}", "elpv", s, 40.0 + 2 * s, 64.0)  # +0.5 on objects (0 and +1), +4 on elpv
+        run(f"batch-s{s}", "batch", s, 50.0, 70.0)
+    run("tex-s2", "textures", 2, 99.0, 99.0)  # no baseline at seed 2: not paired
+    gains = {(g["style"], g["target"]): g for g in style_gains(collect_runs(tmp_path))}
+    assert {k: v["gain"] for k, v in gains.items()} == {("textures", "objects"): 3.0, ("textures", "elpv"): -1.0,
+                                                        ("elpv", "objects"): 0.5, ("elpv", "elpv"): 4.0}
+    assert all(g["seeds"] == 2 for g in gains.values())
+    calls = []
+    far = {("textures", "objects"): 1.0, ("textures", "elpv"): 9.0, ("elpv", "objects"): 8.0, ("elpv", "elpv"): 0.0}
+    points = with_style_distances(list(gains.values()), lambda st, t: calls.append((st, t)) or far[(st, t)])
+    assert sorted(calls) == sorted(far) and {(p["style"], p["target"]): p["distance"] for p in points} == far
+    fig = gain_distance_figure(points)
+    assert "Pearson r = -0.98" in fig.layout.title.text  # np.corrcoef([1, 9, 8, 0], [3, -1, 0.5, 4]) and {t.name for t in fig.data} == {"objects", "elpv"}

@@ -376,19 +376,19 @@ def test_rank_sources_orders_by_closeness_to_the_target():
 
 
 def test_style_bank_match_command(tmp_path, capsys):
-    """`sassl style-bank match TARGET SOURCE...` embeds each set, writes the ranked table, the t-SNE figure and
-    its config, and prints the ranking."""
+    """`sassl style-bank match TARGET SOURCE...` embeds each set (a target's NAME@SPLIT: that split), writes the
+    ranked table, the t-SNE figure and its config, and prints the ranking."""
     from sassl.cli import main
 
     out = tmp_path / "match"
-    assert main(["style-bank", "match", "paintings", "textures", "opencv-art", "--per-dataset", "5",
+    assert main(["style-bank", "match", "objects@test_shift", "textures", "opencv-art", "--per-dataset", "5",
                  "--iterations", "250", "--device", "cpu", "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "match.csv")))
     assert sorted(r["source"] for r in rows) == ["opencv-art", "textures"] and [r["rank"] for r in rows] == ["1", "2"]
     assert float(rows[0]["frechet"]) <= float(rows[1]["frechet"])
     assert (out / "figures" / "tsne.html").is_file() and json.loads((out / "config.json").read_text())["points"] == 14
     printed = capsys.readouterr().out
-    assert "closeness to paintings" in printed and printed.index(rows[0]["source"]) < printed.index(rows[1]["source"])
+    assert "closeness to objects@test_shift" in printed and printed.index(rows[0]["source"]) < printed.index(rows[1]["source"])
 
 
 def test_tsne_and_overlap_matrix_on_real_styles():

@@ -117,6 +117,15 @@ def overlap_matrices(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> dict:
     return {"datasets": names, "frechet": fd, "knn_overlap": ko}
 
 
+def style_distance(source: str, target: str, per_dataset: int = 100, seed: int = 0, device=None) -> float:
+    """Fréchet distance between the style embeddings of a seeded sample of `source` and of `target` (dataset
+    names, NAME@SPLIT, folders or bank .pt files)."""
+    emb, labels, _ = style_embeddings([source, target], per_dataset, seed=seed, device=device, progress=False)
+    if source == target:
+        return 0.0
+    return frechet_distance(emb[labels == source], emb[labels == target])
+
+
 def rank_sources(emb: np.ndarray, labels: np.ndarray, target: str, k: int = 10) -> list[dict]:
     """The style sources in `labels` (all but `target`) ranked by how close their style embeddings lie to the
     target's (the paper's A.2: style invariance helps transfer when the styles resemble the target domain):

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from sassl import dist
-from sassl.data import get_dataset, image_paths
+from sassl.data import get_dataset, image_paths, parse_name
 from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
-from sassl.data.loader import loader_workers
 from sassl.data.index import signature
+from sassl.data.loader import loader_workers
 from sassl.data.registry import PBN_ENV
 from sassl.paths import atomic_file, cache_dir
 from sassl.stylizer.networks import STYLE_DIM, Stylizer
@@ -82,7 +82,7 @@ def _image_loaders(source: str, image_size: int) -> tuple[list[tuple[str, Callab
     if path.exists():
         return [(str(p), functools.partial(load_rgb, p, image_size)) for p in image_paths(source)], str(path)
     try:
-        ds = get_dataset(source, split="all")
+        ds = get_dataset(source, split=None if parse_name(source)[1] else "all")  # NAME@SPLIT: that split
     except KeyError as e:
         raise FileNotFoundError(f"style source {source!r} is neither a folder, an image file, nor a dataset name "
                                 f"({e.args[0].split('; ', 1)[-1]})") from None
