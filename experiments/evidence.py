@@ -13,6 +13,8 @@
     python experiments/evidence.py probes      # MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py regime      # MoCo v2 without SASSL at budgets where it may learn (kNN gain over init)
     python experiments/evidence.py regime-report  # the regime search's table (from runs/ or experiments/results/)
+    python experiments/evidence.py evidence    # MoCo v2 +- SASSL at the regime's budget, 5 paired seeds, every instrument
+    python experiments/evidence.py evidence-ablations  # beta = 1, noise and in-batch styles there, 3 seeds
     python experiments/evidence.py keep NAME...   # copy finished runs' small files to experiments/results/ (to commit)
     python experiments/evidence.py demo7-s1    # one probe by name (the main job's other seeds)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
@@ -82,6 +84,16 @@ SWEEPS = {
     "paper-seeds": [(f"pa-batch-s{s}", {"learner": "mocov2", "seed": s, "proj_hidden": 4096, "proj_dim": 256,
                                          "style": "batch"}) for s in (1, 2)],
 }
+# Evidence at a budget where encoders learn: MoCo v2 at the regime search's configuration (regime-e60-s0: 60
+# epochs of the default 64-px objects, batch 32), with and without SASSL (pbn) at 5 paired seeds, then beta = 1
+# (no pixel interpolation), noise styles and in-batch styles at 3; each evaluated with every protocol and
+# instrument. Seeds alternate between the arms so that a partial sweep is already paired.
+REGIME_BUDGET = {"learner": "mocov2", "epochs": 60, "knn_every": 5, "proj_hidden": 4096, "proj_dim": 256}
+SWEEPS["evidence"] = [(f"ev-{tag}-s{s}", REGIME_BUDGET | {"seed": s} | kw) for s in range(5)
+                      for tag, kw in (("base", BASE), ("sassl", SASSL))]
+SWEEPS["evidence-ablations"] = [(f"ev-{tag}-s{s}", REGIME_BUDGET | {"seed": s} | kw) for s in range(3)
+                                for tag, kw in (("beta1", SASSL | {"beta": [1.0, 1.0]}), ("noise", {"style": "noise"}),
+                                                ("batch", {"style": "batch"}))]
 SWEEP_RUNS = {name: params for sweep in SWEEPS.values() for name, params in sweep}  # every sweep run by name
 # What makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
 # kNN monitor), through `sassl pretrain`; controls: moco-base-s0/s1 (same settings, paper defaults).
@@ -123,6 +135,9 @@ EVAL = {"targets": ["objects", "objects@test_shift", "textures", "elpv"], "proto
         "seeds": [0, 1, 2], "shots": [1, 10]}
 # the same targets with the style-robustness protocols (held-out styles: textures; training used paintings)
 EVAL_ROBUST = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance", "stylized"]}
+# and with the instruments: shape bias, style decodability, invariance per stage
+EVAL_ALL = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance", "stylized", "shape_bias",
+                                 "style_decodability", "stage_invariance"]}
 
 
 # finished runs' small files (runs/ is not tracked): what the reports need, kept as each run ends
@@ -180,7 +195,7 @@ def run_one(name: str, params: dict) -> None:
     # resume: a run killed mid-way continues from its last checkpoint (a finished one is skipped above)
     execute(NB / "pretrain.ipynb", run / "pretrain.ipynb", {"name": name, "resume": True} | params, cwd=NB)
     t1 = time.time()
-    evaluation = EVAL_ROBUST if name.startswith("r18-") else EVAL
+    evaluation = EVAL_ALL if name.startswith("ev-") else EVAL_ROBUST if name.startswith("r18-") else EVAL
     execute(NB / "evaluate.ipynb", run / "evaluate.ipynb", {"encoder": name} | evaluation, cwd=NB)
     (RUNS / "evidence").mkdir(exist_ok=True)
     with open(RUNS / "evidence" / "timing.jsonl", "a") as f:
