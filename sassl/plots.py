@@ -17,6 +17,7 @@ from sassl.records import read_metrics
 # process of its own that is killed after PNG_TIMEOUT_S, so a figure never holds up a run: the HTML is written
 # first and stays the figure.
 PNG_TIMEOUT_S = 120.0
+PNG_ENV = "SASSL_PNG"  # "0": figures as HTML only, no browser started (the test suite; headless batch jobs)
 _RENDER = ("import sys, plotly.io as pio; pio.from_json(sys.stdin.read(), skip_invalid=True).write_image("
            "sys.argv[1], width=int(sys.argv[2]), height=int(sys.argv[3]), scale=1)")
 
@@ -37,12 +38,14 @@ def write_png(fig, path: str | Path, width: int, height: int, timeout: float = P
 
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
-    """Write stem.html, and stem.png if a static renderer (kaleido) works here within PNG_TIMEOUT_S; returns
-    the paths written."""
+    """Write stem.html, and stem.png if a static renderer (kaleido) works here within PNG_TIMEOUT_S (and
+    $SASSL_PNG is not 0); returns the paths written."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = [stem.with_suffix(".html")]
     fig.write_html(out[0], include_plotlyjs="cdn")
+    if os.environ.get(PNG_ENV, "1") == "0":
+        return out
     try:
         write_png(fig, stem.with_suffix(".png"), fig.layout.width or 1000, fig.layout.height or 450)
         out.append(stem.with_suffix(".png"))

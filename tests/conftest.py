@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -5,6 +6,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# figures as HTML only: a PNG costs about 3 s of headless browser each; the tests that check PNGs turn it back on
+os.environ.setdefault("SASSL_PNG", "0")
 
 
 @pytest.fixture(scope="session")

@@ -240,14 +240,17 @@ def test_cli_export_and_every_subcommand_reaches_its_handler(runs, tmp_path, cap
 
 def test_a_hung_png_export_never_holds_up_a_run(tmp_path, monkeypatch):
     """kaleido's browser export can hang; save_figure gives it PNG_TIMEOUT_S in a process group of its own, then
-    kills it (and its browser) and keeps the HTML, with a warning saying why there is no PNG."""
+    kills it (and its browser) and keeps the HTML, with a warning saying why there is no PNG. SASSL_PNG=0: no
+    renderer at all."""
     import time
+    import warnings
 
     import plotly.graph_objects as go
 
     from sassl import plots
 
     fig = go.Figure(go.Scatter(x=[1, 2], y=[2, 1]))
+    monkeypatch.setenv("SASSL_PNG", "1")
     monkeypatch.setattr(plots, "_RENDER", "import os, sys, time; open(sys.argv[1] + '.pid', 'w').write(str(os.getpid())); "
                                           "time.sleep(600)")
     monkeypatch.setattr(plots, "PNG_TIMEOUT_S", 1.0)
@@ -263,6 +266,10 @@ def test_a_hung_png_export_never_holds_up_a_run(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "_RENDER", "import sys; sys.exit('kaleido: no browser found')")
     with pytest.warns(UserWarning, match="RuntimeError: kaleido: no browser found"):
         assert plots.save_figure(fig, tmp_path / "other") == [tmp_path / "other.html"]
+    monkeypatch.setenv("SASSL_PNG", "0")  # HTML only: the renderer is not started (no warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.save_figure(fig, tmp_path / "third") == [tmp_path / "third.html"]
 
 
 def test_augment_record_joins_each_images_draws_with_its_loss(runs):

@@ -44,7 +44,8 @@ def test_config_validation_names_the_parameter():
     assert config_from_dict({"alpha": [0, 1], "lr": 2}).lr == 2.0
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_folder):
+def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_folder, monkeypatch):
+    monkeypatch.setenv("SASSL_PNG", "1")  # this run's curves.png is checked below
     full = _cfg(tmp_path, tiny_folder, name="full", style="batch", batch_size=16)
     r_full = pretrain(full, progress=False)
     # the same run stopped mid-epoch 2 (step 4 of 6), then resumed
