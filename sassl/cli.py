@@ -271,12 +271,18 @@ def _add_style_bank(sub) -> None:
     b = bsub.add_parser("match", help="rank style sources by how close their styles lie to a target dataset's")
     b.add_argument("target", help="the target: a dataset name, folder or bank .pt")
     b.add_argument("sources", nargs="+", help="candidate style sources: dataset names, folders or bank .pt files")
-    b.add_argument("--per-dataset", type=int, default=200, help="images embedded per source (seeded sample)")
-    b.add_argument("--iterations", type=int, default=1000, help="t-SNE iterations of the figure")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", default="runs/style_match")
-    b.add_argument("--device", default="auto")
+    _style_sample_args(b, "runs/style_match")
     p.set_defaults(handler=_style_bank)
+
+
+def _style_sample_args(p: argparse.ArgumentParser, out: str) -> None:
+    """The settings of commands that embed a seeded sample of each source and map them with t-SNE."""
+    p.add_argument("--per-dataset", type=int, default=200,
+                   help="images embedded per source (seeded sample; the paper: up to 1,800)")
+    p.add_argument("--iterations", type=int, default=1000, help="t-SNE iterations (the paper: 2,048)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=out)
+    p.add_argument("--device", default="auto")
 
 
 def _add_data(sub) -> None:
@@ -375,14 +381,9 @@ def _add_style_space(sub) -> None:
     """`sassl style-space`."""
     p = sub.add_parser("style-space", help="t-SNE of style embeddings of datasets, and their overlap matrices")
     p.add_argument("sources", nargs="+", help="dataset names, folders or style-bank .pt files")
-    p.add_argument("--per-dataset", type=int, default=200,
-                   help="images embedded per source (seeded sample; the paper: up to 1,800)")
+    _style_sample_args(p, "runs/style_space")
     p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (capped below N / 3)")
-    p.add_argument("--iterations", type=int, default=1000, help="t-SNE iterations (the paper: 2,048)")
     p.add_argument("--early-exaggeration", type=float, default=12.0, help="t-SNE early exaggeration")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/style_space")
-    p.add_argument("--device", default="auto")
     p.set_defaults(handler=_style_space)
 
 

@@ -233,15 +233,14 @@ def heldout_styles(cfg: EvalConfig, info: dict, device) -> tuple:
     return stylizer, choice.bank
 
 
-def stylized_rows(base: dict, backbone, train_feats, target, x_te, y_te, stylize, cfg: EvalConfig) -> list[dict]:
-    """kNN and a linear probe fit on clean train features, tested on clean and on fully stylized (beta 1,
-    seed 0) test images: rows 'stylized-knn' / 'stylized-linear' with the stylized top-1, the clean top-1 and
-    the drop."""
+def stylized_rows(base: dict, backbone, train_feats, target, x_te, y_te, stylize, cfg: EvalConfig,
+                  clf: torch.nn.Module) -> list[dict]:
+    """kNN and the linear classifier `clf`, both fit on clean train features, tested on clean and on fully
+    stylized (beta 1, seed 0) test images: rows 'stylized-knn' / 'stylized-linear' with the stylized top-1, the
+    clean top-1 and the drop."""
     clean = embed(backbone, x_te)
     styl = embed(backbone, stylize(x_te, 1.0, torch.Generator().manual_seed(0)))
     out = []
-    with torch.enable_grad():
-        clf = train_linear(train_feats, target.train_y, target.num_classes, cfg.probe_epochs, cfg.probe_lr)
     for name, predict_fn in (("knn", lambda f: torch.nn.functional.one_hot(
             knn_predict(train_feats, target.train_y, f, target.num_classes, cfg.knn_k).cpu(), target.num_classes).float()),
                              ("linear", lambda f: predict(clf, f))):
@@ -279,12 +278,21 @@ class Probe:
     stylize: object = None  # the held-out stylizer of the robustness protocols
     heldout: tuple | None = None  # (stylizer, held-out style bank) behind it
     held: tuple | None = None  # the bounded test images they stylize, decoded once
+    clean_clf: torch.nn.Module | None = None  # the linear classifier on clean train features, fit once
     skipped: list = field(default_factory=list)  # settings a protocol could not run, with the reason
 
     def test_images(self) -> tuple:
         if self.held is None:
             self.held = load_images(self.target.test, self.size, self.cfg.crop_fraction, self.cfg.robust_max_images)
         return self.held
+
+    def clean_linear(self) -> torch.nn.Module:
+        """The linear classifier fit on the clean train features (the stylized and shape-bias protocols' head)."""
+        if self.clean_clf is None:
+            with torch.enable_grad():
+                self.clean_clf = train_linear(self.tr, self.target.train_y, self.target.num_classes,
+                                              self.cfg.probe_epochs, self.cfg.probe_lr)
+        return self.clean_clf
 
 
 def knn_rows(pr: Probe) -> list[dict]:
@@ -352,7 +360,7 @@ def invariance_rows(pr: Probe) -> list[dict]:
 def stylized_target_rows(pr: Probe) -> list[dict]:
     """kNN and linear probe fit on clean features, tested on the fully stylized test images (stylized_rows)."""
     x_te, y_te = pr.test_images()
-    return stylized_rows(pr.base, pr.backbone, pr.tr, pr.target, x_te, y_te, pr.stylize, pr.cfg)
+    return stylized_rows(pr.base, pr.backbone, pr.tr, pr.target, x_te, y_te, pr.stylize, pr.cfg, pr.clean_linear())
 
 
 def decodability_rows(pr: Probe) -> list[dict]:
@@ -385,12 +393,11 @@ def shape_bias_rows(pr: Probe) -> list[dict]:
     """Cue-conflict shape bias (sassl.eval.shape_bias) of the kNN and linear heads fit on clean train features,
     on the bounded test images stylized with exemplars of other test classes (rows of shape_bias.csv)."""
     x_te, y_te = pr.test_images()
-    t, cfg = pr.target, pr.cfg
-    with torch.enable_grad():
-        clf = train_linear(pr.tr, t.train_y, t.num_classes, cfg.probe_epochs, cfg.probe_lr)
+    t, cfg, clf = pr.target, pr.cfg, pr.clean_linear()
     heads = {"knn": lambda f: knn_predict(pr.tr, t.train_y, f, t.num_classes, cfg.knn_k),
              "linear": lambda f: predict(clf, f).argmax(1)}
-    render = stylizer_render(pretrained(next(pr.backbone.parameters()).device))
+    stylizer = pr.heldout[0] if pr.heldout else pretrained(next(pr.backbone.parameters()).device)
+    render = stylizer_render(stylizer)
     return [pr.base | {"protocol": "shape_bias", "seed": 0} | r
             for r in shape_bias(lambda x: embed(pr.backbone, x), heads, x_te, y_te, render, seed=0)]
 

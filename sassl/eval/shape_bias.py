@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from sassl.stylizer import stylize
+from sassl.eval.style_probe import render_styles
 
 
 def cue_conflict_pairs(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -31,15 +31,13 @@ def cue_conflict_pairs(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 def stylizer_render(stylizer) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """render(content, style) -> content stylized with style's code alone (alpha 1, beta 1), on the
-    stylizer's device; both (N, 3, S, S) in [0, 1]."""
+    """render(content, style) -> content stylized with style's code alone (alpha 1, beta 1, style_probe's
+    render_styles), on the stylizer's device; both (N, 3, S, S) in [0, 1]."""
     dev = next(stylizer.parameters()).device
 
     @torch.no_grad()
     def render(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        c, s = content.to(dev), style.to(dev)
-        one = torch.ones(len(c), device=dev)
-        return stylize(stylizer, c, stylizer.embed(s), stylizer.embed(c), one, one).cpu()
+        return render_styles(stylizer, content, stylizer.embed(style.to(dev)))
     return render
 
 
