@@ -13,8 +13,9 @@
     python experiments/evidence.py probes      # MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py regime      # MoCo v2 without SASSL at budgets where it may learn (kNN gain over init)
     python experiments/evidence.py regime-report  # the regime search's table (from runs/ or experiments/results/)
-    python experiments/evidence.py evidence    # MoCo v2 +- SASSL at the regime's budget, 5 paired seeds, every instrument
-    python experiments/evidence.py evidence-ablations  # beta = 1, noise and in-batch styles there, 3 seeds
+    python experiments/evidence.py evidence    # MoCo v2 +- SASSL at the regime's budget, 5 paired seeds (beta = 1 at 3)
+    python experiments/evidence.py evidence-ablations  # noise and in-batch styles there, 3 seeds
+    python experiments/evidence.py evidence-report  # its paired differences -> experiments/results/evidence.md
     python experiments/evidence.py keep NAME...   # copy finished runs' small files to experiments/results/ (to commit)
     python experiments/evidence.py demo7-s1    # one probe by name (the main job's other seeds)
     python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
@@ -85,15 +86,17 @@ SWEEPS = {
                                          "style": "batch"}) for s in (1, 2)],
 }
 # Evidence at a budget where encoders learn: MoCo v2 at the regime search's configuration (regime-e60-s0: 60
-# epochs of the default 64-px objects, batch 32), with and without SASSL (pbn) at 5 paired seeds, then beta = 1
-# (no pixel interpolation), noise styles and in-batch styles at 3; each evaluated with every protocol and
-# instrument. Seeds alternate between the arms so that a partial sweep is already paired.
-REGIME_BUDGET = {"learner": "mocov2", "epochs": 60, "knn_every": 5, "proj_hidden": 4096, "proj_dim": 256}
+# epochs of the default 64-px objects, batch 32), with and without SASSL (pbn) at 5 paired seeds and beta = 1 (no
+# pixel interpolation) at 3, then noise styles and in-batch styles at 3; each evaluated with every protocol and
+# instrument, each with its per-image augmentation record. Seeds alternate between the arms so that a partial
+# sweep is already paired.
+REGIME_BUDGET = {"learner": "mocov2", "epochs": 60, "knn_every": 5, "proj_hidden": 4096, "proj_dim": 256,
+                 "log_augment": True}
+BETA1 = SASSL | {"beta": [1.0, 1.0]}
 SWEEPS["evidence"] = [(f"ev-{tag}-s{s}", REGIME_BUDGET | {"seed": s} | kw) for s in range(5)
-                      for tag, kw in (("base", BASE), ("sassl", SASSL))]
+                      for tag, kw in (("base", BASE), ("sassl", SASSL), ("beta1", BETA1)) if tag != "beta1" or s < 3]
 SWEEPS["evidence-ablations"] = [(f"ev-{tag}-s{s}", REGIME_BUDGET | {"seed": s} | kw) for s in range(3)
-                                for tag, kw in (("beta1", SASSL | {"beta": [1.0, 1.0]}), ("noise", {"style": "noise"}),
-                                                ("batch", {"style": "batch"}))]
+                                for tag, kw in (("noise", {"style": "noise"}), ("batch", {"style": "batch"}))]
 SWEEP_RUNS = {name: params for sweep in SWEEPS.values() for name, params in sweep}  # every sweep run by name
 # What makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
 # kNN monitor), through `sassl pretrain`; controls: moco-base-s0/s1 (same settings, paper defaults).
@@ -143,12 +146,17 @@ EVAL_ALL = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance",
 # finished runs' small files (runs/ is not tracked): what the reports need, kept as each run ends
 KEPT = ROOT / "experiments" / "results"
 KEEP_FILES = ("config.json", "metrics.json", "metrics.jsonl", "eval/config.json", "eval/summary.json",
-              "eval/results.csv", "eval/robustness.csv", "eval/shape_bias.csv", "eval/baseline_summary.json")
+              "eval/results.csv", "eval/robustness.json", "eval/shape_bias.json", "eval/baseline_summary.json")
 
 
 def keep(name: str) -> list[Path]:
-    """Copy run `name`'s small result files under experiments/results/<name>/ (to commit); returns them."""
+    """Copy run `name`'s small result files under experiments/results/<name>/ (to commit), and its augmentation
+    record as augment_summary.csv (sassl.plots.augment_summary; augment.bin itself is megabytes); returns them."""
     import shutil
+
+    from sassl.plots import augment_summary
+    from sassl.records import write_table
+    from sassl.tracking import read_augment
 
     out = []
     for rel in KEEP_FILES:
@@ -158,6 +166,10 @@ def keep(name: str) -> list[Path]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             out.append(dst)
+    record = read_augment(RUNS / name)
+    if len(record):
+        write_table(augment_summary(record), KEPT / name / "augment_summary")
+        out += [KEPT / name / "augment_summary.csv", KEPT / name / "augment_summary.json"]
     return out
 
 
@@ -333,6 +345,53 @@ def report() -> str:
                f"{sum(probe_s) / 60:.0f} min of training epochs (kNN monitors and start-up not counted).")
     text = "\n\n".join(out) + "\n"
     (ev / "tables.md").write_text(text)
+    return text
+
+
+# the evidence sweep's report: the paper's accuracy protocols and the style instruments are separate families
+# for the multiple-testing correction (Holm within each table)
+ACCURACY = ("knn (monitor)", "knn", "linear", "1-shot", "10-shot", "stylized-knn", "stylized-linear")
+
+
+def _p(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
+
+
+def evidence_report() -> str:
+    """The evidence sweep from its kept files (experiments/results/ev-*): each arm (SASSL(pbn), beta = 1, noise,
+    in-batch) minus the baseline, paired by seed (sassl.compare.paired_differences): the mean difference, its
+    bootstrap 95% interval, the paired t-test p, Holm-adjusted within the table, and the minimum detectable
+    effect at 80% power; the baseline's mean beside. Written to experiments/results/evidence.md."""
+    import statistics
+
+    from sassl.compare import collect_runs, paired_differences, to_markdown
+
+    names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]
+    rows = collect_runs(KEPT, names)
+    arm_of = {r["run"]: r["variant"] for r in rows}
+    base = arm_of.get("ev-base-s0") or next((v for n, v in arm_of.items() if n.startswith("ev-base")), None)
+    if base is None:
+        return "no finished baseline run of the evidence sweep in experiments/results/"
+    base_mean = {}
+    for r in rows:
+        if r["variant"] == base:
+            base_mean.setdefault((r["target"], r["protocol"]), []).append(r["top1"])
+    out = [f"Runs: {', '.join(names)}. Differences in points (top-1 %, or the instrument x 100); p Holm-adjusted "
+           "within each table; MDE: the true difference a paired t-test at 0.05 detects with 80% power at the "
+           "observed seed-to-seed spread of the differences."]
+    for tag in ("sassl", "beta1", "noise", "batch"):
+        arm = next((v for n, v in arm_of.items() if n.startswith(f"ev-{tag}-")), None)
+        if arm is None:
+            continue
+        for family, keep_row in (("accuracy", lambda p: p in ACCURACY), ("instruments", lambda p: p not in ACCURACY)):
+            diffs = paired_differences([r for r in rows if keep_row(r["protocol"])], base, arm)
+            table = [{"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"],
+                      "baseline": statistics.mean(base_mean[(d["target"], d["protocol"])]), "diff": d["diff"],
+                      "95% interval": "" if d["ci_low"] is None else f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]",
+                      "p": _p(d["p"]), "p (Holm)": _p(d["p_holm"]), "MDE": d["mde"]} for d in diffs]
+            out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))
+    text = "\n\n".join(out) + "\n"
+    (KEPT / "evidence.md").write_text(text)
     return text
 
 
@@ -549,7 +608,8 @@ def main(argv: list[str]) -> int:
 
         print(to_markdown(regime_table()))
         return 0
-    reports = {"report": report, "paper-report": paper_report, "robust-report": robust_report}
+    reports = {"report": report, "paper-report": paper_report, "robust-report": robust_report,
+               "evidence-report": evidence_report}
     if len(argv) == 1 and argv[0] in reports:
         print(reports[argv[0]]())
         return 0

@@ -4,7 +4,8 @@ A variant is a run's config without name, seed and run-time settings; its label 
 "mocov2 + SASSL(pbn)" or "mocov2 baseline", with any training setting that differs from the current
 default for its learner after the learner ("mocov2 ema=0.9 baseline") and any non-default SASSL setting
 appended, so runs of different budgets or settings are never pooled. Scores are the
-pre-training kNN monitor and each evaluation summary (runs/<name>/eval/summary.json).
+pre-training kNN monitor, each evaluation summary (runs/<name>/eval/summary.json) and the style instruments
+of the evaluation (robustness.json, shape_bias.json: instrument_rows).
 """
 from __future__ import annotations
 
@@ -75,6 +76,34 @@ def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[d
         if (run / "eval" / "summary.json").is_file():
             for r in json.loads((run / "eval" / "summary.json").read_text()):
                 rows.append(base | {"target": r["target"], "protocol": r["protocol"], "top1": r["top1_mean"]})
+        rows += [base | r for r in instrument_rows(run / "eval")]
+    return rows
+
+
+def instrument_rows(eval_dir: str | Path) -> list[dict]:
+    """An evaluation's style instruments (robustness.json, shape_bias.json) as rows {target, protocol, top1},
+    each on a 0-100 scale so that every difference reads in points: cosines x 100 ("invariance beta=B",
+    "invariance content", "stage layer4 style" / "... content"), chance-corrected decodability x 100 ("style
+    decodability", "content decodability"), shape bias x 100 ("shape bias knn" / "... linear")."""
+    eval_dir = Path(eval_dir)
+    rows = []
+
+    def add(r: dict, protocol: str, value) -> None:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            rows.append({"target": r["target"], "protocol": protocol, "top1": 100.0 * float(value)})
+    rob = eval_dir / "robustness.json"
+    for r in json.loads(rob.read_text()) if rob.is_file() else []:
+        change = "content" if r.get("kind", "").startswith("content") else "style"
+        if r["protocol"] == "style_invariance":
+            add(r, "invariance content" if change == "content" else f"invariance beta={r['beta']}", r["cos_mean"])
+        elif r["protocol"] == "stage_invariance":
+            add(r, f"stage {r['stage']} {change}", r["cos_mean"])
+        elif r["protocol"] == "style_decodability":
+            add(r, "style decodability", r["style_decodability"])
+            add(r, "content decodability", r["content_decodability"])
+    bias = eval_dir / "shape_bias.json"
+    for r in json.loads(bias.read_text()) if bias.is_file() else []:
+        add(r, f"shape bias {r['head']}", r["shape_bias"])
     return rows
 
 

@@ -86,24 +86,45 @@ def excess_loss(record: np.ndarray) -> np.ndarray:
     return record["loss"] - mean[inverse]
 
 
+def augment_summary(record: np.ndarray, bins: int = 8) -> list[dict]:
+    """The augmentation record in a few rows: mean excess loss (excess_loss) of the stylized and the unstylized
+    images ({"by": "stylized", "value": 1 / 0}), and of the stylized ones per equal-width bin of alpha and of beta
+    ({"by": "alpha" / "beta", "value": the bin's centre}); each with its image count and its standard error."""
+    ex = excess_loss(record) if len(record) else np.zeros(0)
+    on = record["stylized"].astype(bool)
+
+    def row(by: str, value: float, sel: np.ndarray) -> dict:
+        e = ex[sel]
+        se = float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else float("nan")
+        return {"by": by, "value": value, "images": int(len(e)), "excess_loss": float(e.mean()), "stderr": se}
+    rows = [row("stylized", v, on == bool(v)) for v in (1, 0) if (on == bool(v)).any()]
+    for key in ("alpha", "beta"):
+        v = record[key][on].astype(np.float64)
+        if len(v):
+            edges = np.linspace(v.min(), v.max(), bins + 1)  # the largest value goes to the last bin
+            which = np.full(len(record), -1)
+            which[on] = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1)
+            rows += [row(key, float((edges[b] + edges[b + 1]) / 2), which == b) for b in range(bins)
+                     if (which == b).any()]
+    return rows
+
+
 def augment_figure(record: np.ndarray, bins: int = 8, styles: int = 30):
     """Which SASSL draws are hard: excess loss (excess_loss) of stylized images against alpha and against beta
-    (means per bin, with the unstylized images' mean as a line), and per style row (the `styles` most drawn)."""
+    (augment_summary's means per bin, with the unstylized images' mean as a line), and per style row (the
+    `styles` most drawn)."""
     from plotly.subplots import make_subplots
 
     ex = excess_loss(record)
     on = record["stylized"].astype(bool)
+    summary = augment_summary(record, bins)
     fig = make_subplots(1, 3, subplot_titles=("against alpha (embedding blend)", "against beta (pixel blend)",
                                               f"per style (the {styles} most drawn)"))
     for col, key in ((1, "alpha"), (2, "beta")):
-        v = record[key][on]
-        if len(v):
-            edges = np.linspace(v.min(), v.max() + 1e-9, bins + 1)
-            which = np.digitize(v, edges) - 1
-            have = [b for b in range(bins) if (which == b).any()]
-            fig.add_scatter(x=[(edges[b] + edges[b + 1]) / 2 for b in have], y=[ex[on][which == b].mean() for b in have],
-                            mode="lines+markers", name=f"stylized, by {key}", row=1, col=col,
-                            hovertext=[f"{(which == b).sum()} images" for b in have])
+        rs = [r for r in summary if r["by"] == key]
+        if rs:
+            fig.add_scatter(x=[r["value"] for r in rs], y=[r["excess_loss"] for r in rs], mode="lines+markers",
+                            name=f"stylized, by {key}", row=1, col=col, hovertext=[f"{r['images']} images" for r in rs])
         if (~on).any():
             fig.add_hline(y=float(ex[~on].mean()), line_dash="dot", row=1, col=col, annotation_text="not stylized")
     ids, counts = np.unique(record["style"][on], return_counts=True)

@@ -167,3 +167,28 @@ def test_style_gains_against_distance(tmp_path):
     assert sorted(calls) == sorted(far) and {(p["style"], p["target"]): p["distance"] for p in points} == far
     fig = gain_distance_figure(points)
     assert "Pearson r = -0.98" in fig.layout.title.text  # np.corrcoef([1, 9, 8, 0], [3, -1, 0.5, 4]) and {t.name for t in fig.data} == {"objects", "elpv"}
+
+
+def test_instruments_are_paired_like_accuracies(tmp_path):
+    """collect_runs reads each run's style instruments (robustness.json, shape_bias.json) as rows on a 0-100
+    scale, so `sassl compare` pairs them by seed like any protocol; NaN scores (no decisive answer) are left out."""
+    from sassl.compare import paired_differences
+
+    for s in range(3):
+        for name, style, cos, bias in ((f"base-s{s}", "none", 0.60 + 0.01 * s, 0.40), (f"sassl-s{s}", "pbn", 0.70 + 0.02 * s, float("nan") if s == 2 else 0.5)):
+            _run(tmp_path, name, style, s, 30, 40.0)
+            rob = [{"target": "objects", "protocol": "style_invariance", "kind": "style change", "beta": 1.0, "cos_mean": cos},
+                   {"target": "objects", "protocol": "style_invariance", "kind": "content change (same class)", "beta": None,
+                    "cos_mean": 0.5},
+                   {"target": "objects", "protocol": "stage_invariance", "stage": "layer4", "kind": "style change", "cos_mean": cos / 2},
+                   {"target": "objects", "protocol": "style_decodability", "style_decodability": 1 - cos, "content_decodability": 0.1}]
+            (tmp_path / name / "eval" / "robustness.json").write_text(json.dumps(rob))
+            (tmp_path / name / "eval" / "shape_bias.json").write_text(json.dumps([{"target": "objects", "head": "knn", "shape_bias": bias}]))
+    diffs = {r["protocol"]: r for r in paired_differences(collect_runs(tmp_path), "mocov2 baseline", "mocov2 + SASSL(pbn)")}
+    assert set(diffs) == {"linear", "knn (monitor)", "invariance beta=1.0", "invariance content", "stage layer4 style",
+                          "style decodability", "content decodability", "shape bias knn"}
+    # per seed: 100 * (0.70 + 0.02 s - 0.60 - 0.01 s) = 10, 11, 12
+    assert diffs["invariance beta=1.0"]["diff"] == pytest.approx(11.0) and diffs["invariance beta=1.0"]["seeds"] == 3
+    assert diffs["stage layer4 style"]["diff"] == pytest.approx(5.5)
+    assert diffs["style decodability"]["diff"] == pytest.approx(-11.0) and diffs["invariance content"]["diff"] == pytest.approx(0.0)
+    assert diffs["shape bias knn"]["seeds"] == 2 and diffs["shape bias knn"]["diff"] == pytest.approx(10.0)

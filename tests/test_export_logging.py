@@ -296,7 +296,7 @@ def test_augment_rows_and_their_resumption(tmp_path):
     rows logged after its checkpoint; excess loss is the loss minus its step's mean."""
     from types import SimpleNamespace
 
-    from sassl.plots import augment_figure, excess_loss
+    from sassl.plots import augment_figure, augment_summary, excess_loss
     from sassl.tracking import AUGMENT, RunLog, augment_rows, read_augment
 
     draws = SimpleNamespace(apply=torch.tensor([True, False, True]), alpha=torch.tensor([0.1, 0.2, 0.3]),
@@ -319,6 +319,10 @@ def test_augment_rows_and_their_resumption(tmp_path):
     rec = np.concatenate([augment_rows(1, batch, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])),
                           augment_rows(2, batch, torch.tensor([2.0, 2.0, 2.0, 2.0, 7.0]))])
     assert excess_loss(rec).tolist() == pytest.approx([-2, -1, 0, 1, 2, -1, -1, -1, -1, 4])
+    # stylized images 0, 2 (steps 1 and 2): excess -2, 0, -1, -1; the others -1, 1, 2, -1, -1, 4
+    summ = {(r["by"], round(r["value"], 3), r["images"]): r["excess_loss"] for r in augment_summary(rec, bins=2)}
+    assert summ == pytest.approx({("stylized", 1, 4): -1.0, ("stylized", 0, 6): 4 / 6, ("alpha", 0.15, 2): -1.5,
+                                  ("alpha", 0.25, 2): -0.5, ("beta", 0.213, 2): -0.5, ("beta", 0.238, 2): -1.5})
     fig = augment_figure(rec)
     assert [t.name for t in fig.data] == ["stylized, by alpha", "stylized, by beta", "by style row"]
     assert list(fig.data[2].x) == ["2", "1"] and list(fig.data[2].y) == pytest.approx([-1.5, -0.5])  # lowest first

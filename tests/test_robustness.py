@@ -83,6 +83,7 @@ def test_evaluate_style_robustness_end_to_end(tmp_path):
     """The style protocols through `evaluate` with the real stylizer (held-out textures; the cue-conflict images
     in the target's own styles) on a small objects subset: rows for every beta and the content reference, a stylized accuracy with its clean counterpart,
     and a stylized target that reproduces from its seed."""
+    from sassl.compare import instrument_rows
     from sassl.eval.checkpoint import load_encoder
     from sassl.eval.evaluate import EvalConfig, evaluate, heldout_stylizer
 
@@ -107,6 +108,15 @@ def test_evaluate_style_robustness_end_to_end(tmp_path):
     assert set(sb) == {"knn", "linear"} and all(r["n"] == 24 and 0 <= r["decisive"] <= 1 for r in sb.values())
     assert all(r["shape"] + r["texture"] == round(r["decisive"] * 24) for r in sb.values())
     assert (tmp_path / "out" / "shape_bias.csv").is_file() and (tmp_path / "out" / "figures" / "shape_bias.html").is_file()
+    # the instruments as `sassl compare` reads them from the files just written: each on a 0-100 scale
+    got = {r["protocol"]: r["top1"] for r in instrument_rows(tmp_path / "out")}
+    want = {"invariance beta=1.0": inv[0]["cos_mean"], "invariance beta=0.25": inv[1]["cos_mean"],
+            "invariance content": inv[2]["cos_mean"], "style decodability": dec["style_decodability"],
+            "content decodability": dec["content_decodability"]}
+    want |= {f"stage {r['stage']} {r['kind'].split()[0]}": r["cos_mean"] for r in res["robustness"]
+             if r["protocol"] == "stage_invariance"}
+    want |= {f"shape bias {h}": r["shape_bias"] for h, r in sb.items() if r["shape_bias"] == r["shape_bias"]}
+    assert len(want) >= 15 and got == pytest.approx({k: 100 * v for k, v in want.items()})
     _, info = load_encoder("random:resnet18")
     stylize = heldout_stylizer(cfg, info, torch.device("cpu"))
     x = torch.rand(4, 3, 32, 32)
