@@ -348,11 +348,6 @@ def report() -> str:
     return text
 
 
-# the evidence sweep's report: the paper's accuracy protocols and the style instruments are separate families
-# for the multiple-testing correction (Holm within each table)
-ACCURACY = ("knn (monitor)", "knn", "linear", "1-shot", "10-shot", "stylized-knn", "stylized-linear")
-
-
 def _p(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
@@ -364,7 +359,7 @@ def evidence_report() -> str:
     effect at 80% power; the baseline's mean beside. Written to experiments/results/evidence.md."""
     import statistics
 
-    from sassl.compare import collect_runs, paired_differences, to_markdown
+    from sassl.compare import collect_runs, is_instrument, paired_differences, to_markdown
 
     names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]
     rows = collect_runs(KEPT, names)
@@ -383,8 +378,8 @@ def evidence_report() -> str:
         arm = next((v for n, v in arm_of.items() if n.startswith(f"ev-{tag}-")), None)
         if arm is None:
             continue
-        for family, keep_row in (("accuracy", lambda p: p in ACCURACY), ("instruments", lambda p: p not in ACCURACY)):
-            diffs = paired_differences([r for r in rows if keep_row(r["protocol"])], base, arm)
+        for family, instrument in (("accuracy", False), ("instruments", True)):  # Holm within each family
+            diffs = paired_differences([r for r in rows if is_instrument(r["protocol"]) == instrument], base, arm)
             table = [{"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"],
                       "baseline": statistics.mean(base_mean[(d["target"], d["protocol"])]), "diff": d["diff"],
                       "95% interval": "" if d["ci_low"] is None else f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]",

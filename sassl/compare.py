@@ -80,6 +80,14 @@ def collect_runs(runs_dir: str | Path, names: list[str] | None = None) -> list[d
     return rows
 
 
+INSTRUMENTS = ("invariance ", "stage ", "style decodability", "content decodability", "shape bias ")
+
+
+def is_instrument(protocol: str) -> bool:
+    """Whether a collect_runs row's protocol is a style instrument (instrument_rows) rather than an accuracy."""
+    return protocol.startswith(INSTRUMENTS)
+
+
 def instrument_rows(eval_dir: str | Path) -> list[dict]:
     """An evaluation's style instruments (robustness.json, shape_bias.json) as rows {target, protocol, top1},
     each on a 0-100 scale so that every difference reads in points: cosines x 100 ("invariance beta=B",
@@ -298,19 +306,23 @@ def gain_distance_figure(points: list[dict], protocol: str = "linear"):
     return fig
 
 
-def compare_figure(table: list[dict]):
-    """Bars of top-1 mean +- std per target/protocol, one colour per variant."""
+def compare_figure(table: list[dict], instruments: bool = False):
+    """Bars of top-1 mean +- std per target/protocol, one colour per variant; with `instruments`, the style
+    instruments' rows instead (is_instrument; their values x 100)."""
     import plotly.colors
     import plotly.graph_objects as go
 
+    table = [r for r in table if is_instrument(r["protocol"]) == instruments]
     fig = go.Figure(layout={"colorway": plotly.colors.qualitative.Dark24})  # ablation sweeps exceed 10 variants
     for variant in dict.fromkeys(r["variant"] for r in table):
         rs = [r for r in table if r["variant"] == variant]
         fig.add_bar(name=variant, x=[f"{r['target']} / {r['protocol']}" for r in rs], y=[r["top1_mean"] for r in rs],
                     error_y={"type": "data", "array": [r["top1_std"] for r in rs]})
     n_groups = len({(r["target"], r["protocol"]) for r in table})
-    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)", xaxis_tickangle=-35,
-                      title="SASSL vs baseline (mean +- std over seeds)", height=520, width=max(1000, 110 * n_groups))
+    fig.update_layout(barmode="group", template="plotly_white", xaxis_tickangle=-35, height=520,
+                      yaxis_title="instrument x 100 (cosine, chance-corrected decodability, shape bias)" if instruments
+                      else "top-1 (%)", width=max(1000, 110 * n_groups),
+                      title=f"SASSL vs baseline{': style instruments' if instruments else ''} (mean +- std over seeds)")
     return fig
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from sassl.compare import collect_runs, compare_table, differences, to_markdown, variant_label
+from sassl.compare import collect_runs, compare_figure, compare_table, differences, to_markdown, variant_label
 
 
 def _run(root, name, style, seed, knn, linear, **cfg):
@@ -192,3 +192,7 @@ def test_instruments_are_paired_like_accuracies(tmp_path):
     assert diffs["stage layer4 style"]["diff"] == pytest.approx(5.5)
     assert diffs["style decodability"]["diff"] == pytest.approx(-11.0) and diffs["invariance content"]["diff"] == pytest.approx(0.0)
     assert diffs["shape bias knn"]["seeds"] == 2 and diffs["shape bias knn"]["diff"] == pytest.approx(10.0)
+    table = compare_table(collect_runs(tmp_path))
+    x = [set(t.x) for t in compare_figure(table).data]  # accuracy and instruments on their own axes
+    assert x[0] == {"objects / linear", "? / knn (monitor)"}  # the constructed configs name no dataset
+    assert {"objects / invariance beta=1.0", "objects / shape bias knn"} <= set(compare_figure(table, instruments=True).data[0].x)
