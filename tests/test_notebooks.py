@@ -33,9 +33,12 @@ def runs(tmp_path_factory):
 @pytest.mark.slow
 def test_pretrain_and_evaluate_notebooks(runs, capfd):
     for name, style in (("sassl", "pbn"), ("base", "none")):
-        _run("pretrain.ipynb", runs / name / "pretrain.ipynb", name=name, style=style, **TINY)
+        _run("pretrain.ipynb", runs / name / "pretrain.ipynb", name=name, style=style, log_augment=style != "none", **TINY)
         run = runs / name
         assert {"config.json", "metrics.jsonl", "metrics.json", "pretrain.ipynb"} <= {p.name for p in run.iterdir()}
+        if style != "none":  # the augmentation record's summary: every recorded image, stylized or not
+            summ = json.loads((run / "figures" / "augment_summary.json").read_text())
+            assert sum(r["images"] for r in summ if r["by"] == "stylized") == 2 * TINY["batch_size"]
         assert (run / "figures" / "views.png").is_file() and (run / "figures" / "curves.html").is_file()
         assert json.loads((run / "config.json").read_text())["style"] == style
         capfd.readouterr()
