@@ -131,3 +131,49 @@ def test_prune_metrics_keeps_what_the_checkpoint_saw(tmp_path):
     assert not run.metrics_file.exists()
     kept = pruned(4)
     assert [r["step"] for r in kept] == [0, 1, 2, 3, 4, 4] and "epoch_seconds" in kept[-1]
+
+
+def _ranks_worker(rank: int, world: int, store: str, root: str, steps: list) -> None:
+    """One rank of a run whose runs_dir is a local disk per node: rank r's folder holds a checkpoint at
+    steps[r] (None: no file). Writes what open_run raised, or the step it resumed from."""
+    import os
+    from pathlib import Path
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import collectives
+
+    trace = collectives.join(rank, world, store, timeout_s=30.0)
+    try:
+        cfg = _cfg(Path(root) / f"node{rank}")
+        run = open_run(cfg, resume=False)
+        if steps[rank] is not None:  # what save_checkpoint writes (on rank 0 only)
+            run.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": {}, "optimizer": {}, "step": steps[rank], "epochs": 9,
+                        "config": json.dumps(run.cfg_dict)}, run.ckpt_path)
+        torch.distributed.barrier()  # every rank's file is written before any rank opens
+        try:
+            got = f"step {open_run(cfg, resume=True).step}"
+        except RuntimeError as e:
+            got = str(e)
+        (Path(root) / f"rank{rank}.txt").write_text(got)
+    finally:
+        collectives.leave(trace, Path(root) / "trace", rank)
+
+
+@pytest.mark.parametrize("steps, want", [
+    ([10, 20], r"the ranks read different checkpoints at .*last.pt \(steps \[10, 20\] by rank\); runs_dir must be one shared"),
+    ([10, None], r"rank\(s\) \[1\] cannot read .*last.pt \(FileNotFoundError: .*\); every rank reads rank 0's")])
+def test_ranks_with_their_own_checkpoints_are_refused_on_every_rank(tmp_path, steps, want):
+    """Two gloo ranks whose runs_dir is not shared (a local disk per node, each with a checkpoint): every rank stops with the same message naming the steps by
+    rank (each naming its own file), or the rank that has no file. Seen failing with the step comparison
+    removed (the ranks resumed from steps 10 and 20)."""
+    import re
+    import sys
+    from pathlib import Path
+
+    import torch.multiprocessing as mp
+
+    sys.path.insert(0, str(Path(__file__).parent))  # collectives.py, for the spawned ranks
+    mp.spawn(_ranks_worker, args=(2, str(tmp_path / "store"), str(tmp_path), steps), nprocs=2, join=True)
+    got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert all(re.search(want, g) for g in got), got
