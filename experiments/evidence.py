@@ -381,7 +381,7 @@ def evidence_report() -> str:
         for family, instrument in (("accuracy", False), ("instruments", True)):  # Holm within each family
             diffs = paired_differences([r for r in rows if is_instrument(r["protocol"]) == instrument], base, arm)
             table = [{"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"],
-                      "baseline": statistics.mean(base_mean[(d["target"], d["protocol"])]), "diff": d["diff"],
+                      "baseline": statistics.mean(base_mean[(d["target"], d["protocol"])]), "diff": f"{d['diff']:+.2f}",
                       "95% interval": "" if d["ci_low"] is None else f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]",
                       "p": _p(d["p"]), "p (Holm)": _p(d["p_holm"]), "MDE": d["mde"]} for d in diffs]
             out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))

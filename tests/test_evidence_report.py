@@ -41,9 +41,9 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
                               f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}: instruments"]
     row = lambda sec: sec.strip().split("\n")[-1].split(" | ")  # noqa: E731 (the table's one row)
     sassl_linear = row(sections[f"mocov2 epochs=60 + SASSL(pbn) minus {base}: accuracy"])
-    assert sassl_linear[:5] == ["| objects", "linear", "3", "41.00", "3.00"]  # baseline mean 41, mean diff (2+3+4)/3
+    assert sassl_linear[:5] == ["| objects", "linear", "3", "41.00", "+3.00"]  # baseline mean 41, mean diff (2+3+4)/3
     inv = row(sections[f"mocov2 epochs=60 + SASSL(pbn) minus {base}: instruments"])
-    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "5.00"] and inv[6] == "-"  # no spread: no t-test
+    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[6] == "-"  # no spread: no t-test
     beta1 = row(sections[f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}: accuracy"])
     assert beta1[2:5] == ["2", "41.00", "-1.00"]
     assert float(sassl_linear[6]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
