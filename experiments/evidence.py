@@ -25,8 +25,8 @@
 
 Each run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks/evaluate.ipynb ->
 runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv; kNN, linear probe,
-1/10-shot). Finished runs are skipped and a killed run resumes from its checkpoint, so a killed sweep
-continues where it stopped; wall time per run
+1/10-shot). Finished runs (in runs/ or kept in experiments/results/) are skipped and a killed run resumes
+from its checkpoint, so a killed sweep continues where it stopped, on a fresh machine too; wall time per run
 goes to runs/evidence/timing.jsonl, and each finished run's small files to experiments/results/<name>/.
 """
 from __future__ import annotations
@@ -199,8 +199,8 @@ def regime_table() -> list[dict]:
 
 def run_one(name: str, params: dict) -> None:
     run = RUNS / name
-    if (run / "eval" / "summary.json").is_file():
-        print(f"{name}: done already")
+    if (run / "eval" / "summary.json").is_file() or (KEPT / name / "eval" / "summary.json").is_file():
+        print(f"{name}: done already")  # on this machine, or kept (committed) from another
         return
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

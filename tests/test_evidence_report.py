@@ -47,3 +47,17 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     beta1 = row(sections[f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}: accuracy"])
     assert beta1[2:5] == ["2", "41.00", "-1.00"]
     assert float(sassl_linear[6]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
+
+
+def test_a_kept_run_is_not_trained_again_on_a_fresh_machine(tmp_path, monkeypatch):
+    """runs/ is not tracked: on a fresh machine the sweep skips the runs whose files are kept (committed) and
+    trains the others."""
+    ev = _evidence(monkeypatch, tmp_path / "kept")
+    monkeypatch.setattr(ev, "RUNS", tmp_path / "runs")
+    trained = []
+    monkeypatch.setattr(ev, "execute", lambda nb, out, params, cwd: trained.append((nb.name, params.get("name"))))
+    monkeypatch.setattr(ev, "keep", lambda name: [])
+    _kept(tmp_path / "kept", "ev-base-s0", ev.SWEEP_RUNS["ev-base-s0"], 40.0, 0.5)
+    for name in ("ev-base-s0", "ev-sassl-s0"):
+        ev.run_one(name, ev.SWEEP_RUNS[name])
+    assert trained == [("pretrain.ipynb", "ev-sassl-s0"), ("evaluate.ipynb", None)]
