@@ -357,9 +357,7 @@ def evidence_report() -> str:
     in-batch) minus the baseline, paired by seed (sassl.compare.paired_differences): the mean difference, its
     bootstrap 95% interval, the paired t-test p, Holm-adjusted within the table, and the minimum detectable
     effect at 80% power; the baseline's mean beside. Written to experiments/results/evidence.md."""
-    import statistics
-
-    from sassl.compare import collect_runs, is_instrument, paired_differences, to_markdown
+    from sassl.compare import collect_runs, compare_table, is_instrument, paired_differences, to_markdown
 
     names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]
     rows = collect_runs(KEPT, names)
@@ -367,10 +365,7 @@ def evidence_report() -> str:
     base = arm_of.get("ev-base-s0") or next((v for n, v in arm_of.items() if n.startswith("ev-base")), None)
     if base is None:
         return "no finished baseline run of the evidence sweep in experiments/results/"
-    base_mean = {}
-    for r in rows:
-        if r["variant"] == base:
-            base_mean.setdefault((r["target"], r["protocol"]), []).append(r["top1"])
+    base_mean = {(r["target"], r["protocol"]): r["top1_mean"] for r in compare_table(rows) if r["variant"] == base}
     out = [f"Runs: {', '.join(names)}. Differences in points (top-1 %, or the instrument x 100); p Holm-adjusted "
            "within each table; MDE: the true difference a paired t-test at 0.05 detects with 80% power at the "
            "observed seed-to-seed spread of the differences."]
@@ -381,7 +376,7 @@ def evidence_report() -> str:
         for family, instrument in (("accuracy", False), ("instruments", True)):  # Holm within each family
             diffs = paired_differences([r for r in rows if is_instrument(r["protocol"]) == instrument], base, arm)
             table = [{"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"],
-                      "baseline": statistics.mean(base_mean[(d["target"], d["protocol"])]), "diff": f"{d['diff']:+.2f}",
+                      "baseline": base_mean[(d["target"], d["protocol"])], "diff": f"{d['diff']:+.2f}",
                       "95% interval": "" if d["ci_low"] is None else f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]",
                       "p": _p(d["p"]), "p (Holm)": _p(d["p_holm"]), "MDE": d["mde"]} for d in diffs]
             out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))

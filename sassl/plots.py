@@ -125,8 +125,9 @@ def augment_figure(record: np.ndarray, bins: int = 8, styles: int = 30):
         if rs:
             fig.add_scatter(x=[r["value"] for r in rs], y=[r["excess_loss"] for r in rs], mode="lines+markers",
                             name=f"stylized, by {key}", row=1, col=col, hovertext=[f"{r['images']} images" for r in rs])
-        if (~on).any():
-            fig.add_hline(y=float(ex[~on].mean()), line_dash="dot", row=1, col=col, annotation_text="not stylized")
+        plain = [r for r in summary if r["by"] == "stylized" and r["value"] == 0]
+        if plain:
+            fig.add_hline(y=plain[0]["excess_loss"], line_dash="dot", row=1, col=col, annotation_text="not stylized")
     ids, counts = np.unique(record["style"][on], return_counts=True)
     top = ids[np.argsort(-counts)[:styles]]
     means = {int(i): float(ex[on][record["style"][on] == i].mean()) for i in top}
