@@ -111,8 +111,8 @@ def augment_summary(record: np.ndarray, bins: int = 8) -> list[dict]:
 
 def augment_figure(record: np.ndarray, bins: int = 8, styles: int = 30):
     """Which SASSL draws are hard: excess loss (excess_loss) of stylized images against alpha and against beta
-    (augment_summary's means per bin, with the unstylized images' mean as a line), and per style row (the
-    `styles` most drawn)."""
+    (augment_summary's means per bin +- one standard error, with the unstylized images' mean as a line), and per
+    style row (the `styles` most drawn)."""
     from plotly.subplots import make_subplots
 
     ex = excess_loss(record)
@@ -124,7 +124,8 @@ def augment_figure(record: np.ndarray, bins: int = 8, styles: int = 30):
         rs = [r for r in summary if r["by"] == key]
         if rs:
             fig.add_scatter(x=[r["value"] for r in rs], y=[r["excess_loss"] for r in rs], mode="lines+markers",
-                            name=f"stylized, by {key}", row=1, col=col, hovertext=[f"{r['images']} images" for r in rs])
+                            name=f"stylized, by {key}", row=1, col=col, hovertext=[f"{r['images']} images" for r in rs],
+                            error_y={"type": "data", "array": [r["stderr"] for r in rs]})  # +- one standard error
         plain = [r for r in summary if r["by"] == "stylized" and r["value"] == 0]
         if plain:
             fig.add_hline(y=plain[0]["excess_loss"], line_dash="dot", row=1, col=col, annotation_text="not stylized")
