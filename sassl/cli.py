@@ -355,8 +355,8 @@ def _add_runs(sub) -> None:
 
 def _add_compare(sub) -> None:
     """`sassl compare`."""
-    p = sub.add_parser("compare", help="each SASSL variant minus its baseline, paired by seed: difference, bootstrap "
-                                       "95%% interval, paired t-test (adjusted across rows), minimum detectable effect")
+    p = sub.add_parser("compare", help="each SASSL variant minus its baseline, paired by seed: difference, 95%% "
+                                       "interval (t; bootstrap beside), paired t-test (adjusted across rows), minimum detectable effect")
     p.add_argument("runs", nargs="*", help="run names under --runs-dir (default: every run there)")
     p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
     p.add_argument("--method", default="holm", choices=["holm", "bh"],

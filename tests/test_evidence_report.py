@@ -43,10 +43,11 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     sassl_linear = row(sections[f"mocov2 epochs=60 + SASSL(pbn) minus {base}: accuracy"])
     assert sassl_linear[:5] == ["| objects", "linear", "3", "41.00", "+3.00"]  # baseline mean 41, mean diff (2+3+4)/3
     inv = row(sections[f"mocov2 epochs=60 + SASSL(pbn) minus {base}: instruments"])
-    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[6] == "-"  # no spread: no t-test
+    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[5] == "" and inv[7] == "-"  # no spread: no t
     beta1 = row(sections[f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}: accuracy"])
     assert beta1[2:5] == ["2", "41.00", "-1.00"]
-    assert float(sassl_linear[6]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
+    assert float(sassl_linear[7]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
+    assert sassl_linear[5] == "[+0.52, +5.48]"  # 3 +- t(0.975, 2) = 4.303 x 1 / sqrt(3)
 
 
 def test_a_kept_run_is_not_trained_again_on_a_fresh_machine(tmp_path, monkeypatch):
