@@ -13,6 +13,8 @@ import contextlib
 import importlib.util
 import json
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -341,6 +343,42 @@ class Run:
         return self.dir / "metrics.jsonl"
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold run_dir/.lock while a run trains (rank 0 takes it; every rank stops when it cannot): a second
+    process training the same run, a second `--resume` from another shell, say, would interleave its rows with
+    this one's in metrics.jsonl and the augmentation record, and overwrite its checkpoint. The operating system
+    releases the lock when the holder exits, crashed or killed, so resuming a dead run is never blocked.
+    NOTE: an advisory flock: on NFS, Linux maps it onto a byte-range lock the server sees."""
+    handle, err = None, ""
+    if dist.rank() == 0:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock
+            fcntl = None
+        if fcntl is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(run_dir / ".lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                handle.seek(0), handle.truncate()
+                handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n"), handle.flush()
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                handle, err = None, (f"{run_dir} is being trained by {holder}; wait for it to finish (or stop it "
+                                     "and pass --resume), or choose another --name")
+    errors = dist.all_objects(err)
+    if errors[0]:
+        raise RuntimeError(errors[0])
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # closing the file releases the lock
+
+
 def open_run(cfg: PretrainConfig, resume: bool) -> Run:
     """The run folder and, with `resume`, its last checkpoint. Rank 0 decides whether there is one; every
     rank then reads it itself, and the run stops on every rank, naming the ranks, when one cannot read it
@@ -635,47 +673,48 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     first (the CLI does)."""
     budget = TimeBudget(cfg.time_budget)  # counts from here
     validate(cfg)
-    t = set_up(cfg, resume, progress)
-    run = t.run
-    # a time budget's choice (made after each epoch, kept in the checkpoint) holds when the run is resumed
-    epochs = run.state.get("epochs", cfg.epochs) if cfg.time_budget and run.state else cfg.epochs
-    plan = Plan(t.sampler.batches_per_epoch(), epochs, cfg.max_steps)
-    write_run_config(t, plan)
-    prune_metrics(run, plan.steps_per_epoch)
-    runlog = RunLog(run.dir, run.cfg_dict, cfg.tensorboard, cfg.wandb, resume_step=run.step)
-    say = Progress(cfg.name, progress and dist.rank() == 0)
-    if run.state is None and t.monitor is not None:  # the random-init baseline a run must beat
-        t0 = time.time()
-        knn0 = t.monitor(t.model.backbone)  # every rank embeds its share
-        budget.monitor_s = time.time() - t0
-        runlog.log({"epoch": 0, "step": 0, "knn_top1": knn0})
-        say.say(f"random-init kNN {knn0:.2f}% (the bar to beat); {plan.planned} steps to go, run folder {run.dir}")
-    result = finished_result(run, plan)
-    step, epoch = run.step, run.step // plan.steps_per_epoch
-    while epoch < plan.epochs:
-        t0 = time.time()
-        step, seen, losses, batch = train_epoch(t, plan, epoch, step, runlog, progress)
-        budget.step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
-        row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(budget.step_times[-1], 2),
-               "images_per_second": round(seen / max(1e-9, budget.step_times[-1]), 1)}
-        if cfg.time_budget and run.state is None and step == plan.steps_per_epoch * (epoch + 1):
-            kept = budget.epochs_that_fit(epoch + 1, plan.epochs, cfg.knn_every)
-            if epoch == 0 or kept < plan.epochs:
-                plan.epochs = row["epochs_in_budget"] = kept
-                say.say(f"time budget {duration(budget.seconds)}: training {kept} of {cfg.epochs} epochs (epochs "
-                        f"take {duration(budget.epoch_s)}, a kNN pass {duration(budget.monitor_s)})")
-        if t.monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == plan.epochs or plan.stops(step)):
-            row["knn_top1"] = t.monitor(t.model.backbone)
-        runlog.log(row)
-        runlog.epoch_end(step, t.views, batch if epoch == run.step // plan.steps_per_epoch or "knn_top1" in row else None)
-        result = row
-        save_checkpoint(run, t.model, t.opt, t.scaler, step, plan.epochs)
-        say.epoch(epoch, plan, step, losses, row, time.time() - t0)
-        if plan.stops(step):
-            break
-        epoch += 1
-    finish(run, runlog, result)
-    return result
+    with run_lock(Path(cfg.runs_dir) / cfg.name):
+        t = set_up(cfg, resume, progress)
+        run = t.run
+        # a time budget's choice (made after each epoch, kept in the checkpoint) holds when the run is resumed
+        epochs = run.state.get("epochs", cfg.epochs) if cfg.time_budget and run.state else cfg.epochs
+        plan = Plan(t.sampler.batches_per_epoch(), epochs, cfg.max_steps)
+        write_run_config(t, plan)
+        prune_metrics(run, plan.steps_per_epoch)
+        runlog = RunLog(run.dir, run.cfg_dict, cfg.tensorboard, cfg.wandb, resume_step=run.step)
+        say = Progress(cfg.name, progress and dist.rank() == 0)
+        if run.state is None and t.monitor is not None:  # the random-init baseline a run must beat
+            t0 = time.time()
+            knn0 = t.monitor(t.model.backbone)  # every rank embeds its share
+            budget.monitor_s = time.time() - t0
+            runlog.log({"epoch": 0, "step": 0, "knn_top1": knn0})
+            say.say(f"random-init kNN {knn0:.2f}% (the bar to beat); {plan.planned} steps to go, run folder {run.dir}")
+        result = finished_result(run, plan)
+        step, epoch = run.step, run.step // plan.steps_per_epoch
+        while epoch < plan.epochs:
+            t0 = time.time()
+            step, seen, losses, batch = train_epoch(t, plan, epoch, step, runlog, progress)
+            budget.step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
+            row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(budget.step_times[-1], 2),
+                   "images_per_second": round(seen / max(1e-9, budget.step_times[-1]), 1)}
+            if cfg.time_budget and run.state is None and step == plan.steps_per_epoch * (epoch + 1):
+                kept = budget.epochs_that_fit(epoch + 1, plan.epochs, cfg.knn_every)
+                if epoch == 0 or kept < plan.epochs:
+                    plan.epochs = row["epochs_in_budget"] = kept
+                    say.say(f"time budget {duration(budget.seconds)}: training {kept} of {cfg.epochs} epochs (epochs "
+                            f"take {duration(budget.epoch_s)}, a kNN pass {duration(budget.monitor_s)})")
+            if t.monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == plan.epochs or plan.stops(step)):
+                row["knn_top1"] = t.monitor(t.model.backbone)
+            runlog.log(row)
+            runlog.epoch_end(step, t.views, batch if epoch == run.step // plan.steps_per_epoch or "knn_top1" in row else None)
+            result = row
+            save_checkpoint(run, t.model, t.opt, t.scaler, step, plan.epochs)
+            say.epoch(epoch, plan, step, losses, row, time.time() - t0)
+            if plan.stops(step):
+                break
+            epoch += 1
+        finish(run, runlog, result)
+        return result
 
 
 def finished_result(run: Run, plan: Plan) -> dict:

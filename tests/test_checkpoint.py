@@ -177,3 +177,35 @@ def test_ranks_with_their_own_checkpoints_are_refused_on_every_rank(tmp_path, st
     mp.spawn(_ranks_worker, args=(2, str(tmp_path / "store"), str(tmp_path), steps), nprocs=2, join=True)
     got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert all(re.search(want, g) for g in got), got
+
+
+def test_a_run_trained_by_another_process_is_refused_until_that_process_dies(tmp_path):
+    """A second process training the same run (a second --resume from another shell) would interleave its rows
+    with the first's in metrics.jsonl and overwrite its checkpoint: pretrain refuses it, naming the holder's
+    pid, before setting anything up. The lock dies with its holder (SIGKILL here), so the killed run resumes,
+    and it is released when the body raises. Seen failing with the lock removed (the second pretrain went on
+    to set up and failed on the dataset instead)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sassl.train import pretrain, run_lock
+
+    run_dir = tmp_path / "t"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from sassl.train import run_lock\nwith run_lock(Path(sys.argv[1])):\n"
+                               "    print('held', flush=True)\n    time.sleep(120)\n", str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=rf"{run_dir} is being trained by pid {holder.pid} on .*; wait for it"):
+            pretrain(_cfg(tmp_path, dataset="no-such-set"), resume=True)  # refused before the dataset is looked up
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with pytest.raises(ValueError, match="inside"):
+        with run_lock(run_dir):  # the killed holder's lock is gone
+            raise ValueError("inside")
+    with run_lock(run_dir):  # and the raise released this one
+        assert (run_dir / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
