@@ -244,10 +244,12 @@ def test_compiled_step_equals_eager(tmp_path, tiny_folder, monkeypatch):
     import torch._dynamo
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     torch._dynamo.reset()
     kw = dict(max_steps=2, knn_every=0, learner="byol")
-    pretrain(_cfg(tmp_path, tiny_folder, name="compiled", compile=True, **kw), progress=False)
+    # NOTE: dynamo's own patch, not monkeypatch: monkeypatch's undo deletes the entry from torch's config
+    # module, and every later torch.compile in the process then fails ("error_on_recompile does not exist")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        pretrain(_cfg(tmp_path, tiny_folder, name="compiled", compile=True, **kw), progress=False)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     pretrain(_cfg(tmp_path, tiny_folder, name="eager", **kw), progress=False)
     a, b = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True)["model"] for n in ("compiled", "eager"))
