@@ -39,7 +39,7 @@ lab: setup
 	$(BIN)/sassl lab
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Mutation testing of one module against the fast tests that cover it (not part of `make test`; minutes per
 # module): make mutation MODULE=sassl/optim.py  (no MODULE: every module listed in experiments/mutation.py)
