@@ -356,7 +356,7 @@ def _p(v: float | None) -> str:
 def evidence_report() -> str:
     """The evidence sweep from its kept files (experiments/results/ev-*): each arm (SASSL(pbn), beta = 1, noise,
     in-batch) minus the baseline, paired by seed (sassl.compare.paired_differences): the mean difference, its
-    bootstrap 95% interval, the paired t-test p, Holm-adjusted within the table, and the minimum detectable
+    t 95% interval (the percentile bootstrap's beside), the paired t-test p, Holm-adjusted within the table, and the minimum detectable
     effect at 80% power; the baseline's mean beside. Written to experiments/results/evidence.md."""
     from sassl.compare import collect_runs, compare_table, interval, is_instrument, paired_differences, to_markdown
 
