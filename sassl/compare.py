@@ -91,21 +91,32 @@ def is_instrument(protocol: str) -> bool:
 def instrument_rows(eval_dir: str | Path) -> list[dict]:
     """An evaluation's style instruments (robustness.json, shape_bias.json) as rows {target, protocol, top1},
     each on a 0-100 scale so that every difference reads in points: cosines x 100 ("invariance beta=B",
-    "invariance content", "stage layer4 style" / "... content"), chance-corrected decodability x 100 ("style
-    decodability", "content decodability"), shape bias x 100 ("shape bias knn" / "... linear")."""
+    "invariance content", "stage layer1 style" / "... content"), chance-corrected decodability x 100 ("style
+    decodability", "content decodability"), shape bias x 100 ("shape bias knn" / "... linear").
+
+    A stage whose cosine equals the invariance protocol's for the same change (a ResNet's layer4, pooled, is
+    its output features: the same measurement of the same seeded stylization) is left out, so that a
+    correction across rows counts each measurement once."""
     eval_dir = Path(eval_dir)
     rows = []
 
     def add(r: dict, protocol: str, value) -> None:
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             rows.append({"target": r["target"], "protocol": protocol, "top1": 100.0 * float(value)})
+
+    def change_of(r: dict) -> str:
+        return "content" if r.get("kind", "").startswith("content") else "style"
     rob = eval_dir / "robustness.json"
-    for r in json.loads(rob.read_text()) if rob.is_file() else []:
-        change = "content" if r.get("kind", "").startswith("content") else "style"
+    robustness = json.loads(rob.read_text()) if rob.is_file() else []
+    output = {(r["target"], change_of(r)): r["cos_mean"] for r in robustness  # the output features' cosines
+              if r["protocol"] == "style_invariance" and r.get("beta") in (None, 1.0)}
+    for r in robustness:
+        change = change_of(r)
         if r["protocol"] == "style_invariance":
             add(r, "invariance content" if change == "content" else f"invariance beta={r['beta']}", r["cos_mean"])
         elif r["protocol"] == "stage_invariance":
-            add(r, f"stage {r['stage']} {change}", r["cos_mean"])
+            if output.get((r["target"], change)) != r["cos_mean"]:
+                add(r, f"stage {r['stage']} {change}", r["cos_mean"])
         elif r["protocol"] == "style_decodability":
             add(r, "style decodability", r["style_decodability"])
             add(r, "content decodability", r["content_decodability"])

@@ -361,8 +361,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             handle = open(run_dir / ".lock", "a+")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                handle.seek(0), handle.truncate()
-                handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n"), handle.flush()
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+                handle.flush()
             except BlockingIOError:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"

@@ -203,6 +203,8 @@ def test_instruments_are_paired_like_accuracies(tmp_path):
                    {"target": "objects", "protocol": "style_invariance", "kind": "content change (same class)", "beta": None,
                     "cos_mean": 0.5},
                    {"target": "objects", "protocol": "stage_invariance", "stage": "layer4", "kind": "style change", "cos_mean": cos / 2},
+                   {"target": "objects", "protocol": "stage_invariance", "stage": "layer4", "kind": "content change (same class)",
+                    "cos_mean": 0.5},  # the invariance protocol's own number (a ResNet's pooled layer4): listed once
                    {"target": "objects", "protocol": "style_decodability", "style_decodability": 1 - cos, "content_decodability": 0.1}]
             (tmp_path / name / "eval" / "robustness.json").write_text(json.dumps(rob))
             (tmp_path / name / "eval" / "shape_bias.json").write_text(json.dumps([{"target": "objects", "head": "knn", "shape_bias": bias}]))
