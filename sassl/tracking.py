@@ -154,7 +154,7 @@ class RunLog:
 def views_grid(views: TwoViews, prep: Prepared, rows: int = 8) -> torch.Tensor:
     """(3, H, W) in [0, 1] on the CPU: for the first `rows` images, the crop after SASSL, view 1 and view 2."""
     n = min(rows, len(prep.crop1))
-    v1, v2, _ = views.finish(prep)
+    v1, v2 = views.apply(prep.crop1[:n], prep.p1.head(n)), views.apply(prep.crop2[:n], prep.p2.head(n))
     mean, std = views.mean.to(v1.device), views.std.to(v1.device)
     unnorm = (lambda x: (x * std + mean)) if views.normalize else (lambda x: x)
     tiles = torch.stack([prep.crop1[:n], unnorm(v1[:n]), unnorm(v2[:n])], dim=1).flatten(0, 1)

@@ -13,7 +13,7 @@ device: indices and factors are computed on the CPU and reach the device in one 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -147,6 +147,10 @@ class ViewParams:
     sigma: torch.Tensor
     solarize: torch.Tensor
     sassl: object = None
+
+    def head(self, n: int) -> "ViewParams":
+        """The draws of the first n images (to replay the ops on part of a batch; `sassl` is kept whole)."""
+        return replace(self, **{f.name: getattr(self, f.name)[:n] for f in fields(self) if f.name != "sassl"})
 
 
 @dataclass

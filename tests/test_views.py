@@ -127,3 +127,20 @@ def test_each_method_has_its_own_views():
     assert config_from_dict({"learner": "simclr", "views": "byol"}).views == "byol"
     with pytest.raises(ValueError, match="views: expected one of byol, simclr, mocov2, mocov3"):
         config_from_dict({"views": "dino"})
+
+
+def test_views_grid_replays_the_first_rows_draws(photos):
+    """TensorBoard's views grid runs the view ops on its rows only: the same pixels as the whole batch's views
+    cut to those rows (each image's draws, not the first n of another order or the batch's first draw for all)."""
+    import torchvision
+
+    from sassl.tracking import views_grid
+
+    x1, x2 = load_batch(photos[:6], 32), load_batch(photos[5:11], 32)
+    views = TwoViews()
+    prep = views.prepare(x1, x2, torch.Generator().manual_seed(3))
+    v1, v2, _ = views.finish(prep)
+    unnorm = lambda v: v * views.std + views.mean  # noqa: E731
+    want = torchvision.utils.make_grid(torch.stack([x1[:4], unnorm(v1[:4]), unnorm(v2[:4])], 1).flatten(0, 1).clamp(0, 1),
+                                       nrow=3, padding=2)
+    torch.testing.assert_close(views_grid(views, prep, rows=4), want, atol=1e-5, rtol=0)
