@@ -14,40 +14,49 @@ def _evidence(monkeypatch, kept: Path):
     return mod
 
 
-def _kept(kept: Path, name: str, params: dict, linear: float, cos: float) -> None:
+def _kept(kept: Path, name: str, params: dict, linear: float, cos: float, more: dict | None = None) -> None:
+    """A kept run: objects linear `linear`, invariance at beta = 1 `cos`, and `more` {(target, protocol): top-1}."""
     d = kept / name / "eval"
     d.mkdir(parents=True)
     cfg = {"name": name, "p": 0.8, "alpha": [0.1, 0.3], "beta": [0.1, 0.3], "layers": 13, "style": "none"} | params
     (kept / name / "config.json").write_text(json.dumps(cfg))
-    (d / "summary.json").write_text(json.dumps([{"target": "objects", "protocol": "linear", "top1_mean": linear}]))
+    rows = [{"target": t, "protocol": p, "top1_mean": v} for (t, p), v in ((more or {}) | {("objects", "linear"): linear}).items()]
+    (d / "summary.json").write_text(json.dumps(rows))
     (d / "robustness.json").write_text(json.dumps([{"target": "objects", "protocol": "style_invariance",
                                                     "kind": "style change", "beta": 1.0, "cos_mean": cos}]))
 
 
 def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch):
     ev = _evidence(monkeypatch, tmp_path)
-    for s in range(3):  # SASSL: +2, +3, +4 linear points; invariance +0.05 each seed; beta = 1: -1 at seeds 0, 1
-        _kept(tmp_path, f"ev-base-s{s}", ev.SWEEP_RUNS[f"ev-base-s{s}"], 40.0 + s, 0.50)
-        _kept(tmp_path, f"ev-sassl-s{s}", ev.SWEEP_RUNS[f"ev-sassl-s{s}"], 42.0 + 2 * s, 0.55)
+    # SASSL: +2, +3, +4 objects linear points; elpv linear +6, +9, +12 (both primary); textures kNN +1, +2, +3
+    # (secondary); invariance +0.05 each seed (primary); beta = 1: -1 linear at seeds 0, 1
+    for s in range(3):
+        _kept(tmp_path, f"ev-base-s{s}", ev.SWEEP_RUNS[f"ev-base-s{s}"], 40.0 + s, 0.50,
+              {("elpv", "linear"): 70.0, ("textures", "knn"): 30.0})
+        _kept(tmp_path, f"ev-sassl-s{s}", ev.SWEEP_RUNS[f"ev-sassl-s{s}"], 42.0 + 2 * s, 0.55,
+              {("elpv", "linear"): 76.0 + 3 * s, ("textures", "knn"): 31.0 + s})
     for s in range(2):
         _kept(tmp_path, f"ev-beta1-s{s}", ev.SWEEP_RUNS[f"ev-beta1-s{s}"], 39.0 + s, 0.60)
     text = ev.evidence_report()
     assert (tmp_path / "evidence.md").read_text() == text
     sections = {s.split("\n")[0]: s for s in text.split("### ")[1:]}
     base = "mocov2 epochs=60 baseline"
-    assert list(sections) == [f"mocov2 epochs=60 + SASSL(pbn) minus {base}: accuracy",
-                              f"mocov2 epochs=60 + SASSL(pbn) minus {base}: instruments",
-                              f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}: accuracy",
-                              f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}: instruments"]
-    row = lambda sec: sec.strip().split("\n")[-1].split(" | ")  # noqa: E731 (the table's one row)
-    sassl_linear = row(sections[f"mocov2 epochs=60 + SASSL(pbn) minus {base}: accuracy"])
+    sassl, beta1 = f"mocov2 epochs=60 + SASSL(pbn) minus {base}", f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}"
+    assert list(sections) == [f"{sassl}: primary outcomes", f"{sassl}: other accuracies", f"{beta1}: primary outcomes"]
+    rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
+    sassl_linear, elpv, inv = rows(sections[f"{sassl}: primary outcomes"])  # in PRIMARY's order
     assert sassl_linear[:5] == ["| objects", "linear", "3", "41.00", "+3.00"]  # baseline mean 41, mean diff (2+3+4)/3
-    inv = row(sections[f"mocov2 epochs=60 + SASSL(pbn) minus {base}: instruments"])
-    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[5] == "" and inv[7] == "-"  # no spread: no t
-    beta1 = row(sections[f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}: accuracy"])
-    assert beta1[2:5] == ["2", "41.00", "-1.00"]
     assert float(sassl_linear[7]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
     assert sassl_linear[5] == "[+0.52, +5.48]"  # 3 +- t(0.975, 2) = 4.303 x 1 / sqrt(3)
+    assert elpv[:5] == ["| elpv", "linear", "3", "70.00", "+9.00"] and float(elpv[7]) == pytest.approx(0.0351, abs=5e-4)
+    # Holm over the two primary tests (the invariance row has none): 2 x 0.0351 for both; with textures kNN
+    # (p 0.0742) in the same family it would be 3 x 0.0351
+    assert float(sassl_linear[8]) == float(elpv[8]) == pytest.approx(0.0702, abs=5e-4)
+    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[5] == "" and inv[7] == "-"  # no spread: no t
+    (knn,) = rows(sections[f"{sassl}: other accuracies"])
+    assert knn[:5] == ["| textures", "knn", "3", "30.00", "+2.00"] and float(knn[8]) == pytest.approx(0.0742, abs=5e-4)
+    beta1_linear, _ = rows(sections[f"{beta1}: primary outcomes"])
+    assert beta1_linear[2:5] == ["2", "41.00", "-1.00"]
 
 
 def test_a_kept_run_is_not_trained_again_on_a_fresh_machine(tmp_path, monkeypatch):
