@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sassl import dist
-from sassl.compare import collect_runs, paired_report
+from sassl.compare import collect_runs, paired_report, parse_outcomes
 from sassl.config import field_help, from_dict, is_range
 from sassl.data.registry import dataset_table, prepare_dataset
 from sassl.data.sets import SETS
@@ -227,7 +227,8 @@ def _style_match(args) -> int:
 
 
 def _compare(args) -> int:
-    print(paired_report(collect_runs(args.runs_dir or runs_root(), args.runs or None), args.method))
+    primary = parse_outcomes(args.primary, "--primary")
+    print(paired_report(collect_runs(args.runs_dir or runs_root(), args.runs or None), args.method, primary))
     return 0
 
 
@@ -361,6 +362,9 @@ def _add_compare(sub) -> None:
     p.add_argument("--runs-dir", default=None, help="the folder that holds the runs (default: runs/, $SASSL_RUNS)")
     p.add_argument("--method", default="holm", choices=["holm", "bh"],
                    help="p-value adjustment across rows: holm (family-wise) or bh (false discovery rate)")
+    p.add_argument("--primary", action="append", default=[], metavar="TARGET/PROTOCOL",
+                   help="an outcome named before the data (repeat for more; 'objects/invariance beta=1.0' quoted): "
+                        "listed first, p adjusted within these and within the other rows apart")
     p.set_defaults(handler=_compare)
 
 

@@ -235,12 +235,36 @@ def adjust_pvalues(p: list[float | None], method: str = "holm") -> list[float | 
     return out
 
 
-def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm") -> list[dict]:
+def parse_outcomes(specs: list[str], name: str = "primary") -> list[tuple[str, str]]:
+    """Outcomes named as "TARGET/PROTOCOL" ("objects/linear", "objects/invariance beta=1.0") -> (target,
+    protocol) pairs; the target may hold slashes (a folder), the protocol does not. ValueError names `name`."""
+    out = []
+    for spec in specs:
+        target, sep, protocol = str(spec).rpartition("/")
+        if not (sep and target and protocol):
+            raise ValueError(f"{name}: {spec!r} is not TARGET/PROTOCOL (for example objects/linear)")
+        out.append((target, protocol))
+    return out
+
+
+def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm",
+                       primary: list[tuple[str, str]] | None = None) -> list[dict]:
     """Variant b minus variant a per (target, protocol), paired by seed (collect_runs rows): paired_stats of
-    the seeds both have, and the p-value adjusted across the rows (`method`)."""
+    the seeds both have, and the p-value adjusted across the rows (`method`).
+
+    primary: (target, protocol) outcomes named before the data. Given, they come first (in that order), each
+    row says its "family" ("primary" or "secondary") and p is adjusted within each family, so the few tests
+    planned are not diluted by the many descriptive ones. A name that no row has is an error (a typo would
+    silently shrink the family)."""
     by: dict[tuple, dict[int, float]] = {}
     for r in rows:
         by.setdefault((r["variant"], r["target"], r["protocol"]), {})[r["seed"]] = r["top1"]
+    if primary:
+        known = {(t, p) for _, t, p in by}
+        unknown = [f"{t}/{p}" for t, p in primary if (t, p) not in known]
+        if unknown:
+            raise ValueError(f"primary: {', '.join(unknown)} not among the runs' outcomes (TARGET/PROTOCOL); they "
+                             f"are: {', '.join(sorted(f'{t}/{p}' for t, p in known))}")
     out = []
     for target, protocol in dict.fromkeys((t, p) for v, t, p in by if v in (a, b)):
         va, vb = by.get((a, target, protocol), {}), by.get((b, target, protocol), {})
@@ -248,8 +272,15 @@ def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm") -
         if seeds:
             st = paired_stats([va[s] for s in seeds], [vb[s] for s in seeds])
             out.append({"target": target, "protocol": protocol, "seeds": len(seeds)} | st)
-    for r, q in zip(out, adjust_pvalues([r["p"] for r in out], method)):
-        r[f"p_{method}"] = q
+    if primary:
+        order = {o: i for i, o in enumerate(primary)}
+        for r in out:
+            r["family"] = "primary" if (r["target"], r["protocol"]) in order else "secondary"
+        out.sort(key=lambda r: order.get((r["target"], r["protocol"]), len(order)))  # stable: the rest keep theirs
+    for family in dict.fromkeys(r.get("family") for r in out):
+        rs = [r for r in out if r.get("family") == family]
+        for r, q in zip(rs, adjust_pvalues([r["p"] for r in rs], method)):
+            r[f"p_{method}"] = q
     return out
 
 
@@ -267,18 +298,20 @@ def sassl_pairs(rows: list[dict]) -> list[tuple[str, str]]:
             if " + SASSL" in v and variant_group(v) + " baseline" in variants]
 
 
-def paired_report(rows: list[dict], method: str = "holm") -> str:
-    """Each SASSL variant minus its baseline, paired by seed, as a text table (sassl compare)."""
+def paired_report(rows: list[dict], method: str = "holm", primary: list[tuple[str, str]] | None = None) -> str:
+    """Each SASSL variant minus its baseline, paired by seed, as a text table (sassl compare); with `primary`
+    outcomes, those first and p adjusted within the primary and the secondary rows (paired_differences)."""
     lines = []
     for a, b in sassl_pairs(rows):
-        lines.append(f"{b}  minus  {a}  (paired by seed; p adjusted across rows: {method})")
+        across = "within the primary and within the secondary rows" if primary else "across rows"
+        lines.append(f"{b}  minus  {a}  (paired by seed; p adjusted {across}: {method})")
         lines.append(f"{'target':<20} {'protocol':<16} {'seeds':>5} {'diff':>7} {'95% interval (t)':>17} "
-                     f"{'bootstrap':>17} {'p':>6} {'p adj':>6} {'MDE':>6}")
-        for r in paired_differences(rows, a, b, method):
+                     f"{'bootstrap':>17} {'p':>6} {'p adj':>6} {'MDE':>6}" + ("  family" if primary else ""))
+        for r in paired_differences(rows, a, b, method, primary):
             t, ci = interval(r, "t"), interval(r, "ci")
             p, q, mde = (("-" if v is None else f"{v:.3f}") for v in (r["p"], r[f"p_{method}"], r["mde"]))
             lines.append(f"{r['target']:<20} {r['protocol']:<16} {r['seeds']:>5} {r['diff']:>+7.2f} {t:>17} {ci:>17} "
-                         f"{p:>6} {q:>6} {mde:>6}")
+                         f"{p:>6} {q:>6} {mde:>6}" + (f"  {r['family']}" if primary else ""))
         lines.append("")
     return "\n".join(lines) if lines else "no SASSL variant with its baseline among these runs"
 

@@ -162,6 +162,42 @@ def test_paired_differences_and_sassl_compare(tmp_path, capsys):
     assert f"[{want['t_low']:+.2f}, {want['t_high']:+.2f}]" in line and f"[{want['ci_low']:+.2f}," in line
 
 
+def test_primary_outcomes_are_their_own_family(tmp_path, capsys):
+    """Outcomes named with --primary come first, in the order given, and Holm runs within them and within the
+    rest apart: elpv alone keeps its p, the two others share a factor 2. A name no run has is an error (a typo
+    would shrink the family). Seen failing on one family for all rows (elpv's p x 3)."""
+    from sassl.cli import main
+    from sassl.compare import adjust_pvalues, paired_differences, paired_stats, parse_outcomes
+
+    base = {"learner": "mocov2", "backbone": "resnet18", "dataset": "objects"}
+    diffs = {("objects", "linear"): [1.0, 2.0, 4.0], ("elpv", "linear"): [3.0, 2.5, 4.0], ("textures", "knn"): [0.5, -1.0, 2.0]}
+    for seed in range(3):
+        for style in ("none", "pbn"):
+            run = tmp_path / f"{style}-s{seed}"
+            (run / "eval").mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps(base | {"style": style, "seed": seed}))
+            (run / "eval" / "summary.json").write_text(json.dumps([
+                {"target": t, "protocol": p, "top1_mean": 50.0 + seed + (d[seed] if style == "pbn" else 0)}
+                for (t, p), d in diffs.items()]))
+    a, b = variant_label(base | {"style": "none"}), variant_label(base | {"style": "pbn"})
+    rows = paired_differences(collect_runs(tmp_path), a, b, primary=parse_outcomes(["elpv/linear"]))
+    assert [(r["target"], r["family"]) for r in rows] == [("elpv", "primary"), ("objects", "secondary"), ("textures", "secondary")]
+    p = {r["target"]: paired_stats([0.0] * 3, diffs[(r["target"], r["protocol"])])["p"] for r in rows}
+    assert rows[0]["p_holm"] == pytest.approx(p["elpv"])  # alone in its family
+    assert [r["p_holm"] for r in rows[1:]] == pytest.approx(adjust_pvalues([p["objects"], p["textures"]]))
+    assert parse_outcomes(["imagefolder:/data/x/linear", "objects/invariance beta=1.0"]) == [
+        ("imagefolder:/data/x", "linear"), ("objects", "invariance beta=1.0")]
+    with pytest.raises(ValueError, match="--primary: 'linear' is not TARGET/PROTOCOL"):
+        parse_outcomes(["linear"], "--primary")
+    assert main(["compare", "--runs-dir", str(tmp_path), "--primary", "elpv/linear"]) == 0
+    out = capsys.readouterr().out
+    assert "within the primary and within the secondary rows" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("elpv"))
+    assert line.split()[-1] == "primary" and f"{p['elpv']:.3f}" in line.split()[-3]
+    assert main(["compare", "--runs-dir", str(tmp_path), "--primary", "elpv/linaer"]) == 2
+    assert "primary: elpv/linaer not among the runs' outcomes" in capsys.readouterr().err
+
+
 def test_style_gains_against_distance(tmp_path):
     """Per SASSL variant with a style source of images (in-batch styles left out) and per target: its top-1 minus
     the baseline's, paired by seed; each (style, target) distance computed once; the figure's correlation."""

@@ -29,12 +29,14 @@ def _kept(kept: Path, name: str, params: dict, linear: float, cos: float, more: 
 def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch):
     ev = _evidence(monkeypatch, tmp_path)
     # SASSL: +2, +3, +4 objects linear points; elpv linear +6, +9, +12 (both primary); textures kNN +1, +2, +3
-    # (secondary); invariance +0.05 each seed (primary); beta = 1: -1 linear at seeds 0, 1
+    # (secondary); invariance +0.05 each seed (primary); the other primary outcomes +1 each seed (no spread,
+    # no test); beta = 1: -1 linear at seeds 0, 1
+    same = {("objects", "knn"): 35.0, ("objects@test_shift", "linear"): 30.0, ("textures", "linear"): 25.0}
     for s in range(3):
         _kept(tmp_path, f"ev-base-s{s}", ev.SWEEP_RUNS[f"ev-base-s{s}"], 40.0 + s, 0.50,
-              {("elpv", "linear"): 70.0, ("textures", "knn"): 30.0})
+              same | {("elpv", "linear"): 70.0, ("textures", "knn"): 30.0})
         _kept(tmp_path, f"ev-sassl-s{s}", ev.SWEEP_RUNS[f"ev-sassl-s{s}"], 42.0 + 2 * s, 0.55,
-              {("elpv", "linear"): 76.0 + 3 * s, ("textures", "knn"): 31.0 + s})
+              {k: v + 1 for k, v in same.items()} | {("elpv", "linear"): 76.0 + 3 * s, ("textures", "knn"): 31.0 + s})
     for s in range(2):
         _kept(tmp_path, f"ev-beta1-s{s}", ev.SWEEP_RUNS[f"ev-beta1-s{s}"], 39.0 + s, 0.60)
     text = ev.evidence_report()
@@ -44,7 +46,8 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     sassl, beta1 = f"mocov2 epochs=60 + SASSL(pbn) minus {base}", f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}"
     assert list(sections) == [f"{sassl}: primary outcomes", f"{sassl}: other accuracies", f"{beta1}: primary outcomes"]
     rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
-    sassl_linear, elpv, inv = rows(sections[f"{sassl}: primary outcomes"])  # in PRIMARY's order
+    knn, sassl_linear, shift, textures, elpv, inv = rows(sections[f"{sassl}: primary outcomes"])  # PRIMARY's order
+    assert [r[1] for r in (knn, shift, textures)] == ["knn", "linear", "linear"] and knn[4] == "+1.00" and knn[7] == "-"
     assert sassl_linear[:5] == ["| objects", "linear", "3", "41.00", "+3.00"]  # baseline mean 41, mean diff (2+3+4)/3
     assert float(sassl_linear[7]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
     assert sassl_linear[5] == "[+0.52, +5.48]"  # 3 +- t(0.975, 2) = 4.303 x 1 / sqrt(3)
@@ -53,8 +56,8 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     # (p 0.0742) in the same family it would be 3 x 0.0351
     assert float(sassl_linear[8]) == float(elpv[8]) == pytest.approx(0.0702, abs=5e-4)
     assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[5] == "" and inv[7] == "-"  # no spread: no t
-    (knn,) = rows(sections[f"{sassl}: other accuracies"])
-    assert knn[:5] == ["| textures", "knn", "3", "30.00", "+2.00"] and float(knn[8]) == pytest.approx(0.0742, abs=5e-4)
+    (tex_knn,) = rows(sections[f"{sassl}: other accuracies"])
+    assert tex_knn[:5] == ["| textures", "knn", "3", "30.00", "+2.00"] and float(tex_knn[8]) == pytest.approx(0.0742, abs=5e-4)
     beta1_linear, _ = rows(sections[f"{beta1}: primary outcomes"])
     assert beta1_linear[2:5] == ["2", "41.00", "-1.00"]
 

@@ -52,7 +52,7 @@ def test_pretrain_and_evaluate_notebooks(runs, capfd):
         knn = next(ln for ln in printed.splitlines() if ln.startswith("objects") and " knn " in ln)
         assert re.search(r"[+-]\d+\.\d\d$", knn)
     assert len(list((runs / "baselines").iterdir())) == 1
-    _run("compare.ipynb", runs / "compare" / "compare.ipynb", style_images=12)
+    _run("compare.ipynb", runs / "compare" / "compare.ipynb", style_images=12, primary=["objects/linear"])
     table = json.loads((runs / "compare" / "table.json").read_text())
     tiny = "mocov2 image_size=32 epochs=1 batch_size=8 max_steps=2"  # settings that differ from the defaults
     assert {r["variant"] for r in table} == {f"{tiny} + SASSL(pbn)", f"{tiny} baseline"}
@@ -62,6 +62,8 @@ def test_pretrain_and_evaluate_notebooks(runs, capfd):
     assert (runs / "compare" / "figures" / "compare.html").is_file()
     paired = json.loads((runs / "compare" / "paired.json").read_text())  # the two tiny runs share seed 0
     assert {(r["target"], r["protocol"], r["seeds"]) for r in paired} >= {("objects", "linear", 1)}
+    assert (paired[0]["protocol"], paired[0]["family"]) == ("linear", "primary")  # the named outcome first
+    assert {r["family"] for r in paired[1:]} == {"secondary"}
     (point,) = json.loads((runs / "compare" / "style_gain.json").read_text())  # pbn's styles against objects
     assert (point["style"], point["target"], point["seeds"]) == ("pbn", "objects", 1) and point["distance"] > 0
     assert (runs / "compare" / "figures" / "style_gain.html").is_file()
