@@ -19,7 +19,7 @@
     python experiments/evidence.py interval-coverage  # how often the paired 95% intervals cover, by seeds (simulated)
     python experiments/evidence.py keep NAME...   # copy finished runs' small files to experiments/results/ (to commit)
     python experiments/evidence.py demo7-s1    # one probe by name (the main job's other seeds)
-    python experiments/evidence.py compare     # compare.ipynb over every run -> runs/evidence/
+    python experiments/evidence.py compare     # compare.ipynb over every evaluated sweep run (runs/ or kept) -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
     python experiments/evidence.py robust-report  # the style-robustness tables and docs/robust_tradeoff.{html,png}
     python experiments/evidence.py paper-report   # the paper's ablation rows (those run so far)
@@ -652,7 +652,8 @@ def main(argv: list[str]) -> int:
             continue
         if what == "compare":
             (RUNS / "evidence").mkdir(exist_ok=True)
-            done = [n for n in SWEEP_RUNS if (RUNS / n / "eval" / "summary.json").is_file()]
+            # every evaluated sweep run, from runs/ or its kept files (a path, read as it is by collect_runs)
+            done = [str(run_dir(n)) for n in SWEEP_RUNS if (run_dir(n) / "eval" / "summary.json").is_file()]
             execute(NB / "compare.ipynb", RUNS / "evidence" / "compare.ipynb", {"name": "evidence", "runs": done}, cwd=NB)
             continue
         for name, params in SWEEPS[what]:
