@@ -183,7 +183,7 @@ def paired_stats(a: list[float], b: list[float], n_boot: int = 10_000, seed: int
     difference in 51% of simulated normal experiments of 2 pairs, 74% of 3, 85% of 5 and 90% of 10, the t
     interval in 94-95.5% of each (docs/RESULTS.md, "Intervals at a handful of seeds")."""
     import numpy as np
-    from scipy import optimize, stats
+    from scipy import stats
 
     if len(a) != len(b):
         raise ValueError(f"paired_stats: {len(a)} values against {len(b)}; give one value per seed on each side")
@@ -202,6 +202,20 @@ def paired_stats(a: list[float], b: list[float], n_boot: int = 10_000, seed: int
     out["p"] = float(2 * stats.t.sf(abs(out["diff"]) / se, df))
     crit = stats.t.ppf(1 - alpha / 2, df)
     out["t_low"], out["t_high"] = out["diff"] - crit * se, out["diff"] + crit * se
+    out["mde"] = min_detectable(out["sd"], n, alpha, power)
+    return out
+
+
+def min_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The true mean difference that a two-sided paired t-test at `alpha` over n pairs detects with
+    probability `power` when the differences' sd is `sd` (noncentral t). With the sd of the pairs so far and a
+    larger n, it says what more seeds would detect."""
+    from scipy import optimize, stats
+
+    if n < 2 or sd <= 0:
+        raise ValueError(f"min_detectable: needs n >= 2 pairs and sd > 0, got n={n}, sd={sd}")
+    se, df = sd / math.sqrt(n), n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
 
     def power_at(delta: float) -> float:  # P(|T| > crit) with T noncentral t, noncentrality delta / se
         lower = float(stats.nct.cdf(-crit, df, delta / se))  # negligible, and NaN in scipy far in the tail
@@ -210,8 +224,7 @@ def paired_stats(a: list[float], b: list[float], n_boot: int = 10_000, seed: int
     hi = crit * se
     while power_at(hi) < power:  # power grows with the effect: bracket it
         hi *= 2
-    out["mde"] = float(optimize.brentq(lambda x: power_at(x) - power, 0.0, hi))
-    return out
+    return float(optimize.brentq(lambda x: power_at(x) - power, 0.0, hi))
 
 
 def adjust_pvalues(p: list[float | None], method: str = "holm") -> list[float | None]:

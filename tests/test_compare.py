@@ -71,7 +71,7 @@ def test_paired_stats_against_scipy_and_a_simulation():
     import numpy as np
     from scipy import stats
 
-    from sassl.compare import paired_stats
+    from sassl.compare import min_detectable, paired_stats
 
     a = [30.1, 31.5, 29.8, 30.9, 31.2, 30.4]
     b = [31.0, 31.9, 31.1, 30.8, 32.6, 31.3]
@@ -90,6 +90,13 @@ def test_paired_stats_against_scipy_and_a_simulation():
     rng = np.random.default_rng(0)
     hits = [stats.ttest_rel(rng.normal(r["mde"], r["sd"], 6), np.zeros(6)).pvalue < 0.05 for _ in range(4000)]
     assert abs(np.mean(hits) - 0.80) < 0.025
+    # the same function at another n, as a planning number (what 3 pairs of sd 1 would detect)
+    assert min_detectable(r["sd"], 6) == r["mde"]
+    m3 = min_detectable(1.0, 3)
+    hits = [stats.ttest_rel(rng.normal(m3, 1.0, 3), np.zeros(3)).pvalue < 0.05 for _ in range(4000)]
+    assert abs(np.mean(hits) - 0.80) < 0.025 and m3 > min_detectable(1.0, 6)
+    with pytest.raises(ValueError, match="n >= 2 pairs"):
+        min_detectable(1.0, 1)
     assert paired_stats([1.0], [2.0])["p"] is None and paired_stats([1.0, 2.0], [2.0, 3.0])["p"] is None  # no spread
     with pytest.raises(ValueError, match="one value per seed"):
         paired_stats([1.0, 2.0], [1.0])
