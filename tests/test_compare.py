@@ -159,6 +159,7 @@ def test_paired_differences_and_sassl_compare(tmp_path, capsys):
     want = paired_stats([30.0, 31.0, 29.5], [31.0, 31.5, 31.0])
     assert diffs["objects"]["seeds"] == 3 and diffs["objects"]["p"] == pytest.approx(want["p"])
     assert diffs["objects"]["diff"] == pytest.approx(1.0) and diffs["elpv"]["diff"] == pytest.approx(0.5)
+    assert diffs["objects"]["by_seed"] == pytest.approx({0: 1.0, 1: 0.5, 2: 1.5})  # seed 3: the baseline's only
     assert diffs["elpv"]["p"] is None  # the same difference on every seed: no spread, no test
     assert diffs["objects"]["p_holm"] == pytest.approx(want["p"])  # the only test among the rows
     assert main(["compare", "--runs-dir", str(tmp_path)]) == 0

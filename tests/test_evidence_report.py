@@ -47,17 +47,17 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     assert list(sections) == [f"{sassl}: primary outcomes", f"{sassl}: other accuracies", f"{beta1}: primary outcomes"]
     rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
     knn, sassl_linear, shift, textures, elpv, inv = rows(sections[f"{sassl}: primary outcomes"])  # PRIMARY's order
-    assert [r[1] for r in (knn, shift, textures)] == ["knn", "linear", "linear"] and knn[4] == "+1.00" and knn[7] == "-"
+    assert [r[1] for r in (knn, shift, textures)] == ["knn", "linear", "linear"] and knn[4] == "+1.00" and knn[8] == "-"
     assert sassl_linear[:5] == ["| objects", "linear", "3", "41.00", "+3.00"]  # baseline mean 41, mean diff (2+3+4)/3
-    assert float(sassl_linear[7]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
-    assert sassl_linear[5] == "[+0.52, +5.48]"  # 3 +- t(0.975, 2) = 4.303 x 1 / sqrt(3)
-    assert elpv[:5] == ["| elpv", "linear", "3", "70.00", "+9.00"] and float(elpv[7]) == pytest.approx(0.0351, abs=5e-4)
+    assert float(sassl_linear[8]) == pytest.approx(0.0351, abs=5e-4)  # paired t: mean 3, sd 1, n 3 -> t 5.196, df 2
+    assert sassl_linear[5:7] == ["+2.00 +3.00 +4.00", "[+0.52, +5.48]"]  # 3 +- t(0.975, 2) = 4.303 x 1 / sqrt(3)
+    assert elpv[:5] == ["| elpv", "linear", "3", "70.00", "+9.00"] and float(elpv[8]) == pytest.approx(0.0351, abs=5e-4)
     # Holm over the two primary tests (the invariance row has none): 2 x 0.0351 for both; with textures kNN
     # (p 0.0742) in the same family it would be 3 x 0.0351
-    assert float(sassl_linear[8]) == float(elpv[8]) == pytest.approx(0.0702, abs=5e-4)
-    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[5] == "" and inv[7] == "-"  # no spread: no t
+    assert float(sassl_linear[9]) == float(elpv[9]) == pytest.approx(0.0702, abs=5e-4)
+    assert inv[1:5] == ["invariance beta=1.0", "3", "50.00", "+5.00"] and inv[6] == "" and inv[8] == "-"  # no spread: no t
     (tex_knn,) = rows(sections[f"{sassl}: other accuracies"])
-    assert tex_knn[:5] == ["| textures", "knn", "3", "30.00", "+2.00"] and float(tex_knn[8]) == pytest.approx(0.0742, abs=5e-4)
+    assert tex_knn[:5] == ["| textures", "knn", "3", "30.00", "+2.00"] and float(tex_knn[9]) == pytest.approx(0.0742, abs=5e-4)
     beta1_linear, _ = rows(sections[f"{beta1}: primary outcomes"])
     assert beta1_linear[2:5] == ["2", "41.00", "-1.00"]
 
