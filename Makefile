@@ -38,8 +38,10 @@ demo: setup
 lab: setup
 	$(BIN)/sassl lab
 
+# Two pytest workers (pytest-xdist) with one thread each: most tests are small and single-threaded, so on 2
+# cores this takes 0.7x the time of one worker with two threads (docs/TESTING.md).
 test: setup
-	$(BIN)/python -m pytest -q --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --durations=15
 
 # Mutation testing of one module against the fast tests that cover it (not part of `make test`; minutes per
 # module): make mutation MODULE=sassl/optim.py  (no MODULE: every module listed in experiments/mutation.py)
