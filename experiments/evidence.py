@@ -364,7 +364,7 @@ PRIMARY = [("objects", "knn"), ("objects", "linear"), ("objects@test_shift", "li
 def evidence_report() -> str:
     """The evidence sweep from its kept files (experiments/results/ev-*): each arm (SASSL(pbn), beta = 1, noise,
     in-batch) minus the baseline, paired by seed (sassl.compare.paired_differences): the mean difference, its
-    t 95% interval (the percentile bootstrap's beside), the paired t-test p, Holm-adjusted within the table, and
+    t 95% interval (the percentile bootstrap's beside), the paired t-test p, Holm-adjusted within its family, and
     the minimum detectable effect at 80% power; the baseline's mean beside. Per arm three tables: the PRIMARY
     outcomes (Holm over them), the other accuracies and the other instruments (Holm over both together).
     Written to experiments/results/evidence.md."""
@@ -384,6 +384,7 @@ def evidence_report() -> str:
            "docs/RESULTS.md); p Holm-adjusted within the primary outcomes (named before the data) and within all "
            "other rows together; MDE: the true difference a paired t-test at 0.05 detects with 80% power at "
            "the observed seed-to-seed spread of the differences."]
+
     def table_of(d: dict) -> str:
         if d["family"] == "primary":
             return "primary outcomes"

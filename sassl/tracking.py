@@ -157,5 +157,5 @@ def views_grid(views: TwoViews, prep: Prepared, rows: int = 8) -> torch.Tensor:
     v1, v2 = views.apply(prep.crop1[:n], prep.p1.head(n)), views.apply(prep.crop2[:n], prep.p2.head(n))
     mean, std = views.mean.to(v1.device), views.std.to(v1.device)
     unnorm = (lambda x: (x * std + mean)) if views.normalize else (lambda x: x)
-    tiles = torch.stack([prep.crop1[:n], unnorm(v1[:n]), unnorm(v2[:n])], dim=1).flatten(0, 1)
+    tiles = torch.stack([prep.crop1[:n], unnorm(v1), unnorm(v2)], dim=1).flatten(0, 1)
     return torchvision.utils.make_grid(tiles.float().clamp(0, 1).cpu(), nrow=3, padding=2)
