@@ -368,7 +368,8 @@ def evidence_report() -> str:
     the minimum detectable effect at 80% power; the baseline's mean beside. Per arm three tables: the PRIMARY
     outcomes (Holm over them), the other accuracies and the other instruments (Holm over both together).
     Written to experiments/results/evidence.md."""
-    from sassl.compare import collect_runs, compare_table, interval, is_instrument, paired_differences, to_markdown
+    from sassl.compare import (collect_runs, compare_table, interval, is_instrument, min_detectable,
+                               paired_differences, to_markdown)
 
     names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]
     rows = collect_runs(KEPT, names)
@@ -383,7 +384,8 @@ def evidence_report() -> str:
            "too narrow at a handful of seeds (it covered 51% of true differences at 2 pairs, 85% at 5: "
            "docs/RESULTS.md); p Holm-adjusted within the primary outcomes (named before the data) and within all "
            "other rows together; MDE: the true difference a paired t-test at 0.05 detects with 80% power at "
-           "the observed seed-to-seed spread of the differences."]
+           "the observed seed-to-seed spread of the differences; while an arm has fewer pairs than the sweep "
+           "plans, MDE at the planned count: the same at that many pairs, if their spread is the one seen so far."]
 
     def table_of(d: dict) -> str:
         if d["family"] == "primary":
@@ -394,6 +396,8 @@ def evidence_report() -> str:
         if arm is None:
             continue
         every = paired_differences(rows, base, arm, primary=PRIMARY)  # Holm within the primary, within the rest
+        planned = sum(n.startswith(f"ev-{tag}-") for n in SWEEP_RUNS)
+        short = any(d["seeds"] < planned for d in every)
         for family in ("primary outcomes", "other accuracies", "other instruments"):
             diffs = [d for d in every if table_of(d) == family]
             if not diffs:
@@ -402,7 +406,9 @@ def evidence_report() -> str:
                       "baseline": base_mean[(d["target"], d["protocol"])], "diff": f"{d['diff']:+.2f}",
                       "by seed": " ".join(f"{v:+.2f}" for v in d["by_seed"].values()),
                       "95% interval (t)": interval(d, "t"), "bootstrap": interval(d, "ci"),
-                      "p": _p(d["p"]), "p (Holm)": _p(d["p_holm"]), "MDE": d["mde"]} for d in diffs]
+                      "p": _p(d["p"]), "p (Holm)": _p(d["p_holm"]), "MDE": d["mde"]}
+                     | ({f"MDE at {planned}": round(min_detectable(d["sd"], planned), 2) if d["sd"] > 0 else None}
+                        if short else {}) for d in diffs]
             out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))
     text = "\n\n".join(out) + "\n"
     (KEPT / "evidence.md").write_text(text)

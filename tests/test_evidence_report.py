@@ -60,6 +60,14 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     assert tex_knn[:5] == ["| textures", "knn", "3", "30.00", "+2.00"] and float(tex_knn[9]) == pytest.approx(0.0742, abs=5e-4)
     beta1_linear, _ = rows(sections[f"{beta1}: primary outcomes"])
     assert beta1_linear[2:5] == ["2", "41.00", "-1.00"]
+    # fewer pairs than planned (SASSL 5, beta = 1 3): the MDE at the planned count, at the spread seen so far
+    from sassl.compare import min_detectable
+    assert sections[f"{sassl}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 5 |")
+    assert sections[f"{beta1}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 3 |")
+    assert float(sassl_linear[11].rstrip(" |")) == pytest.approx(min_detectable(1.0, 5), abs=0.006)  # sd 1
+    assert float(elpv[11].rstrip(" |")) == pytest.approx(min_detectable(3.0, 5), abs=0.006)  # sd 3
+    assert float(elpv[11].rstrip(" |")) < float(elpv[10])  # 5 pairs detect less than the 3 so far
+    assert inv[11].strip(" |") == beta1_linear[11].strip(" |") == ""  # no spread: nothing to scale
 
 
 def test_a_kept_run_is_not_trained_again_on_a_fresh_machine(tmp_path, monkeypatch):
