@@ -98,6 +98,9 @@ def test_paired_stats_against_scipy_and_a_simulation():
     with pytest.raises(ValueError, match="n >= 2 pairs"):
         min_detectable(1.0, 1)
     assert paired_stats([1.0], [2.0])["p"] is None and paired_stats([1.0, 2.0], [2.0, 3.0])["p"] is None  # no spread
+    # equal differences of rounded accuracies (1 of 29 test images = 3.448 points) differ by float noise only
+    tied = paired_stats([24.138, 20.69], [27.586, 24.138])
+    assert tied["sd"] == 0 and tied["p"] is None and tied["mde"] is None and tied["diff"] == pytest.approx(3.448)
     with pytest.raises(ValueError, match="one value per seed"):
         paired_stats([1.0, 2.0], [1.0])
 
