@@ -364,10 +364,12 @@ def evidence_report() -> str:
     in-batch) minus the baseline, paired by seed (sassl.compare.paired_differences): the mean difference, its
     t 95% interval (the percentile bootstrap's beside), the paired t-test p, Holm-adjusted within its family, and
     the minimum detectable effect at 80% power; the baseline's mean beside. Per arm three tables: the PRIMARY
-    outcomes (Holm over them), the other accuracies and the other instruments (Holm over both together).
-    Written to experiments/results/evidence.md."""
+    outcomes (Holm over them), the other accuracies and the other instruments (Holm over both together). Then
+    each SASSL run's augmentation record: stylized views' excess loss and its trend in alpha and beta
+    (sassl.plots.augment_trend). Written to experiments/results/evidence.md."""
     from sassl.compare import (collect_runs, compare_table, interval, is_instrument, min_detectable,
                                paired_differences, to_markdown)
+    from sassl.plots import augment_trend
 
     names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]
     rows = collect_runs(KEPT, names)
@@ -408,6 +410,21 @@ def evidence_report() -> str:
                      | ({f"MDE at {planned}": round(min_detectable(d["sd"], planned), 2) if d["sd"] > 0 else None}
                         if short else {}) for d in diffs]
             out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))
+    trends = []  # which SASSL draws are hard: each run's augmentation record (augment_summary.csv), per 0.1
+    for n in names:
+        f = KEPT / n / "augment_summary.json"
+        summary = json.loads(f.read_text()) if f.is_file() else []
+        stylized = {r["value"]: r for r in summary if r["by"] == "stylized"}
+        if 1 in stylized:
+            fit = {k: augment_trend(summary, k) for k in ("alpha", "beta")}
+            trends.append({"run": n, "stylized": f"{stylized[1]['excess_loss']:+.4f} +- {stylized[1]['stderr']:.4f}",
+                           "not stylized": f"{stylized[0]['excess_loss']:+.4f} +- {stylized[0]['stderr']:.4f}"
+                           if 0 in stylized else "",
+                           **{f"per 0.1 of {k}": f"{v[0]:+.4f} +- {v[1]:.4f}" if v else "" for k, v in fit.items()}})
+    if trends:
+        out.append("### Which SASSL draws are hard: excess loss (the image's loss minus its step's mean), "
+                   "stylized or not, and its change per 0.1 of alpha and of beta (sassl.plots.augment_trend)\n\n"
+                   + to_markdown(trends))
     text = "\n\n".join(out) + "\n"
     (KEPT / "evidence.md").write_text(text)
     return text

@@ -109,6 +109,23 @@ def augment_summary(record: np.ndarray, bins: int = 8) -> list[dict]:
     return rows
 
 
+def augment_trend(summary: list[dict], key: str, per: float = 0.1) -> tuple[float, float] | None:
+    """How the excess loss of stylized images changes per `per` of alpha or beta (key): the weighted
+    least-squares line through augment_summary's bin means (weights 1 / stderr^2), as (slope, its standard
+    error), both per `per`. It reads the summary rows (augment_summary.csv), so kept runs without their
+    augment.bin get it too. None with fewer than 3 bins that have a standard error."""
+    rs = [r for r in summary if r["by"] == key and np.isfinite(r["stderr"]) and r["stderr"] > 0]
+    if len(rs) < 3:
+        return None
+    x = np.array([r["value"] for r in rs], dtype=np.float64)
+    y = np.array([r["excess_loss"] for r in rs], dtype=np.float64)
+    w = 1.0 / np.array([r["stderr"] for r in rs], dtype=np.float64) ** 2
+    xm = (w * x).sum() / w.sum()
+    sxx = (w * (x - xm) ** 2).sum()
+    slope = (w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx
+    return float(slope * per), float(per / np.sqrt(sxx))  # the bins' own errors, not the scatter about the line
+
+
 def augment_figure(record: np.ndarray, bins: int = 8, styles: int = 30):
     """Which SASSL draws are hard: excess loss (excess_loss) of stylized images against alpha and against beta
     (augment_summary's means per bin +- one standard error, with the unstylized images' mean as a line), and per
@@ -118,7 +135,11 @@ def augment_figure(record: np.ndarray, bins: int = 8, styles: int = 30):
     ex = excess_loss(record)
     on = record["stylized"].astype(bool)
     summary = augment_summary(record, bins)
-    fig = make_subplots(1, 3, subplot_titles=("against alpha (embedding blend)", "against beta (pixel blend)",
+
+    def title(key: str, what: str) -> str:
+        trend = augment_trend(summary, key)
+        return f"against {key} ({what})" + (f"<br>{trend[0]:+.4f} +- {trend[1]:.4f} per 0.1" if trend else "")
+    fig = make_subplots(1, 3, subplot_titles=(title("alpha", "embedding blend"), title("beta", "pixel blend"),
                                               f"per style (the {styles} most drawn)"))
     for col, key in ((1, "alpha"), (2, "beta")):
         rs = [r for r in summary if r["by"] == key]

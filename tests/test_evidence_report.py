@@ -39,12 +39,21 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
               {k: v + 1 for k, v in same.items()} | {("elpv", "linear"): 76.0 + 3 * s, ("textures", "knn"): 31.0 + s})
     for s in range(2):
         _kept(tmp_path, f"ev-beta1-s{s}", ev.SWEEP_RUNS[f"ev-beta1-s{s}"], 39.0 + s, 0.60)
+    # seed 0's augmentation record: excess loss 0.01 + 0.2 x beta in three bins (+0.02 per 0.1), alpha flat
+    bins = [{"by": "beta", "value": b, "images": 10, "excess_loss": 0.01 + 0.2 * b, "stderr": 0.01} for b in (0.1, 0.2, 0.3)]
+    bins += [{"by": "alpha", "value": a, "images": 10, "excess_loss": 0.0, "stderr": 0.01} for a in (0.1, 0.2, 0.3)]
+    (tmp_path / "ev-sassl-s0" / "augment_summary.json").write_text(json.dumps(
+        [{"by": "stylized", "value": 1, "images": 30, "excess_loss": 0.05, "stderr": 0.004},
+         {"by": "stylized", "value": 0, "images": 8, "excess_loss": -0.2, "stderr": 0.01}] + bins))
     text = ev.evidence_report()
     assert (tmp_path / "evidence.md").read_text() == text
     sections = {s.split("\n")[0]: s for s in text.split("### ")[1:]}
     base = "mocov2 epochs=60 baseline"
     sassl, beta1 = f"mocov2 epochs=60 + SASSL(pbn) minus {base}", f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}"
-    assert list(sections) == [f"{sassl}: primary outcomes", f"{sassl}: other accuracies", f"{beta1}: primary outcomes"]
+    hard = next(k for k in sections if k.startswith("Which SASSL draws are hard"))
+    assert list(sections) == [f"{sassl}: primary outcomes", f"{sassl}: other accuracies", f"{beta1}: primary outcomes", hard]
+    assert sections[hard].strip().split("\n")[-1] == ("| ev-sassl-s0 | +0.0500 +- 0.0040 | -0.2000 +- 0.0100 | "
+                                                      "+0.0000 +- 0.0071 | +0.0200 +- 0.0071 |")  # 0.01 / sqrt(2)
     rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
     knn, sassl_linear, shift, textures, elpv, inv = rows(sections[f"{sassl}: primary outcomes"])  # PRIMARY's order
     assert [r[1] for r in (knn, shift, textures)] == ["knn", "linear", "linear"] and knn[4] == "+1.00" and knn[8] == "-"

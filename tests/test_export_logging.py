@@ -326,3 +326,22 @@ def test_augment_rows_and_their_resumption(tmp_path):
     fig = augment_figure(rec)
     assert [t.name for t in fig.data] == ["stylized, by alpha", "stylized, by beta", "by style row"]
     assert list(fig.data[2].x) == ["2", "1"] and list(fig.data[2].y) == pytest.approx([-1.5, -0.5])  # lowest first
+
+
+def test_augment_trend_is_the_weighted_line_through_the_bins():
+    """augment_trend against numpy's weighted polyfit (weights 1 / stderr, i.e. 1 / stderr^2 on squared
+    residuals) on constructed bins with unequal errors; an unweighted line or the scatter's error would differ."""
+    from sassl.plots import augment_trend
+
+    x = np.array([0.1125, 0.1375, 0.1625, 0.1875, 0.2125, 0.2375])
+    y = np.array([-0.01, 0.004, -0.002, 0.02, 0.006, 0.03])
+    se = np.array([0.002, 0.01, 0.004, 0.02, 0.003, 0.008])
+    rows = [{"by": "stylized", "value": 1, "excess_loss": 5.0, "stderr": 0.1}]  # not a bin: ignored
+    rows += [{"by": "beta", "value": a, "excess_loss": b, "stderr": c} for a, b, c in zip(x, y, se)]
+    coef, cov = np.polyfit(x, y, 1, w=1 / se, cov="unscaled")
+    slope, err = augment_trend(rows, "beta")
+    assert slope == pytest.approx(0.1 * coef[0]) and err == pytest.approx(0.1 * np.sqrt(cov[0, 0]))
+    assert slope != pytest.approx(0.1 * np.polyfit(x, y, 1)[0], rel=0.05)  # the unweighted line is another
+    exact = [r | {"excess_loss": 0.02 + 0.3 * r["value"]} for r in rows]
+    assert augment_trend(exact, "beta", per=1.0)[0] == pytest.approx(0.3)
+    assert augment_trend(rows, "alpha") is None and augment_trend(rows[:3], "beta") is None  # under 3 bins
