@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from sassl.compare import paired_stats
+from sassl.compare import instrument_rows, paired_stats
 from sassl.eval.evaluate import mean_std
 from sassl.notebook import execute
 from sassl.records import read_metrics
@@ -437,10 +437,9 @@ def _robust_scores(run: Path) -> dict[tuple[str, str], float]:
     for r in json.loads((run / "eval" / "results.json").read_text()):
         if "drop" in r:
             out[(r["target"], f"{r['protocol']} drop")] = r["drop"]
-    rob = run / "eval" / "robustness.json"
-    for r in json.loads(rob.read_text()) if rob.is_file() else []:
-        key = "invariance content" if r["beta"] is None else f"invariance beta={r['beta']}"
-        out[(r["target"], key)] = r["cos_mean"]
+    for r in instrument_rows(run / "eval"):  # sassl.compare's reading; this table keeps cosines as cosines
+        if r["protocol"].startswith("invariance "):
+            out[(r["target"], r["protocol"])] = r["top1"] / 100
     metrics = json.loads((run / "metrics.json").read_text())
     knn = [r["knn_top1"] for r in read_metrics(run / "metrics.jsonl") if "knn_top1" in r]
     out[("objects", "knn monitor gain")] = knn[-1] - knn[0]
@@ -488,6 +487,9 @@ def robust_report(seeds=(0, 1, 2)) -> str:
     from sassl.plots import save_figure
 
     got = {tag: _arm(f"r18-{tag}", seeds) for tag in ("base", "sassl")}
+    if not got["base"] or not got["sassl"]:  # the published figure stays as it is
+        raise SystemExit(f"robust-report: needs evaluated runs r18-base-s* and r18-sassl-s* under {RUNS} "
+                         "(python experiments/evidence.py robust)")
     keys = list(dict.fromkeys(k for runs in got.values() for sc in runs.values() for k in sc))
     rows = []
     for k in keys:
@@ -577,7 +579,12 @@ def paper_report() -> str:
     doc = results.read_text()
     begin, end = "<!-- paper-ablations:begin -->", "<!-- paper-ablations:end -->"
     if begin in doc and end in doc:
-        results.write_text(doc[:doc.index(begin) + len(begin)] + "\n" + text + "\n" + doc[doc.index(end):])
+        published = doc[doc.index(begin):doc.index(end)]
+        if text.count("not run yet") > published.count("not run yet"):  # e.g. a fresh machine without the runs
+            print(f"paper-report: fewer rows have runs here than {results.name}'s table; left it as it is "
+                  f"(this table: {RUNS / 'evidence' / 'paper_ablations.md'})", file=sys.stderr)
+        else:
+            results.write_text(doc[:doc.index(begin) + len(begin)] + "\n" + text + "\n" + doc[doc.index(end):])
     return text
 
 

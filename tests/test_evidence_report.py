@@ -91,3 +91,36 @@ def test_a_kept_run_is_not_trained_again_on_a_fresh_machine(tmp_path, monkeypatc
     for name in ("ev-base-s0", "ev-sassl-s0"):
         ev.run_one(name, ev.SWEEP_RUNS[name])
     assert trained == [("pretrain.ipynb", "ev-sassl-s0"), ("evaluate.ipynb", None)]
+
+
+def test_old_reports_read_instruments_through_compare_and_keep_published_tables(tmp_path, monkeypatch):
+    """robust-report / paper-report read a run's cosines through sassl.compare.instrument_rows (a stage row of the
+    same change is not the output's invariance), and on a machine without their runs they leave the published
+    table in RESULTS and the figure in docs/ as they are."""
+    ev = _evidence(monkeypatch, tmp_path / "kept")
+    monkeypatch.setattr(ev, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(ev, "ROOT", tmp_path)
+    run = tmp_path / "runs" / "r18-base-s0"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "summary.json").write_text(json.dumps([{"target": "objects", "protocol": "linear", "top1_mean": 30.0}]))
+    (run / "eval" / "results.json").write_text(json.dumps([{"target": "objects", "protocol": "stylized-linear", "drop": 4.0}]))
+    (run / "eval" / "robustness.json").write_text(json.dumps([
+        {"target": "objects", "protocol": "style_invariance", "kind": "style change", "beta": 1.0, "cos_mean": 0.6},
+        {"target": "objects", "protocol": "style_invariance", "kind": "content change", "beta": None, "cos_mean": 0.3},
+        {"target": "objects", "protocol": "style_decodability", "style_decodability": 0.99, "content_decodability": 0.5},
+        {"target": "objects", "protocol": "stage_invariance", "kind": "content change (same class)", "beta": None,
+         "stage": "layer1", "cos_mean": 0.9}]))
+    (run / "metrics.json").write_text(json.dumps({"knn_top1": 33.0}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "knn_top1": k}) + "\n" for s, k in ((0, 31.0), (9, 33.0))))
+    scores = ev._robust_scores(run)
+    assert scores[("objects", "invariance beta=1.0")] == pytest.approx(0.6)
+    assert scores[("objects", "invariance content")] == pytest.approx(0.3)  # not layer1's 0.9
+    assert scores[("objects", "stylized-linear drop")] == 4.0 and scores[("objects", "knn monitor gain")] == 2.0
+    (tmp_path / "docs").mkdir()
+    published = "before\n<!-- paper-ablations:begin -->\n| published |\n<!-- paper-ablations:end -->\nafter\n"
+    (tmp_path / "docs" / "RESULTS.md").write_text(published)
+    assert "not run yet" in ev.paper_report()  # r18-base-s0 alone: 11 of 12 rows not run here
+    assert (tmp_path / "docs" / "RESULTS.md").read_text() == published
+    with pytest.raises(SystemExit, match="r18-sassl-s"):
+        ev.robust_report()
+    assert not (tmp_path / "docs" / "robust_tradeoff.png").exists()
