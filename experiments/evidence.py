@@ -416,6 +416,11 @@ def evidence_report() -> str:
                      | ({f"MDE at {planned}": round(min_detectable(d["sd"], planned), 2) if d["sd"] > 0 else None}
                         if short else {}) for d in diffs]
             out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))
+            if family == "primary outcomes":
+                spread = _pairing_table(diffs, base_by_seed)
+                if spread:
+                    out.append(f"### {arm} and {base}: what pairing by seed removes (primary outcomes)\n\n"
+                               + to_markdown(spread))
     trends = []  # which SASSL draws are hard: each run's augmentation record (augment_summary.csv), per 0.1
     for n in names:
         f = KEPT / n / "augment_summary.json"
@@ -434,6 +439,30 @@ def evidence_report() -> str:
     text = "\n\n".join(out) + "\n"
     (KEPT / "evidence.md").write_text(text)
     return text
+
+
+def _pairing_table(diffs: list[dict], base_by_seed: dict[tuple, dict[int, float]]) -> list[dict]:
+    """How much pairing by seed removes, per paired_differences row with 3 or more pairs (at 2, r is +-1 whatever
+    the runs): the seed-to-seed sd of
+    the baseline and of the arm over the pairs' seeds, the sd of the paired differences, the sd a difference of
+    two unpaired runs would have (sqrt(sd_a^2 + sd_b^2)), their ratio (below 1: pairing helps) and the
+    correlation of a pair's two runs, r = (sd_a^2 + sd_b^2 - sd_d^2) / (2 sd_a sd_b)."""
+    import statistics
+
+    out = []
+    for d in diffs:
+        if d["seeds"] < 3:
+            continue
+        a = [base_by_seed[(d["target"], d["protocol"])][s] for s in d["by_seed"]]
+        b = [x + d["by_seed"][s] for x, s in zip(a, d["by_seed"])]
+        sd_a, sd_b, sd_d = statistics.stdev(a), statistics.stdev(b), statistics.stdev(d["by_seed"].values())
+        unpaired = (sd_a ** 2 + sd_b ** 2) ** 0.5
+        r = (sd_a ** 2 + sd_b ** 2 - sd_d ** 2) / (2 * sd_a * sd_b) if sd_a > 0 and sd_b > 0 else None
+        out.append({"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"], "sd baseline": round(sd_a, 2),
+                    "sd arm": round(sd_b, 2), "sd of the paired differences": round(sd_d, 2),
+                    "sd unpaired": round(unpaired, 2), "paired / unpaired": round(sd_d / unpaired, 2) if unpaired else None,
+                    "r within a pair": None if r is None else round(r, 2)})
+    return out
 
 
 def _robust_scores(run: Path) -> dict[tuple[str, str], float]:

@@ -51,7 +51,15 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     base = "mocov2 epochs=60 baseline"
     sassl, beta1 = f"mocov2 epochs=60 + SASSL(pbn) minus {base}", f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}"
     hard = next(k for k in sections if k.startswith("Which SASSL draws are hard"))
-    assert list(sections) == [f"{sassl}: primary outcomes", f"{sassl}: other accuracies", f"{beta1}: primary outcomes", hard]
+    pairing = f"mocov2 epochs=60 + SASSL(pbn) and {base}: what pairing by seed removes (primary outcomes)"
+    assert list(sections) == [f"{sassl}: primary outcomes", pairing, f"{sassl}: other accuracies",
+                              f"{beta1}: primary outcomes", hard]  # beta = 1 has 2 pairs: no pairing table
+    spread = {tuple(r[:2]): r[2:] for r in (r.split(" | ") for r in sections[pairing].strip().split("\n")[4:])}
+    # objects linear: baseline 40, 41, 42 (sd 1), SASSL 42, 44, 46 (sd 2), differences sd 1; unpaired sqrt(1 + 4);
+    # r = (1 + 4 - 1) / (2 x 1 x 2) = 1
+    assert spread[("| objects", "linear")] == ["3", "1.00", "2.00", "1.00", "2.24", "0.45", "1.00 |"]
+    # elpv linear: baseline 70 at every seed (sd 0: no correlation), SASSL 76, 79, 82
+    assert spread[("| elpv", "linear")] == ["3", "0.00", "3.00", "3.00", "3.00", "1.00", " |"]
     assert sections[hard].strip().split("\n")[-1] == ("| ev-sassl-s0 | +0.0500 +- 0.0040 | -0.2000 +- 0.0100 | "
                                                       "+0.0000 +- 0.0071 | +0.0200 +- 0.0071 |")  # 0.01 / sqrt(2)
     rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
