@@ -365,7 +365,8 @@ def evidence_report() -> str:
     t 95% interval (the percentile bootstrap's beside), the paired t-test p, Holm-adjusted within its family, and
     the minimum detectable effect at 80% power; beside, the baseline's mean over the same seeds (baseline + diff is
     the arm's mean over them). Per arm three tables: the PRIMARY
-    outcomes (Holm over them), the other accuracies and the other instruments (Holm over both together). Then
+    outcomes (Holm over them; then, from 3 pairs on, what pairing by seed removes from their spread), the other
+    accuracies and the other instruments (Holm over both together). Then
     each SASSL run's augmentation record: stylized views' excess loss and its trend in alpha and beta
     (sassl.plots.augment_trend). Written to experiments/results/evidence.md."""
     import statistics
@@ -443,10 +444,9 @@ def evidence_report() -> str:
 
 def _pairing_table(diffs: list[dict], base_by_seed: dict[tuple, dict[int, float]]) -> list[dict]:
     """How much pairing by seed removes, per paired_differences row with 3 or more pairs (at 2, r is +-1 whatever
-    the runs): the seed-to-seed sd of
-    the baseline and of the arm over the pairs' seeds, the sd of the paired differences, the sd a difference of
-    two unpaired runs would have (sqrt(sd_a^2 + sd_b^2)), their ratio (below 1: pairing helps) and the
-    correlation of a pair's two runs, r = (sd_a^2 + sd_b^2 - sd_d^2) / (2 sd_a sd_b)."""
+    the runs): the seed-to-seed sd of the baseline and of the arm over the pairs' seeds, the sd of the paired
+    differences, the sd a difference of two unpaired runs would have (sqrt(sd_a^2 + sd_b^2)), their ratio
+    (below 1: pairing helps) and the correlation of a pair's two runs, r = (sd_a^2 + sd_b^2 - sd_d^2) / (2 sd_a sd_b)."""
     import statistics
 
     out = []
