@@ -380,10 +380,6 @@ def evidence_report() -> str:
     base = arm_of.get("ev-base-s0") or next((v for n, v in arm_of.items() if n.startswith("ev-base")), None)
     if base is None:
         return "no finished baseline run of the evidence sweep in experiments/results/"
-    base_by_seed: dict[tuple, dict[int, float]] = {}  # the baseline's value per seed; its mean over an arm's pairs
-    for r in rows:
-        if r["variant"] == base:
-            base_by_seed.setdefault((r["target"], r["protocol"]), {})[r["seed"]] = r["top1"]
     out = [f"Runs: {', '.join(names)}. Differences in points (top-1 %, or the instrument x 100); baseline: its mean over the seeds "
            "paired (baseline + diff is the arm's mean); by seed: each pair's difference, in seed order; 95% interval (t): "
            "the paired t-test's interval of the mean difference; bootstrap: the percentile bootstrap interval, "
@@ -409,7 +405,7 @@ def evidence_report() -> str:
             if not diffs:
                 continue
             table = [{"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"],
-                      "baseline": round(statistics.mean(base_by_seed[(d["target"], d["protocol"])][seed] for seed in d["by_seed"]), 2),
+                      "baseline": round(statistics.mean(d["a_by_seed"].values()), 2),
                       "diff": f"{d['diff']:+.2f}",
                       "by seed": " ".join(f"{v:+.2f}" for v in d["by_seed"].values()),
                       "95% interval (t)": interval(d, "t"), "bootstrap": interval(d, "ci"),
@@ -418,7 +414,7 @@ def evidence_report() -> str:
                         if short else {}) for d in diffs]
             out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))
             if family == "primary outcomes":
-                spread = _pairing_table(diffs, base_by_seed)
+                spread = _pairing_table(diffs)
                 if spread:
                     out.append(f"### {arm} and {base}: what pairing by seed removes (primary outcomes)\n\n"
                                + to_markdown(spread))
@@ -442,7 +438,7 @@ def evidence_report() -> str:
     return text
 
 
-def _pairing_table(diffs: list[dict], base_by_seed: dict[tuple, dict[int, float]]) -> list[dict]:
+def _pairing_table(diffs: list[dict]) -> list[dict]:
     """How much pairing by seed removes, per paired_differences row with 3 or more pairs (at 2, r is +-1 whatever
     the runs): the seed-to-seed sd of the baseline and of the arm over the pairs' seeds, the sd of the paired
     differences, the sd a difference of two unpaired runs would have (sqrt(sd_a^2 + sd_b^2)), their ratio
@@ -453,9 +449,9 @@ def _pairing_table(diffs: list[dict], base_by_seed: dict[tuple, dict[int, float]
     for d in diffs:
         if d["seeds"] < 3:
             continue
-        a = [base_by_seed[(d["target"], d["protocol"])][s] for s in d["by_seed"]]
-        b = [x + d["by_seed"][s] for x, s in zip(a, d["by_seed"])]
-        sd_a, sd_b, sd_d = statistics.stdev(a), statistics.stdev(b), statistics.stdev(d["by_seed"].values())
+        a = d["a_by_seed"]
+        sd_a, sd_d = statistics.stdev(a.values()), d["sd"]
+        sd_b = statistics.stdev(a[s] + diff for s, diff in d["by_seed"].items())
         unpaired = (sd_a ** 2 + sd_b ** 2) ** 0.5
         r = (sd_a ** 2 + sd_b ** 2 - sd_d ** 2) / (2 * sd_a * sd_b) if sd_a > 0 and sd_b > 0 else None
         out.append({"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"], "sd baseline": round(sd_a, 2),

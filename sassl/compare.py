@@ -267,7 +267,8 @@ def parse_outcomes(specs: list[str], name: str = "primary") -> list[tuple[str, s
 def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm",
                        primary: list[tuple[str, str]] | None = None) -> list[dict]:
     """Variant b minus variant a per (target, protocol), paired by seed (collect_runs rows): paired_stats of
-    the seeds both have, each seed's difference (by_seed: {seed: b - a}), and the p-value adjusted across the
+    the seeds both have, each seed's difference (by_seed: {seed: b - a}) and a's value (a_by_seed: {seed: a}),
+    and the p-value adjusted across the
     rows (`method`).
 
     primary: (target, protocol) outcomes named before the data. Given, they come first (in that order), each
@@ -290,7 +291,7 @@ def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm",
         if seeds:
             st = paired_stats([va[s] for s in seeds], [vb[s] for s in seeds])
             out.append({"target": target, "protocol": protocol, "seeds": len(seeds)} | st
-                       | {"by_seed": {s: round(vb[s] - va[s], 4) for s in seeds}})
+                       | {"by_seed": {s: round(vb[s] - va[s], 4) for s in seeds}, "a_by_seed": {s: va[s] for s in seeds}})
     if primary:
         order = {o: i for i, o in enumerate(primary)}
         for r in out:
