@@ -361,7 +361,8 @@ PRIMARY = [("objects", "knn"), ("objects", "linear"), ("objects@test_shift", "li
 
 def evidence_report() -> str:
     """The evidence sweep from its kept files (experiments/results/ev-*): each arm (SASSL(pbn), beta = 1, noise,
-    in-batch) minus the baseline, paired by seed (sassl.compare.paired_differences): the mean difference, its
+    in-batch) minus the baseline, and each ablation arm minus SASSL(pbn) (the paper's ablation claims are
+    against SASSL at its defaults; primary outcomes only), paired by seed (sassl.compare.paired_differences): the mean difference, its
     t 95% interval (the percentile bootstrap's beside), the paired t-test p, Holm-adjusted within its family, and
     the minimum detectable effect at 80% power; beside, the baseline's mean over the same seeds (baseline + diff is
     the arm's mean over them). Per arm three tables: the PRIMARY
@@ -381,7 +382,8 @@ def evidence_report() -> str:
     if base is None:
         return "no finished baseline run of the evidence sweep in experiments/results/"
     out = [f"Runs: {', '.join(names)}. Differences in points (top-1 %, or the instrument x 100); baseline: its mean over the seeds "
-           "paired (baseline + diff is the arm's mean); by seed: each pair's difference, in seed order; 95% interval (t): "
+           "paired (baseline + diff is the arm's mean; in the tables of an ablation minus SASSL, the column SASSL is "
+           "SASSL's mean the same way); by seed: each pair's difference, in seed order; 95% interval (t): "
            "the paired t-test's interval of the mean difference; bootstrap: the percentile bootstrap interval, "
            "too narrow at a handful of seeds (it covered 51% of true differences at 2 pairs, 85% at 5: "
            "docs/RESULTS.md); p Holm-adjusted within the primary outcomes (named before the data) and within all "
@@ -393,31 +395,40 @@ def evidence_report() -> str:
         if d["family"] == "primary":
             return "primary outcomes"
         return "other instruments" if is_instrument(d["protocol"]) else "other accuracies"
-    for tag in ("sassl", "beta1", "noise", "batch"):
-        arm = next((v for n, v in arm_of.items() if n.startswith(f"ev-{tag}-")), None)
-        if arm is None:
-            continue
-        every = paired_differences(rows, base, arm, primary=PRIMARY)  # Holm within the primary, within the rest
+
+    def tables(ref: str, arm: str, tag: str, families: tuple[str, ...], column: str) -> None:
+        """`arm` minus `ref`'s tables for `families` (`tag`: the arm's run-name tag, for the pairs planned)."""
+        every = paired_differences(rows, ref, arm, primary=PRIMARY)  # Holm within the primary, within the rest
         planned = sum(n.startswith(f"ev-{tag}-") for n in SWEEP_RUNS)
         short = any(d["seeds"] < planned for d in every)
-        for family in ("primary outcomes", "other accuracies", "other instruments"):
+        for family in families:
             diffs = [d for d in every if table_of(d) == family]
             if not diffs:
                 continue
             table = [{"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"],
-                      "baseline": round(statistics.mean(d["a_by_seed"].values()), 2),
+                      column: round(statistics.mean(d["a_by_seed"].values()), 2),
                       "diff": f"{d['diff']:+.2f}",
                       "by seed": " ".join(f"{v:+.2f}" for v in d["by_seed"].values()),
                       "95% interval (t)": interval(d, "t"), "bootstrap": interval(d, "ci"),
                       "p": _p(d["p"]), "p (Holm)": _p(d["p_holm"]), "MDE": d["mde"]}
                      | ({f"MDE at {planned}": round(min_detectable(d["sd"], planned), 2) if d["sd"] > 0 else None}
                         if short else {}) for d in diffs]
-            out.append(f"### {arm} minus {base}: {family}\n\n" + to_markdown(table))
-            if family == "primary outcomes":
+            out.append(f"### {arm} minus {ref}: {family}\n\n" + to_markdown(table))
+            if family == "primary outcomes" and ref == base:
                 spread = _pairing_table(diffs)
                 if spread:
                     out.append(f"### {arm} and {base}: what pairing by seed removes (primary outcomes)\n\n"
                                + to_markdown(spread))
+
+    arms = {tag: next((v for n, v in arm_of.items() if n.startswith(f"ev-{tag}-")), None)
+            for tag in ("sassl", "beta1", "noise", "batch")}
+    for tag, arm in arms.items():
+        if arm is None:
+            continue
+        tables(base, arm, tag, ("primary outcomes", "other accuracies", "other instruments"), "baseline")
+        if tag != "sassl" and arms["sassl"] is not None:
+            # the paper's ablation claims (beta = 1 hurts, ...) are against SASSL at its defaults, not the baseline
+            tables(arms["sassl"], arm, tag, ("primary outcomes",), "SASSL")
     trends = []  # which SASSL draws are hard: each run's augmentation record (augment_summary.csv), per 0.1
     for n in names:
         f = KEPT / n / "augment_summary.json"

@@ -52,8 +52,10 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     sassl, beta1 = f"mocov2 epochs=60 + SASSL(pbn) minus {base}", f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus {base}"
     hard = next(k for k in sections if k.startswith("Which SASSL draws are hard"))
     pairing = f"mocov2 epochs=60 + SASSL(pbn) and {base}: what pairing by seed removes (primary outcomes)"
+    beta1_sassl = f"mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0] minus mocov2 epochs=60 + SASSL(pbn)"
     assert list(sections) == [f"{sassl}: primary outcomes", pairing, f"{sassl}: other accuracies",
-                              f"{beta1}: primary outcomes", hard]  # beta = 1 has 2 pairs: no pairing table
+                              f"{beta1}: primary outcomes", f"{beta1_sassl}: primary outcomes", hard]
+    # beta = 1 has 2 pairs: no pairing table; against SASSL (the paper's claim) its primary outcomes only
     spread = {tuple(r[:2]): r[2:] for r in (r.split(" | ") for r in sections[pairing].strip().split("\n")[4:])}
     # objects linear: baseline 40, 41, 42 (sd 1), SASSL 42, 44, 46 (sd 2), differences sd 1; unpaired sqrt(1 + 4);
     # r = (1 + 4 - 1) / (2 x 1 x 2) = 1
@@ -77,6 +79,11 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     assert tex_knn[:5] == ["| textures", "knn", "3", "30.00", "+2.00"] and float(tex_knn[9]) == pytest.approx(0.0742, abs=5e-4)
     beta1_linear, _ = rows(sections[f"{beta1}: primary outcomes"])
     assert beta1_linear[2:5] == ["2", "40.50", "-1.00"]  # the baseline over the pairs' seeds 0, 1 (not 41, all three)
+    # beta = 1 minus SASSL: 39 - 42, 40 - 44 (SASSL's mean over seeds 0, 1: 43); invariance 0.60 - 0.55
+    vs_sassl_linear, vs_sassl_inv = rows(sections[f"{beta1_sassl}: primary outcomes"])
+    assert vs_sassl_linear[:6] == ["| objects", "linear", "2", "43.00", "-3.50", "-3.00 -4.00"]
+    assert vs_sassl_inv[1:5] == ["invariance beta=1.0", "2", "55.00", "+5.00"]
+    assert sections[f"{beta1_sassl}: primary outcomes"].split("\n")[2].startswith("| target | protocol | seeds | SASSL | diff |")
     # fewer pairs than planned (SASSL 5, beta = 1 3): the MDE at the planned count, at the spread seen so far
     from sassl.compare import min_detectable
     assert sections[f"{sassl}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 5 |")
