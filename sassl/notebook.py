@@ -115,12 +115,18 @@ def run_folder_of(path: Path, params: dict) -> Path:
     return Path(values.get("runs_dir") or runs_root(path.parent)) / str(values.get("name", path.stem))
 
 
-def execute(src: str | os.PathLike, dest: str | os.PathLike, params: dict, cwd: str | os.PathLike | None = None):
-    """papermill's execute_notebook (no progress bar, the kernel's output kept in the notebook), with the
-    kernel on Unix sockets in the user's private Jupyter runtime folder instead of localhost TCP, where any
-    local user can reach it (ipykernel warns about that on every run). Returns the executed notebook."""
-    import papermill as pm
+def kernel_manager_class():
+    """The kernel manager `execute` runs notebooks with: the kernel on Unix sockets in the user's private
+    Jupyter runtime folder (mode 0700) instead of localhost TCP, where any local user can reach it (ipykernel
+    warns about that on every run). Each kernel's sockets get a name of their own there.
+    NOTE: jupyter_client's own ipc default names them kernel-ipc-1, -2, ... in the current directory, found
+    free by looking for the file: two notebooks started at once from the same directory (two sweeps side by
+    side) took the same names and one kernel answered the other's client ("Invalid Signature", then
+    "Kernel didn't respond")."""
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
     from traitlets import default
 
     class PrivateKernelManager(AsyncKernelManager):
@@ -128,8 +134,23 @@ def execute(src: str | os.PathLike, dest: str | os.PathLike, params: dict, cwd: 
         def _transport_default(self) -> str:
             return "ipc"
 
+        @default("ip")
+        def _ip_default(self) -> str:
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # a socket path holds at most 107 bytes: 12 hex digits keep it short under a long $HOME
+            return str(runtime / f"sassl-{uuid.uuid4().hex[:12]}-ipc")
+
+    return PrivateKernelManager
+
+
+def execute(src: str | os.PathLike, dest: str | os.PathLike, params: dict, cwd: str | os.PathLike | None = None):
+    """papermill's execute_notebook (no progress bar, the kernel's output kept in the notebook) on a private
+    kernel (kernel_manager_class). Returns the executed notebook."""
+    import papermill as pm
+
     return pm.execute_notebook(str(src), str(dest), parameters=params, cwd=None if cwd is None else str(cwd),
-                               progress_bar=False, log_output=False, kernel_manager_class=PrivateKernelManager)
+                               progress_bar=False, log_output=False, kernel_manager_class=kernel_manager_class())
 
 
 def run_notebook(notebook: str | os.PathLike, params: dict, out: str | os.PathLike | None = None) -> Path:

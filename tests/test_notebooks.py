@@ -150,3 +150,42 @@ def test_parameters_cell_lists_every_config_field_with_its_default(nb, cls, note
     assert set(cell) - set(defaults) == notebook_only
     if "resume" in cell:
         assert cell["resume"] is False
+
+
+def test_notebooks_started_at_once_from_one_folder_get_kernels_of_their_own(tmp_path):
+    """Two sweeps side by side start notebooks from the same folder: each kernel's sockets must have a name of
+    their own, in the private runtime folder (jupyter_client's ipc default, kernel-ipc-1.. in the current
+    folder, gave both kernels the same sockets) and none left in the notebook's folder."""
+    import stat
+    import threading
+
+    import nbformat
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    from sassl.notebook import kernel_manager_class
+
+    cls = kernel_manager_class()
+    a, b = cls(), cls()
+    runtime = Path(jupyter_runtime_dir()).resolve()
+    assert a.transport == "ipc" and a.ip != b.ip and Path(a.ip).parent.resolve() == runtime
+    assert stat.S_IMODE(runtime.stat().st_mode) & 0o077 == 0  # nobody else can reach the sockets
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("k = 0", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("print(k * 2)")],
+                                 metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                          "language": "python"}})
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    done, errors = {}, []
+
+    def one(k: int) -> None:
+        try:
+            done[k] = execute(tmp_path / "tiny.ipynb", tmp_path / f"out{k}.ipynb", {"k": k}, cwd=tmp_path)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+    threads = [threading.Thread(target=one, args=(k,)) for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert [done[k].cells[-1].outputs[0]["text"].strip() for k in (1, 2)] == ["2", "4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out1.ipynb", "out2.ipynb", "tiny.ipynb"]
