@@ -29,6 +29,9 @@ runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv;
 1/10-shot). Finished runs (in runs/ or kept in experiments/results/) are skipped and a killed run resumes
 from its checkpoint, so a killed sweep continues where it stopped, on a fresh machine too; wall time per run
 goes to runs/evidence/timing.jsonl, and each finished run's small files to experiments/results/<name>/.
+Two shells can split a sweep by run name: on 2 cores, two at OMP_NUM_THREADS=1 train about 1.2x the images
+per second of one at 2 threads (docs/RESULTS.md); give them different runs (a run the other shell is
+training stops this one's queue with the run's lock error).
 """
 from __future__ import annotations
 
