@@ -730,7 +730,8 @@ def main(argv: list[str]) -> int:
             (RUNS / "evidence").mkdir(exist_ok=True)
             # every evaluated sweep run, from runs/ or its kept files (a path, read as it is by collect_runs)
             done = [str(run_dir(n)) for n in SWEEP_RUNS if (run_dir(n) / "eval" / "summary.json").is_file()]
-            execute(NB / "compare.ipynb", RUNS / "evidence" / "compare.ipynb", {"name": "evidence", "runs": done}, cwd=NB)
+            execute(NB / "compare.ipynb", RUNS / "evidence" / "compare.ipynb",
+                    {"name": "evidence", "runs": done, "primary": [f"{t}/{p}" for t, p in PRIMARY]}, cwd=NB)
             continue
         for name, params in SWEEPS[what]:
             run_one(name, params)

@@ -384,6 +384,44 @@ def gain_distance_figure(points: list[dict], protocol: str = "linear"):
     return fig
 
 
+def paired_figure(paired: list[dict], family: str | None = "primary"):
+    """Forest plot of paired differences (paired_differences rows, each with its "variant"): per outcome the
+    mean difference with its t 95% interval (none where the differences have no spread) and each seed's
+    difference as an open dot, one colour per variant, beside the line of no difference. `family`: only the
+    rows of that family (every row where the rows name none, or with None)."""
+    import plotly.colors
+    import plotly.graph_objects as go
+
+    rows = [r for r in paired if family is None or r.get("family", family) == family]
+    colours = plotly.colors.qualitative.Dark24
+    fig = go.Figure()
+    for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+        rs = [r for r in rows if r["variant"] == variant]
+        label = [f"{r['target']} / {r['protocol']}" for r in rs]
+        has = [r["t_low"] is not None for r in rs]
+        fig.add_scatter(name=f"{variant}: mean, t 95% interval", x=[r["diff"] for r in rs], y=label, mode="markers",
+                        orientation="h", offsetgroup=variant, legendgroup=variant,
+                        marker={"size": 11, "color": colours[i % len(colours)], "symbol": "diamond"},
+                        error_x={"type": "data", "symmetric": False,
+                                 "array": [r["t_high"] - r["diff"] if h else 0.0 for r, h in zip(rs, has)],
+                                 "arrayminus": [r["diff"] - r["t_low"] if h else 0.0 for r, h in zip(rs, has)]},
+                        customdata=[[r["seeds"], r.get("p")] for r in rs],
+                        hovertemplate="%{y}: %{x:+.2f} (%{customdata[0]} seeds, p %{customdata[1]:.3f})")
+        fig.add_scatter(name=f"{variant}: each seed", x=[v for r in rs for v in r["by_seed"].values()],
+                        y=[lab for r, lab in zip(rs, label) for _ in r["by_seed"]], mode="markers",
+                        orientation="h", offsetgroup=variant, legendgroup=variant,
+                        marker={"size": 7, "color": colours[i % len(colours)], "symbol": "circle-open"},
+                        text=[f"seed {s}" for r in rs for s in r["by_seed"]], hovertemplate="%{y}, %{text}: %{x:+.2f}")
+    fig.add_vline(x=0, line_dash="dash", line_color="grey")
+    n = len({(r["target"], r["protocol"]) for r in rows})
+    fig.update_layout(scattermode="group", template="plotly_white", height=max(360, 70 * n), width=1000,
+                      yaxis={"autorange": "reversed"}, legend={"orientation": "h", "y": -0.25},
+                      xaxis_title="difference, paired by seed (points: top-1 %, or the instrument x 100)",
+                      title=f"Paired differences{f' ({family} outcomes)' if family else ''}: mean with t 95% "
+                            "interval, and each seed")
+    return fig
+
+
 def compare_figure(table: list[dict], instruments: bool = False):
     """Bars of top-1 mean +- std per target/protocol, one colour per variant; with `instruments`, the style
     instruments' rows instead (is_instrument; their values x 100)."""

@@ -267,3 +267,26 @@ def test_instruments_are_paired_like_accuracies(tmp_path):
     x = [set(t.x) for t in compare_figure(table).data]  # accuracy and instruments on their own axes
     assert x[0] == {"objects / linear", "? / knn (monitor)"}  # the constructed configs name no dataset
     assert {"objects / invariance beta=1.0", "objects / shape bias knn"} <= set(compare_figure(table, instruments=True).data[0].x)
+
+
+def test_paired_figure_draws_the_t_interval_and_every_seed():
+    """The forest plot of paired differences: per outcome the mean with its t interval (not the bootstrap's),
+    each seed's difference, primary outcomes only by default; a row without spread gets no interval."""
+    from sassl.compare import paired_differences, paired_figure
+
+    rows = [{"variant": v, "target": t, "protocol": "linear", "seed": s, "top1": top1}
+            for s in range(3) for v, t, top1 in (("base", "objects", 40.0 + s), ("sassl", "objects", 42.0 + 2 * s),
+                                                 ("base", "elpv", 70.0), ("sassl", "elpv", 71.0),
+                                                 ("base", "textures", 30.0), ("sassl", "textures", 30.0 + s))]
+    paired = [{"variant": "sassl"} | r for r in paired_differences(rows, "base", "sassl",
+                                                                    primary=[("objects", "linear"), ("elpv", "linear")])]
+    fig = paired_figure(paired)
+    mean, seeds = fig.data
+    assert list(mean.y) == ["objects / linear", "elpv / linear"]  # textures is secondary: left out
+    assert list(mean.x) == pytest.approx([3.0, 1.0])
+    # objects: differences 2, 3, 4: 3 +- t(0.975, 2) x 1 / sqrt(3) = 3 +- 2.484 (the bootstrap's is [2, 4])
+    assert mean.error_x.array[0] == pytest.approx(2.484, abs=1e-3) == mean.error_x.arrayminus[0]
+    assert mean.error_x.array[1] == 0.0  # elpv: +1 at every seed, no spread, no interval
+    assert list(seeds.x) == pytest.approx([2.0, 3.0, 4.0, 1.0, 1.0, 1.0])
+    assert list(seeds.y) == ["objects / linear"] * 3 + ["elpv / linear"] * 3
+    assert len(paired_figure(paired, family=None).data[0].y) == 3

@@ -64,6 +64,7 @@ def test_pretrain_and_evaluate_notebooks(runs, capfd):
     assert {(r["target"], r["protocol"], r["seeds"]) for r in paired} >= {("objects", "linear", 1)}
     assert (paired[0]["protocol"], paired[0]["family"]) == ("linear", "primary")  # the named outcome first
     assert {r["family"] for r in paired[1:]} == {"secondary"}
+    assert (runs / "compare" / "figures" / "paired.html").is_file()  # the forest plot of the primary outcome
     (point,) = json.loads((runs / "compare" / "style_gain.json").read_text())  # pbn's styles against objects
     assert (point["style"], point["target"], point["seeds"]) == ("pbn", "objects", 1) and point["distance"] > 0
     assert (runs / "compare" / "figures" / "style_gain.html").is_file()
