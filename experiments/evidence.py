@@ -365,14 +365,14 @@ PRIMARY = [("objects", "knn"), ("objects", "linear"), ("objects@test_shift", "li
 def evidence_report() -> str:
     """The evidence sweep from its kept files (experiments/results/ev-*): each arm (SASSL(pbn), beta = 1, noise,
     in-batch) minus the baseline, and each ablation arm minus SASSL(pbn) (the paper's ablation claims are
-    against SASSL at its defaults; primary outcomes only), paired by seed (sassl.compare.paired_differences): the mean difference, its
-    t 95% interval (the percentile bootstrap's beside), the paired t-test p, Holm-adjusted within its family, and
-    the minimum detectable effect at 80% power; beside, the baseline's mean over the same seeds (baseline + diff is
-    the arm's mean over them). Per arm three tables: the PRIMARY
-    outcomes (Holm over them; then, from 3 pairs on, what pairing by seed removes from their spread), the other
-    accuracies and the other instruments (Holm over both together). Then
-    each SASSL run's augmentation record: stylized views' excess loss and its trend in alpha and beta
-    (sassl.plots.augment_trend). Written to experiments/results/evidence.md."""
+    against SASSL at its defaults; primary outcomes only), paired by seed (sassl.compare.paired_differences):
+    the mean difference, its t 95% interval (the percentile bootstrap's beside), the paired t-test p,
+    Holm-adjusted within its family, and the minimum detectable effect at 80% power; beside, the baseline's mean
+    over the same seeds (baseline + diff is the arm's mean over them). Per arm three tables: the PRIMARY outcomes
+    (Holm over them; then, from 3 pairs on, what pairing by seed removes from their spread), the other accuracies
+    and the other instruments (Holm over both together). Then each SASSL run's augmentation record: stylized
+    views' excess loss and its trend in alpha and beta (sassl.plots.augment_trend). Written to
+    experiments/results/evidence.md."""
     import statistics
 
     from sassl.compare import collect_runs, interval, is_instrument, min_detectable, paired_differences, to_markdown

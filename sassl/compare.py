@@ -268,8 +268,7 @@ def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm",
                        primary: list[tuple[str, str]] | None = None) -> list[dict]:
     """Variant b minus variant a per (target, protocol), paired by seed (collect_runs rows): paired_stats of
     the seeds both have, each seed's difference (by_seed: {seed: b - a}) and a's value (a_by_seed: {seed: a}),
-    and the p-value adjusted across the
-    rows (`method`).
+    and the p-value adjusted across the rows (`method`).
 
     primary: (target, protocol) outcomes named before the data. Given, they come first (in that order), each
     row says its "family" ("primary" or "secondary") and p is adjusted within each family, so the few tests
