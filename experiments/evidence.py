@@ -410,7 +410,7 @@ def evidence_report() -> str:
                 continue
             table = [{"target": d["target"], "protocol": d["protocol"], "seeds": d["seeds"],
                       column: round(statistics.mean(d["a_by_seed"].values()), 2),
-                      "diff": f"{round(d['diff'], 4):+.2f}",  # rounded as by_seed is: one pair prints alike
+                      "diff": f"{d['diff']:+.2f}",
                       "by seed": " ".join(f"{v:+.2f}" for v in d["by_seed"].values()),
                       "95% interval (t)": interval(d, "t"), "bootstrap": interval(d, "ci"),
                       "p": _p(d["p"]), "p (Holm)": _p(d["p_holm"]), "MDE": d["mde"]}

@@ -290,7 +290,7 @@ def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm",
         if seeds:
             st = paired_stats([va[s] for s in seeds], [vb[s] for s in seeds])
             out.append({"target": target, "protocol": protocol, "seeds": len(seeds)} | st
-                       | {"by_seed": {s: round(vb[s] - va[s], 4) for s in seeds}, "a_by_seed": {s: va[s] for s in seeds}})
+                       | {"by_seed": {s: vb[s] - va[s] for s in seeds}, "a_by_seed": {s: va[s] for s in seeds}})
     if primary:
         order = {o: i for i, o in enumerate(primary)}
         for r in out:
