@@ -206,7 +206,7 @@ def test_primary_outcomes_are_their_own_family(tmp_path, capsys):
     line = next(ln for ln in out.splitlines() if ln.startswith("elpv"))
     assert line.split()[-1] == "primary" and f"{p['elpv']:.3f}" in line.split()[-3]
     assert main(["compare", "--runs-dir", str(tmp_path), "--primary", "elpv/linaer"]) == 2
-    assert "primary: elpv/linaer not among the runs' outcomes" in capsys.readouterr().err
+    assert "primary outcomes (--primary): elpv/linaer not among the runs' outcomes" in capsys.readouterr().err
 
 
 def test_style_gains_against_distance(tmp_path):

@@ -45,6 +45,9 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     (tmp_path / "ev-sassl-s0" / "augment_summary.json").write_text(json.dumps(
         [{"by": "stylized", "value": 1, "images": 30, "excess_loss": 0.05, "stderr": 0.004},
          {"by": "stylized", "value": 0, "images": 8, "excess_loss": -0.2, "stderr": 0.01}] + bins))
+    for n in ("ev-beta1-s0", "ev-sassl-s1"):  # sweep order: base-s0, sassl-s0, beta1-s0, base-s1, sassl-s1, ...
+        (tmp_path / n / "augment_summary.json").write_text(json.dumps(
+            [{"by": "stylized", "value": 1, "images": 30, "excess_loss": 0.1, "stderr": 0.004}]))
     text = ev.evidence_report()
     assert (tmp_path / "evidence.md").read_text() == text
     sections = {s.split("\n")[0]: s for s in text.split("### ")[1:]}
@@ -62,8 +65,12 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     assert spread[("| objects", "linear")] == ["3", "1.00", "2.00", "1.00", "2.24", "0.45", "1.00 |"]
     # elpv linear: baseline 70 at every seed (sd 0: no correlation), SASSL 76, 79, 82
     assert spread[("| elpv", "linear")] == ["3", "0.00", "3.00", "3.00", "3.00", "1.00", " |"]
-    assert sections[hard].strip().split("\n")[-1] == ("| ev-sassl-s0 | +0.0500 +- 0.0040 | -0.2000 +- 0.0100 | "
-                                                      "+0.0000 +- 0.0071 | +0.0200 +- 0.0071 |")  # 0.01 / sqrt(2)
+    record = [r.split(" | ") for r in sections[hard].strip().split("\n")[4:]]
+    assert [r[:2] for r in record] == [["| mocov2 epochs=60 + SASSL(pbn)", "ev-sassl-s0"],  # arm by arm
+                                       ["| mocov2 epochs=60 + SASSL(pbn)", "ev-sassl-s1"],
+                                       ["| mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0]", "ev-beta1-s0"]]
+    assert " | ".join(record[0][2:]) == ("+0.0500 +- 0.0040 | -0.2000 +- 0.0100 | "
+                                         "+0.0000 +- 0.0071 | +0.0200 +- 0.0071 |")  # 0.01 / sqrt(2)
     rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
     knn, sassl_linear, shift, textures, elpv, inv = rows(sections[f"{sassl}: primary outcomes"])  # PRIMARY's order
     assert [r[1] for r in (knn, shift, textures)] == ["knn", "linear", "linear"] and knn[4] == "+1.00" and knn[8] == "-"
