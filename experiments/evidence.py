@@ -433,13 +433,15 @@ def evidence_report() -> str:
             # the paper's ablation claims (beta = 1 hurts, ...) are against SASSL at its defaults, not the baseline
             tables(arms["sassl"], arm, tag, ("primary outcomes",), "SASSL")
     trends = []  # which SASSL draws are hard: each run's augmentation record (augment_summary.csv), per 0.1
-    for n in sorted(names, key=lambda n: (list(arm_of.values()).index(arm_of[n]), n)):  # arm by arm
+    arm_order = list(dict.fromkeys(arm_of[n] for n in names))  # baseline, SASSL, beta = 1, ... as the sweep runs them
+    for n in sorted(names, key=lambda n: (arm_order.index(arm_of[n]), n)):  # arm by arm
         f = KEPT / n / "augment_summary.json"
         summary = json.loads(f.read_text()) if f.is_file() else []
         stylized = {r["value"]: r for r in summary if r["by"] == "stylized"}
         if 1 in stylized:
             fit = {k: augment_trend(summary, k) for k in ("alpha", "beta")}
-            trends.append({"arm": arm_of[n], "run": n, "stylized": f"{stylized[1]['excess_loss']:+.4f} +- {stylized[1]['stderr']:.4f}",
+            trends.append({"arm": arm_of[n], "run": n,
+                           "stylized": f"{stylized[1]['excess_loss']:+.4f} +- {stylized[1]['stderr']:.4f}",
                            "not stylized": f"{stylized[0]['excess_loss']:+.4f} +- {stylized[0]['stderr']:.4f}"
                            if 0 in stylized else "",
                            **{f"per 0.1 of {k}": f"{v[0]:+.4f} +- {v[1]:.4f}" if v else "" for k, v in fit.items()}})

@@ -281,8 +281,8 @@ def paired_differences(rows: list[dict], a: str, b: str, method: str = "holm",
         known = {(t, p) for _, t, p in by}
         unknown = [f"{t}/{p}" for t, p in primary if (t, p) not in known]
         if unknown:
-            raise ValueError(f"primary outcomes (--primary): {', '.join(unknown)} not among the runs' outcomes (TARGET/PROTOCOL); they "
-                             f"are: {', '.join(sorted(f'{t}/{p}' for t, p in known))}")
+            raise ValueError(f"primary outcomes (--primary): {', '.join(unknown)} not among the runs' outcomes "
+                             f"(TARGET/PROTOCOL); they are: {', '.join(sorted(f'{t}/{p}' for t, p in known))}")
     out = []
     for target, protocol in dict.fromkeys((t, p) for v, t, p in by if v in (a, b)):
         va, vb = by.get((a, target, protocol), {}), by.get((b, target, protocol), {})
