@@ -434,7 +434,7 @@ def evidence_report() -> str:
             tables(arms["sassl"], arm, tag, ("primary outcomes",), "SASSL")
     trends = []  # which SASSL draws are hard: each run's augmentation record (augment_summary.csv), per 0.1
     arm_order = list(dict.fromkeys(arm_of[n] for n in names))  # baseline, SASSL, beta = 1, ... as the sweep runs them
-    for n in sorted(names, key=lambda n: (arm_order.index(arm_of[n]), n)):  # arm by arm
+    for n in sorted(names, key=lambda n: arm_order.index(arm_of[n])):  # arm by arm; stable: seeds stay in order
         f = KEPT / n / "augment_summary.json"
         summary = json.loads(f.read_text()) if f.is_file() else []
         stylized = {r["value"]: r for r in summary if r["by"] == "stylized"}

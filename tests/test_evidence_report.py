@@ -65,13 +65,13 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     assert spread[("| objects", "linear")] == ["3", "1.00", "2.00", "1.00", "2.24", "0.45", "1.00 |"]
     # elpv linear: baseline 70 at every seed (sd 0: no correlation), SASSL 76, 79, 82
     assert spread[("| elpv", "linear")] == ["3", "0.00", "3.00", "3.00", "3.00", "1.00", " |"]
-    record = [r.split(" | ") for r in sections[hard].strip().split("\n")[4:]]
+    rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
+    record = rows(sections[hard])
     assert [r[:2] for r in record] == [["| mocov2 epochs=60 + SASSL(pbn)", "ev-sassl-s0"],  # arm by arm
                                        ["| mocov2 epochs=60 + SASSL(pbn)", "ev-sassl-s1"],
                                        ["| mocov2 epochs=60 + SASSL(pbn) beta=[1.0, 1.0]", "ev-beta1-s0"]]
     assert " | ".join(record[0][2:]) == ("+0.0500 +- 0.0040 | -0.2000 +- 0.0100 | "
                                          "+0.0000 +- 0.0071 | +0.0200 +- 0.0071 |")  # 0.01 / sqrt(2)
-    rows = lambda sec: [r.split(" | ") for r in sec.strip().split("\n")[4:]]  # noqa: E731 (the table's rows)
     knn, sassl_linear, shift, textures, elpv, inv = rows(sections[f"{sassl}: primary outcomes"])  # PRIMARY's order
     assert [r[1] for r in (knn, shift, textures)] == ["knn", "linear", "linear"] and knn[4] == "+1.00" and knn[8] == "-"
     assert sassl_linear[:5] == ["| objects", "linear", "3", "41.00", "+3.00"]  # baseline mean 41, mean diff (2+3+4)/3
