@@ -30,10 +30,10 @@ TESTS = {
                                "tests/test_eval.py::test_finetune_batches_boundaries_and_what_finetune_passes_on",
                                "tests/test_eval.py::test_finetune_learns_and_leaves_backbone_untouched"],
     # the resume and checkpoint functions, one by one (the trainer's own tests train for seconds each)
-    "sassl/train.py": ["tests/test_checkpoint.py"],
+    "sassl/training/run.py": ["tests/test_checkpoint.py"],
 }
 # modules whose mutants are counted in some functions only (fnmatch on mutmut's names, module.x_function__mutmut_N)
-FUNCTIONS = {"sassl/train.py": ["open_run", "prune_metrics", "_comparable", "save_checkpoint", "load_checkpoint"]}
+FUNCTIONS = {"sassl/training/run.py": ["open_run", "prune_metrics", "_comparable", "save_checkpoint", "load_checkpoint"]}
 CONFIG = """[mutmut]
 source_paths =
     sassl

@@ -2,7 +2,7 @@
 
 The names a user imports, each from the module that owns it:
 
-    from sassl import PretrainConfig, config_from_dict, pretrain   # pre-training (sassl.train)
+    from sassl import PretrainConfig, config_from_dict, pretrain   # pre-training (sassl.training)
     from sassl import EvalConfig, evaluate, load_encoder           # evaluation (sassl.eval)
     from sassl import SASSL, StyleBank, build_bank, make_style_op, pretrained, stylize   # the stylizer
     from sassl import TwoViews, VIEWS, create_backbone, create_learner, LEARNERS, get_dataset
@@ -24,7 +24,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 # public name -> the module that owns it
 PUBLIC = {
-    **dict.fromkeys(("PretrainConfig", "config_from_dict", "pretrain"), "sassl.train"),
+    **dict.fromkeys(("PretrainConfig", "config_from_dict", "pretrain"), "sassl.training"),
     **dict.fromkeys(("EvalConfig", "evaluate"), "sassl.eval.evaluate"),
     "load_encoder": "sassl.eval.checkpoint",
     **dict.fromkeys(("SASSL", "SASSLParams", "StyleBank", "build_bank", "make_style_op", "pretrained", "stylize"),

@@ -61,7 +61,8 @@ from sassl.stylizer import SASSL, StyleBank, make_style_op, pretrained
 from sassl.stylizer.onnx_ref import OrtModels  # imports onnx/onnxruntime only when a reference runs
 from sassl.stylizer.weights import find_model_dir
 from sassl.optim import make_optimizer
-from sassl.train import config_from_dict, learner_settings, prepare_batch, prepared_ahead, train_step
+from sassl.training.config import config_from_dict, learner_settings
+from sassl.training.step import prepare_batch, prepared_ahead, train_step
 from sassl.views import VIEWS, TwoViews, imagenet_normalize
 
 

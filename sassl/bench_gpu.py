@@ -34,7 +34,8 @@ from sassl.learners import create_learner
 from sassl.optim import make_optimizer
 from sassl.plan import tensor_bytes, trace_step
 from sassl.stylizer import SASSL, Stylizer, stylize
-from sassl.train import amp_dtype, config_from_dict, learner_settings, prepare_batch, prepared_ahead, train_step
+from sassl.training.config import config_from_dict, learner_settings
+from sassl.training.step import amp_dtype, prepare_batch, prepared_ahead, train_step
 from sassl.views import VIEWS, TwoViews
 
 SYNC_TOL = 1e-3  # relative loss difference allowed between synchronous and asynchronous SASSL (bf16 kernels)

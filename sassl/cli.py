@@ -25,7 +25,7 @@ from sassl.records import git_commit, write_table
 from sassl.runlist import format_table, list_runs
 from sassl.stylizer import StyleBank, build_bank, pretrained
 from sassl.stylizer.files import demo, stylize_file
-from sassl.train import PretrainConfig, config_from_dict, pretrain
+from sassl.training import PretrainConfig, config_from_dict, pretrain
 
 
 def _add_config_args(p: argparse.ArgumentParser, cls) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from sassl.config import plain
 from sassl.eval.evaluate import mean_std
 from sassl.stylizer import DEFAULTS, STYLE_KEYWORDS
-from sassl.train import PretrainConfig, config_from_dict
+from sassl.training import PretrainConfig, config_from_dict
 
 SASSL_DEFAULTS = plain(DEFAULTS)  # as config.json holds them (lists)
 # settings that do not change what a run learns (or are the learner / SASSL part of the label)

@@ -64,18 +64,12 @@ def from_dict(cls, values: dict):
     return cls(**{k: coerce(k, v, fields[k].default) for k, v in values.items()})
 
 
-def field_help(cls) -> dict[str, str]:
-    """Each field's trailing `# comment` in the dataclass source: the one description that the CLI's
-    --help and the notebooks' parameters cells share. Fields without one map to ""."""
-    import inspect
-    import io
-    import tokenize
+def setting(default: Any, help: str) -> Any:
+    """A config field with its default and its one-line help: `sassl pretrain --help` / `sassl evaluate --help`
+    print it, and the docs and the notebooks' parameter checks read it (field_help)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
-    names = {f.name for f in dataclasses.fields(cls)}
-    helps, field_on_line = {}, {}
-    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
-        if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.string in names and tok.start[0] not in field_on_line:
-            field_on_line[tok.start[0]] = tok.string
-        elif tok.type == tokenize.COMMENT and tok.start[0] in field_on_line:
-            helps[field_on_line[tok.start[0]]] = tok.string.lstrip("#").strip()
-    return {f.name: helps.get(f.name, "") for f in dataclasses.fields(cls)}
+
+def field_help(cls) -> dict[str, str]:
+    """Each field's help text (`setting(default, help)`); fields without one map to ""."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

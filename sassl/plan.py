@@ -29,7 +29,7 @@ from sassl.devices import SHAPE_BUCKET, pad_rows
 from sassl.stylizer.augment import stylize
 from sassl.stylizer.networks import Stylizer
 from sassl.optim import make_optimizer
-from sassl.train import learner_settings
+from sassl.training.config import learner_settings
 
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, cuDNN / cuBLAS workspaces: assumed, not measured
 BANK_ROWS = 80_000  # a style bank the size of Painter by Numbers' (79,433 paintings)

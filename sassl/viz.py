@@ -8,7 +8,7 @@ from sassl.data import get_dataset
 from sassl.data.decode import to_pil
 from sassl.devices import resolve_device
 from sassl.sheet import contact_sheet
-from sassl.train import style_op
+from sassl.training.config import style_op
 from sassl.data.loader import TwoCrops, to_unit
 from sassl.views import VIEWS, TwoViews
 

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from sassl.train import PretrainConfig, load_checkpoint, open_run, prune_metrics, save_checkpoint
+from sassl.training.config import PretrainConfig
+from sassl.training.run import load_checkpoint, open_run, prune_metrics, save_checkpoint
 
 
 def _cfg(tmp_path, **kw) -> PretrainConfig:
@@ -190,11 +191,12 @@ def test_a_run_trained_by_another_process_is_refused_until_that_process_dies(tmp
     import subprocess
     import sys
 
-    from sassl.train import pretrain, run_lock
+    from sassl.training.loop import pretrain
+    from sassl.training.run import run_lock
 
     run_dir = tmp_path / "t"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from sassl.train import run_lock\nwith run_lock(Path(sys.argv[1])):\n"
+                               "from sassl.training.run import run_lock\nwith run_lock(Path(sys.argv[1])):\n"
                                "    print('held', flush=True)\n    time.sleep(120)\n", str(run_dir)],
                               stdout=subprocess.PIPE, text=True)
     try:

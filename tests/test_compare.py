@@ -42,7 +42,7 @@ def test_variants_means_and_welch(tmp_path):
 def test_runs_with_other_training_settings_are_their_own_variant(tmp_path):
     """Runs that differ in a training setting (here the target momentum, and a budget) are never pooled, and
     SASSL is compared with the baseline of the same settings."""
-    from sassl.train import PretrainConfig
+    from sassl.training import PretrainConfig
 
     slow = PretrainConfig.ema + 0.005
     for s in (0, 1):

@@ -365,7 +365,7 @@ DDP_LEARNERS = ("mocov3", "mocov2-queue")
 def _two_steps(step_model, model, rank: int, world: int) -> None:
     """Two train_steps on images 8 // world * rank onwards of two batches of 8 (all of them for world 1), each
     half's draws from its own generator, so that one process sees exactly what the two ranks see."""
-    from sassl.train import prepare_batch, train_step
+    from sassl.training.step import prepare_batch, train_step
     from sassl.views import VIEWS, TwoViews
 
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

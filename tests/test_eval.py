@@ -224,7 +224,7 @@ def test_targets_bundled_and_bad_inputs(tmp_path):
 
 def _checkpoint(tmp_path, backbone="resnet18"):
     from sassl.learners import create_learner
-    from sassl.train import PretrainConfig
+    from sassl.training import PretrainConfig
 
     cfg = PretrainConfig(backbone=backbone, proj_hidden=32, proj_dim=16)
     torch.manual_seed(0)

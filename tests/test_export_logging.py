@@ -17,7 +17,7 @@ from sassl.eval.checkpoint import load_encoder
 from sassl.eval.features import EvalImages
 from sassl.export import export, push_to_hub, target_for
 from sassl.records import read_metrics
-from sassl.train import pretrain
+from sassl.training import pretrain
 from sassl.views import imagenet_normalize
 from test_train import _cfg, tiny_folder  # noqa: F401 (the fixture)
 

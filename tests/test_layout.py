@@ -66,7 +66,7 @@ def test_design_names_every_resume_free_setting_and_every_module():
     PretrainConfig.RESUME_FREE, and its layout table names every module of sassl/."""
     import re
 
-    from sassl.train import PretrainConfig
+    from sassl.training import PretrainConfig
 
     root = PKG.parent
     design = (root / "docs" / "DESIGN.md").read_text()
@@ -118,7 +118,7 @@ def test_sassl_defaults_have_one_owner():
     from sassl.compare import SASSL_DEFAULTS
     from sassl.explorer import Explorer
     from sassl.stylizer import DEFAULTS, SASSL, make_style_op
-    from sassl.train import PretrainConfig
+    from sassl.training import PretrainConfig
 
     assert DEFAULTS == {"p": 0.8, "alpha": (0.1, 0.3), "beta": (0.1, 0.3), "layers": 13}
     cfg = PretrainConfig()
@@ -143,7 +143,7 @@ def test_learner_settings_have_one_owner():
     import torch
 
     from sassl.learners import LEARNERS, create_learner, settings_of
-    from sassl.train import PretrainConfig
+    from sassl.training import PretrainConfig
 
     for name, spec in LEARNERS.items():
         params = inspect.signature(spec.cls.__init__).parameters

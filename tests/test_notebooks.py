@@ -132,7 +132,7 @@ def test_quickstart_outputs_checked_by_nbval():
 
 
 @pytest.mark.parametrize("nb, cls, notebook_only", [
-    ("pretrain.ipynb", "sassl.train:PretrainConfig", {"resume", "show_views"}),
+    ("pretrain.ipynb", "sassl.training:PretrainConfig", {"resume", "show_views"}),
     ("evaluate.ipynb", "sassl.eval.evaluate:EvalConfig", set()),
 ])
 def test_parameters_cell_lists_every_config_field_with_its_default(nb, cls, notebook_only):

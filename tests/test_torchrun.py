@@ -116,7 +116,7 @@ def test_torchrun_starts_survives_kill_and_resumes(tmp_path, jpeg_folder, style_
 
 NAN_SCRIPT = """
 import sys, torch
-import sassl.train as train
+import sassl.training.loop as train
 from sassl.cli import main
 real, calls = train.train_step, [0]
 def nan_on_rank_1_at_step_2(*args, **kw):

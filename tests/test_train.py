@@ -10,7 +10,8 @@ from conftest import photo_crops_folder
 from sassl.backbones import sincos_position_embedding
 from sassl.eval.checkpoint import load_encoder
 from sassl.learners import create_learner
-from sassl.train import config_from_dict, learner_settings, pretrain
+from sassl.training.config import config_from_dict, learner_settings
+from sassl.training.loop import pretrain
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_every_flag_has_a_help_line_from_its_config_field(capsys):
     from sassl.cli import main
     from sassl.config import field_help
     from sassl.eval.evaluate import EvalConfig
-    from sassl.train import PretrainConfig
+    from sassl.training import PretrainConfig
 
     for cls in (PretrainConfig, EvalConfig):
         assert all(field_help(cls).values()), [k for k, v in field_help(cls).items() if not v]
@@ -175,7 +176,7 @@ def test_accumulated_micro_batches_equal_one_batch():
     """BYOL (no negatives) with BN frozen: 4 micro-batches of 2 give the same step as one batch of 8."""
     from sassl.learners import create_learner
     from sassl.optim import make_optimizer
-    from sassl.train import train_step
+    from sassl.training.step import train_step
     from sassl.views import Prepared
 
     def frozen_byol():
@@ -214,7 +215,7 @@ def test_grad_scaler_step_equals_plain_step():
     two, so scaling the loss and unscaling the gradients before LARS gives the plain step."""
     from sassl.learners import create_learner
     from sassl.optim import make_optimizer
-    from sassl.train import prepare_batch, train_step
+    from sassl.training.step import prepare_batch, train_step
     from sassl.views import TwoViews
 
     torch.manual_seed(2)
@@ -299,7 +300,7 @@ def test_learner_defaults_sit_under_recipes_and_given_values():
 def test_style_codes_embedded_at_one_size(tmp_path):
     """embed_size 0 follows the crop size: the bank's styles and the contents are embedded at image_size; a given
     embed_size sets both (the bank is built at it)."""
-    from sassl.train import style_op
+    from sassl.training.config import style_op
 
     for given, size in ((0, 48), (96, 96)):
         choice = style_op(config_from_dict({"style": "paintings", "image_size": 48, "embed_size": given}),
@@ -332,7 +333,7 @@ def test_vit_mocov3_run_and_strict_encoder_load(tmp_path, tiny_folder):
 
 
 def test_epochs_within_a_time_budget():
-    from sassl.train import epochs_within
+    from sassl.training.schedule import epochs_within
 
     # 16 min; epoch 1's steps end at 160 s; 125 s an epoch, 15 s a kNN pass (epochs 3, 6 and the last)
     assert epochs_within(960, 160, 125, 15, 1, 9, 3) == 7  # 160 + 6 * 125 + 3 * 15 = 955 s; 8 epochs: 1080 s
@@ -343,7 +344,7 @@ def test_epochs_within_a_time_budget():
 
 
 def test_time_budget_ends_the_schedule_with_the_epochs_kept(tmp_path, tiny_folder, monkeypatch):
-    import sassl.train
+    import sassl.training.schedule
 
     rows = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     cfg = _cfg(tmp_path, tiny_folder, name="budget", epochs=3, time_budget=0.001)  # 60 ms: only epoch 1 fits
@@ -356,7 +357,7 @@ def test_time_budget_ends_the_schedule_with_the_epochs_kept(tmp_path, tiny_folde
     # 3 of 4 epochs kept after epoch 1: epoch 2's momentum schedule ends at step 18; behind the pace after
     # epoch 2, the run keeps 2 and ends there
     choices = iter([3, 2])
-    monkeypatch.setattr(sassl.train, "epochs_within", lambda *a: next(choices))
+    monkeypatch.setattr(sassl.training.schedule, "epochs_within", lambda *a: next(choices))
     pretrain(_cfg(tmp_path, tiny_folder, name="cut", epochs=4, time_budget=5), progress=False)
     steps = [r for r in rows("cut") if "loss" in r]
     # the schedule ends with the 18 steps kept (BYOL's formula, written out), not the 24 first planned

@@ -6,7 +6,7 @@ from conftest import load_batch
 from sassl.data.registry import Dataset
 from sassl.stylizer import SASSL
 from sassl.data.loader import TwoCrops, sample_crop
-from sassl.train import config_from_dict
+from sassl.training import config_from_dict
 from sassl.views import (VIEWS, TwoViews, ViewConfig, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
                          gaussian_blur)
 

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sassl import dist
+from sassl.config import setting
 from sassl.data.loader import epoch_seed, loader_workers
 from sassl.devices import resolve_device
 from sassl.eval.checkpoint import load_encoder
@@ -42,36 +43,51 @@ ROBUSTNESS = ("style_invariance", "stylized", "style_decodability", "stage_invar
 class EvalConfig:
     """Flat evaluation settings (evaluate.ipynb's parameters cell has the same names)."""
 
-    encoder: str = "default"            # run name / folder / checkpoint, or random:resnet18 for a baseline
-    targets: tuple = ("objects", "objects@test_shift", "textures", "elpv")  # dataset names, name@split or imagefolder:PATH
-    protocols: tuple = ("knn", "linear", "fewshot")  # any of knn, linear, fewshot, finetune, style_invariance, stylized, shape_bias, style_decodability, stage_invariance
-    seeds: tuple = (0, 1, 2)             # probe / few-shot seeds (mean and std over them)
-    image_size: int = 0                 # 0: the pre-training crop size
-    knn_k: int = 20                     # neighbours of the weighted kNN vote
-    probe_epochs: int = 100             # linear probe (and few-shot classifier) epochs
-    probe_lr: float = 0.1               # linear probe learning rate (SGD, Nesterov 0.9, cosine, no weight decay)
-    augment: bool = False               # augmented linear probe / fine-tune: random crops + flips streamed each epoch (large targets)
-    shots: tuple = (1, 10)              # few-shot settings: labelled images per class
-    episodes: int = 5                   # few-shot episodes per seed
-    finetune_epochs: int = 0            # fine-tuning epochs (whole network, batch 64); 0: as many steps as the linear probe takes (probe_epochs at batch 256)
-    finetune_lr: float = 0.01           # fine-tuning learning rate
-    max_per_split: int = 0              # >0: a seeded subset of each split (quick looks)
-    crop_fraction: float = 0.875        # preprocessing: shorter side resized to image_size / crop_fraction, centre crop (the paper: 256 -> 224)
-    merge_val: bool = True              # a target with train/, val/ and test/: the final probe trains on train + val (false: train only, for model selection)
-    train_list: str = ""                # file of train image names, one per line (ImageNet's 1% / 10% lists): the train side is cut to them
-    fewshot_list: str = ""              # few-shot split file, lines 'SHOTS EPISODE IMAGE_NAME': its episodes replace the seeded ones (and `shots`)
-    feature_cache: bool = True          # reuse features cached on disk (float16, keyed by the encoder's weights and the preprocessing)
-    batch_size: int = 256               # images per forward pass when extracting features
-    heldout_styles: str = "textures"    # style_invariance / stylized / style_decodability / stage_invariance: styles the encoder never saw (a dataset name, a folder or a bank .pt)
-    allow_style_overlap: bool = False   # let heldout_styles be the encoder's own training styles (refused otherwise)
-    robust_betas: tuple = (1.0, 0.5, 0.25)  # style_invariance: pixel blends of the stylized image (1: fully stylized)
-    robust_max_images: int = 500        # style_invariance / stylized / shape_bias / style_decodability / stage_invariance: at most this many test images per target (seeded; 0: all)
-    decodability_styles: int = 8        # style_decodability: held-out styles the probe tells apart (at most the bank's size)
-    num_workers: int = -1               # DataLoader workers per process; -1: this node's cores per process, less one
-    device: str = "auto"                # auto (cuda if available), cpu, cuda or cuda:N
-    runs_dir: str = "runs"              # the runs root that holds the encoder's run folder
-    out: str = ""                       # empty: runs/<run>/eval (or runs/eval-<encoder>)
-    baseline: bool = True               # also evaluate the random-init encoder of the same architecture (once: cached under runs/baselines/) and show it beside
+    encoder: str = setting("default", "run name / folder / checkpoint, or random:resnet18 for a baseline")
+    targets: tuple = setting(("objects", "objects@test_shift", "textures", "elpv"), "dataset names, name@split or "
+                             "imagefolder:PATH")
+    protocols: tuple = setting(("knn", "linear", "fewshot"), "any of knn, linear, fewshot, finetune, style_invariance, "
+                               "stylized, shape_bias, style_decodability, stage_invariance")
+    seeds: tuple = setting((0, 1, 2), "probe / few-shot seeds (mean and std over them)")
+    image_size: int = setting(0, "0: the pre-training crop size")
+    knn_k: int = setting(20, "neighbours of the weighted kNN vote")
+    probe_epochs: int = setting(100, "linear probe (and few-shot classifier) epochs")
+    probe_lr: float = setting(0.1, "linear probe learning rate (SGD, Nesterov 0.9, cosine, no weight decay)")
+    augment: bool = setting(False, "augmented linear probe / fine-tune: random crops + flips streamed each epoch "
+                            "(large targets)")
+    shots: tuple = setting((1, 10), "few-shot settings: labelled images per class")
+    episodes: int = setting(5, "few-shot episodes per seed")
+    finetune_epochs: int = setting(0, "fine-tuning epochs (whole network, batch 64); 0: as many steps as the linear "
+                                   "probe takes (probe_epochs at batch 256)")
+    finetune_lr: float = setting(0.01, "fine-tuning learning rate")
+    max_per_split: int = setting(0, ">0: a seeded subset of each split (quick looks)")
+    crop_fraction: float = setting(0.875, "preprocessing: shorter side resized to image_size / crop_fraction, centre "
+                                   "crop (the paper: 256 -> 224)")
+    merge_val: bool = setting(True, "a target with train/, val/ and test/: the final probe trains on train + val "
+                              "(false: train only, for model selection)")
+    train_list: str = setting("", "file of train image names, one per line (ImageNet's 1% / 10% lists): the train side "
+                              "is cut to them")
+    fewshot_list: str = setting("", "few-shot split file, lines 'SHOTS EPISODE IMAGE_NAME': its episodes replace the "
+                                "seeded ones (and `shots`)")
+    feature_cache: bool = setting(True, "reuse features cached on disk (float16, keyed by the encoder's weights and "
+                                  "the preprocessing)")
+    batch_size: int = setting(256, "images per forward pass when extracting features")
+    heldout_styles: str = setting("textures", "style_invariance / stylized / style_decodability / stage_invariance: "
+                                  "styles the encoder never saw (a dataset name, a folder or a bank .pt)")
+    allow_style_overlap: bool = setting(False, "let heldout_styles be the encoder's own training styles (refused "
+                                        "otherwise)")
+    robust_betas: tuple = setting((1.0, 0.5, 0.25), "style_invariance: pixel blends of the stylized image (1: fully "
+                                  "stylized)")
+    robust_max_images: int = setting(500, "style_invariance / stylized / shape_bias / style_decodability / "
+                                     "stage_invariance: at most this many test images per target (seeded; 0: all)")
+    decodability_styles: int = setting(8, "style_decodability: held-out styles the probe tells apart (at most the "
+                                       "bank's size)")
+    num_workers: int = setting(-1, "DataLoader workers per process; -1: this node's cores per process, less one")
+    device: str = setting("auto", "auto (cuda if available), cpu, cuda or cuda:N")
+    runs_dir: str = setting("runs", "the runs root that holds the encoder's run folder")
+    out: str = setting("", "empty: runs/<run>/eval (or runs/eval-<encoder>)")
+    baseline: bool = setting(True, "also evaluate the random-init encoder of the same architecture (once: cached under "
+                             "runs/baselines/) and show it beside")
 
 
 def default_out(cfg: EvalConfig) -> Path:

@@ -1,0 +1,177 @@
+"""A run's folder: the lock that keeps one trainer per run, the checkpoint (written atomically, read back on every
+rank when resuming, refused when the config differs), the metrics rows kept on resume, and the run's end."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from sassl import dist
+from sassl.config import plain
+from sassl.paths import atomic_file
+from sassl.plots import training_curves
+from sassl.records import read_metrics
+from sassl.tracking import RunLog
+from sassl.training.config import PretrainConfig
+from sassl.training.schedule import Plan
+
+RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> their current names (read when resuming them)
+
+
+def _comparable(cfg_dict: dict) -> dict:
+    return {k: v for k, v in cfg_dict.items() if k not in PretrainConfig.RESUME_FREE}
+
+
+@dataclass
+class Run:
+    """Where a run lives and what it resumes from (the same on every rank)."""
+
+    dir: Path
+    cfg_dict: dict
+    state: dict | None  # the checkpoint resumed from, or None for a fresh start
+    step: int           # the global step the run continues after
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.dir / "checkpoints" / "last.pt"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold run_dir/.lock while a run trains (rank 0 takes it; every rank stops when it cannot): a second
+    process training the same run, a second `--resume` from another shell, say, would interleave its rows with
+    this one's in metrics.jsonl and the augmentation record, and overwrite its checkpoint. The operating system
+    releases the lock when the holder exits, crashed or killed, so resuming a dead run is never blocked.
+    NOTE: an advisory flock: on NFS, Linux maps it onto a byte-range lock the server sees."""
+    handle, err = None, ""
+    if dist.rank() == 0:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock
+            fcntl = None
+        if fcntl is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(run_dir / ".lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+                handle.flush()
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                handle, err = None, (f"{run_dir} is being trained by {holder}; wait for it to finish (or stop it "
+                                     "and pass --resume), or choose another --name")
+    errors = dist.all_objects(err)
+    if errors[0]:
+        raise RuntimeError(errors[0])
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # closing the file releases the lock
+
+
+def open_run(cfg: PretrainConfig, resume: bool) -> Run:
+    """The run folder and, with `resume`, its last checkpoint. Rank 0 decides whether there is one; every
+    rank then reads it itself, and the run stops on every rank, naming the ranks, when one cannot read it
+    (checkpoints need a filesystem that every node sees) or when the ranks disagree on the step."""
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    run = Run(run_dir, plain(asdict(cfg)), None, 0)
+    found = dist.all_objects(run.ckpt_path.is_file())[0]  # rank 0's view decides
+    if not found:
+        if resume and dist.rank() == 0:
+            print(f"sassl pretrain: no checkpoint at {run.ckpt_path} yet; starting the run", flush=True)
+        return run
+    if not resume:
+        raise FileExistsError(f"{run_dir} already has a checkpoint; pass resume=True (--resume) to continue it, "
+                              "or choose another run name")
+    try:
+        state, err = torch.load(run.ckpt_path, map_location="cpu", weights_only=True), ""
+    except Exception as e:  # noqa: BLE001 (any failure is reported, per rank, below)
+        state, err = None, f"{type(e).__name__}: {e}"
+    steps = dist.all_objects(state["step"] if state else err)
+    bad = {r: s for r, s in enumerate(steps) if not isinstance(s, int)}
+    if bad:
+        raise RuntimeError(f"cannot resume: rank(s) {sorted(bad)} cannot read {run.ckpt_path} ({bad[min(bad)]}); "
+                           "every rank reads rank 0's checkpoint, so runs_dir must be on a filesystem that every "
+                           "node sees (NFS, Lustre, ...)")
+    if len(set(steps)) > 1:
+        raise RuntimeError(f"cannot resume: the ranks read different checkpoints at {run.ckpt_path} (steps "
+                           f"{steps} by rank); runs_dir must be one shared folder, not a local disk per node")
+    saved = {RENAMED.get(k, k): v for k, v in json.loads(state["config"]).items()}
+    if _comparable(saved) != _comparable(run.cfg_dict):
+        diff = {k: (saved.get(k), v) for k, v in _comparable(run.cfg_dict).items() if saved.get(k) != v}
+        raise ValueError(f"{run.ckpt_path} was written by a different config (checkpoint vs now): {diff}")
+    run.state, run.step = state, state["step"]
+    return run
+
+
+def save_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    step: int, epochs: int) -> None:
+    """Rank 0 writes run.ckpt_path atomically: weights, optimiser (and float16 scaler) state, the global step,
+    the epochs planned (a time budget's choice) and the run's config (checked when resuming)."""
+    if dist.rank() != 0:
+        return
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epochs": epochs,
+             "config": json.dumps(run.cfg_dict)}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    with atomic_file(run.ckpt_path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None) -> None:
+    """Restore what save_checkpoint wrote into the model, optimiser and scaler (nothing for a fresh run). The
+    tensors are popped from run.state: the run need not hold a second copy of the weights on the host."""
+    if run.state is None:
+        return
+    model.load_state_dict(run.state.pop("model"))
+    opt.load_state_dict(run.state.pop("optimizer"))
+    if scaler is not None and "scaler" in run.state:
+        scaler.load_state_dict(run.state.pop("scaler"))
+
+
+def prune_metrics(run: Run, steps_per_epoch: int) -> None:
+    """Keep the metric rows the resumed checkpoint had seen; rows logged after it (or a partial epoch's
+    summary, or everything when starting afresh) are written again."""
+    if dist.rank() != 0 or not run.metrics_file.exists():
+        return
+
+    def keep(row: dict) -> bool:
+        partial_epoch = "epoch_seconds" in row and row["step"] == run.step and run.step % steps_per_epoch
+        return run.state is not None and row["step"] <= run.step and not partial_epoch
+
+    rows = read_metrics(run.metrics_file)
+    run.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))
+
+
+def finished_result(run: Run, plan: Plan) -> dict:
+    """The last epoch row of a run resumed after its end (reported again), else {}."""
+    if run.step < plan.total_steps or not run.metrics_file.exists():
+        return {}
+    epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
+    return epoch_rows[-1] if epoch_rows else {}
+
+
+def finish(run: Run, runlog: RunLog, result: dict) -> None:
+    """Close the loggers; rank 0 draws the curves and writes metrics.json; no rank leaves before it is done."""
+    runlog.close()
+    if dist.rank() == 0:
+        training_curves(run.metrics_file, run.dir / "figures" / "curves")
+        (run.dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    dist.barrier()
