@@ -371,7 +371,7 @@ def test_atomic_file_writes_whole_or_not_at_all(tmp_path):
 def test_bench_index_on_a_generated_imagenet_layout(tmp_path, monkeypatch):
     """`python -m sassl.bench index` at toy size: the generated train/ + val/ folder is read back whole,
     with one class map, and the user's SASSL_CACHE is restored afterwards."""
-    from sassl.bench import bench_index
+    from sassl.bench.index import bench_index
 
     monkeypatch.setenv("SASSL_CACHE", str(tmp_path / "mine"))
     row = bench_index(tmp_path / "in", train=30, val=6, classes=3)

@@ -220,7 +220,8 @@ def test_cli_export_and_every_subcommand_reaches_its_handler(runs, tmp_path, cap
     subcommand of `sassl` or `python -m sassl.bench` has an argument named like the dispatch attribute."""
     import argparse
 
-    from sassl import bench, cli
+    from sassl import cli
+    from sassl.bench.__main__ import parser as bench_parser
 
     assert main(["export", "r18", "--runs-dir", str(runs["r18"].parent), "--out", str(tmp_path / "cli"),
                  "--format", "timm"]) == 0
@@ -230,7 +231,7 @@ def test_cli_export_and_every_subcommand_reaches_its_handler(runs, tmp_path, cap
         ap = argparse.ArgumentParser()
         add(ap.add_subparsers())
         parsers.append(ap)
-    parsers.append(bench._parser())
+    parsers.append(bench_parser())
     for ap in parsers:
         for action in ap._actions:
             if isinstance(action, argparse._SubParsersAction):

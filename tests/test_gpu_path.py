@@ -606,7 +606,7 @@ def test_gpu_check_runs_on_the_cpu_and_says_so_without_cuda(tmp_path):
     import subprocess
     import sys
 
-    from sassl.bench_gpu import run_checks
+    from sassl.bench.gpu import run_checks
 
     out = run_checks("cpu", "resnet18", batch=8, size=64, steps=3, work=tmp_path, stylizer_images=4, stylizer_size=64)
     assert out["ok"] and out["sassl_async"]["max_relative_loss_difference"] == 0.0

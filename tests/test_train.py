@@ -369,7 +369,7 @@ def test_time_budget_ends_the_schedule_with_the_epochs_kept(tmp_path, tiny_folde
 def test_bench_train_runs_the_real_step_of_any_backbone():
     """`python -m sassl.bench train --backbone ...` at toy size: MoCo v3 with the tiny ViT through the trainer's
     own step, each mode timed, the peak memory read; the table names the backbone."""
-    from sassl.bench import bench_train, format_train_table
+    from sassl.bench.train import bench_train, format_train_table
 
     rows = bench_train(batch=4, size=32, repeats=1, style="paintings", learners=("mocov3",), reference=False,
                        backbone="vit_tiny")
@@ -378,3 +378,26 @@ def test_bench_train_runs_the_real_step_of_any_backbone():
     assert all(row[f"{k}_img_s"] > 0 for k in ("off", "sync", "async"))
     assert 0.1 < row["peak_mem_gb"] < 24
     assert "| mocov3 | vit_tiny | 4 | 32 |" in format_train_table(rows)
+
+
+def test_bench_train_reference_row_runs_lightlys_step_through_the_trainers_step():
+    """The lightly-built MoCo v2 reference is called the way train_step calls a learner (x1, x2, momentum,
+    x1_target), so the reference row is measured, and its target tower moves."""
+    pytest.importorskip("lightly")
+    from sassl.backbones import create_backbone
+    from sassl.bench.train import LightlyMoCoReference, bench_train
+
+    rows = bench_train(batch=4, size=32, repeats=1, style="paintings", learners=(), reference=True)
+    (ref,) = rows
+    assert ref["learner"] == "mocov2 (lightly blocks)" and ref["off_img_s"] > 0 and ref["ours_vs_lightly"] > 0
+    torch.manual_seed(0)
+    bb, dim = create_backbone("resnet18", small_images=False, image_size=32)
+    model = LightlyMoCoReference(bb, dim, 64, 32)
+    before = [p.clone() for p in model.backbone_momentum.parameters()]
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    loss, logs = model(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), None, None)
+    assert loss.ndim == 0 and logs["per_image"].shape == (4,)
+    moved = [p for p, b in zip(model.backbone_momentum.parameters(), before) if not torch.equal(p, b)]
+    assert moved  # m = 0.99 toward the online weights
