@@ -40,10 +40,10 @@ import sys
 import time
 from pathlib import Path
 
-from sassl.compare import instrument_rows, paired_stats
-from sassl.eval.evaluate import mean_std
+from sassl.compare import instrument_rows
 from sassl.notebook import execute
 from sassl.records import read_metrics
+from sassl.stats import mean_std, paired_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs"
@@ -375,7 +375,8 @@ def evidence_report() -> str:
     experiments/results/evidence.md."""
     import statistics
 
-    from sassl.compare import collect_runs, interval, is_instrument, min_detectable, paired_differences, to_markdown
+    from sassl.compare import collect_runs, interval, is_instrument, paired_differences, to_markdown
+    from sassl.stats import min_detectable
     from sassl.plots import augment_trend
 
     names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]

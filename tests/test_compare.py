@@ -71,7 +71,7 @@ def test_paired_stats_against_scipy_and_a_simulation():
     import numpy as np
     from scipy import stats
 
-    from sassl.compare import min_detectable, paired_stats
+    from sassl.stats import min_detectable, paired_stats
 
     a = [30.1, 31.5, 29.8, 30.9, 31.2, 30.4]
     b = [31.0, 31.9, 31.1, 30.8, 32.6, 31.3]
@@ -112,7 +112,7 @@ def test_interval_coverage_at_three_pairs():
     quantile (1.96) in place of t's (about 81% coverage), sd with ddof 0."""
     import numpy as np
 
-    from sassl.compare import paired_stats
+    from sassl.stats import paired_stats
 
     rng = np.random.default_rng(0)
     t_hits = boot_hits = 0
@@ -130,7 +130,7 @@ def test_adjusted_pvalues_holm_written_out_and_bh_against_scipy():
     (0.04 -> 0.16), Holm without the running maximum (0.04 -> 0.04)."""
     from scipy import stats
 
-    from sassl.compare import adjust_pvalues
+    from sassl.stats import adjust_pvalues
 
     p = [0.01, 0.04, 0.03, None, 0.005]
     assert adjust_pvalues(p) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
@@ -144,7 +144,8 @@ def test_paired_differences_and_sassl_compare(tmp_path, capsys):
     """Runs of a SASSL variant and its baseline are paired by seed (a seed only one side has is left out),
     each target x protocol gets its paired statistics and a Holm-adjusted p; `sassl compare` prints them."""
     from sassl.cli import main
-    from sassl.compare import paired_differences, paired_stats
+    from sassl.compare import paired_differences
+    from sassl.stats import paired_stats
 
     base = {"learner": "mocov2", "backbone": "resnet18", "dataset": "objects"}
     scores = {("none", 0): 30.0, ("none", 1): 31.0, ("none", 2): 29.5, ("none", 3): 40.0,
@@ -178,7 +179,8 @@ def test_primary_outcomes_are_their_own_family(tmp_path, capsys):
     rest apart: elpv alone keeps its p, the two others share a factor 2. A name no run has is an error (a typo
     would shrink the family). Seen failing on one family for all rows (elpv's p x 3)."""
     from sassl.cli import main
-    from sassl.compare import adjust_pvalues, paired_differences, paired_stats, parse_outcomes
+    from sassl.compare import paired_differences, parse_outcomes
+    from sassl.stats import adjust_pvalues, paired_stats
 
     base = {"learner": "mocov2", "backbone": "resnet18", "dataset": "objects"}
     diffs = {("objects", "linear"): [1.0, 2.0, 4.0], ("elpv", "linear"): [3.0, 2.5, 4.0], ("textures", "knn"): [0.5, -1.0, 2.0]}

@@ -92,7 +92,7 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     assert vs_sassl_inv[1:5] == ["invariance beta=1.0", "2", "55.00", "+5.00"]
     assert sections[f"{beta1_sassl}: primary outcomes"].split("\n")[2].startswith("| target | protocol | seeds | SASSL | diff |")
     # fewer pairs than planned (SASSL 5, beta = 1 3): the MDE at the planned count, at the spread seen so far
-    from sassl.compare import min_detectable
+    from sassl.stats import min_detectable
     assert sections[f"{sassl}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 5 |")
     assert sections[f"{beta1}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 3 |")
     assert float(sassl_linear[11].rstrip(" |")) == pytest.approx(min_detectable(1.0, 5), abs=0.006)  # sd 1

@@ -33,6 +33,7 @@ from sassl.eval.style_probe import render_styles, stage_invariance, style_decoda
 from sassl.eval.targets import load_target
 from sassl.plots import save_figure
 from sassl.records import git_commit, write_table
+from sassl.stats import mean_std
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
 
 # protocols that stylize test images with held-out styles
@@ -109,12 +110,6 @@ def _check(cfg: EvalConfig) -> None:
         raise ValueError("seeds: give at least one seed")
     if cfg.episodes < 1 or any(s < 1 for s in cfg.shots):
         raise ValueError(f"episodes and shots must be >= 1, got episodes={cfg.episodes}, shots={list(cfg.shots)}")
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    m = sum(values) / len(values)
-    return m, math.sqrt(sum((x - m) ** 2 for x in values) / (len(values) - 1)) if len(values) > 1 else 0.0
 
 
 def summarize(rows: list[dict]) -> list[dict]:
