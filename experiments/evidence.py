@@ -155,10 +155,10 @@ KEEP_FILES = ("config.json", "metrics.json", "metrics.jsonl", "eval/config.json"
 
 def keep(name: str) -> list[Path]:
     """Copy run `name`'s small result files under experiments/results/<name>/ (to commit), and its augmentation
-    record as augment_summary.csv (sassl.plots.augment_summary; augment.bin itself is megabytes); returns them."""
+    record as augment_summary.csv (sassl.tracking.augment_summary; augment.bin itself is megabytes); returns them."""
     import shutil
 
-    from sassl.plots import augment_summary
+    from sassl.tracking import augment_summary
     from sassl.records import write_table
     from sassl.tracking import read_augment
 
@@ -371,13 +371,13 @@ def evidence_report() -> str:
     over the same seeds (baseline + diff is the arm's mean over them). Per arm three tables: the PRIMARY outcomes
     (Holm over them; then, from 3 pairs on, what pairing by seed removes from their spread), the other accuracies
     and the other instruments (Holm over both together). Then each SASSL run's augmentation record: stylized
-    views' excess loss and its trend in alpha and beta (sassl.plots.augment_trend). Written to
+    views' excess loss and its trend in alpha and beta (sassl.tracking.augment_trend). Written to
     experiments/results/evidence.md."""
     import statistics
 
     from sassl.compare import collect_runs, interval, is_instrument, paired_differences, to_markdown
     from sassl.stats import min_detectable
-    from sassl.plots import augment_trend
+    from sassl.tracking import augment_trend
 
     names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]
     rows = collect_runs(KEPT, names)
@@ -448,7 +448,7 @@ def evidence_report() -> str:
                            **{f"per 0.1 of {k}": f"{v[0]:+.4f} +- {v[1]:.4f}" if v else "" for k, v in fit.items()}})
     if trends:
         out.append("### Which SASSL draws are hard: excess loss (the image's loss minus its step's mean), "
-                   "stylized or not, and its change per 0.1 of alpha and of beta (sassl.plots.augment_trend)\n\n"
+                   "stylized or not, and its change per 0.1 of alpha and of beta (sassl.tracking.augment_trend)\n\n"
                    + to_markdown(trends))
     text = "\n\n".join(out) + "\n"
     (KEPT / "evidence.md").write_text(text)
@@ -532,7 +532,7 @@ def robust_report(seeds=(0, 1, 2)) -> str:
     import statistics
 
     from sassl.compare import to_markdown
-    from sassl.plots import save_figure
+    from sassl.figures.save import save_figure
 
     got = {tag: _arm(f"r18-{tag}", seeds) for tag in ("base", "sassl")}
     if not got["base"] or not got["sassl"]:  # the published figure stays as it is

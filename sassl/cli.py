@@ -16,11 +16,12 @@ from sassl.data.sets import SETS
 from sassl.data.sources import SOURCES, prepare_source
 from sassl.devices import resolve_device
 from sassl.eval.evaluate import EvalConfig, eval_report, evaluate
-from sassl.eval.tsne import overlap_figure, overlap_matrices, rank_sources, style_embeddings, tsne_figure
+from sassl.eval.tsne import overlap_matrices, rank_sources, style_embeddings
+from sassl.figures.style_space import overlap_figure, tsne_figure
 from sassl.export import FORMATS, export, push_to_hub
 from sassl.notebook import lab_command, run_notebook, runs_root
 from sassl.plan import plan, report
-from sassl.plots import save_figure
+from sassl.figures.save import save_figure
 from sassl.records import git_commit, write_table
 from sassl.runlist import format_table, list_runs
 from sassl.stylizer import StyleBank, build_bank, pretrained

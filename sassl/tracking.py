@@ -54,6 +54,54 @@ def read_augment(run_dir: str | Path) -> np.ndarray:
     return np.fromfile(path, dtype=AUGMENT) if path.is_file() else np.zeros(0, AUGMENT)
 
 
+def excess_loss(record: np.ndarray) -> np.ndarray:
+    """Each row's loss minus the mean loss of its step's images: what is left once training progress (the
+    loss falling over steps) is taken out. record: AUGMENT rows (sassl.tracking.read_augment)."""
+    _, inverse = np.unique(record["step"], return_inverse=True)
+    mean = np.bincount(inverse, weights=record["loss"]) / np.bincount(inverse)
+    return record["loss"] - mean[inverse]
+
+
+def augment_summary(record: np.ndarray, bins: int = 8) -> list[dict]:
+    """The augmentation record in a few rows: mean excess loss (excess_loss) of the stylized and the unstylized
+    images ({"by": "stylized", "value": 1 / 0}), and of the stylized ones per equal-width bin of alpha and of beta
+    ({"by": "alpha" / "beta", "value": the bin's centre}); each with its image count and its standard error."""
+    ex = excess_loss(record) if len(record) else np.zeros(0)
+    on = record["stylized"].astype(bool)
+
+    def row(by: str, value: float, sel: np.ndarray) -> dict:
+        e = ex[sel]
+        se = float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else float("nan")
+        return {"by": by, "value": value, "images": int(len(e)), "excess_loss": float(e.mean()), "stderr": se}
+    rows = [row("stylized", v, on == bool(v)) for v in (1, 0) if (on == bool(v)).any()]
+    for key in ("alpha", "beta"):
+        v = record[key][on].astype(np.float64)
+        if len(v):
+            edges = np.linspace(v.min(), v.max(), bins + 1)  # the largest value goes to the last bin
+            which = np.full(len(record), -1)
+            which[on] = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1)
+            rows += [row(key, float((edges[b] + edges[b + 1]) / 2), which == b) for b in range(bins)
+                     if (which == b).any()]
+    return rows
+
+
+def augment_trend(summary: list[dict], key: str, per: float = 0.1) -> tuple[float, float] | None:
+    """How the excess loss of stylized images changes per `per` of alpha or beta (key): the weighted
+    least-squares line through augment_summary's bin means (weights 1 / stderr^2), as (slope, its standard
+    error), both per `per`. It reads the summary rows (augment_summary.csv), so kept runs without their
+    augment.bin get it too. None with fewer than 3 bins that have a standard error."""
+    rs = [r for r in summary if r["by"] == key and np.isfinite(r["stderr"]) and r["stderr"] > 0]
+    if len(rs) < 3:
+        return None
+    x = np.array([r["value"] for r in rs], dtype=np.float64)
+    y = np.array([r["excess_loss"] for r in rs], dtype=np.float64)
+    w = 1.0 / np.array([r["stderr"] for r in rs], dtype=np.float64) ** 2
+    xm = (w * x).sum() / w.sum()
+    sxx = (w * (x - xm) ** 2).sum()
+    slope = (w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx
+    return float(slope * per), float(per / np.sqrt(sxx))  # the bins' own errors, not the scatter about the line
+
+
 def wandb_run(project: str, run_dir: Path, name: str, config: dict):
     """A W&B run for `project`, resumed under the same id when the run is (validate() has checked that wandb
     is installed). Offline (no network): WANDB_MODE=offline writes it under <run>/wandb/ for `wandb sync`."""

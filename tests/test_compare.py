@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from sassl.compare import collect_runs, compare_figure, compare_table, differences, to_markdown, variant_label
+from sassl.compare import collect_runs, compare_table, differences, to_markdown, variant_label
+from sassl.figures.comparison import compare_figure
 
 
 def _run(root, name, style, seed, knn, linear, **cfg):
@@ -214,7 +215,8 @@ def test_primary_outcomes_are_their_own_family(tmp_path, capsys):
 def test_style_gains_against_distance(tmp_path):
     """Per SASSL variant with a style source of images (in-batch styles left out) and per target: its top-1 minus
     the baseline's, paired by seed; each (style, target) distance computed once; the figure's correlation."""
-    from sassl.compare import gain_distance_figure, style_gains, with_style_distances
+    from sassl.compare import style_gains, with_style_distances
+    from sassl.figures.comparison import gain_distance_figure
 
     def run(name, style, seed, objects, elpv):
         _run(tmp_path, name, style, seed, 30, objects)
@@ -274,7 +276,8 @@ def test_instruments_are_paired_like_accuracies(tmp_path):
 def test_paired_figure_draws_the_t_interval_and_every_seed():
     """The forest plot of paired differences: per outcome the mean with its t interval (not the bootstrap's),
     each seed's difference, primary outcomes only by default; a row without spread gets no interval."""
-    from sassl.compare import paired_differences, paired_figure
+    from sassl.compare import paired_differences
+    from sassl.figures.comparison import paired_figure
 
     rows = [{"variant": v, "target": t, "protocol": "linear", "seed": s, "top1": top1}
             for s in range(3) for v, t, top1 in (("base", "objects", 40.0 + s), ("sassl", "objects", 42.0 + 2 * s),

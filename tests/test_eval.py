@@ -392,7 +392,8 @@ def test_style_bank_match_command(tmp_path, capsys):
 
 
 def test_tsne_and_overlap_matrix_on_real_styles():
-    from sassl.eval.tsne import style_embeddings, tsne_figure
+    from sassl.eval.tsne import style_embeddings
+    from sassl.figures.style_space import tsne_figure
 
     emb, labels, names = style_embeddings(["paintings", "textures"], per_dataset=12, image_size=64, progress=False)
     assert emb.shape == (24, 100) and set(labels) == {"paintings", "textures"} and len(names) == 24

@@ -248,7 +248,7 @@ def test_a_hung_png_export_never_holds_up_a_run(tmp_path, monkeypatch):
 
     import plotly.graph_objects as go
 
-    from sassl import plots
+    from sassl.figures import save as plots
 
     fig = go.Figure(go.Scatter(x=[1, 2], y=[2, 1]))
     monkeypatch.setenv("SASSL_PNG", "1")
@@ -297,7 +297,8 @@ def test_augment_rows_and_their_resumption(tmp_path):
     rows logged after its checkpoint; excess loss is the loss minus its step's mean."""
     from types import SimpleNamespace
 
-    from sassl.plots import augment_figure, augment_summary, excess_loss
+    from sassl.figures.training import augment_figure
+    from sassl.tracking import augment_summary, excess_loss
     from sassl.tracking import AUGMENT, RunLog, augment_rows, read_augment
 
     draws = SimpleNamespace(apply=torch.tensor([True, False, True]), alpha=torch.tensor([0.1, 0.2, 0.3]),
@@ -332,7 +333,7 @@ def test_augment_rows_and_their_resumption(tmp_path):
 def test_augment_trend_is_the_weighted_line_through_the_bins():
     """augment_trend against numpy's weighted polyfit (weights 1 / stderr, i.e. 1 / stderr^2 on squared
     residuals) on constructed bins with unequal errors; an unweighted line or the scatter's error would differ."""
-    from sassl.plots import augment_trend
+    from sassl.tracking import augment_trend
 
     x = np.array([0.1125, 0.1375, 0.1625, 0.1875, 0.2125, 0.2375])
     y = np.array([-0.01, 0.004, -0.002, 0.02, 0.006, 0.03])

@@ -27,7 +27,7 @@ from sassl.data.decode import load_rgb
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import ObjectsConfig, build_objects
 from sassl.paths import cache_dir, sha256
-from sassl.sheet import contact_sheet
+from sassl.figures.sheet import contact_sheet
 
 SET_FORMAT = 1
 OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data"

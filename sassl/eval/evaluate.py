@@ -31,7 +31,8 @@ from sassl.eval.robustness import check_heldout, embed, load_images, style_invar
 from sassl.eval.shape_bias import shape_bias, stylizer_render
 from sassl.eval.style_probe import render_styles, stage_invariance, style_decodability
 from sassl.eval.targets import load_target
-from sassl.plots import save_figure
+from sassl.figures.evaluation import shape_bias_figure, summary_figure
+from sassl.figures.save import save_figure
 from sassl.records import git_commit, write_table
 from sassl.stats import mean_std
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
@@ -178,33 +179,6 @@ def eval_report(out: str | Path) -> str:
     lines.append(f"tables: {out / 'summary.csv'} (per seed: results.csv; random init: baseline_summary.csv); "
                  f"figure: {out / 'figures' / 'summary.html'}")
     return "\n".join(lines)
-
-
-def summary_figure(summary: list[dict], title: str = ""):
-    """Grouped bars: top-1 mean +- std per target, one colour per protocol."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for protocol in dict.fromkeys(r["protocol"] for r in summary):
-        rs = [r for r in summary if r["protocol"] == protocol]
-        fig.add_bar(name=protocol, x=[r["target"] for r in rs], y=[r["top1_mean"] for r in rs],
-                    error_y={"type": "data", "array": [r["top1_std"] for r in rs]})
-    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="top-1 (%)", title=title)
-    return fig
-
-
-def shape_bias_figure(rows: list[dict], title: str = ""):
-    """Bars: shape bias per target, one colour per head; hover: the share of decisive answers."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for head in dict.fromkeys(r["head"] for r in rows):
-        rs = [r for r in rows if r["head"] == head]
-        fig.add_bar(name=head, x=[r["target"] for r in rs], y=[r["shape_bias"] for r in rs],
-                    hovertext=[f"decisive {r['decisive']:.0%} of {r['n']}" for r in rs])
-    fig.update_layout(barmode="group", template="plotly_white", yaxis_title="shape bias (shape / decisive)",
-                      yaxis_range=[0, 1], title=title)
-    return fig
 
 
 def finetune_epochs(cfg: EvalConfig, n_train: int, probe_batch: int = 256, finetune_batch: int = 64) -> int:

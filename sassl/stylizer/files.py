@@ -13,7 +13,7 @@ from sassl.data import image_paths
 from sassl.data.decode import center_square, load_rgb, to_pil, to_tensor
 from sassl.devices import resolve_device
 from sassl.records import git_commit
-from sassl.sheet import contact_sheet
+from sassl.figures.sheet import contact_sheet
 from sassl.stylizer import pretrained, stylize
 
 DEMO_SETTINGS = [(1.0, 1.0), (0.5, 1.0), (0.3, 0.3), (0.2, 0.2), (0.1, 0.1)]  # (alpha, beta) columns

@@ -16,7 +16,7 @@ import torch.nn as nn
 from sassl import dist
 from sassl.config import plain
 from sassl.paths import atomic_file
-from sassl.plots import training_curves
+from sassl.figures.training import training_curves
 from sassl.records import read_metrics
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig

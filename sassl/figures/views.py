@@ -1,4 +1,4 @@
-"""Image grids for looking at what the augmentation does."""
+"""Image grids of what a run's augmentation pipeline feeds the learner (crops, left and right views)."""
 from __future__ import annotations
 
 import torch
@@ -7,13 +7,10 @@ from PIL import Image
 from sassl.data import get_dataset
 from sassl.data.decode import to_pil
 from sassl.devices import resolve_device
-from sassl.sheet import contact_sheet
+from sassl.figures.sheet import contact_sheet
 from sassl.training.config import style_op
 from sassl.data.loader import TwoCrops, to_unit
 from sassl.views import VIEWS, TwoViews
-
-__all__ = ["augmented_views", "contact_sheet", "view_grid"]
-
 
 def augmented_views(cfg, n: int = 8, seed: int = 0, device: str | None = None):
     """What a run's pipeline feeds the learner: n crop pairs of cfg.dataset through TwoViews (SASSL on
