@@ -15,6 +15,32 @@ import gradio as gr
 from sassl.explorer import CONTENT_SETS, MAX_UPLOAD_BYTES, STYLE_MODES, Explorer
 from sassl.stylizer import DEFAULTS
 
+
+def _controls() -> tuple[list, gr.Button]:
+    """The explorer's inputs, in the order its update takes them, and the resample button (inside a column)."""
+    content_src = gr.Radio(list(CONTENT_SETS), value="objects", label="content set")
+    uploads = gr.File(file_count="multiple", file_types=["image"], label="or upload content images")
+    n = gr.Slider(1, 8, value=4, step=1, label="images")
+    style = gr.Dropdown(list(STYLE_MODES), value="paintings", label="style source")
+    bank_file = gr.Textbox(label="style bank .pt (for 'bank file')")
+    style_image = gr.Image(type="filepath", label="style image (for 'style image')")
+    offset = gr.Slider(1, 7, value=1, step=1, label="in-batch roll offset")
+    p = gr.Slider(0, 1, value=DEFAULTS["p"], step=0.05, label="p")
+    with gr.Row():
+        a_lo = gr.Slider(0, 1, value=DEFAULTS["alpha"][0], step=0.05, label="alpha min")
+        a_hi = gr.Slider(0, 1, value=DEFAULTS["alpha"][1], step=0.05, label="alpha max")
+    with gr.Row():
+        b_lo = gr.Slider(0, 1, value=DEFAULTS["beta"][0], step=0.05, label="beta min")
+        b_hi = gr.Slider(0, 1, value=DEFAULTS["beta"][1], step=0.05, label="beta max")
+    layers = gr.Slider(0, 13, value=DEFAULTS["layers"], step=1, label="stylized layers (first k)")
+    size = gr.Slider(64, 512, value=256, step=32, label="crop size (px)")
+    seed = gr.Number(value=0, precision=0, label="augmentation seed")
+    content_seed = gr.Number(value=0, precision=0, label="content pick seed")
+    resample = gr.Button("resample", variant="primary", elem_id="resample")
+    return [content_src, uploads, n, style, bank_file, style_image, offset, p, a_lo, a_hi, b_lo, b_hi, layers, seed, size,
+            content_seed], resample
+
+
 def build(explorer: Explorer | None = None) -> gr.Blocks:
     ex = explorer or Explorer()
 
@@ -39,25 +65,9 @@ def build(explorer: Explorer | None = None) -> gr.Blocks:
                     "SASSL output | left view | right view (the two-view pipeline, SASSL on the left).")
         with gr.Row():
             with gr.Column(scale=1):
-                content_src = gr.Radio(list(CONTENT_SETS), value="objects", label="content set")
-                uploads = gr.File(file_count="multiple", file_types=["image"], label="or upload content images")
-                n = gr.Slider(1, 8, value=4, step=1, label="images")
-                style = gr.Dropdown(list(STYLE_MODES), value="paintings", label="style source")
-                bank_file = gr.Textbox(label="style bank .pt (for 'bank file')")
-                style_image = gr.Image(type="filepath", label="style image (for 'style image')")
-                offset = gr.Slider(1, 7, value=1, step=1, label="in-batch roll offset")
-                p = gr.Slider(0, 1, value=DEFAULTS["p"], step=0.05, label="p")
-                with gr.Row():
-                    a_lo = gr.Slider(0, 1, value=DEFAULTS["alpha"][0], step=0.05, label="alpha min")
-                    a_hi = gr.Slider(0, 1, value=DEFAULTS["alpha"][1], step=0.05, label="alpha max")
-                with gr.Row():
-                    b_lo = gr.Slider(0, 1, value=DEFAULTS["beta"][0], step=0.05, label="beta min")
-                    b_hi = gr.Slider(0, 1, value=DEFAULTS["beta"][1], step=0.05, label="beta max")
-                layers = gr.Slider(0, 13, value=DEFAULTS["layers"], step=1, label="stylized layers (first k)")
-                size = gr.Slider(64, 512, value=256, step=32, label="crop size (px)")
-                seed = gr.Number(value=0, precision=0, label="augmentation seed")
-                content_seed = gr.Number(value=0, precision=0, label="content pick seed")
-                resample = gr.Button("resample", variant="primary", elem_id="resample")
+                inputs, resample = _controls()
+                (content_src, uploads, n, style, bank_file, style_image, offset, p, a_lo, a_hi, b_lo, b_hi, layers, seed,
+                 size, content_seed) = inputs
             with gr.Column(scale=3):
                 gallery = gr.Gallery(columns=5, label="crop | stylized | SASSL output | left view | right view",
                                      elem_id="views", height="auto")
@@ -65,8 +75,6 @@ def build(explorer: Explorer | None = None) -> gr.Blocks:
                 with gr.Row():
                     plot = gr.Plot(label="style space")
                     params = gr.JSON(label="SASSL params (replayable)")
-        inputs = [content_src, uploads, n, style, bank_file, style_image, offset, p, a_lo, a_hi, b_lo, b_hi, layers,
-                  seed, size, content_seed]
         outputs = [gallery, captions, plot, params]
         resample.click(lambda s: int(s or 0) + 1, seed, seed).then(update, inputs, outputs, api_name="resample")
         for ctl in (content_src, n, style, offset, p, a_lo, a_hi, b_lo, b_hi, layers, size, content_seed):

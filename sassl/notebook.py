@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sassl.config import coerce, from_dict
-from sassl.eval.evaluate import EvalConfig, default_out, eval_report
+from sassl.eval.evaluate import EvalConfig, default_out
+from sassl.eval.report import eval_report
 from sassl.records import terminal_line
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 from torch.utils._pytree import tree_flatten
 
 from sassl.data.loader import shared_memory_need
@@ -98,12 +99,43 @@ class StepMemory:
         return self.params + self.grads_and_state + max(self.sassl_peak, self.step_peak)
 
 
+def _sassl_phase(stylizer: Stylizer, n_style: int, size: int, embed: int) -> None:
+    """SASSL on the stylized share of a micro-batch: content embedding, then the transformer (no gradients)."""
+    with torch.no_grad():
+        x = torch.rand(n_style, 3, size, size)
+        z = stylizer.embed(x, embed)
+        y = stylize(stylizer, x, z, z, torch.rand(n_style), torch.rand(n_style))
+        del x, z, y
+
+
+def _learner_step(model, opt, cfg, per_process_batch: int, micro_batch: int, dtype: torch.dtype | None,
+                  flops: dict | None) -> None:
+    """One optimiser step over the prepared batch; with `flops`, the first micro-batch's FLOPs per image go to
+    flops["learner"]. Two micro-batches when accumulating: the second runs with the first one's gradients
+    alive (its peak is every later one's)."""
+    crops = [torch.rand(per_process_batch, 3, cfg.image_size, cfg.image_size) for _ in range(2)]  # the prepared batch
+    opt.zero_grad(set_to_none=True)
+    if hasattr(model, "update_target"):
+        model.update_target(cfg.ema)
+    for k in range(min(2, per_process_batch // micro_batch)):
+        x1, x2 = (c[k * micro_batch:(k + 1) * micro_batch].contiguous(memory_format=torch.channels_last)
+                  for c in crops)
+        counter = FlopCounterMode(display=False) if flops is not None and k == 0 else None
+        with counter or contextlib.nullcontext():
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss, _ = model(x1, x2, None)
+            loss.backward()
+        if counter is not None:
+            flops["learner"] = counter.get_total_flops() / micro_batch
+        del x1, x2, loss
+    opt.step()
+
+
 def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype | None,
                with_sassl: bool = True) -> StepMemory:
     """Trace two steps of `cfg`'s learner on fake CPU tensors (the second is measured): `micro_batch` images
     a forward, `per_process_batch` images prepared (float32 crops), autocast to `dtype` (None: float32)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
 
     size, embed = cfg.image_size, cfg.embed_size or cfg.image_size
     sassl = with_sassl and cfg.style != "none" and cfg.p > 0
@@ -125,46 +157,17 @@ def trace_step(cfg, micro_batch: int, per_process_batch: int, dtype: torch.dtype
         grads = tensor_bytes([p for p in model.parameters() if p.requires_grad])
         live, flops = LiveBytes(), {}
 
-        def sassl_phase() -> None:
-            if not sassl:
-                return
-            with torch.no_grad():
-                x = torch.rand(n_style, 3, size, size)
-                z = stylizer.embed(x, embed)
-                y = stylize(stylizer, x, z, z, torch.rand(n_style), torch.rand(n_style))
-                del x, z, y
-
-        def learner_step(count: bool) -> None:
-            crops = [torch.rand(per_process_batch, 3, size, size) for _ in range(2)]  # the prepared batch
-            opt.zero_grad(set_to_none=True)
-            if hasattr(model, "update_target"):
-                model.update_target(cfg.ema)
-            # two micro-batches when accumulating: the second runs with the first one's gradients alive (its
-            # peak is every later one's)
-            for k in range(min(2, per_process_batch // micro_batch)):
-                x1, x2 = (c[k * micro_batch:(k + 1) * micro_batch].contiguous(memory_format=torch.channels_last)
-                          for c in crops)
-                counter = FlopCounterMode(display=False) if count and k == 0 else None
-                with counter or contextlib.nullcontext():
-                    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                        loss, _ = model(x1, x2, None)
-                    loss.backward()
-                if counter is not None:
-                    flops["learner"] = counter.get_total_flops() / micro_batch
-                del x1, x2, loss
-            opt.step()
-
         with live:
-            learner_step(count=False)  # step 1 makes the optimiser state and the gradients
+            _learner_step(model, opt, cfg, per_process_batch, micro_batch, dtype, None)  # step 1: optimiser state, gradients
             baseline = live.live
             live.reset_peak()
             if sassl:
                 with FlopCounterMode(display=False) as counter:
-                    sassl_phase()
+                    _sassl_phase(stylizer, n_style, size, embed)
                 flops["sassl"] = counter.get_total_flops() / n_style
             sassl_peak = live.peak - baseline
             live.reset_peak()
-            learner_step(count=True)
+            _learner_step(model, opt, cfg, per_process_batch, micro_batch, dtype, flops)
             step_peak = live.peak - baseline
     return StepMemory(params, grads, baseline, sassl_peak, step_peak, flops["learner"], flops.get("sassl", 0.0))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sassl.eval.evaluate import read_summary
+from sassl.eval.report import read_summary
 from sassl.records import read_metrics
 
 COLUMNS = ("name", "learner", "style", "steps", "knn", "linear", "state", "size")

@@ -15,7 +15,7 @@ from PIL import Image
 import sassl.data.decode as decode
 from sassl.cli import main
 from sassl.data import get_dataset
-from sassl.data.sources import SOURCES, Source, extract_deb, prepare_source, source_dir
+from sassl.data.sources import PACKAGES, Source, extract_deb, prepare_source, source_dir
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import CLASSES, ObjectsConfig, identity
 from sassl.data.registry import imagefolder
@@ -49,8 +49,8 @@ def test_read_pat_synthetic(tmp_path, bpp):
 
 
 def test_read_pat_real_gimp_files():
-    prepare_source(SOURCES["gimp-data"])
-    root = source_dir(SOURCES["gimp-data"]) / "usr/share/gimp/2.0/patterns"
+    prepare_source(PACKAGES["gimp-data"])
+    root = source_dir(PACKAGES["gimp-data"]) / "usr/share/gimp/2.0/patterns"
     pats = sorted(root.rglob("*.pat"))
     assert len(pats) >= 50
     for p in pats:
@@ -62,8 +62,8 @@ def test_read_pat_real_gimp_files():
 
 
 def test_read_rcc_real_and_puzzle_rebuild():
-    prepare_source(SOURCES["gcompris-qt-data"])
-    files = read_rcc(source_dir(SOURCES["gcompris-qt-data"]) / "usr/share/gcompris-qt/rcc/paintings.rcc")
+    prepare_source(PACKAGES["gcompris-qt-data"])
+    files = read_rcc(source_dir(PACKAGES["gcompris-qt-data"]) / "usr/share/gcompris-qt/rcc/paintings.rcc")
     prefix = "gcompris/src/activities/paintings/resource/"
     boards = [k for k in files if k.startswith(prefix + "board/")]
     assert len(boards) >= 20

@@ -19,7 +19,8 @@ from sassl.eval.features import EvalImages, cached_features, stream_features
 from sassl.eval.knn import knn_accuracy, knn_predict
 from sassl.eval.linear import linear_probe, topk_accuracy, train_linear
 from sassl.eval.targets import Target, load_target, stratified_split
-from sassl.eval.evaluate import EvalConfig, baseline_summary, eval_report, evaluate, summarize
+from sassl.eval.evaluate import EvalConfig, baseline_summary, evaluate, summarize
+from sassl.eval.report import eval_report
 from sassl.eval.tsne import frechet_distance, knn_overlap, overlap_matrices, tsne
 
 

@@ -156,3 +156,18 @@ def test_learner_settings_have_one_owner():
         assert getattr(model, "queue_size", 0) == spec.module.get("queue_size", 0), name
     cfg = PretrainConfig()
     assert {k: getattr(cfg, k) for k in LEARNERS[cfg.learner].run} == LEARNERS[cfg.learner].run
+
+
+def test_modules_and_functions_stay_readable():
+    """No module of sassl/ over 450 lines and no function over 60: a file a reader can hold, a function on one
+    screen (split by job, not by line count)."""
+    long_modules, long_functions = [], []
+    for name, f in _modules().items():
+        text = f.read_text()
+        if len(text.splitlines()) > 450:
+            long_modules.append((name, len(text.splitlines())))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long_functions.append((f"{name}.{node.name}", node.end_lineno - node.lineno + 1))
+    assert not long_modules, f"modules over 450 lines: {long_modules}"
+    assert not long_functions, f"functions over 60 lines: {long_functions}"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sassl.data.sources import SOURCES, prepare_source, source_dir
+from sassl.data.sources import PACKAGES, prepare_source, source_dir
 from sassl.data.decode import load_rgb
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import ObjectsConfig, build_objects
@@ -80,7 +80,7 @@ def rebuild_puzzle(qml: str, files: dict[str, bytes], image_prefix: str) -> tupl
 
 def build_paintings(stage: Path) -> dict:
     items = []
-    gc = source_dir(SOURCES["gcompris-qt-data"]) / "usr/share/gcompris-qt/rcc"
+    gc = source_dir(PACKAGES["gcompris-qt-data"]) / "usr/share/gcompris-qt/rcc"
     files = read_rcc(gc / "paintings.rcc")
     prefix = "gcompris/src/activities/paintings/resource/"
     boards = sorted((k for k in files if k.startswith(prefix + "board/") and k.endswith(".qml")),
@@ -100,7 +100,7 @@ def build_paintings(stage: Path) -> dict:
         out = stage / "images" / f"vangogh_{name}.png"
         img.save(out)
         items.append(_item(out, group=f"Van Gogh: {name}"))
-    items.append(_item(source_dir(SOURCES["opencv-doc"]) / OPENCV_DATA / "starry_night.jpg", group="Van Gogh: Starry Night"))
+    items.append(_item(source_dir(PACKAGES["opencv-doc"]) / OPENCV_DATA / "starry_night.jpg", group="Van Gogh: Starry Night"))
     return {"classes": [], "items": items, "meta": {"note": "GCompris puzzle paintings rebuilt from their pieces, "
                                                             "GCompris 'details' Van Gogh paintings, OpenCV's Starry Night"}}
 
@@ -109,7 +109,7 @@ def build_textures(stage: Path) -> dict:
     (stage / "images").mkdir(parents=True)
     pats = []
     for src in ("gimp-data", "gimp-data-extras"):
-        root = source_dir(SOURCES[src]) / "usr/share/gimp/2.0/patterns"
+        root = source_dir(PACKAGES[src]) / "usr/share/gimp/2.0/patterns"
         pats += [(src, root, p) for p in sorted(root.rglob("*.pat"))]
     folders = sorted({p.relative_to(root).parts[0] for _, root, p in pats if len(p.relative_to(root).parts) > 1})
     items, skipped = [], []
@@ -129,21 +129,21 @@ def build_textures(stage: Path) -> dict:
 
 
 def build_photos(stage: Path) -> dict:
-    nature = sorted((source_dir(SOURCES["mate-backgrounds"]) / "usr/share/backgrounds/mate/nature").glob("*.jpg"))
-    ocv = source_dir(SOURCES["opencv-doc"]) / OPENCV_DATA
+    nature = sorted((source_dir(PACKAGES["mate-backgrounds"]) / "usr/share/backgrounds/mate/nature").glob("*.jpg"))
+    ocv = source_dir(PACKAGES["opencv-doc"]) / OPENCV_DATA
     items = [_item(p) for p in nature] + [_item(ocv / n) for n in OPENCV_PHOTOS if (ocv / n).is_file()]
     return {"classes": [], "items": items, "meta": {"note": "MATE nature wallpapers and OpenCV sample photos"}}
 
 
 def _opencv(names: list[str]) -> Callable[[Path], dict]:
     def build(stage: Path) -> dict:
-        ocv = source_dir(SOURCES["opencv-doc"]) / OPENCV_DATA
+        ocv = source_dir(PACKAGES["opencv-doc"]) / OPENCV_DATA
         return {"classes": [], "items": [_item(ocv / n) for n in names if (ocv / n).is_file()], "meta": {}}
     return build
 
 
 def build_elpv(stage: Path, test_fraction: float = 0.25, seed: int = 0) -> dict:
-    root = source_dir(SOURCES["elpv-dataset"]) / "elpv_dataset/data"
+    root = source_dir(PACKAGES["elpv-dataset"]) / "elpv_dataset/data"
     rows = [line.split() for line in (root / "labels.csv").read_text().splitlines() if line.strip()]
     grades = ["p0", "p0.33", "p0.67", "p1"]
     by_label: dict[int, list] = {}
@@ -165,7 +165,7 @@ def build_elpv(stage: Path, test_fraction: float = 0.25, seed: int = 0) -> dict:
 
 def _foolbox(prefix: str) -> Callable[[Path], dict]:
     def build(stage: Path) -> dict:
-        root = source_dir(SOURCES["foolbox"]) / "foolbox/data"
+        root = source_dir(PACKAGES["foolbox"]) / "foolbox/data"
         files = sorted(root.glob(f"{prefix}_*"))
         ids = [int(re.search(r"_(\d+)\.\w+$", f.name).group(1)) for f in files]
         classes = sorted(set(ids))
@@ -210,7 +210,7 @@ def build_objects_set(stage: Path, cfg: ObjectsConfig = ObjectsConfig()) -> dict
               if Path(it["file"]).stem in SCENE_BACKGROUNDS]
     seen = photos + (tiled_copies(tex_paths[:half], "seen") if cfg.textures_in_train else [])
     held_out = tiled_copies(tex_paths[half:] if cfg.textures_in_train else tex_paths, "heldout")
-    stamps = source_dir(SOURCES["tuxpaint-stamps-default"]) / "usr/share/tuxpaint/stamps"
+    stamps = source_dir(PACKAGES["tuxpaint-stamps-default"]) / "usr/share/tuxpaint/stamps"
     data = build_objects(stamps, seen, held_out, cfg)
     for split, d in data["splits"].items():
         torch.save({"images": d["images"], "labels": d["labels"], "objects": d["objects"]}, stage / f"{split}.pt")
@@ -312,7 +312,7 @@ def prepare_set(name: str, folder: str | None = None, build: Callable[[Path], di
     for dep in spec.depends:
         prepare_set(dep)
     for src in spec.sources:
-        prepare_source(SOURCES[src])
+        prepare_source(PACKAGES[src])
     if out.exists():
         shutil.rmtree(out)  # no manifest: a half-finished earlier build
     out.mkdir(parents=True)
@@ -320,7 +320,7 @@ def prepare_set(name: str, folder: str | None = None, build: Callable[[Path], di
     (out / "index.json").write_text(json.dumps(index, indent=1))
     _sheet(index, out).save(out / "contact_sheet.png")
     manifest = {"name": name, "format": SET_FORMAT, "description": spec.description,
-                "sources": [{k: getattr(SOURCES[s], k) for k in ("name", "version", "url", "sha256", "license")}
+                "sources": [{k: getattr(PACKAGES[s], k) for k in ("name", "version", "url", "sha256", "license")}
                             for s in spec.sources],
                 "files": len(index["items"]) or sum(index["meta"].get("counts", {}).values()),
                 "index_sha256": sha256(out / "index.json")}

@@ -40,7 +40,7 @@ class Source:
         return f"{MIRROR}/{self.locator}" if self.kind == "deb" else f"pypi:{self.locator}"
 
 
-SOURCES: dict[str, Source] = {s.name: s for s in [
+PACKAGES: dict[str, Source] = {s.name: s for s in [
     Source("opencv-doc", "4.6.0+dfsg-12", "deb", "pool/main/o/opencv/opencv-doc_4.6.0+dfsg-12_all.deb",
            "4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a",
            ("usr/share/doc/opencv-doc/examples/data/*.jpg", "usr/share/doc/opencv-doc/examples/data/*.png"),

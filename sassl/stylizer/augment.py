@@ -17,7 +17,7 @@ from sassl.devices import pad_rows, shape_bucket, ship
 from sassl.stylizer.bank import StyleBank
 from sassl.stylizer.networks import NUM_CIN_LAYERS, STYLE_DIM, Stylizer, check_images
 
-SOURCES = ("bank", "batch", "noise", "content")  # the op's own modes; a style *setting* is read by sources.py
+MODES = ("bank", "batch", "noise", "content")  # the op's own modes; a style *setting* is read by sources.py
 # SASSL's defaults (the paper, section 4.1): every caller (the op, style settings, run configs, the explorer and
 # its app, run comparisons) reads them here
 DEFAULTS = {"p": 0.8, "alpha": (0.1, 0.3), "beta": (0.1, 0.3), "layers": NUM_CIN_LAYERS}
@@ -110,8 +110,8 @@ class SASSL(nn.Module):
                  beta: tuple[float, float] = DEFAULTS["beta"], layers: int = DEFAULTS["layers"], batch_offset: int | None = None, noise_std: float = 1.0,
                  embed_size: int | None = None):
         super().__init__()
-        if source not in SOURCES:
-            raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
+        if source not in MODES:
+            raise ValueError(f"source: expected one of {MODES}, got {source!r}")
         self.alpha_range, self.beta_range = check_settings(p, alpha, beta, layers)
         if batch_offset is not None and (not isinstance(batch_offset, int) or batch_offset < 1):
             raise ValueError(f"batch_offset: must be a positive int or None, got {batch_offset!r}")
@@ -156,7 +156,7 @@ class SASSL(nn.Module):
             noise = self.noise_std * torch.randn(n, STYLE_DIM, generator=g)
         return SASSLParams(self.source, apply, alpha, beta, style_index, noise, offset)
 
-    def _plan(self, params: SASSLParams, sel: torch.Tensor, bucket: int = 1) -> dict[str, torch.Tensor]:
+    def _selected_draws(self, params: SASSLParams, sel: torch.Tensor, bucket: int = 1) -> dict[str, torch.Tensor]:
         """The index and value tensors that stylizing images `sel` (CPU) needs, computed on the CPU, where
         their sizes are known without waiting for the device: the device gets them in one transfer. Every
         per-image row set is padded to a multiple of `bucket` (pad_rows); the first len(sel) rows are real."""
@@ -189,7 +189,7 @@ class SASSL(nn.Module):
     def codes(self, x: torch.Tensor, params: SASSLParams, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_style, z_content) (len(sel), 100) of the images `sel` (CPU indices) as `params` picks their
         styles; each image is embedded at most once."""
-        return self._codes(x.to(self.dtype), ship(self._plan(params, sel.cpu()), x.device))
+        return self._codes(x.to(self.dtype), ship(self._selected_draws(params, sel.cpu()), x.device))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -212,7 +212,7 @@ class SASSL(nn.Module):
         if len(sel) == 0:
             return x, params
         bucket = self.bucket or shape_bucket(x.device)
-        d = ship(self._plan(params, sel, bucket), x.device)
+        d = ship(self._selected_draws(params, sel, bucket), x.device)
         xs = x.to(self.dtype)
         z_style, z_content = self._codes(xs, d)
         y = stylize(self.stylizer, xs[d["sel"]], z_style, z_content, d["alpha"].to(self.dtype), d["beta"].to(self.dtype),
@@ -221,4 +221,4 @@ class SASSL(nn.Module):
         return x.index_copy(0, d["sel"][:n], y[:n].to(x.dtype)), params
 
 
-__all__ = ["SASSL", "SASSLParams", "SOURCES", "blend_embeddings", "check_settings", "mix", "stylize"]
+__all__ = ["SASSL", "SASSLParams", "MODES", "blend_embeddings", "check_settings", "mix", "stylize"]

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sassl.stylizer.augment import DEFAULTS, SOURCES, SASSL
+from sassl.stylizer.augment import DEFAULTS, MODES, SASSL
 from sassl.stylizer.bank import StyleBank, load_bank
 from sassl.stylizer.networks import Stylizer
 from sassl.stylizer.weights import pretrained
 
-STYLE_KEYWORDS = ("none",) + tuple(s for s in SOURCES if s != "bank")  # none: SASSL off; then the op's other sources
+STYLE_KEYWORDS = ("none",) + tuple(s for s in MODES if s != "bank")  # none: SASSL off; then the op's other sources
 
 
 @dataclass

@@ -23,7 +23,7 @@ from sassl.stylizer import StyleChoice
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig, learner_settings, scaled_lr, style_op, validate
 from sassl.training.run import Run, finish, finished_result, load_checkpoint, open_run, prune_metrics, run_lock, save_checkpoint
-from sassl.training.schedule import Plan, Progress, TimeBudget
+from sassl.training.schedule import Progress, Schedule, TimeBudget
 from sassl.training.step import amp_dtype, checked_loss, prepare_batch, prepared_ahead, step_generator, train_step
 from sassl.views import VIEWS, Prepared, TwoViews
 
@@ -106,12 +106,12 @@ def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
                    decoder=DeviceDecoder(cfg.image_size, device) if cfg.decode == "device" else None)
 
 
-def write_run_config(t: Trainer, plan: Plan) -> None:
+def write_run_config(t: Trainer, schedule: Schedule) -> None:
     """config.json: the resolved settings and what the run found (rank 0, at every start and resume)."""
     if dist.rank() != 0:
         return
     meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(t.device),
-            "train_images": len(t.train_ds), "steps_per_epoch": plan.steps_per_epoch,
+            "train_images": len(t.train_ds), "steps_per_epoch": schedule.steps_per_epoch,
             "dataset_source_used": t.train_ds.meta.get("source_used"), "style_source_used": t.style.used,
             "knn_monitor": t.monitor and {"train_images": len(t.monitor.train_idx), "test_images": len(t.monitor.test_idx)}}
     if t.style.bank is not None:
@@ -120,22 +120,22 @@ def write_run_config(t: Trainer, plan: Plan) -> None:
     (t.run.dir / "config.json").write_text(json.dumps(t.run.cfg_dict | {"resolved": meta}, indent=1))
 
 
-def train_epoch(t: Trainer, plan: Plan, epoch: int, step: int, runlog: RunLog, progress: bool
+def train_epoch(t: Trainer, schedule: Schedule, epoch: int, step: int, runlog: RunLog, progress: bool
                 ) -> tuple[int, int, list[float], list[Prepared]]:
     """The steps of one epoch from global step `step` (a resumed epoch skips the batches it had done), each
     logged; returns (step, images seen, losses, the last batch)."""
     from tqdm.auto import tqdm  # here, not at the top: train_step and its helpers run where tqdm is not installed
 
     cfg = t.cfg
-    t.sampler.epoch, t.sampler.skip_batches = epoch, step - epoch * plan.steps_per_epoch
+    t.sampler.epoch, t.sampler.skip_batches = epoch, step - epoch * schedule.steps_per_epoch
     t.model.train()
     seen, losses, batch = 0, [], []
     batches = prepared_ahead(DevicePrefetcher(t.loader, t.device), t.prepare, step, t.device, cfg.sassl_async)
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{plan.epochs}", disable=not progress or dist.rank() != 0,
-               initial=t.sampler.skip_batches, total=plan.steps_per_epoch)
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{schedule.epochs}", disable=not progress or dist.rank() != 0,
+               initial=t.sampler.skip_batches, total=schedule.steps_per_epoch)
     for batch in bar:
-        lr = cosine_lr(step, plan.total_steps, int(cfg.warmup_epochs * plan.steps_per_epoch), t.base_lr)
-        m = cosine_momentum(step, plan.total_steps, cfg.ema)
+        lr = cosine_lr(step, schedule.total_steps, int(cfg.warmup_epochs * schedule.steps_per_epoch), t.base_lr)
+        m = cosine_momentum(step, schedule.total_steps, cfg.ema)
         loss, logs = train_step(t.step_model, t.views, t.opt, batch, lr, m, t.dtype, t.scaler)
         runlog.record_draws(batch)
         step += 1
@@ -146,8 +146,8 @@ def train_epoch(t: Trainer, plan: Plan, epoch: int, step: int, runlog: RunLog, p
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.3g}")
         runlog.log({"step": step, "epoch": epoch + 1, "loss": losses[-1], "lr": lr, "momentum": m})
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_checkpoint(t.run, t.model, t.opt, t.scaler, step, plan.epochs)
-        if plan.stops(step):
+            save_checkpoint(t.run, t.model, t.opt, t.scaler, step, schedule.epochs)
+        if schedule.stops(step):
             break
     return step, seen, losses, batch
 
@@ -163,9 +163,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         run = t.run
         # a time budget's choice (made after each epoch, kept in the checkpoint) holds when the run is resumed
         epochs = run.state.get("epochs", cfg.epochs) if cfg.time_budget and run.state else cfg.epochs
-        plan = Plan(t.sampler.batches_per_epoch(), epochs, cfg.max_steps)
-        write_run_config(t, plan)
-        prune_metrics(run, plan.steps_per_epoch)
+        schedule = Schedule(t.sampler.batches_per_epoch(), epochs, cfg.max_steps)
+        write_run_config(t, schedule)
+        prune_metrics(run, schedule.steps_per_epoch)
         runlog = RunLog(run.dir, run.cfg_dict, cfg.tensorboard, cfg.wandb, resume_step=run.step)
         say = Progress(cfg.name, progress and dist.rank() == 0)
         if run.state is None and t.monitor is not None:  # the random-init baseline a run must beat
@@ -173,29 +173,29 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             knn0 = t.monitor(t.model.backbone)  # every rank embeds its share
             budget.monitor_s = time.time() - t0
             runlog.log({"epoch": 0, "step": 0, "knn_top1": knn0})
-            say.say(f"random-init kNN {knn0:.2f}% (the bar to beat); {plan.planned} steps to go, run folder {run.dir}")
-        result = finished_result(run, plan)
-        step, epoch = run.step, run.step // plan.steps_per_epoch
-        while epoch < plan.epochs:
+            say.say(f"random-init kNN {knn0:.2f}% (the bar to beat); {schedule.planned} steps to go, run folder {run.dir}")
+        result = finished_result(run, schedule)
+        step, epoch = run.step, run.step // schedule.steps_per_epoch
+        while epoch < schedule.epochs:
             t0 = time.time()
-            step, seen, losses, batch = train_epoch(t, plan, epoch, step, runlog, progress)
+            step, seen, losses, batch = train_epoch(t, schedule, epoch, step, runlog, progress)
             budget.step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
             row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(budget.step_times[-1], 2),
                    "images_per_second": round(seen / max(1e-9, budget.step_times[-1]), 1)}
-            if cfg.time_budget and run.state is None and step == plan.steps_per_epoch * (epoch + 1):
-                kept = budget.epochs_that_fit(epoch + 1, plan.epochs, cfg.knn_every)
-                if epoch == 0 or kept < plan.epochs:
-                    plan.epochs = row["epochs_in_budget"] = kept
+            if cfg.time_budget and run.state is None and step == schedule.steps_per_epoch * (epoch + 1):
+                kept = budget.epochs_that_fit(epoch + 1, schedule.epochs, cfg.knn_every)
+                if epoch == 0 or kept < schedule.epochs:
+                    schedule.epochs = row["epochs_in_budget"] = kept
                     say.say(f"time budget {duration(budget.seconds)}: training {kept} of {cfg.epochs} epochs (epochs "
                             f"take {duration(budget.epoch_s)}, a kNN pass {duration(budget.monitor_s)})")
-            if t.monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == plan.epochs or plan.stops(step)):
+            if t.monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == schedule.epochs or schedule.stops(step)):
                 row["knn_top1"] = t.monitor(t.model.backbone)
             runlog.log(row)
-            runlog.epoch_end(step, t.views, batch if epoch == run.step // plan.steps_per_epoch or "knn_top1" in row else None)
+            runlog.epoch_end(step, t.views, batch if epoch == run.step // schedule.steps_per_epoch or "knn_top1" in row else None)
             result = row
-            save_checkpoint(run, t.model, t.opt, t.scaler, step, plan.epochs)
-            say.epoch(epoch, plan, step, losses, row, time.time() - t0)
-            if plan.stops(step):
+            save_checkpoint(run, t.model, t.opt, t.scaler, step, schedule.epochs)
+            say.epoch(epoch, schedule, step, losses, row, time.time() - t0)
+            if schedule.stops(step):
                 break
             epoch += 1
         finish(run, runlog, result)

@@ -20,7 +20,7 @@ from sassl.figures.training import training_curves
 from sassl.records import read_metrics
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig
-from sassl.training.schedule import Plan
+from sassl.training.schedule import Schedule
 
 RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> their current names (read when resuming them)
 
@@ -160,9 +160,9 @@ def prune_metrics(run: Run, steps_per_epoch: int) -> None:
     run.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows if keep(r)))
 
 
-def finished_result(run: Run, plan: Plan) -> dict:
+def finished_result(run: Run, schedule: Schedule) -> dict:
     """The last epoch row of a run resumed after its end (reported again), else {}."""
-    if run.step < plan.total_steps or not run.metrics_file.exists():
+    if run.step < schedule.total_steps or not run.metrics_file.exists():
         return {}
     epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
     return epoch_rows[-1] if epoch_rows else {}

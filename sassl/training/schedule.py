@@ -1,4 +1,4 @@
-"""How long a run trains: the plan of epochs and steps, a wall-clock budget that keeps the epochs that fit, and
+"""How long a run trains: the schedule of epochs and steps, a wall-clock budget that keeps the epochs that fit, and
 the terminal's progress lines with the time left."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def epochs_within(budget_s: float, elapsed_s: float, epoch_s: float, monitor_s: 
 
 
 @dataclass
-class Plan:
+class Schedule:
     """How long the run trains: `epochs` (a time budget may cut them) of `steps_per_epoch` steps, and the step
     this invocation stops at (max_steps; 0: none)."""
 
@@ -71,10 +71,10 @@ class Progress:
         if self.on:
             terminal_line(f"{self.name}: {text}")
 
-    def epoch(self, epoch: int, plan: Plan, step: int, losses: list[float], row: dict, seconds: float) -> None:
+    def epoch(self, epoch: int, schedule: Schedule, step: int, losses: list[float], row: dict, seconds: float) -> None:
         self.epoch_times.append(seconds)
-        left = (plan.planned - step) / plan.steps_per_epoch * sum(self.epoch_times) / len(self.epoch_times)
+        left = (schedule.planned - step) / schedule.steps_per_epoch * sum(self.epoch_times) / len(self.epoch_times)
         knn = f"  kNN {row['knn_top1']:.2f}%" if "knn_top1" in row else ""
         loss = f"  loss {sum(losses) / len(losses):.3f}" if losses else ""
-        self.say(f"epoch {epoch + 1}/{plan.epochs}  step {step}/{plan.planned}{loss}{knn}  "
+        self.say(f"epoch {epoch + 1}/{schedule.epochs}  step {step}/{schedule.planned}{loss}{knn}  "
                  f"{row['images_per_second']:.0f} img/s  epoch {duration(seconds)}  left ~{duration(left)}")

@@ -1,0 +1,31 @@
+"""An evaluation folder read back: its summary rows and the text report (top-1 by target and protocol, the
+random-init baseline beside it with the gain)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_summary(out: str | Path, name: str = "summary") -> list[dict]:
+    """An eval folder's summary rows (`name`.json: summary, or baseline_summary), [] when it has none."""
+    path = Path(out) / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def eval_report(out: str | Path) -> str:
+    """The evaluation in an eval folder as text: target x protocol, top-1 mean +- std, the random-init
+    baseline beside it with the gain, then where the tables and figures are."""
+    out = Path(out)
+    summary = read_summary(out)
+    base = {(r["target"], r["protocol"]): r for r in read_summary(out, "baseline_summary")}
+    w = max([len("target")] + [len(r["target"]) for r in summary])
+    lines = [f"{'target':<{w}}  {'protocol':<16}  {'n':>3}  {'top-1 (%)':>15}  {'random init':>15}  {'gain':>6}"]
+    for r in summary:
+        b = base.get((r["target"], r["protocol"]))
+        ours = f"{r['top1_mean']:6.2f} +- {r['top1_std']:5.2f}"
+        theirs = f"{b['top1_mean']:6.2f} +- {b['top1_std']:5.2f}" if b else "-"
+        gain = f"{r['top1_mean'] - b['top1_mean']:+6.2f}" if b else ""
+        lines.append(f"{r['target']:<{w}}  {r['protocol']:<16}  {r['n']:>3}  {ours:>15}  {theirs:>15}  {gain:>6}")
+    lines.append(f"tables: {out / 'summary.csv'} (per seed: results.csv; random init: baseline_summary.csv); "
+                 f"figure: {out / 'figures' / 'summary.html'}")
+    return "\n".join(lines)
