@@ -25,6 +25,7 @@ from sassl.plan import plan, report
 from sassl.figures.save import save_figure
 from sassl.records import git_commit, write_table
 from sassl.runlist import format_table, list_runs
+from sassl.study import cli as study_cli
 from sassl.stylizer import StyleBank, build_bank, pretrained
 from sassl.stylizer.files import demo, stylize_file
 from sassl.training import PretrainConfig, config_from_dict, pretrain
@@ -419,7 +420,7 @@ def _add_app(sub) -> None:
 
 # the subcommands, in the order `sassl --help` lists them
 COMMANDS = [_add_stylize, _add_style_bank, _add_data, _add_pretrain, _add_plan, _add_evaluate, _add_export, _add_runs,
-            _add_compare, _add_notebook, _add_style_space, _add_demo, _add_lab, _add_app]
+            _add_compare, study_cli.add_parser, _add_notebook, _add_style_space, _add_demo, _add_lab, _add_app]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,22 @@ def min_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -
     return float(optimize.brentq(lambda x: power_at(x) - power, 0.0, hi))
 
 
+def pairs_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8, most: int = 10_000) -> int | None:
+    """The fewest pairs whose paired t-test at `alpha` detects a true mean difference `effect` with probability
+    `power` when the differences' sd is `sd` (min_detectable(sd, n) <= |effect|); None beyond `most`."""
+    if sd <= 0 or effect == 0:
+        raise ValueError(f"pairs_needed: needs sd > 0 and an effect other than 0, got sd={sd}, effect={effect}")
+    lo, hi = 2, 2
+    while min_detectable(sd, hi, alpha, power) > abs(effect):  # detectable effects shrink as pairs grow
+        if hi >= most:
+            return None
+        lo, hi = hi, min(2 * hi, most)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if min_detectable(sd, mid, alpha, power) > abs(effect) else (lo, mid)
+    return lo
+
+
 def adjust_pvalues(p: list[float | None], method: str = "holm") -> list[float | None]:
     """p-values adjusted for testing all rows at once: Holm's step-down (family-wise error) or Benjamini and
     Hochberg's (false discovery rate). None entries (no test) stay None and do not count."""

@@ -1,0 +1,52 @@
+"""`sassl study run|status|report FILE`: the study subcommands (sassl.cli lists them with the others)."""
+from __future__ import annotations
+
+import argparse
+
+from sassl.compare import to_markdown
+from sassl.study.report import status_rows, write_report
+from sassl.study.runner import lane, run_study
+from sassl.study.spec import load_study
+
+
+def _run(args) -> int:
+    return run_study(args.file, args.runs_dir, args.lanes, args.amend)
+
+
+def _lane(args) -> int:
+    lane(load_study(args.file), args.runs_dir, args.lanes)
+    return 0
+
+
+def _status(args) -> int:
+    print(to_markdown(status_rows(load_study(args.file), args.runs_dir)))
+    return 0
+
+
+def _report(args) -> int:
+    out = write_report(load_study(args.file), args.runs_dir, args.effect)
+    print((out / "report.md").read_text())
+    print(f"report: {out} (report.md, report.csv, report.json, forest.html)")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """`sassl study` and its subcommands."""
+    p = sub.add_parser("study", help="a study file's question answered: arms x seeds, paired (sassl study run FILE)")
+    steps = p.add_subparsers(dest="step", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("file", metavar="FILE", help="the study file (TOML)")
+    common.add_argument("--runs-dir", default="runs", help="the runs root; the study's folder is <runs-dir>/<name>")
+    r = steps.add_parser("run", parents=[common], help="run every trial not yet finished (resumable)")
+    r.add_argument("--lanes", type=int, default=1, help="trials run side by side on this machine (cores split)")
+    r.add_argument("--amend", action="store_true",
+                   help="accept a study file that changes what existing trials compute (the report says so)")
+    r.set_defaults(handler=_run)
+    lane_p = steps.add_parser("lane", parents=[common], help="one lane of `run --lanes N` (run starts them)")
+    lane_p.add_argument("--lanes", type=int, default=1)
+    lane_p.set_defaults(handler=_lane)
+    s = steps.add_parser("status", parents=[common], help="each trial's state, steps, last kNN, time")
+    s.set_defaults(handler=_status)
+    rep = steps.add_parser("report", parents=[common], help="the paired report into <study folder>/report/")
+    rep.add_argument("--effect", type=float, default=None, help="also the pairs needed to detect this difference")
+    rep.set_defaults(handler=_report)

@@ -1,0 +1,114 @@
+"""What a study shows, as a function of its trial folders alone (run it on a laptop over a copied folder): the
+status of each trial, and for each comparison the paired table of every outcome (sassl.compare.paired_differences
+over sassl.stats.paired_stats: Holm within the primary outcomes and within the rest), the minimum detectable
+effect, the pairs needed for a stated effect, the per-seed values and the forest plot of the primary outcomes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sassl.compare import collect_runs, interval, paired_differences, to_markdown
+from sassl.figures.comparison import paired_figure
+from sassl.figures.save import save_figure
+from sassl.records import duration, read_metrics, write_table
+from sassl.stats import pairs_needed
+from sassl.study.runner import TIMING, study_dir, trial_state
+from sassl.study.spec import Study
+
+COLUMNS = ("comparison", "family", "target", "protocol", "n", "diff", "ci_low", "ci_high", "p", "p_adjusted", "mde",
+           "pairs_for_effect", "sd", "by_seed")
+
+
+def status_rows(study: Study, runs_dir: str | Path) -> list[dict]:
+    """One row per trial: state, steps done / planned, the last kNN monitor value, evaluation present, wall time."""
+    folder, rows = study_dir(study, runs_dir), []
+    for t in study.trials(runs_dir):
+        run = folder / t.name
+        metrics = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
+        cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+        per_epoch = cfg.get("resolved", {}).get("steps_per_epoch")
+        planned = per_epoch * (cfg.get("epochs") or 0) if per_epoch else None
+        if cfg.get("max_steps") and planned:
+            planned = min(planned, cfg["max_steps"])
+        knn = [r["knn_top1"] for r in metrics if "knn_top1" in r]
+        timing = json.loads((run / TIMING).read_text())["seconds"] if (run / TIMING).is_file() else None
+        rows.append({"trial": t.name, "arm": t.arm, "seed": t.seed, "state": trial_state(run),
+                     "steps": f"{max((r['step'] for r in metrics), default=0)}/{planned or '?'}",
+                     "knn": round(knn[-1], 2) if knn else None,
+                     "evaluated": (run / "eval" / "summary.json").is_file(),
+                     "time": duration(timing) if timing is not None else ""})
+    return rows
+
+
+def report_rows(study: Study, runs_dir: str | Path, effect: float | None = None) -> list[dict]:
+    """Every comparison's paired rows (arm minus against), primary outcomes first; `effect`: also the pairs a
+    paired t-test needs to detect that difference with 80% power at the observed sd."""
+    folder = study_dir(study, runs_dir)
+    trials = study.trials(runs_dir)
+    done = [t for t in trials if trial_state(folder / t.name) == "finished"]
+    arm_of = {t.name: t.arm for t in done}
+    rows = [r | {"variant": arm_of[r["run"]]} for r in collect_runs(folder, [t.name for t in done])] if done else []
+    out = []
+    for arm, against in study.compare:
+        present = {(r["target"], r["protocol"]) for r in rows if r["variant"] in (arm, against)}
+        primary = [o for o in study.primary if o in present]
+        for r in paired_differences(rows, against, arm, "holm", primary or None):
+            family = r.get("family", "secondary")
+            need = pairs_needed(r["sd"], effect) if effect and r["sd"] else None
+            out.append({"comparison": f"{arm} - {against}", "family": family, "target": r["target"],
+                        "protocol": r["protocol"], "n": r["n"], "diff": r["diff"], "ci_low": r["t_low"],
+                        "ci_high": r["t_high"], "p": r["p"], "p_adjusted": r["p_holm"], "mde": r["mde"],
+                        "pairs_for_effect": need, "sd": r["sd"], "by_seed": r["by_seed"], "variant": f"{arm} - {against}",
+                        "seeds": r["seeds"], "t_low": r["t_low"], "t_high": r["t_high"]})
+    return out
+
+
+def missing_trials(study: Study, runs_dir: str | Path) -> list[str]:
+    folder = study_dir(study, runs_dir)
+    return [t.name for t in study.trials(runs_dir) if trial_state(folder / t.name) != "finished"]
+
+
+def _fmt(v, spec: str = "{:+.2f}") -> str:
+    return "" if v is None else spec.format(v)
+
+
+def report_markdown(study: Study, runs_dir: str | Path, rows: list[dict], effect: float | None = None) -> str:
+    folder = study_dir(study, runs_dir)
+    lines = [f"# Study {study.name}", "", f"Primary outcomes (named in the study file): "
+             f"{', '.join(f'{t}/{p}' for t, p in study.primary)}. Paired by seed; t 95% intervals; Holm within the "
+             "primary outcomes and within the rest; MDE: the difference a paired t-test at 0.05 detects with 80% power "
+             "at the observed sd and the present pairs."]
+    amendments = folder / "amendments.jsonl"
+    if amendments.is_file():
+        for a in map(json.loads, amendments.read_text().splitlines()):
+            when = " after results existed" if a["results_existed"] else " before any result"
+            lines.append(f"\n**Amended{when}** ({a['time']}): {', '.join(a['changed'])}.")
+    missing = missing_trials(study, runs_dir)
+    if missing:
+        lines.append(f"\n**Missing trials** ({len(missing)} of {len(study.trials(runs_dir))}): {', '.join(missing)}; "
+                     "the tables below pair the seeds that both arms have.")
+    for comparison in dict.fromkeys(r["comparison"] for r in rows):
+        table = [{"family": r["family"], "outcome": f"{r['target']}/{r['protocol']}", "pairs": r["n"],
+                  "diff": _fmt(r["diff"]), "t 95% CI": interval(r), "p": _fmt(r["p"], "{:.3f}"),
+                  "p Holm": _fmt(r["p_adjusted"], "{:.3f}"), "MDE": _fmt(r["mde"], "{:.2f}")}
+                 | ({f"pairs for {effect:g}": r["pairs_for_effect"] or ""} if effect else {})
+                 | {"by seed": ", ".join(f"{s}: {v:+.2f}" for s, v in r["by_seed"].items())}
+                 for r in rows if r["comparison"] == comparison]
+        lines += ["", f"## {comparison}", "", to_markdown(table)]
+    if not rows:
+        lines.append("\nNo comparison has a finished pair yet.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(study: Study, runs_dir: str | Path, effect: float | None = None) -> Path:
+    """report/: report.md, report.csv, report.json (the rows) and forest.html (+ .png) of the primary outcomes."""
+    out = study_dir(study, runs_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = report_rows(study, runs_dir, effect)
+    plain = [{k: r[k] for k in COLUMNS} for r in rows]
+    write_table([r | {"by_seed": json.dumps(r["by_seed"])} for r in plain], out / "report")  # report.csv
+    (out / "report.json").write_text(json.dumps(plain, indent=1))  # by_seed as an object, not a string
+    (out / "report.md").write_text(report_markdown(study, runs_dir, rows, effect))
+    if rows:
+        save_figure(paired_figure(rows, family="primary"), out / "forest")
+    return out

@@ -1,0 +1,156 @@
+"""Running a study: the folder is the database. A trial's state is what its run folder holds (a checkpoint:
+started; metrics.json: trained; eval/summary.json: finished), so a runner keeps no state of its own. Each lane
+walks the trials in seed-major order and takes (locks) the next one that is not finished; run the same command
+after a crash, a reboot or a kill of everything and finished trials are skipped, started ones resume from their
+checkpoints. Several lanes, or several machines sharing the runs folder, split the trials by their locks."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from sassl.notebook import execute, notebook_path
+from sassl.records import duration, terminal_line
+from sassl.study.spec import Study, Trial, load_study
+
+LOCK = ".study-lock"     # held while a lane runs the trial's notebooks
+TIMING = "study-trial.json"  # the trial's wall time, written when it finishes
+
+
+def study_dir(study: Study, runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / study.name
+
+
+def trial_state(run: Path) -> str:
+    """finished (evaluated), trained (pre-trained, not evaluated), started (a checkpoint) or pending."""
+    if (run / "eval" / "summary.json").is_file():
+        return "finished"
+    if (run / "metrics.json").is_file():
+        return "trained"
+    return "started" if (run / "checkpoints" / "last.pt").is_file() else "pending"
+
+
+@contextlib.contextmanager
+def trial_lock(run: Path) -> Iterator[bool]:
+    """Yields True while this process holds the trial's lock, False when another process holds it. The operating
+    system releases it when the holder exits, killed or not. NOTE: an advisory flock (on NFS, a byte-range
+    lock the server sees)."""
+    import fcntl
+
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield True
+
+
+def record_study(study: Study, runs_dir: str | Path, amend: bool = False) -> Path:
+    """The study folder with the study file as first run (study.toml) and what it computes (resolved.json). A
+    later file that changes what an existing trial computes, or the primary outcomes, or the comparisons, is
+    refused unless `amend`; an amendment is logged in amendments.jsonl (with whether results existed), and the
+    report says so. New seeds or arms extend the study without an amendment."""
+    folder = study_dir(study, runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    new, old_path = study.resolved(), folder / "resolved.json"
+    if old_path.is_file():
+        old = json.loads(old_path.read_text())
+        changed = [k for k in ("primary", "compare") if old[k] != new[k]]
+        changed += [f"trial {t}" for t in old["trials"] if t in new["trials"] and old["trials"][t] != new["trials"][t]]
+        if changed and not amend:
+            raise ValueError(f"{study.path}: changes what the study at {folder} computes ({', '.join(changed)}) since "
+                             f"its first run ({folder / 'study.toml'}); run with --amend to change it anyway (the "
+                             "report will say so), or give the study another name")
+        if changed:
+            results = any(trial_state(folder / t) == "finished" for t in old["trials"])
+            with open(folder / "amendments.jsonl", "a") as f:
+                f.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "changed": changed,
+                                    "results_existed": results}) + "\n")
+        new["trials"] = old["trials"] | new["trials"]  # trials dropped from the file keep their record
+    if not old_path.is_file() or new != json.loads(old_path.read_text()):
+        old_path.write_text(json.dumps(new, indent=1))
+        if not (folder / "study.toml").is_file() or amend:
+            (folder / "study.toml").write_text(study.path.read_text())
+    return folder
+
+
+def _knn(run: Path) -> str:
+    m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    return f", kNN monitor {m['knn_top1']:.2f}%" if "knn_top1" in m else ""
+
+
+def progress_line(study: Study, runs_dir: str | Path, lanes: int) -> str:
+    """Trials finished of all, and the time left at the pace of the finished trials (their mean wall time)."""
+    folder = study_dir(study, runs_dir)
+    trials = study.trials(runs_dir)
+    done = [t for t in trials if trial_state(folder / t.name) == "finished"]
+    times = [json.loads((folder / t.name / TIMING).read_text())["seconds"] for t in done
+             if (folder / t.name / TIMING).is_file()]
+    left = ""
+    if times and len(done) < len(trials):
+        left = f"; ~{duration((len(trials) - len(done)) * sum(times) / len(times) / lanes)} left at the pace so far"
+    return f"study {study.name}: {len(done)}/{len(trials)} trials finished{left}"
+
+
+def run_trial(trial: Trial, run: Path) -> None:
+    """The trial's pretrain notebook (resuming its checkpoint) then its evaluate notebook, into its run folder."""
+    t0 = time.time()
+    if trial_state(run) in ("pending", "started"):
+        execute(notebook_path("pretrain"), run / "pretrain.ipynb", trial.pretrain | {"resume": True},
+                cwd=notebook_path("pretrain").parent)
+    execute(notebook_path("evaluate"), run / "evaluate.ipynb", trial.evaluate, cwd=notebook_path("evaluate").parent)
+    (run / TIMING).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+
+
+def lane(study: Study, runs_dir: str | Path, lanes: int = 1) -> int:
+    """Run every trial that is not finished and not held by another lane, seed-major; returns how many ran."""
+    folder, ran = study_dir(study, runs_dir), 0
+    for trial in study.trials(runs_dir):
+        run = folder / trial.name
+        if trial_state(run) == "finished":
+            continue
+        with trial_lock(run) as mine:
+            if not mine or trial_state(run) == "finished":  # another lane has it, or finished it meanwhile
+                continue
+            t0 = time.time()
+            terminal_line(f"study {study.name}: trial {trial.name} ({trial_state(run)}) starts, pid {os.getpid()}")
+            run_trial(trial, run)
+            ran += 1
+            terminal_line(f"study {study.name}: trial {trial.name} finished in {duration(time.time() - t0)}{_knn(run)}")
+            terminal_line(progress_line(study, runs_dir, lanes))
+    return ran
+
+
+def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, amend: bool = False) -> int:
+    """`sassl study run FILE`: validate, record, then run the trials in `lanes` lanes on this machine (each lane
+    a process with cores / lanes threads). Returns 0 when every trial is finished."""
+    study = load_study(path)
+    if lanes < 1:
+        raise ValueError(f"--lanes: must be >= 1, got {lanes}")
+    record_study(study, runs_dir, amend)
+    terminal_line(progress_line(study, runs_dir, lanes))
+    if lanes == 1:
+        lane(study, runs_dir)
+    else:
+        threads = str(max(1, (os.cpu_count() or lanes) // lanes))
+        cmd = [sys.executable, "-m", "sassl.cli", "study", "lane", str(study.path), "--runs-dir", str(runs_dir),
+               "--lanes", str(lanes)]
+        procs = [subprocess.Popen(cmd, env=os.environ | {"OMP_NUM_THREADS": threads}) for _ in range(lanes)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"study {study.name}: lane(s) exited with {codes}; run the same command again to "
+                               "go on (finished trials are kept, started ones resume)")
+    terminal_line(progress_line(study, runs_dir, lanes))
+    folder = study_dir(study, runs_dir)
+    return 0 if all(trial_state(folder / t.name) == "finished" for t in study.trials(runs_dir)) else 1

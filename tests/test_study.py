@@ -1,0 +1,190 @@
+"""Studies: the study file refused with its key when wrong, the folder as the database (a study killed mid-way
+and run again trains nothing twice), the changed-file refusal, and a report that is paired_stats over the
+trials' own evaluation summaries."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sassl.stats import min_detectable, paired_stats, pairs_needed
+from sassl.study.runner import record_study, trial_state
+from sassl.study.spec import load_study
+
+# the README's study, at a budget of seconds (2 steps, kNN only, no random-init baseline)
+STUDY = """\
+name = "tiny"
+seeds = [0, 1, 2]
+primary = ["objects/knn"]
+
+[pretrain]
+learner = "mocov2"
+max_steps = 2
+batch_size = 8
+image_size = 32
+epochs = 1
+num_workers = 0
+knn_max_train = 400
+knn_max_test = 200
+
+[arms.baseline]
+style = "none"
+
+[arms.sassl]
+style = "pbn"
+
+[evaluate]
+targets = ["objects"]
+protocols = ["knn"]
+seeds = [0]
+max_per_split = 60
+baseline = false
+
+[[compare]]
+arm = "sassl"
+against = "baseline"
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("seeds = [0, 1, 2]", "seeds = [0]"), r"seeds: at least two different seeds"),
+    (lambda s: "budget = 3\n" + s, r"budget: unknown key"),
+    (lambda s: s + "budget = 3\n", r"compare\[0\]: expected exactly the keys arm and against"),
+    (lambda s: s.replace('learner = "mocov2"', 'lerner = "mocov2"'), r"pretrain: unknown pretrain setting\(s\) \['lerner'\]"),
+    (lambda s: s.replace('learner = "mocov2"', 'learner = "dino2"'), r"learner: unknown 'dino2'"),
+    (lambda s: s.replace('style = "none"', 'seed = 4'), r"arms.baseline: \['seed'\] are set by the study"),
+    (lambda s: s.replace('against = "baseline"', 'against = "base"'), r"compare\[0\].against: no arm named 'base'"),
+    (lambda s: s.replace('primary = ["objects/knn"]', 'primary = ["objects/linear"]'),
+     r"primary: 'objects/linear': needs 'linear' among \[evaluate\] protocols"),
+    (lambda s: s.replace('primary = ["objects/knn"]', 'primary = ["elpv/knn"]'), r"target 'elpv' is not evaluated"),
+    (lambda s: s.replace('primary = ["objects/knn"]', 'primary = []'), r"primary: name at least one outcome"),
+    (lambda s: s.replace('[arms.sassl]\nstyle = "pbn"\n', ""), r"arms: at least two arms"),
+    (lambda s: s.replace('image_size = 32', 'image_size = "big"'), r"parameter 'image_size': expected int"),
+    (lambda s: s.replace('name = "tiny"', 'name = "../x"'), r"name: a folder name"),
+])
+def test_bad_study_files_are_refused_naming_the_key(tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        load_study(_write(tmp_path, edit(STUDY)))
+
+
+def test_the_readme_study_file_is_valid_and_its_trials_go_seed_major():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"readme-study-{os.getpid()}.toml"
+    path.write_text(text)
+    try:
+        study = load_study(path)
+    finally:
+        path.unlink()
+    names = [t.name for t in study.trials("runs")]
+    assert names[:2] == ["baseline-s0", "sassl-s0"] and len(names) == 2 * len(study.seeds)
+
+
+def test_a_changed_study_file_is_refused_unless_amended(tmp_path):
+    runs = tmp_path / "runs"
+    record_study(load_study(_write(tmp_path, STUDY)), runs)
+    more_seeds = load_study(_write(tmp_path, STUDY.replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]"), "more.toml"))
+    record_study(more_seeds, runs)  # new trials only: no amendment needed
+    changed = load_study(_write(tmp_path, STUDY.replace("max_steps = 2", "max_steps = 3"), "changed.toml"))
+    with pytest.raises(ValueError, match=r"changes what the study .* \(trial baseline-s0, .*--amend"):
+        record_study(changed, runs)
+    other_primary = load_study(_write(tmp_path, STUDY.replace('primary = ["objects/knn"]',
+                                                               'primary = ["objects/knn (monitor)"]'), "primary.toml"))
+    with pytest.raises(ValueError, match=r"\(primary\)"):
+        record_study(other_primary, runs)
+    record_study(other_primary, runs, amend=True)
+    (amended,) = [json.loads(line) for line in (runs / "tiny" / "amendments.jsonl").read_text().splitlines()]
+    assert amended["changed"] == ["primary"] and amended["results_existed"] is False
+    assert "knn (monitor)" in (runs / "tiny" / "study.toml").read_text()  # the amended file is the record now
+
+
+def test_pairs_needed_is_the_smallest_n_whose_mde_reaches_the_effect():
+    for sd, effect in ((1.0, 1.0), (2.3, 1.5), (0.5, 2.0), (3.0, 0.7)):
+        n = pairs_needed(sd, effect)
+        naive = next(k for k in range(2, 10_000) if min_detectable(sd, k) <= effect)  # walk every n
+        assert n == naive, (sd, effect)
+    assert pairs_needed(1.0, 1e-4, most=100) is None
+
+
+def _sassl(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sassl.cli", "study", *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The tiny study run in 2 lanes, killed (kill -9 of every process) once a trial has finished, then run
+    again to the end: (study file, runs dir, the finished trials' files' mtimes before the second run)."""
+    tmp = tmp_path_factory.mktemp("study")
+    path, runs = _write(tmp, STUDY), tmp / "runs"
+    first = _sassl("run", str(path), "--runs-dir", str(runs), "--lanes", "2")
+    deadline = time.time() + 600
+    while time.time() < deadline and not any((runs / "tiny").glob("*/eval/summary.json")):
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # the lanes, their notebook kernels, everything
+    first.wait()
+    finished = {p.parent.parent.name: (p.stat().st_mtime_ns, (p.parent.parent / "checkpoints" / "last.pt").stat().st_mtime_ns)
+                for p in (runs / "tiny").glob("*/eval/summary.json")}
+    assert finished, "no trial finished before the kill"
+    second = _sassl("run", str(path), "--runs-dir", str(runs), "--lanes", "2")
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out[-3000:]
+    return path, runs, finished, out
+
+
+@pytest.mark.slow
+def test_a_killed_study_run_again_trains_nothing_twice(tiny_study):
+    path, runs, finished, out = tiny_study
+    study = load_study(path)
+    assert all(trial_state(runs / "tiny" / t.name) == "finished" for t in study.trials(runs))
+    for name, (summary, ckpt) in finished.items():  # finished before the kill: neither trained nor evaluated again
+        run = runs / "tiny" / name
+        assert (run / "eval" / "summary.json").stat().st_mtime_ns == summary, name
+        assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == ckpt, name
+        assert f"trial {name} (" not in out, name
+    assert "study tiny: 6/6 trials finished" in out
+    for t in study.trials(runs):  # every step logged once, in order (a resumed trial kept its rows)
+        steps = [json.loads(line)["step"] for line in (runs / "tiny" / t.name / "metrics.jsonl").read_text().splitlines()
+                 if "loss" in line]
+        assert steps == [1, 2], (t.name, steps)
+
+
+@pytest.mark.slow
+def test_study_report_is_paired_stats_over_the_trials_summaries(tiny_study):
+    import csv
+
+    path, runs, _, _ = tiny_study
+    rep = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "report", str(path), "--runs-dir", str(runs),
+                          "--effect", "1.0"], capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    rows = json.loads((runs / "tiny" / "report" / "report.json").read_text())
+    primary = [r for r in rows if r["family"] == "primary"]
+    assert [(r["comparison"], r["target"], r["protocol"]) for r in primary] == [("sassl - baseline", "objects", "knn")]
+
+    def top1(trial: str) -> float:
+        with open(runs / "tiny" / trial / "eval" / "summary.csv") as f:
+            (row,) = [r for r in csv.DictReader(f) if r["target"] == "objects" and r["protocol"] == "knn"]
+        return float(row["top1_mean"])
+
+    want = paired_stats([top1(f"baseline-s{s}") for s in range(3)], [top1(f"sassl-s{s}") for s in range(3)])
+    (r,) = primary
+    assert r["n"] == 3 and r["diff"] == pytest.approx(want["diff"]) and r["mde"] == pytest.approx(want["mde"])
+    assert (r["ci_low"], r["ci_high"], r["p"]) == pytest.approx((want["t_low"], want["t_high"], want["p"]))
+    assert r["p_adjusted"] == pytest.approx(want["p"])  # Holm over one primary outcome is the p itself
+    assert r["pairs_for_effect"] == pairs_needed(want["sd"], 1.0)
+    assert {"report.md", "report.csv", "report.json", "forest.html"} <= {p.name for p in (runs / "tiny" / "report").iterdir()}
+    assert "## sassl - baseline" in rep.stdout and "objects/knn" in rep.stdout
+    status = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "status", str(path), "--runs-dir", str(runs)],
+                            capture_output=True, text=True, timeout=300)
+    assert status.stdout.count("| finished |") == 6 and "2/2" in status.stdout, status.stdout
