@@ -188,3 +188,43 @@ def test_study_report_is_paired_stats_over_the_trials_summaries(tiny_study):
     status = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "status", str(path), "--runs-dir", str(runs)],
                             capture_output=True, text=True, timeout=300)
     assert status.stdout.count("| finished |") == 6 and "2/2" in status.stdout, status.stdout
+
+
+EVIDENCE = Path(__file__).parent.parent / "experiments" / "studies" / "evidence.toml"
+RUN_FREE = ("name", "runs_dir", "resolved", "out", "encoder")  # where a trial ran, not what it computed
+
+
+def test_the_evidence_study_describes_its_kept_trials_exactly():
+    """experiments/studies/evidence.toml is the sweep that experiments/results/ holds: every kept trial's
+    pre-training and evaluation configs are the ones the study file resolves to (resume-free settings aside)."""
+    from sassl.training import PretrainConfig
+
+    study = load_study(EVIDENCE)
+    resolved = study.resolved()["trials"]
+    kept = [t for t in study.trials("runs") if (study.dir("runs") / t.name / "config.json").is_file()]
+    assert len(kept) >= 13  # five pairs and beta = 1 at three seeds
+    free = set(RUN_FREE) | set(PretrainConfig.RESUME_FREE)
+    for t in kept:
+        cfg = json.loads((study.dir("runs") / t.name / "config.json").read_text())
+        want = {k: v for k, v in resolved[t.name]["pretrain"].items() if k not in free}
+        assert {k: cfg[k] for k in want} == want, t.name
+        ev = json.loads((study.dir("runs") / t.name / "eval" / "config.json").read_text())
+        want = {k: v for k, v in resolved[t.name]["evaluate"].items() if k not in RUN_FREE}
+        assert {k: ev[k] for k in want} == want, t.name
+
+
+def test_the_evidence_study_report_gives_the_numbers_of_evidence_md():
+    """The study report over the kept trials reproduces experiments/results/evidence.md's primary table of SASSL
+    minus the baseline (evidence.py's own report): pairs, mean difference, t interval, p, Holm, MDE."""
+    from sassl.study.report import report_rows
+
+    study = load_study(EVIDENCE)
+    rows = [r for r in report_rows(study, "runs") if r["comparison"] == "ev-sassl - ev-base" and r["family"] == "primary"]
+    md = (study.dir("runs") / "evidence.md").read_text()
+    table = md.split(": primary outcomes\n\n", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    assert [(c[0], c[1]) for c in cells] == [(r["target"], r["protocol"]) for r in rows] == list(study.primary)
+    for c, r in zip(cells, rows):
+        assert int(c[2]) == r["n"] and c[4] == f"{r['diff']:+.2f}", c
+        assert c[6] == f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]", c
+        assert (c[8], c[9], c[10]) == (f"{r['p']:.3f}", f"{r['p_adjusted']:.3f}", f"{r['mde']:.2f}"), c

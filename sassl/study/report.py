@@ -12,7 +12,7 @@ from sassl.figures.comparison import paired_figure
 from sassl.figures.save import save_figure
 from sassl.records import duration, read_metrics, write_table
 from sassl.stats import pairs_needed
-from sassl.study.runner import TIMING, study_dir, trial_state
+from sassl.study.runner import TIMING, trial_state
 from sassl.study.spec import Study
 
 COLUMNS = ("comparison", "family", "target", "protocol", "n", "diff", "ci_low", "ci_high", "p", "p_adjusted", "mde",
@@ -21,7 +21,7 @@ COLUMNS = ("comparison", "family", "target", "protocol", "n", "diff", "ci_low", 
 
 def status_rows(study: Study, runs_dir: str | Path) -> list[dict]:
     """One row per trial: state, steps done / planned, the last kNN monitor value, evaluation present, wall time."""
-    folder, rows = study_dir(study, runs_dir), []
+    folder, rows = study.dir(runs_dir), []
     for t in study.trials(runs_dir):
         run = folder / t.name
         metrics = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
@@ -43,7 +43,7 @@ def status_rows(study: Study, runs_dir: str | Path) -> list[dict]:
 def report_rows(study: Study, runs_dir: str | Path, effect: float | None = None) -> list[dict]:
     """Every comparison's paired rows (arm minus against), primary outcomes first; `effect`: also the pairs a
     paired t-test needs to detect that difference with 80% power at the observed sd."""
-    folder = study_dir(study, runs_dir)
+    folder = study.dir(runs_dir)
     trials = study.trials(runs_dir)
     done = [t for t in trials if trial_state(folder / t.name) == "finished"]
     arm_of = {t.name: t.arm for t in done}
@@ -64,7 +64,7 @@ def report_rows(study: Study, runs_dir: str | Path, effect: float | None = None)
 
 
 def missing_trials(study: Study, runs_dir: str | Path) -> list[str]:
-    folder = study_dir(study, runs_dir)
+    folder = study.dir(runs_dir)
     return [t.name for t in study.trials(runs_dir) if trial_state(folder / t.name) != "finished"]
 
 
@@ -73,7 +73,7 @@ def _fmt(v, spec: str = "{:+.2f}") -> str:
 
 
 def report_markdown(study: Study, runs_dir: str | Path, rows: list[dict], effect: float | None = None) -> str:
-    folder = study_dir(study, runs_dir)
+    folder = study.dir(runs_dir)
     lines = [f"# Study {study.name}", "", f"Primary outcomes (named in the study file): "
              f"{', '.join(f'{t}/{p}' for t, p in study.primary)}. Paired by seed; t 95% intervals; Holm within the "
              "primary outcomes and within the rest; MDE: the difference a paired t-test at 0.05 detects with 80% power "
@@ -102,7 +102,7 @@ def report_markdown(study: Study, runs_dir: str | Path, rows: list[dict], effect
 
 def write_report(study: Study, runs_dir: str | Path, effect: float | None = None) -> Path:
     """report/: report.md, report.csv, report.json (the rows) and forest.html (+ .png) of the primary outcomes."""
-    out = study_dir(study, runs_dir) / "report"
+    out = study.dir(runs_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = report_rows(study, runs_dir, effect)
     plain = [{k: r[k] for k in COLUMNS} for r in rows]

@@ -22,10 +22,6 @@ LOCK = ".study-lock"     # held while a lane runs the trial's notebooks
 TIMING = "study-trial.json"  # the trial's wall time, written when it finishes
 
 
-def study_dir(study: Study, runs_dir: str | Path) -> Path:
-    return Path(runs_dir) / study.name
-
-
 def trial_state(run: Path) -> str:
     """finished (evaluated), trained (pre-trained, not evaluated), started (a checkpoint) or pending."""
     if (run / "eval" / "summary.json").is_file():
@@ -61,7 +57,7 @@ def record_study(study: Study, runs_dir: str | Path, amend: bool = False) -> Pat
     later file that changes what an existing trial computes, or the primary outcomes, or the comparisons, is
     refused unless `amend`; an amendment is logged in amendments.jsonl (with whether results existed), and the
     report says so. New seeds or arms extend the study without an amendment."""
-    folder = study_dir(study, runs_dir)
+    folder = study.dir(runs_dir)
     folder.mkdir(parents=True, exist_ok=True)
     new, old_path = study.resolved(), folder / "resolved.json"
     if old_path.is_file():
@@ -92,7 +88,7 @@ def _knn(run: Path) -> str:
 
 def progress_line(study: Study, runs_dir: str | Path, lanes: int) -> str:
     """Trials finished of all, and the time left at the pace of the finished trials (their mean wall time)."""
-    folder = study_dir(study, runs_dir)
+    folder = study.dir(runs_dir)
     trials = study.trials(runs_dir)
     done = [t for t in trials if trial_state(folder / t.name) == "finished"]
     times = [json.loads((folder / t.name / TIMING).read_text())["seconds"] for t in done
@@ -115,7 +111,7 @@ def run_trial(trial: Trial, run: Path) -> None:
 
 def lane(study: Study, runs_dir: str | Path, lanes: int = 1) -> int:
     """Run every trial that is not finished and not held by another lane, seed-major; returns how many ran."""
-    folder, ran = study_dir(study, runs_dir), 0
+    folder, ran = study.dir(runs_dir), 0
     for trial in study.trials(runs_dir):
         run = folder / trial.name
         if trial_state(run) == "finished":
@@ -152,5 +148,5 @@ def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, a
             raise RuntimeError(f"study {study.name}: lane(s) exited with {codes}; run the same command again to "
                                "go on (finished trials are kept, started ones resume)")
     terminal_line(progress_line(study, runs_dir, lanes))
-    folder = study_dir(study, runs_dir)
+    folder = study.dir(runs_dir)
     return 0 if all(trial_state(folder / t.name) == "finished" for t in study.trials(runs_dir)) else 1

@@ -29,6 +29,7 @@ and evaluated by the evaluate notebook, as `sassl notebook` runs them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from sassl.config import from_dict, plain
 from sassl.eval.evaluate import PROTOCOL_ROWS, EvalConfig
 from sassl.training import PretrainConfig, config_from_dict
 
-KEYS = ("name", "seeds", "primary", "pretrain", "arms", "evaluate", "compare", "description")
+KEYS = ("name", "seeds", "primary", "pretrain", "arms", "evaluate", "compare", "description", "folder")
 STUDY_OWNS = ("name", "seed", "runs_dir")  # pretrain settings the study sets for each trial
 EVAL_OWNS = ("encoder", "runs_dir", "out")  # evaluate settings the study sets for each trial
 # outcome rows named otherwise than the protocol that makes them: the instruments (sassl.compare.instrument_rows);
@@ -76,14 +77,20 @@ class Study:
     evaluate: dict
     compare: tuple[tuple[str, str], ...]  # (arm, against)
     primary: tuple[tuple[str, str], ...]  # (target, protocol)
+    arm_seeds: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)  # arms run at fewer seeds
+    folder: str = ""  # the study folder relative to the file; "": <runs-dir>/<name>
+
+    def dir(self, runs_dir: str | Path) -> Path:
+        """The study's folder: `folder` beside the study file when the file names one, else <runs-dir>/<name>."""
+        return Path(os.path.normpath(self.path.parent / self.folder)) if self.folder else Path(runs_dir) / self.name
 
     def trials(self, runs_dir: str | Path) -> list[Trial]:
         """Every trial, seed-major (seed 0 of every arm, then seed 1, ...): a study cut short is a smaller paired
         study, not an unpaired one."""
-        folder = str(Path(runs_dir) / self.name)
+        folder = str(self.dir(runs_dir))
         return [Trial(arm, seed, self.pretrain | over | {"name": f"{arm}-s{seed}", "seed": seed, "runs_dir": folder},
                       self.evaluate | {"encoder": f"{arm}-s{seed}", "runs_dir": folder})
-                for seed in self.seeds for arm, over in self.arms.items()]
+                for seed in self.seeds for arm, over in self.arms.items() if seed in self.arm_seeds.get(arm, self.seeds)]
 
     def resolved(self) -> dict:
         """What the study computes, as plain data: each trial's resolved pretrain and evaluate configs (run-folder
@@ -117,7 +124,9 @@ def _settings(path: Path, key: str, values: dict, fields: set[str], owned: tuple
         _fail(path, key, f"{taken} are set by the study for each trial; remove them")
 
 
-def _arms(path: Path, arms: dict, fields: set[str]) -> dict:
+def _arms(path: Path, arms: dict, fields: set[str], seeds: list[int]) -> tuple[dict, dict]:
+    """The arms' pretrain overrides, and the seeds of the arms that run at fewer seeds (an arm's own `seeds`,
+    a subset of the study's)."""
     if len(arms) < 2:
         _fail(path, "arms", f"at least two arms ([arms.NAME] tables) are needed, got {list(arms)}")
     for arm, over in arms.items():
@@ -125,8 +134,12 @@ def _arms(path: Path, arms: dict, fields: set[str]) -> dict:
             _fail(path, f"arms.{arm}", "an arm's name must be a folder name (letters, digits, '.', '_', '-')")
         if not isinstance(over, dict):
             _fail(path, f"arms.{arm}", "expected a table of pretrain settings")
-        _settings(path, f"arms.{arm}", over, fields, STUDY_OWNS, "pretrain")
-    return arms
+        own = over.get("seeds", seeds)
+        if not isinstance(own, list) or len(own) < 2 or not set(own) <= set(seeds):
+            _fail(path, f"arms.{arm}.seeds", f"an arm's seeds are two or more of the study's seeds {seeds}, got {own!r}")
+        _settings(path, f"arms.{arm}", {k: v for k, v in over.items() if k != "seeds"}, fields, STUDY_OWNS, "pretrain")
+    return ({a: {k: v for k, v in o.items() if k != "seeds"} for a, o in arms.items()},
+            {a: tuple(o["seeds"]) for a, o in arms.items() if "seeds" in o})
 
 
 def _comparisons(path: Path, compare, arms: dict) -> list[tuple[str, str]]:
@@ -191,7 +204,7 @@ def load_study(path: str | Path) -> Study:
     pretrain = _table(path, data, "pretrain")
     pre_fields = {f.name for f in dataclasses.fields(PretrainConfig)}
     _settings(path, "pretrain", pretrain, pre_fields, STUDY_OWNS, "pretrain")
-    arms = _arms(path, _table(path, data, "arms"), pre_fields)
+    arms, arm_seeds = _arms(path, _table(path, data, "arms"), pre_fields, seeds)
     evaluate = _table(path, data, "evaluate")
     _settings(path, "evaluate", evaluate, {f.name for f in dataclasses.fields(EvalConfig)}, EVAL_OWNS, "evaluate")
     pairs = _comparisons(path, data.get("compare"), arms)
@@ -202,8 +215,11 @@ def load_study(path: str | Path) -> Study:
         outcomes = parse_outcomes(primary, "primary")
     except ValueError as e:
         _fail(path, "primary", str(e))
-    study = Study(path, name, tuple(seeds), {a: dict(o) for a, o in arms.items()}, dict(pretrain), dict(evaluate),
-                  tuple(pairs), tuple(outcomes))
+    folder = data.get("folder", "")
+    if not isinstance(folder, str):
+        _fail(path, "folder", f"a path relative to the study file, got {folder!r}")
+    study = Study(path, name, tuple(seeds), arms, dict(pretrain), dict(evaluate), tuple(pairs), tuple(outcomes),
+                  arm_seeds, folder)
     try:  # every trial's settings resolve (learner, recipe, ranges, types): the configs' own checks
         resolved = study.resolved()
     except ValueError as e:
