@@ -144,8 +144,16 @@ def tiny_study(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_killed_study_run_again_trains_nothing_twice(tiny_study):
+def test_tiny_study_killed_resumed_reported_and_run_through_submitit(tiny_study):
+    """One test over the tiny study (xdist would start a module fixture once per worker): nothing trained twice
+    after kill -9, the report, then one trial deleted and run again through submitit's local executor."""
     path, runs, finished, out = tiny_study
+    _nothing_twice(path, runs, finished, out)
+    _report_is_paired_stats(path, runs)
+    _submitit_local_runs_the_missing_trial(path, runs)
+
+
+def _nothing_twice(path, runs, finished, out):
     study = load_study(path)
     assert all(trial_state(runs / "tiny" / t.name) == "finished" for t in study.trials(runs))
     for name, (summary, ckpt) in finished.items():  # finished before the kill: neither trained nor evaluated again
@@ -160,11 +168,9 @@ def test_a_killed_study_run_again_trains_nothing_twice(tiny_study):
         assert steps == [1, 2], (t.name, steps)
 
 
-@pytest.mark.slow
-def test_study_report_is_paired_stats_over_the_trials_summaries(tiny_study):
+def _report_is_paired_stats(path, runs):
     import csv
 
-    path, runs, _, _ = tiny_study
     rep = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "report", str(path), "--runs-dir", str(runs),
                           "--effect", "1.0"], capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr[-2000:]
@@ -188,6 +194,49 @@ def test_study_report_is_paired_stats_over_the_trials_summaries(tiny_study):
     status = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "status", str(path), "--runs-dir", str(runs)],
                             capture_output=True, text=True, timeout=300)
     assert status.stdout.count("| finished |") == 6 and "2/2" in status.stdout, status.stdout
+
+
+def _submitit_local_runs_the_missing_trial(path, runs):
+    import shutil
+
+    before = {t: (runs / "tiny" / t / "eval" / "summary.json").stat().st_mtime_ns for t in ("baseline-s0", "sassl-s1")}
+    shutil.rmtree(runs / "tiny" / "sassl-s2")
+    r = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "run", str(path), "--runs-dir", str(runs),
+                        "--launcher", "submitit-local"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "1 trial job(s) submitted (submitit-local)" in r.stdout + r.stderr
+    assert trial_state(runs / "tiny" / "sassl-s2") == "finished"
+    assert any((runs / "tiny" / "submitit").iterdir())  # submitit's pickles and logs
+    assert before == {t: (runs / "tiny" / t / "eval" / "summary.json").stat().st_mtime_ns for t in before}
+
+
+def test_sbatch_script_carries_the_options_given(tmp_path, capsys):
+    from sassl.cli import main
+
+    path = _write(tmp_path, STUDY)
+    assert main(["study", "run", str(path), "--runs-dir", str(tmp_path / "runs"), "--launcher", "slurm",
+                 "--partition", "gpu", "--time", "600", "--gpus-per-trial", "8", "--nodes-per-trial", "2",
+                 "--slurm", "account=abc", "--slurm", "qos=high", "--show-sbatch"]) == 0
+    script = capsys.readouterr().out
+    for line in ("--partition=gpu", "--time=600", "--gpus-per-node=8", "--nodes=2", "--ntasks-per-node=1",
+                 "--cpus-per-task=80", "--account=abc", "--qos=high", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "-m submitit.core._submit" in script and not (tmp_path / "runs" / "tiny").exists()  # nothing submitted
+    assert main(["study", "run", str(path), "--launcher", "slurm", "--slurm", "account", "--show-sbatch"]) == 2
+    assert "--slurm: expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_multi_gpu_trials_run_the_readmes_torchrun_lines(tmp_path):
+    from sassl.study.launch import torchrun_command
+
+    trial = load_study(_write(tmp_path, STUDY)).trials(tmp_path)[0]
+    one = torchrun_command(trial, Path("c.json"), gpus=8, nodes=1)
+    assert one == ["torchrun", "--standalone", "--nproc_per_node", "8", "-m", "sassl.cli", "pretrain", "--config",
+                   "c.json", "--resume"]
+    many = " ".join(torchrun_command(trial, Path("c.json"), gpus=8, nodes=4, master="node1"))
+    assert "--nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint node1:29400 --rdzv-id baseline-s0" in many
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "--nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint $MASTER:29400" in readme
 
 
 EVIDENCE = Path(__file__).parent.parent / "experiments" / "studies" / "evidence.toml"

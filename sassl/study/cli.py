@@ -4,13 +4,20 @@ from __future__ import annotations
 import argparse
 
 from sassl.compare import to_markdown
+from sassl.study.launch import LAUNCHERS, sbatch_script, slurm_options, submit_study
 from sassl.study.report import status_rows, write_report
 from sassl.study.runner import lane, run_study
 from sassl.study.spec import load_study
 
 
 def _run(args) -> int:
-    return run_study(args.file, args.runs_dir, args.lanes, args.amend)
+    if args.launcher == "local":
+        return run_study(args.file, args.runs_dir, args.lanes, args.amend)
+    if args.show_sbatch:
+        print(sbatch_script(args.file, args.runs_dir, slurm_options(args)))
+        return 0
+    return submit_study(args.file, args.runs_dir, args.launcher, slurm_options(args), args.amend,
+                        wait=args.launcher == "submitit-local" or args.wait)
 
 
 def _lane(args) -> int:
@@ -41,6 +48,16 @@ def add_parser(sub) -> None:
     r.add_argument("--lanes", type=int, default=1, help="trials run side by side on this machine (cores split)")
     r.add_argument("--amend", action="store_true",
                    help="accept a study file that changes what existing trials compute (the report says so)")
+    r.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="local lanes; submitit-local (the cluster path on this machine); slurm (a job per trial)")
+    r.add_argument("--partition", help="slurm: the partition")
+    r.add_argument("--time", type=int, default=24 * 60, help="slurm: minutes per job (a pre-empted job requeues)")
+    r.add_argument("--gpus-per-trial", type=int, default=1, help="slurm: GPUs per node of a trial (> 1: torchrun)")
+    r.add_argument("--nodes-per-trial", type=int, default=1, help="slurm: nodes of a trial (> 1: torchrun, c10d)")
+    r.add_argument("--slurm", action="append", metavar="KEY=VALUE", help="slurm: any other sbatch option, e.g. "
+                   "account=abc or qos=high (repeatable)")
+    r.add_argument("--show-sbatch", action="store_true", help="slurm: print the sbatch script, submit nothing")
+    r.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and print each trial's end")
     r.set_defaults(handler=_run)
     lane_p = steps.add_parser("lane", parents=[common], help="one lane of `run --lanes N` (run starts them)")
     lane_p.add_argument("--lanes", type=int, default=1)
