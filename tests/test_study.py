@@ -277,3 +277,46 @@ def test_the_evidence_study_report_gives_the_numbers_of_evidence_md():
         assert int(c[2]) == r["n"] and c[4] == f"{r['diff']:+.2f}", c
         assert c[6] == f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]", c
         assert (c[8], c[9], c[10]) == (f"{r['p']:.3f}", f"{r['p_adjusted']:.3f}", f"{r['mde']:.2f}"), c
+
+
+def test_study_plan_counts_the_pairs_and_trials_an_effect_needs(capsys):
+    """sassl study plan over the evidence study: pairs_needed at each primary outcome's observed sd, and the trials
+    still to run (a seed where one arm is finished costs one trial, a new seed two)."""
+    from sassl.cli import main
+    from sassl.study.report import plan_rows, report_rows
+
+    study = load_study(EVIDENCE)
+    rows = {(r["comparison"], r["outcome"]): r for r in plan_rows(study, "runs", 1.5, lanes=2)}
+    sd = {(r["comparison"], f"{r['target']}/{r['protocol']}"): r["sd"] for r in report_rows(study, "runs")}
+    main_linear = rows[("ev-sassl - ev-base", "objects/linear")]
+    need = pairs_needed(sd[("ev-sassl - ev-base", "objects/linear")], 1.5)
+    assert main_linear["pairs for 1.5"] == need
+    pairs = 5  # seeds 0-4 of both arms are kept; seeds 5+ need both arms
+    assert main_linear["trials to run"] == 2 * max(0, need - pairs)
+    beta1 = rows[("ev-beta1 - ev-sassl", "objects/knn")]  # 3 pairs kept; seeds 3-4 have ev-sassl already
+    extra = max(0, beta1["pairs for 1.5"] - 3)
+    assert beta1["trials to run"] == min(extra, 2) + 2 * max(0, extra - 2)
+    assert main(["study", "plan", str(EVIDENCE), "--effect", "1.5"]) == 0 and "| ev-sassl - ev-base |" in capsys.readouterr().out
+
+
+def test_study_notebook_shows_the_report_of_a_study(tmp_path):
+    """notebooks/study.ipynb through papermill over a copy of three kept evidence pairs: the status table, the
+    report's tables and the forest plot, and the report files in the study folder."""
+    import shutil
+
+    from sassl.notebook import execute, notebook_path
+
+    results = EVIDENCE.parent.parent / "results"
+    for arm in ("ev-base", "ev-sassl"):
+        for s in range(3):
+            shutil.copytree(results / f"{arm}-s{s}", tmp_path / "results" / f"{arm}-s{s}")
+    full = EVIDENCE.read_text()  # the evidence study with its two main arms and their comparison only
+    text = (full.split("[arms.ev-beta1]")[0] + "[evaluate]" + full.split("[evaluate]")[1].split("[[compare]]")[0]
+            + "[[compare]]" + full.split("[[compare]]")[1])
+    (tmp_path / "studies").mkdir()
+    study = _write(tmp_path / "studies", text, "evidence.toml")
+    nb = execute(notebook_path("study"), tmp_path / "study.ipynb", {"study": str(study), "effect": 1.5},
+                 cwd=notebook_path("study").parent)
+    outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "ev-sassl - ev-base" in outputs and "pairs for 1.5" in outputs and "Paired differences" in outputs
+    assert {"report.md", "report.json", "forest.html"} <= {p.name for p in (tmp_path / "results" / "report").iterdir()}

@@ -5,7 +5,7 @@ import argparse
 
 from sassl.compare import to_markdown
 from sassl.study.launch import LAUNCHERS, sbatch_script, slurm_options, submit_study
-from sassl.study.report import status_rows, write_report
+from sassl.study.report import plan_rows, status_rows, write_report
 from sassl.study.runner import lane, run_study
 from sassl.study.spec import load_study
 
@@ -34,6 +34,15 @@ def _report(args) -> int:
     out = write_report(load_study(args.file), args.runs_dir, args.effect)
     print((out / "report.md").read_text())
     print(f"report: {out} (report.md, report.csv, report.json, forest.html)")
+    return 0
+
+
+def _plan(args) -> int:
+    pilot = load_study(args.pilot) if args.pilot else None
+    rows = plan_rows(load_study(args.file), args.runs_dir, args.effect, pilot, lanes=args.lanes)
+    print(to_markdown(rows))
+    print(f"pairs for {args.effect:g}: the seeds a paired t-test at 0.05 needs to detect that difference with 80% "
+          "power at the pilot's sd; time: the trials still to run x the mean finished trial's wall time / lanes")
     return 0
 
 
@@ -67,3 +76,8 @@ def add_parser(sub) -> None:
     rep = steps.add_parser("report", parents=[common], help="the paired report into <study folder>/report/")
     rep.add_argument("--effect", type=float, default=None, help="also the pairs needed to detect this difference")
     rep.set_defaults(handler=_report)
+    pl = steps.add_parser("plan", parents=[common], help="seeds needed for an effect, and their cost, from a pilot")
+    pl.add_argument("--effect", type=float, required=True, help="the difference to detect (points)")
+    pl.add_argument("--pilot", help="another study file whose finished pairs give the sd (default: this study's)")
+    pl.add_argument("--lanes", type=int, default=1, help="trials run side by side (divides the time)")
+    pl.set_defaults(handler=_plan)

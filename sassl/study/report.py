@@ -112,3 +112,41 @@ def write_report(study: Study, runs_dir: str | Path, effect: float | None = None
     if rows:
         save_figure(paired_figure(rows, family="primary"), out / "forest")
     return out
+
+
+def trial_seconds(run: Path) -> float | None:
+    """A finished trial's wall time: its study timing, else (a trial run before studies) its epochs' seconds."""
+    if (run / TIMING).is_file():
+        return json.loads((run / TIMING).read_text())["seconds"]
+    if (run / "metrics.jsonl").is_file():
+        epochs = [r["epoch_seconds"] for r in read_metrics(run / "metrics.jsonl") if "epoch_seconds" in r]
+        return sum(epochs) if epochs else None
+    return None
+
+
+def plan_rows(study: Study, runs_dir: str | Path, effect: float, pilot: Study | None = None,
+              pilot_runs_dir: str | Path | None = None, lanes: int = 1) -> list[dict]:
+    """Per comparison and primary outcome: the pairs a paired t-test needs for 80% power at `effect`, at the sd
+    of the pilot's pairs (the study's own finished pairs, or another study's), and what they cost: the trials
+    still to run for that many seeds x the mean finished trial's wall time / lanes."""
+    source, source_dir = (pilot, pilot_runs_dir or runs_dir) if pilot is not None else (study, runs_dir)
+    rows = [r for r in report_rows(source, source_dir, effect) if r["family"] == "primary"]
+    if not rows:
+        raise ValueError(f"study {source.name}: no finished pair of a primary outcome to plan from; run two seeds "
+                         "of each arm first (a pilot), or give --pilot OTHER.toml")
+    times = [s for t in source.trials(source_dir) if (s := trial_seconds(source.dir(source_dir) / t.name))]
+    per_trial = sum(times) / len(times) if times else None
+    folder, out = study.dir(runs_dir), []
+    for r in rows:
+        arm, against = r["comparison"].split(" - ")
+        need = r["pairs_for_effect"]
+        finished = {a: {t.seed for t in study.trials(runs_dir) if t.arm == a and trial_state(folder / t.name) == "finished"}
+                    for a in (arm, against)}
+        pairs, halves = finished[arm] & finished[against], finished[arm] ^ finished[against]
+        more = None if need is None else max(0, need - len(pairs))  # pairs still missing: a half pair costs one trial
+        todo = None if more is None else min(more, len(halves)) + 2 * max(0, more - len(halves))
+        out.append({"comparison": r["comparison"], "outcome": f"{r['target']}/{r['protocol']}",
+                    "pilot pairs": r["n"], "sd": round(r["sd"], 2), f"pairs for {effect:g}": need,
+                    "trials to run": todo, "time": duration(todo * per_trial / lanes) if todo and per_trial else
+                    ("0" if todo == 0 else "")})
+    return out
