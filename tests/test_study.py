@@ -320,3 +320,10 @@ def test_study_notebook_shows_the_report_of_a_study(tmp_path):
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "ev-sassl - ev-base" in outputs and "pairs for 1.5" in outputs and "Paired differences" in outputs
     assert {"report.md", "report.json", "forest.html"} <= {p.name for p in (tmp_path / "results" / "report").iterdir()}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments" / "studies").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_the_workbenchs_own_study_files_are_valid(path):
+    study = load_study(path)
+    assert len(study.trials("runs")) >= 4 and study.primary
