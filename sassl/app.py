@@ -86,13 +86,18 @@ def build(explorer: Explorer | None = None) -> gr.Blocks:
     return demo
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """`sassl app`'s flags."""
     ap = argparse.ArgumentParser(prog="sassl app", description="SASSL stylization explorer (Gradio)")
     ap.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="make a public gradio.live link (off by default)")
     ap.add_argument("--device", default="auto")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     demo = build(Explorer(args.device))
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,
                                                    max_file_size=MAX_UPLOAD_BYTES, show_error=True)

@@ -9,7 +9,7 @@ seeded by (seed, epoch, index) so a resumed run sees the same crops). Everything
 
 Every random parameter is drawn per image (on the CPU, from a generator seeded per step) and returned.
 `prepare` makes every draw and runs SASSL; `finish` applies the rest. The step never waits for the
-device: indices and factors are computed on the CPU and reach the device in one transfer (runtime.ship).
+device: indices and factors are computed on the CPU and reach the device in one transfer (sassl.devices.ship).
 """
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ class TwoViews(nn.Module):
                 if len(rows):
                     jitter.append((op_i, rows))
         blur = p.blur.nonzero().squeeze(1)
-        padded = pad_rows(blur, shape_bucket(x.device))  # few conv shapes for cuDNN to tune (runtime.shape_bucket)
+        padded = pad_rows(blur, shape_bucket(x.device))  # few conv shapes for cuDNN to tune (sassl.devices.shape_bucket)
         parts = {"flip": p.flip, "gray": p.gray, "solarize": p.solarize, "blur": padded, "sigma": p.sigma[padded]}
         for k, (op_i, rows) in enumerate(jitter):
             parts[f"rows{k}"], parts[f"factor{k}"] = rows, p.factors[rows, op_i]

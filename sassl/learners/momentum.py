@@ -39,8 +39,9 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 class MomentumTwoTower(nn.Module):
-    """Subclasses implement `loss(x1, x2) -> scalar`; forward(x1, x2, momentum) updates the target with
-    `momentum`, then returns (loss, logs) with logs as tensors (the trainer reads them, once per step)."""
+    """Subclasses implement `loss(x1, x2, x1_target) -> (B,)`, each image's loss (the target tower sees
+    x1_target in place of x1); forward(x1, x2, momentum, x1_target=None) updates the target with `momentum` (None:
+    leaves it), then returns (the mean loss, logs) with logs as tensors (the trainer reads them once per step)."""
 
     def __init__(self, backbone: nn.Module, feat_dim: int, proj_hidden: int, proj_dim: int, pred_hidden: int,
                  predictor: bool = True, projector: nn.Module | None = None, predictor_module: nn.Module | None = None):

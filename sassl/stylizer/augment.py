@@ -99,7 +99,7 @@ class SASSL(nn.Module):
         embed_size: resize images to this square size before the style predictor; None = as they come.
 
     The stylized subset's size depends on the draws; on CUDA with cudnn.benchmark it is padded to a multiple
-    of `bucket` rows (default: runtime.shape_bucket) so that cuDNN tunes a few shapes, not one per size. The
+    of `bucket` rows (default: sassl.devices.shape_bucket) so that cuDNN tunes a few shapes, not one per size. The
     padded rows repeat a real one and are dropped: the result does not change.
     """
 
