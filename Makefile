@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 LOCK   := requirements.lock
 
-.PHONY: setup demo test bench lab lock clean mutation
+.PHONY: setup demo test bench lab lock clean mutation docs
 
 # The set-up installs exactly the versions in requirements.lock (what CI last passed with), then the package
 # itself without resolving anything again.
@@ -47,6 +47,10 @@ test: setup
 # module): make mutation MODULE=sassl/optim.py  (no MODULE: every module listed in experiments/mutation.py)
 mutation: setup
 	$(BIN)/python experiments/mutation.py $(MODULE)
+
+# The documentation site (mkdocs-material; API pages from the docstrings) into site/; the tests build it with --strict.
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python -m sassl.bench stylizer

@@ -3,6 +3,7 @@ README's and docs/'s code blocks goes through the real argument parser (the subc
 the values parse), and every `sassl.x.y` name the docs cite imports."""
 import argparse
 import importlib
+import os
 import re
 import shlex
 from pathlib import Path
@@ -126,3 +127,30 @@ def test_every_cited_sassl_name_exists(doc, name):
             obj = getattr(obj, attr)
         return
     pytest.fail(f"{doc} cites {name}: no such module")
+
+
+def test_the_site_builds_strict_and_a_broken_link_fails_it(tmp_path):
+    """`make docs` (mkdocs build --strict): every page of the nav builds, the API pages render the docstrings of
+    the public names, and a link to a page that does not exist fails the build."""
+    import shutil
+    import subprocess
+    import sys
+
+    def build(root: Path) -> subprocess.CompletedProcess:
+        # NOTE: not -q: mkdocs -q hides the warnings that --strict counts, and a broken link then builds
+        return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                              cwd=root, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+    r = build(ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "Flat, typed run settings" in api and "pairs_needed" in api
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "docs", copy / "docs", ignore=shutil.ignore_patterns("mutation"))
+    shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    (copy / "sassl").symlink_to(ROOT / "sassl")  # the API pages read the package
+    page = copy / "docs" / "studies.md"
+    page.write_text(page.read_text() + "\nSee [the plan](no-such-page.md).\n")
+    r = build(copy)
+    assert r.returncode != 0 and "no-such-page.md" in r.stderr

@@ -15,7 +15,7 @@ from sassl.stats import min_detectable, paired_stats, pairs_needed
 from sassl.study.runner import record_study, trial_state
 from sassl.study.spec import load_study
 
-# the README's study, at a budget of seconds (2 steps, kNN only, no random-init baseline)
+# the documented study (docs/studies.md), at a budget of seconds (2 steps, kNN only, no random-init baseline)
 STUDY = """\
 name = "tiny"
 seeds = [0, 1, 2]
@@ -77,9 +77,9 @@ def test_bad_study_files_are_refused_naming_the_key(tmp_path, edit, message):
         load_study(_write(tmp_path, edit(STUDY)))
 
 
-def test_the_readme_study_file_is_valid_and_its_trials_go_seed_major():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+def test_the_documented_study_file_is_valid_and_its_trials_go_seed_major():
+    page = (Path(__file__).parent.parent / "docs" / "studies.md").read_text()
+    text = page.split("```toml\n", 1)[1].split("```", 1)[0]
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"readme-study-{os.getpid()}.toml"
     path.write_text(text)
     try:
@@ -235,7 +235,7 @@ def test_multi_gpu_trials_run_the_readmes_torchrun_lines(tmp_path):
                    "c.json", "--resume"]
     many = " ".join(torchrun_command(trial, Path("c.json"), gpus=8, nodes=4, master="node1"))
     assert "--nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint node1:29400 --rdzv-id baseline-s0" in many
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "scale.md").read_text()
     assert "--nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint $MASTER:29400" in readme
 
 

@@ -1,7 +1,7 @@
 """Trials as cluster jobs, through submitit: `--launcher slurm` submits one job per unfinished trial (a job
 array), `--launcher submitit-local` runs the same jobs on this machine with submitit's local executor (what
 the tests run). A job takes the trial's lock and runs it as a local lane does; with more than one GPU per trial
-its pre-training runs under torchrun (the README's command lines), then rank 0's node evaluates it. A job that
+its pre-training runs under torchrun (the command lines of docs/scale.md), then rank 0's node evaluates it. A job that
 SLURM pre-empts or times out is requeued by submitit (Checkpointable) and its trial resumes from its last
 checkpoint. The launcher decides nothing else: the trial command is the one a user could type."""
 from __future__ import annotations
@@ -38,7 +38,7 @@ class SlurmOptions:
 
 def torchrun_command(trial: Trial, config: Path, gpus: int, nodes: int, master: str = "$MASTER") -> list[str]:
     """The trial's pre-training under torchrun (its settings in `config`, a JSON file `sassl pretrain --config`
-    reads; --resume continues a pre-empted trial): the README's one-node or c10d multi-node command line."""
+    reads; --resume continues a pre-empted trial): docs/scale.md's one-node or c10d multi-node command line."""
     launch = (["--standalone", "--nproc_per_node", str(gpus)] if nodes == 1 else
               ["--nnodes", str(nodes), "--nproc_per_node", str(gpus), "--rdzv-backend", "c10d",
                "--rdzv-endpoint", f"{master}:29400", "--rdzv-id", trial.name])
