@@ -18,7 +18,7 @@ from sassl.study.spec import load_study
 # the documented study (docs/studies.md), at a budget of seconds (2 steps, kNN only, no random-init baseline)
 STUDY = """\
 name = "tiny"
-seeds = [0, 1, 2]
+seeds = [0, 1]
 primary = ["objects/knn"]
 
 [pretrain]
@@ -57,7 +57,7 @@ def _write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda s: s.replace("seeds = [0, 1, 2]", "seeds = [0]"), r"seeds: at least two different seeds"),
+    (lambda s: s.replace("seeds = [0, 1]", "seeds = [0]"), r"seeds: at least two different seeds"),
     (lambda s: "budget = 3\n" + s, r"budget: unknown key"),
     (lambda s: s + "budget = 3\n", r"compare\[0\]: expected exactly the keys arm and against"),
     (lambda s: s.replace('learner = "mocov2"', 'lerner = "mocov2"'), r"pretrain: unknown pretrain setting\(s\) \['lerner'\]"),
@@ -93,7 +93,7 @@ def test_the_documented_study_file_is_valid_and_its_trials_go_seed_major():
 def test_a_changed_study_file_is_refused_unless_amended(tmp_path):
     runs = tmp_path / "runs"
     record_study(load_study(_write(tmp_path, STUDY)), runs)
-    more_seeds = load_study(_write(tmp_path, STUDY.replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]"), "more.toml"))
+    more_seeds = load_study(_write(tmp_path, STUDY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]"), "more.toml"))
     record_study(more_seeds, runs)  # new trials only: no amendment needed
     changed = load_study(_write(tmp_path, STUDY.replace("max_steps = 2", "max_steps = 3"), "changed.toml"))
     with pytest.raises(ValueError, match=r"changes what the study .* \(trial baseline-s0, .*--amend"):
@@ -123,7 +123,7 @@ def _sassl(*args: str, **kw) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    """The tiny study run in 2 lanes, killed (kill -9 of every process) once a trial has finished, then run
+    """The tiny study (2 arms x 2 seeds) run in 2 lanes, killed (kill -9 of every process) once a trial has finished, then run
     again to the end: (study file, runs dir, the finished trials' files' mtimes before the second run)."""
     tmp = tmp_path_factory.mktemp("study")
     path, runs = _write(tmp, STUDY), tmp / "runs"
@@ -161,7 +161,7 @@ def _nothing_twice(path, runs, finished, out):
         assert (run / "eval" / "summary.json").stat().st_mtime_ns == summary, name
         assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns == ckpt, name
         assert f"trial {name} (" not in out, name
-    assert "study tiny: 6/6 trials finished" in out
+    assert "study tiny: 4/4 trials finished" in out
     for t in study.trials(runs):  # every step logged once, in order (a resumed trial kept its rows)
         steps = [json.loads(line)["step"] for line in (runs / "tiny" / t.name / "metrics.jsonl").read_text().splitlines()
                  if "loss" in line]
@@ -183,29 +183,30 @@ def _report_is_paired_stats(path, runs):
             (row,) = [r for r in csv.DictReader(f) if r["target"] == "objects" and r["protocol"] == "knn"]
         return float(row["top1_mean"])
 
-    want = paired_stats([top1(f"baseline-s{s}") for s in range(3)], [top1(f"sassl-s{s}") for s in range(3)])
+    want = paired_stats([top1(f"baseline-s{s}") for s in range(2)], [top1(f"sassl-s{s}") for s in range(2)])
     (r,) = primary
-    assert r["n"] == 3 and r["diff"] == pytest.approx(want["diff"]) and r["mde"] == pytest.approx(want["mde"])
-    assert (r["ci_low"], r["ci_high"], r["p"]) == pytest.approx((want["t_low"], want["t_high"], want["p"]))
-    assert r["p_adjusted"] == pytest.approx(want["p"])  # Holm over one primary outcome is the p itself
-    assert r["pairs_for_effect"] == pairs_needed(want["sd"], 1.0)
+    assert r["n"] == 2 and r["diff"] == pytest.approx(want["diff"]) and r["mde"] == pytest.approx(want["mde"])
+    same = lambda a, b: a is b is None or a == pytest.approx(b)  # noqa: E731 (no spread: no test, None)
+    assert same(r["ci_low"], want["t_low"]) and same(r["ci_high"], want["t_high"]) and same(r["p"], want["p"])
+    assert same(r["p_adjusted"], want["p"])  # Holm over one primary outcome is the p itself
+    assert r["pairs_for_effect"] == (pairs_needed(want["sd"], 1.0) if want["sd"] else None)
     assert {"report.md", "report.csv", "report.json", "forest.html"} <= {p.name for p in (runs / "tiny" / "report").iterdir()}
     assert "## sassl - baseline" in rep.stdout and "objects/knn" in rep.stdout
     status = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "status", str(path), "--runs-dir", str(runs)],
                             capture_output=True, text=True, timeout=300)
-    assert status.stdout.count("| finished |") == 6 and "2/2" in status.stdout, status.stdout
+    assert status.stdout.count("| finished |") == 4 and "2/2" in status.stdout, status.stdout
 
 
 def _submitit_local_runs_the_missing_trial(path, runs):
     import shutil
 
-    before = {t: (runs / "tiny" / t / "eval" / "summary.json").stat().st_mtime_ns for t in ("baseline-s0", "sassl-s1")}
-    shutil.rmtree(runs / "tiny" / "sassl-s2")
+    before = {t: (runs / "tiny" / t / "eval" / "summary.json").stat().st_mtime_ns for t in ("baseline-s0", "sassl-s0")}
+    shutil.rmtree(runs / "tiny" / "sassl-s1")
     r = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "run", str(path), "--runs-dir", str(runs),
                         "--launcher", "submitit-local"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "1 trial job(s) submitted (submitit-local)" in r.stdout + r.stderr
-    assert trial_state(runs / "tiny" / "sassl-s2") == "finished"
+    assert trial_state(runs / "tiny" / "sassl-s1") == "finished"
     assert any((runs / "tiny" / "submitit").iterdir())  # submitit's pickles and logs
     assert before == {t: (runs / "tiny" / t / "eval" / "summary.json").stat().st_mtime_ns for t in before}
 
