@@ -9,28 +9,7 @@ from sassl.backbones import BACKBONES, ViT, create_backbone, sincos_position_emb
 from sassl.learners import LEARNERS, create_learner
 from sassl.learners.losses import byol_loss, info_nce, nt_xent
 from sassl.learners.mocov3 import mocov3_loss
-
-
-def naive_info_nce(q, k, t, queue=None, rank=0):
-    total = 0.0
-    for i in range(len(q)):
-        qi = q[i] / q[i].norm()
-        cands = [kj / kj.norm() for kj in k] + ([u / u.norm() for u in queue] if queue is not None else [])
-        logits = torch.stack([qi @ c for c in cands]) / t
-        total += -(logits[i + rank * len(q)] - torch.logsumexp(logits, 0))
-    return total / len(q)
-
-
-def naive_nt_xent(z1, z2, t):
-    z = torch.cat([z1, z2])
-    z = z / z.norm(dim=1, keepdim=True)
-    n, total = len(z1), 0.0
-    for a in range(2 * n):
-        pos = (a + n) % (2 * n)
-        others = [b for b in range(2 * n) if b != a]
-        logits = torch.stack([z[a] @ z[b] for b in others]) / t
-        total += -(z[a] @ z[pos] / t - torch.logsumexp(logits, 0))
-    return total / (2 * n)
+from reference import naive_info_nce, naive_nt_xent
 
 
 def test_info_nce_matches_naive():
