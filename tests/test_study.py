@@ -90,6 +90,14 @@ def test_the_documented_study_file_is_valid_and_its_trials_go_seed_major():
     assert names[:2] == ["baseline-s0", "sassl-s0"] and len(names) == 2 * len(study.seeds)
 
 
+def test_trials_get_the_study_folder_as_an_absolute_path(tmp_path, monkeypatch):
+    """The trial notebooks run in notebooks/: a relative --runs-dir must reach them as the folder the shell meant."""
+    monkeypatch.chdir(tmp_path)
+    study = load_study(_write(tmp_path, STUDY))
+    (trial, *_) = study.trials("runs")
+    assert trial.pretrain["runs_dir"] == trial.evaluate["runs_dir"] == str(tmp_path / "runs" / "tiny")
+
+
 def test_a_changed_study_file_is_refused_unless_amended(tmp_path):
     runs = tmp_path / "runs"
     record_study(load_study(_write(tmp_path, STUDY)), runs)

@@ -81,8 +81,10 @@ class Study:
     folder: str = ""  # the study folder relative to the file; "": <runs-dir>/<name>
 
     def dir(self, runs_dir: str | Path) -> Path:
-        """The study's folder: `folder` beside the study file when the file names one, else <runs-dir>/<name>."""
-        return Path(os.path.normpath(self.path.parent / self.folder)) if self.folder else Path(runs_dir) / self.name
+        """The study's folder, absolute (the notebooks run in notebooks/, the user's shell elsewhere): `folder`
+        beside the study file when the file names one, else <runs-dir>/<name>."""
+        folder = self.path.parent / self.folder if self.folder else Path(runs_dir) / self.name
+        return Path(os.path.abspath(folder))
 
     def trials(self, runs_dir: str | Path) -> list[Trial]:
         """Every trial, seed-major (seed 0 of every arm, then seed 1, ...): a study cut short is a smaller paired
