@@ -436,7 +436,8 @@ def evidence_report() -> str:
     trends = []  # which SASSL draws are hard: each run's augmentation record (augment_summary.csv), per 0.1
     arm_order = list(dict.fromkeys(arm_of[n] for n in names))  # baseline, SASSL, beta = 1, ... as the sweep runs them
     for n in sorted(names, key=lambda n: arm_order.index(arm_of[n])):  # arm by arm; stable: seeds stay in order
-        f = KEPT / n / "augment_summary.json"
+        f = KEPT / n / "augment_summary.json"  # kept by keep(); a trial run by `sassl study` has it in figures/
+        f = f if f.is_file() else KEPT / n / "figures" / "augment_summary.json"
         summary = json.loads(f.read_text()) if f.is_file() else []
         stylized = {r["value"]: r for r in summary if r["by"] == "stylized"}
         if 1 in stylized:
