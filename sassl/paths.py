@@ -40,3 +40,33 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[str | None]:
+    """Try to hold an exclusive advisory flock on `path` (created, with its folder) for the block: yields None
+    while this process holds it (its pid and host written in the file), or the holder's line when another
+    process does. The operating system releases it when the holder exits, killed or not, so a dead holder never
+    blocks. Not POSIX (Windows): nothing to lock, None. NOTE: on NFS, Linux maps flock onto a byte-range lock
+    the server sees."""
+    try:
+        import fcntl
+    except ImportError:
+        yield None
+        return
+    import socket
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            yield handle.read().strip() or "another process"
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield None  # closing the file releases the lock

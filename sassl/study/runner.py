@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sassl.notebook import execute, notebook_path
+from sassl.paths import exclusive_lock
 from sassl.records import duration, terminal_line
 from sassl.study.spec import Study, Trial, load_study
 
@@ -33,23 +34,10 @@ def trial_state(run: Path) -> str:
 
 @contextlib.contextmanager
 def trial_lock(run: Path) -> Iterator[bool]:
-    """Yields True while this process holds the trial's lock, False when another process holds it. The operating
-    system releases it when the holder exits, killed or not. NOTE: an advisory flock (on NFS, a byte-range
-    lock the server sees)."""
-    import fcntl
-
-    run.mkdir(parents=True, exist_ok=True)
-    with open(run / LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        yield True
+    """Yields True while this process holds the trial's lock, False when another process holds it (released when
+    the holder exits, killed or not: sassl.paths.exclusive_lock)."""
+    with exclusive_lock(run / LOCK) as holder:
+        yield holder is None
 
 
 def record_study(study: Study, runs_dir: str | Path, amend: bool = False) -> Path:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ import torch.nn as nn
 
 from sassl import dist
 from sassl.config import plain
-from sassl.paths import atomic_file
+from sassl.paths import atomic_file, exclusive_lock
 from sassl.figures.training import training_curves
 from sassl.records import read_metrics
 from sassl.tracking import RunLog
@@ -51,38 +49,15 @@ class Run:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold run_dir/.lock while a run trains (rank 0 takes it; every rank stops when it cannot): a second
     process training the same run, a second `--resume` from another shell, say, would interleave its rows with
-    this one's in metrics.jsonl and the augmentation record, and overwrite its checkpoint. The operating system
-    releases the lock when the holder exits, crashed or killed, so resuming a dead run is never blocked.
-    NOTE: an advisory flock: on NFS, Linux maps it onto a byte-range lock the server sees."""
-    handle, err = None, ""
-    if dist.rank() == 0:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX (Windows): no lock
-            fcntl = None
-        if fcntl is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            handle = open(run_dir / ".lock", "a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-                handle.flush()
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                handle.close()
-                handle, err = None, (f"{run_dir} is being trained by {holder}; wait for it to finish (or stop it "
-                                     "and pass --resume), or choose another --name")
-    errors = dist.all_objects(err)
-    if errors[0]:
-        raise RuntimeError(errors[0])
-    try:
+    this one's in metrics.jsonl and the augmentation record, and overwrite its checkpoint. The lock dies with
+    its holder, so resuming a dead run is never blocked (sassl.paths.exclusive_lock)."""
+    with exclusive_lock(run_dir / ".lock") if dist.rank() == 0 else contextlib.nullcontext() as holder:
+        err = (f"{run_dir} is being trained by {holder}; wait for it to finish (or stop it and pass --resume), or "
+               "choose another --name") if holder else ""
+        errors = dist.all_objects(err)
+        if errors[0]:
+            raise RuntimeError(errors[0])
         yield
-    finally:
-        if handle is not None:
-            handle.close()  # closing the file releases the lock
 
 
 def open_run(cfg: PretrainConfig, resume: bool) -> Run:
