@@ -131,7 +131,7 @@ def test_every_cited_sassl_name_exists(doc, name):
 
 def test_the_site_builds_strict_and_a_broken_link_fails_it(tmp_path):
     """`make docs` (mkdocs build --strict): every page of the nav builds, the API pages render the docstrings of
-    the public names, and a link to a page that does not exist fails the build."""
+    the public names, the settings tables carry every field's help, and a link to a page that does not exist fails the build."""
     import shutil
     import subprocess
     import sys
@@ -146,9 +146,18 @@ def test_the_site_builds_strict_and_a_broken_link_fails_it(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "Flat, typed run settings" in api and "pairs_needed" in api
+    import html
+
+    from sassl.config import field_help
+    from sassl.training import PretrainConfig
+
+    page = (tmp_path / "site" / "pretraining" / "index.html").read_text()  # the settings table, from the code
+    for name, text in field_help(PretrainConfig).items():
+        assert f"--{name.replace('_', '-')}" in page and html.escape(text, quote=False) in page, name
     copy = tmp_path / "copy"
     shutil.copytree(ROOT / "docs", copy / "docs", ignore=shutil.ignore_patterns("mutation"))
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    shutil.copy(ROOT / "mkdocs_hooks.py", copy / "mkdocs_hooks.py")
     (copy / "sassl").symlink_to(ROOT / "sassl")  # the API pages read the package
     page = copy / "docs" / "studies.md"
     page.write_text(page.read_text() + "\nSee [the plan](no-such-page.md).\n")
