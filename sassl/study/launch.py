@@ -10,15 +10,13 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
 
-from sassl.notebook import execute, notebook_path
 from sassl.records import terminal_line
-from sassl.study.runner import TIMING, record_study, run_trial, trial_lock, trial_state
+from sassl.study.runner import record_study, run_trial, trial_lock, trial_state
 from sassl.study.spec import Trial, load_study
 
 LAUNCHERS = ("local", "submitit-local", "slurm")
@@ -78,18 +76,13 @@ class TrialJob(submitit.helpers.Checkpointable):
             return "pre-trained"
         with trial_lock(run) as mine:
             if mine and trial_state(run) != "finished":
-                t0 = time.time()
-                if trial_state(run) in ("pending", "started"):
-                    subprocess.run(cmd, check=True)
-                execute(notebook_path("evaluate"), run / "evaluate.ipynb", trial.evaluate,
-                        cwd=notebook_path("evaluate").parent)
-                (run / TIMING).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+                run_trial(trial, run, pretrain_command=cmd)
         return trial_state(run)
 
 
 def slurm_parameters(options: SlurmOptions) -> dict:
     """The sbatch options of a trial's job, in submitit's names: one task per node (torchrun starts the GPUs'
-    processes), USR1 120 s before the time limit (submitit then requeues the job)."""
+    processes), a signal 120 s before the time limit (submitit's USR2, on which it requeues the job)."""
     return {"partition": options.partition, "time": options.time_min, "nodes": options.nodes_per_trial,
             "ntasks_per_node": 1, "gpus_per_node": options.gpus_per_trial or None,
             "cpus_per_task": max(1, options.cpus_per_gpu * max(1, options.gpus_per_trial)), "signal_delay_s": 120,
@@ -129,13 +122,14 @@ def submit_study(study_file: str | Path, runs_dir: str | Path, launcher: str, op
     if not todo:
         terminal_line(f"study {study.name}: every trial is finished")
         return 0
-    ex = executor(launcher, folder / ("slurm" if launcher == "slurm" else "submitit"), options)
+    logs = folder / ("slurm" if launcher == "slurm" else "submitit")
+    ex = executor(launcher, logs, options)
     jobs_of = [TrialJob(str(Path(study_file).resolve()), str(Path(runs_dir).resolve()), t.name,
                         options.gpus_per_trial, options.nodes_per_trial) for t in todo]
     with ex.batch():
         jobs = [ex.submit(job) for job in jobs_of]
     terminal_line(f"study {study.name}: {len(jobs)} trial job(s) submitted ({launcher}), first id {jobs[0].job_id}; "
-                  f"logs in {folder / ('slurm' if launcher == 'slurm' else 'submitit')}")
+                  f"logs in {logs}")
     if not wait:
         return 0
     for job, trial in zip(jobs, todo):

@@ -87,10 +87,13 @@ def progress_line(study: Study, runs_dir: str | Path, lanes: int) -> str:
     return f"study {study.name}: {len(done)}/{len(trials)} trials finished{left}"
 
 
-def run_trial(trial: Trial, run: Path) -> None:
-    """The trial's pretrain notebook (resuming its checkpoint) then its evaluate notebook, into its run folder."""
+def run_trial(trial: Trial, run: Path, pretrain_command: list[str] | None = None) -> None:
+    """The trial's pre-training (resuming its checkpoint) then its evaluate notebook, into its run folder. The
+    pre-training is the pretrain notebook, or `pretrain_command` (a multi-GPU trial's torchrun line)."""
     t0 = time.time()
-    if trial_state(run) in ("pending", "started"):
+    if trial_state(run) in ("pending", "started") and pretrain_command:
+        subprocess.run(pretrain_command, check=True)
+    elif trial_state(run) in ("pending", "started"):
         execute(notebook_path("pretrain"), run / "pretrain.ipynb", trial.pretrain | {"resume": True},
                 cwd=notebook_path("pretrain").parent)
     execute(notebook_path("evaluate"), run / "evaluate.ipynb", trial.evaluate, cwd=notebook_path("evaluate").parent)
