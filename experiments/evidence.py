@@ -1,37 +1,30 @@
-"""The CPU-scale evidence of docs/RESULTS.md, run through the workbench's own notebooks (papermill).
+"""The CPU-scale evidence of docs/RESULTS.md that a study cannot express, run through the workbench's own notebooks.
 
-    python experiments/evidence.py core        # MoCo v2: default views vs SASSL (pbn), 3 seeds each
-    python experiments/evidence.py core-ema    # the same with target momentum 0.9 instead of the paper's 0.99
-    python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers
+The paired sweeps are studies now (experiments/studies/README.md): `sassl study run experiments/studies/NAME.toml`
+for core, core-ema, learners, robust (with the in-batch row's seeds) and evidence; the reports below read their
+trials from runs/, from their study folders or from experiments/results/.
+
+    python experiments/evidence.py ablations   # in-batch, beta = 1, noise, content, first 4/8/10 layers (seed 0)
     python experiments/evidence.py paper-ablations  # Table 3 and A.7's rows as the paper writes them, today's budget
-    python experiments/evidence.py paper-seeds      # seeds 1-2 of the in-batch row (paired with the robust sweep)
     python experiments/evidence.py pa-noise-s0 pa-content-s0  # runs of any sweep, by name (two shells can split a sweep)
     python experiments/evidence.py embed-scale      # how far apart one image's style codes at 64/128/256 px are
-    python experiments/evidence.py learners    # SimCLR and BYOL with and without SASSL, 2 seeds each
-    python experiments/evidence.py robust      # MoCo v2 with and without SASSL (pbn) at the default
-                                               # budget, 3 seeds, every protocol including the style-robustness ones
     python experiments/evidence.py probes      # MoCo v2 settings vs the kNN monitor (pre-training only)
     python experiments/evidence.py regime      # MoCo v2 without SASSL at budgets where it may learn (kNN gain over init)
     python experiments/evidence.py regime-report  # the regime search's table (from runs/ or experiments/results/)
-    python experiments/evidence.py evidence    # MoCo v2 +- SASSL at the regime's budget, 5 paired seeds (beta = 1 at 3)
-    python experiments/evidence.py evidence-ablations  # noise and in-batch styles there, 3 seeds
-    python experiments/evidence.py evidence-report  # its paired differences -> experiments/results/evidence.md
+    python experiments/evidence.py evidence-report  # the evidence study's paired differences -> experiments/results/evidence.md
     python experiments/evidence.py interval-coverage  # how often the paired 95% intervals cover, by seeds (simulated)
     python experiments/evidence.py keep NAME...   # copy finished runs' small files to experiments/results/ (to commit)
     python experiments/evidence.py demo7-s1    # one probe by name (the main job's other seeds)
-    python experiments/evidence.py compare     # compare.ipynb over every evaluated sweep run (runs/ or kept) -> runs/evidence/
+    python experiments/evidence.py compare     # compare.ipynb over every evaluated run (sweeps and studies) -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
     python experiments/evidence.py robust-report  # the style-robustness tables and docs/robust_tradeoff.{html,png}
     python experiments/evidence.py paper-report   # the paper's ablation rows (those run so far)
 
-Each run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks/evaluate.ipynb ->
+Each sweep run: notebooks/pretrain.ipynb -> runs/<name>/pretrain.ipynb, then notebooks/evaluate.ipynb ->
 runs/<name>/evaluate.ipynb (targets objects, objects@test_shift, textures, elpv; kNN, linear probe,
 1/10-shot). Finished runs (in runs/ or kept in experiments/results/) are skipped and a killed run resumes
 from its checkpoint, so a killed sweep continues where it stopped, on a fresh machine too; wall time per run
 goes to runs/evidence/timing.jsonl, and each finished run's small files to experiments/results/<name>/.
-Two shells can split a sweep by run name: on 2 cores, two at OMP_NUM_THREADS=1 train about 1.2x the images
-per second of one at 2 threads (docs/RESULTS.md); give them different runs (a run the other shell is
-training stops this one's queue with the run's lock error).
 """
 from __future__ import annotations
 
@@ -44,6 +37,7 @@ from sassl.compare import instrument_rows
 from sassl.notebook import execute
 from sassl.records import read_metrics
 from sassl.stats import mean_std, paired_stats
+from sassl.study.spec import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs"
@@ -54,23 +48,11 @@ NB = ROOT / "notebooks"
 BUDGET = {"epochs": 8, "batch_size": 64, "lr": 1.0, "knn_every": 1}
 OLD = "--batch-size 64 --lr 1.0 --epochs 8"  # the same for the probes below (later flags win)
 SASSL = {"style": "pbn"}
-BASE = {"style": "none"}
 SWEEPS = {
-    "core": [(f"moco-{tag}-s{s}", {"learner": "mocov2", "seed": s} | BUDGET | kw)
-             for s in (0, 1, 2) for tag, kw in (("base", BASE), ("sassl", SASSL))],
-    # a faster target than the paper's 0.99 (a lead from the probes; seed 1 did not confirm it)
-    "core-ema": [(f"moco09-{tag}-s{s}", {"learner": "mocov2", "seed": s, "ema": 0.9} | BUDGET | kw)
-                 for tag, kw in (("sassl", SASSL), ("base", BASE)) for s in (1, 2, 0)],
     "ablations": [(f"moco-{tag}-s0", {"learner": "mocov2", "seed": 0} | BUDGET | kw) for tag, kw in (
         ("batch", {"style": "batch"}), ("beta1", SASSL | {"beta": [1.0, 1.0]}), ("noise", {"style": "noise"}),
         ("content", {"style": "content"}), ("layers4", SASSL | {"layers": 4}), ("layers8", SASSL | {"layers": 8}),
         ("layers10", SASSL | {"layers": 10}))],
-    "learners": [(f"{lr}-{tag}-s{s}", {"learner": lr, "seed": s} | BUDGET | kw)
-                 for lr in ("simclr", "byol") for s in (0, 1) for tag, kw in (("base", BASE), ("sassl", SASSL))],
-    # style robustness: the default budget (sassl pretrain's defaults), paired seeds; heads given explicitly (the
-    # learner's own, 4096/256) so the runs stay what they are whatever the defaults become
-    "robust": [(f"r18-{tag}-s{s}", {"learner": "mocov2", "seed": s, "proj_hidden": 4096, "proj_dim": 256} | kw)
-               for tag, kw in (("base", BASE), ("sassl", SASSL)) for s in (0, 1, 2)],
     # the paper's ablation rows as written (Table 3: style sources, and no interpolation *with in-batch
     # styles*; A.7: stylizing the first 4 / 8 / 10 layers; the noise and content-as-style ablations), MoCo v2 at
     # today's default budget. Sources the paper used that are not installable here map to the nearest bundled
@@ -84,24 +66,15 @@ SWEEPS = {
                                         ("noise", {"style": "noise"}), ("content", {"style": "content"}),
                                         ("layers4", SASSL | {"layers": 4}), ("layers8", SASSL | {"layers": 8}),
                                         ("layers10", SASSL | {"layers": 10}))],
-    # seeds 1-2 of the in-batch row, the one ablation that differed from the PBN row by more than
-    # twice the seed-to-seed spread; paired by seed with the robust sweep's arms (same init, order, crops)
-    "paper-seeds": [(f"pa-batch-s{s}", {"learner": "mocov2", "seed": s, "proj_hidden": 4096, "proj_dim": 256,
-                                         "style": "batch"}) for s in (1, 2)],
 }
-# Evidence at a budget where encoders learn: MoCo v2 at the regime search's configuration (regime-e60-s0: 60
-# epochs of the default 64-px objects, batch 32), with and without SASSL (pbn) at 5 paired seeds and beta = 1 (no
-# pixel interpolation) at 3, then noise styles and in-batch styles at 3; each evaluated with every protocol and
-# instrument, each with its per-image augmentation record. Seeds alternate between the arms so that a partial
-# sweep is already paired.
-REGIME_BUDGET = {"learner": "mocov2", "epochs": 60, "knn_every": 5, "proj_hidden": 4096, "proj_dim": 256,
-                 "log_augment": True}
-BETA1 = SASSL | {"beta": [1.0, 1.0]}
-SWEEPS["evidence"] = [(f"ev-{tag}-s{s}", REGIME_BUDGET | {"seed": s} | kw) for s in range(5)
-                      for tag, kw in (("base", BASE), ("sassl", SASSL), ("beta1", BETA1)) if tag != "beta1" or s < 3]
-SWEEPS["evidence-ablations"] = [(f"ev-{tag}-s{s}", REGIME_BUDGET | {"seed": s} | kw) for s in range(3)
-                                for tag, kw in (("noise", {"style": "noise"}), ("batch", {"style": "batch"}))]
 SWEEP_RUNS = {name: params for sweep in SWEEPS.values() for name, params in sweep}  # every sweep run by name
+# the sweeps that became studies (`sassl study run experiments/studies/NAME.toml`): their trials by name, each with
+# its study folder as runs_dir, for the reports below
+STUDIES = ROOT / "experiments" / "studies"
+STUDY_FILES = ("core", "core-ema", "learners", "robust", "evidence")
+STUDY_RUNS = {t.name: t.pretrain for f in STUDY_FILES for t in load_study(STUDIES / f"{f}.toml").trials(RUNS)}
+KNOWN_RUNS = SWEEP_RUNS | STUDY_RUNS
+EVIDENCE_TRIALS = {t.name: t.pretrain for t in load_study(STUDIES / "evidence.toml").trials(RUNS)}
 # What makes the paper's MoCo v2 leave random init within the CPU budget? Pre-training only (the
 # kNN monitor), through `sassl pretrain`; controls: moco-base-s0/s1 (same settings, paper defaults).
 PROBES = {
@@ -140,11 +113,6 @@ REGIME = {
 PROBES |= REGIME
 EVAL = {"targets": ["objects", "objects@test_shift", "textures", "elpv"], "protocols": ["knn", "linear", "fewshot"],
         "seeds": [0, 1, 2], "shots": [1, 10]}
-# the same targets with the style-robustness protocols (held-out styles: textures; training used paintings)
-EVAL_ROBUST = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance", "stylized"]}
-# and with the instruments: shape bias, style decodability, invariance per stage
-EVAL_ALL = EVAL | {"protocols": ["knn", "linear", "fewshot", "style_invariance", "stylized", "shape_bias",
-                                 "style_decodability", "stage_invariance"]}
 
 
 # finished runs' small files (runs/ is not tracked): what the reports need, kept as each run ends
@@ -178,8 +146,11 @@ def keep(name: str) -> list[Path]:
 
 
 def run_dir(name: str) -> Path:
-    """A run's folder: runs/<name> where it is on this machine, else its kept files."""
-    return RUNS / name if (RUNS / name / "metrics.jsonl").is_file() else KEPT / name
+    """A run's folder: runs/<name> or its study's folder where it is on this machine, else its kept files."""
+    for d in (RUNS / name, Path(STUDY_RUNS.get(name, {}).get("runs_dir", RUNS)) / name):
+        if (d / "metrics.jsonl").is_file():
+            return d
+    return KEPT / name
 
 
 def regime_table() -> list[dict]:
@@ -211,7 +182,7 @@ def run_one(name: str, params: dict) -> None:
     # resume: a run killed mid-way continues from its last checkpoint (a finished one is skipped above)
     execute(NB / "pretrain.ipynb", run / "pretrain.ipynb", {"name": name, "resume": True} | params, cwd=NB)
     t1 = time.time()
-    evaluation = EVAL_ALL if name.startswith("ev-") else EVAL_ROBUST if name.startswith("r18-") else EVAL
+    evaluation = EVAL
     execute(NB / "evaluate.ipynb", run / "evaluate.ipynb", {"encoder": name} | evaluation, cwd=NB)
     (RUNS / "evidence").mkdir(exist_ok=True)
     with open(RUNS / "evidence" / "timing.jsonl", "a") as f:
@@ -258,9 +229,9 @@ def learning_gain() -> list[dict]:
     mean +- std over seeds and a one-sample t-test against 0 (a paired test: each seed is its own control)."""
     from sassl.compare import variant_label
 
-    names = set(SWEEP_RUNS) | set(PROBES)
+    names = set(KNOWN_RUNS) | set(PROBES)
     gains: dict[str, list[tuple[float, float]]] = {}
-    for run in sorted(RUNS / n for n in names):
+    for run in sorted(run_dir(n) for n in names):
         if not (run / "metrics.json").is_file():  # finished pre-training runs only
             continue
         knn = [r["knn_top1"] for r in read_metrics(run / "metrics.jsonl") if "knn_top1" in r]
@@ -319,9 +290,9 @@ def report() -> str:
     out.append("### Does pre-training move the encoder? kNN monitor on objects test, last epoch minus the same "
                "run's random init (epoch 0)\n\n" + to_markdown(learning_gain()))
     speed = {}
-    for run in sorted(p.parent for p in RUNS.glob("*/metrics.jsonl")):
+    for run in sorted(p.parent for p in [*RUNS.glob("*/metrics.jsonl"), *RUNS.glob("*/*/metrics.jsonl")]):
         cfg_file = run / "config.json"
-        if not cfg_file.is_file() or run.name not in SWEEP_RUNS:
+        if not cfg_file.is_file() or run.name not in KNOWN_RUNS:
             continue
         cfg = json.loads(cfg_file.read_text())
         rates = [r["images_per_second"] for r in read_metrics(run / "metrics.jsonl") if "images_per_second" in r][1:]  # the first epoch includes start-up
@@ -379,7 +350,7 @@ def evidence_report() -> str:
     from sassl.stats import min_detectable
     from sassl.tracking import augment_trend
 
-    names = [n for n, _ in SWEEPS["evidence"] + SWEEPS["evidence-ablations"] if (KEPT / n / "eval" / "summary.json").is_file()]
+    names = [n for n in EVIDENCE_TRIALS if (KEPT / n / "eval" / "summary.json").is_file()]
     rows = collect_runs(KEPT, names)
     arm_of = {r["run"]: r["variant"] for r in rows}
     base = arm_of.get("ev-base-s0") or next((v for n, v in arm_of.items() if n.startswith("ev-base")), None)
@@ -403,7 +374,7 @@ def evidence_report() -> str:
     def tables(ref: str, arm: str, tag: str, families: tuple[str, ...], column: str) -> None:
         """`arm` minus `ref`'s tables for `families` (`tag`: the arm's run-name tag, for the pairs planned)."""
         every = paired_differences(rows, ref, arm, primary=PRIMARY)  # Holm within the primary, within the rest
-        planned = sum(n.startswith(f"ev-{tag}-") for n in SWEEP_RUNS)
+        planned = sum(n.startswith(f"ev-{tag}-") for n in EVIDENCE_TRIALS)
         short = any(d["seeds"] < planned for d in every)
         for family in families:
             diffs = [d for d in every if table_of(d) == family]
@@ -733,7 +704,7 @@ def main(argv: list[str]) -> int:
         if what == "compare":
             (RUNS / "evidence").mkdir(exist_ok=True)
             # every evaluated sweep run, from runs/ or its kept files (a path, read as it is by collect_runs)
-            done = [str(run_dir(n)) for n in SWEEP_RUNS if (run_dir(n) / "eval" / "summary.json").is_file()]
+            done = [str(run_dir(n)) for n in KNOWN_RUNS if (run_dir(n) / "eval" / "summary.json").is_file()]
             execute(NB / "compare.ipynb", RUNS / "evidence" / "compare.ipynb",
                     {"name": "evidence", "runs": done, "primary": [f"{t}/{p}" for t, p in PRIMARY]}, cwd=NB)
             continue

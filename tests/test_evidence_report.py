@@ -33,12 +33,12 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     # no test); beta = 1: -1 linear at seeds 0, 1
     same = {("objects", "knn"): 35.0, ("objects@test_shift", "linear"): 30.0, ("textures", "linear"): 25.0}
     for s in range(3):
-        _kept(tmp_path, f"ev-base-s{s}", ev.SWEEP_RUNS[f"ev-base-s{s}"], 40.0 + s, 0.50,
+        _kept(tmp_path, f"ev-base-s{s}", ev.EVIDENCE_TRIALS[f"ev-base-s{s}"], 40.0 + s, 0.50,
               same | {("elpv", "linear"): 70.0, ("textures", "knn"): 30.0})
-        _kept(tmp_path, f"ev-sassl-s{s}", ev.SWEEP_RUNS[f"ev-sassl-s{s}"], 42.0 + 2 * s, 0.55,
+        _kept(tmp_path, f"ev-sassl-s{s}", ev.EVIDENCE_TRIALS[f"ev-sassl-s{s}"], 42.0 + 2 * s, 0.55,
               {k: v + 1 for k, v in same.items()} | {("elpv", "linear"): 76.0 + 3 * s, ("textures", "knn"): 31.0 + s})
     for s in range(2):
-        _kept(tmp_path, f"ev-beta1-s{s}", ev.SWEEP_RUNS[f"ev-beta1-s{s}"], 39.0 + s, 0.60)
+        _kept(tmp_path, f"ev-beta1-s{s}", ev.EVIDENCE_TRIALS[f"ev-beta1-s{s}"], 39.0 + s, 0.60)
     # seed 0's augmentation record: excess loss 0.01 + 0.2 x beta in three bins (+0.02 per 0.1), alpha flat
     bins = [{"by": "beta", "value": b, "images": 10, "excess_loss": 0.01 + 0.2 * b, "stderr": 0.01} for b in (0.1, 0.2, 0.3)]
     bins += [{"by": "alpha", "value": a, "images": 10, "excess_loss": 0.0, "stderr": 0.01} for a in (0.1, 0.2, 0.3)]
@@ -91,13 +91,14 @@ def test_evidence_report_pairs_each_arm_with_the_baseline(tmp_path, monkeypatch)
     assert vs_sassl_linear[:6] == ["| objects", "linear", "2", "43.00", "-3.50", "-3.00 -4.00"]
     assert vs_sassl_inv[1:5] == ["invariance beta=1.0", "2", "55.00", "+5.00"]
     assert sections[f"{beta1_sassl}: primary outcomes"].split("\n")[2].startswith("| target | protocol | seeds | SASSL | diff |")
-    # fewer pairs than planned (SASSL 5, beta = 1 3): the MDE at the planned count, at the spread seen so far
+    # fewer pairs than the evidence study plans (SASSL 10 seeds, beta = 1 3): the MDE at the planned count, at the
+    # spread seen so far
     from sassl.stats import min_detectable
-    assert sections[f"{sassl}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 5 |")
+    assert sections[f"{sassl}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 10 |")
     assert sections[f"{beta1}: primary outcomes"].split("\n")[2].endswith("| MDE | MDE at 3 |")
-    assert float(sassl_linear[11].rstrip(" |")) == pytest.approx(min_detectable(1.0, 5), abs=0.006)  # sd 1
-    assert float(elpv[11].rstrip(" |")) == pytest.approx(min_detectable(3.0, 5), abs=0.006)  # sd 3
-    assert float(elpv[11].rstrip(" |")) < float(elpv[10])  # 5 pairs detect less than the 3 so far
+    assert float(sassl_linear[11].rstrip(" |")) == pytest.approx(min_detectable(1.0, 10), abs=0.006)  # sd 1
+    assert float(elpv[11].rstrip(" |")) == pytest.approx(min_detectable(3.0, 10), abs=0.006)  # sd 3
+    assert float(elpv[11].rstrip(" |")) < float(elpv[10])  # 10 pairs detect less than the 3 so far
     assert inv[11].strip(" |") == beta1_linear[11].strip(" |") == ""  # no spread: nothing to scale
 
 
@@ -109,10 +110,10 @@ def test_a_kept_run_is_not_trained_again_on_a_fresh_machine(tmp_path, monkeypatc
     trained = []
     monkeypatch.setattr(ev, "execute", lambda nb, out, params, cwd: trained.append((nb.name, params.get("name"))))
     monkeypatch.setattr(ev, "keep", lambda name: [])
-    _kept(tmp_path / "kept", "ev-base-s0", ev.SWEEP_RUNS["ev-base-s0"], 40.0, 0.5)
-    for name in ("ev-base-s0", "ev-sassl-s0"):
+    _kept(tmp_path / "kept", "pa-noise-s0", ev.SWEEP_RUNS["pa-noise-s0"], 40.0, 0.5)
+    for name in ("pa-noise-s0", "pa-content-s0"):
         ev.run_one(name, ev.SWEEP_RUNS[name])
-    assert trained == [("pretrain.ipynb", "ev-sassl-s0"), ("evaluate.ipynb", None)]
+    assert trained == [("pretrain.ipynb", "pa-content-s0"), ("evaluate.ipynb", None)]
 
 
 def test_old_reports_read_instruments_through_compare_and_keep_published_tables(tmp_path, monkeypatch):

@@ -308,6 +308,37 @@ def test_study_plan_counts_the_pairs_and_trials_an_effect_needs(capsys):
     assert main(["study", "plan", str(EVIDENCE), "--effect", "1.5"]) == 0 and "| ev-sassl - ev-base |" in capsys.readouterr().out
 
 
+def test_study_plan_prices_trials_in_gpu_hours_where_none_has_run(tmp_path, capsys):
+    """A study with no trial yet, planned from the evidence study's pairs (--pilot): no wall time to go by, so the
+    cost is GPU hours from each arm's traced FLOPs. trial_gflop is epochs x whole batches x (learner + p x SASSL):
+    a stylizer cost counted for both views, or without p, or over a partial last batch, fails it."""
+    from sassl.cli import main
+    from sassl.plan import trace_step
+    from sassl.study.report import plan_rows, trial_gflop
+    from sassl.training.config import config_from_dict
+
+    settings = {"learner": "mocov2", "batch_size": 8, "image_size": 32, "epochs": 3, "p": 0.5}
+    cfg = config_from_dict(settings | {"style": "pbn"})
+    mem = trace_step(cfg, 8, 8, None)
+    images = 3 * (101 // 8) * 8  # drop_last: 12 whole batches an epoch
+    assert trial_gflop(settings | {"style": "pbn"}, 101) == pytest.approx(
+        images * (mem.learner_flops + 0.5 * mem.sassl_flops) / 1e9, rel=1e-9)
+    assert trial_gflop(settings | {"style": "none"}, 101) == pytest.approx(images * mem.learner_flops / 1e9, rel=1e-9)
+
+    path = _write(tmp_path, STUDY.replace('name = "tiny"', 'name = "priced"'))
+    study = load_study(path)
+    rows = plan_rows(study, tmp_path / "runs", 1.5, pilot=load_study(EVIDENCE), pilot_runs_dir="runs",
+                     gpu_tflops=100.0, train_images=1000)
+    gflop = {arm: trial_gflop(t.pretrain, 1000) for t in study.trials(tmp_path / "runs") for arm in [t.arm]}
+    for r in rows:  # every pair still to run: both arms
+        assert r["time"] == "" and r["trials to run"] == 2 * r["pairs for 1.5"]
+        want = r["pairs for 1.5"] * (gflop["sassl"] + gflop["baseline"]) / 1e5 / 3600
+        assert r["GPU hours at 100 TFLOP/s"] == pytest.approx(want, rel=2e-3), r
+    assert main(["study", "plan", str(path), "--runs-dir", str(tmp_path / "runs"), "--effect", "1.5", "--pilot",
+                 str(EVIDENCE), "--train-images", "1000"]) == 0
+    assert "GPU hours at 200 TFLOP/s" in capsys.readouterr().out
+
+
 def test_study_notebook_shows_the_report_of_a_study(tmp_path):
     """notebooks/study.ipynb through papermill over a copy of three kept evidence pairs: the status table, the
     report's tables and the forest plot, and the report files in the study folder."""

@@ -39,10 +39,13 @@ def _report(args) -> int:
 
 def _plan(args) -> int:
     pilot = load_study(args.pilot) if args.pilot else None
-    rows = plan_rows(load_study(args.file), args.runs_dir, args.effect, pilot, lanes=args.lanes)
+    rows = plan_rows(load_study(args.file), args.runs_dir, args.effect, pilot, lanes=args.lanes,
+                     gpu_tflops=args.gpu_tflops, train_images=args.train_images)
     print(to_markdown(rows))
     print(f"pairs for {args.effect:g}: the seeds a paired t-test at 0.05 needs to detect that difference with 80% "
-          "power at the pilot's sd; time: the trials still to run x the mean finished trial's wall time / lanes")
+          "power at the pilot's sd; time: the trials still to run x the mean finished trial's wall time / lanes "
+          "(empty where no trial has finished); GPU hours: those trials' pre-training FLOPs (sassl plan's count "
+          f"of each arm's step x images x epochs) at {args.gpu_tflops:g} TFLOP/s sustained per GPU")
     return 0
 
 
@@ -80,4 +83,9 @@ def add_parser(sub) -> None:
     pl.add_argument("--effect", type=float, required=True, help="the difference to detect (points)")
     pl.add_argument("--pilot", help="another study file whose finished pairs give the sd (default: this study's)")
     pl.add_argument("--lanes", type=int, default=1, help="trials run side by side (divides the time)")
+    pl.add_argument("--gpu-tflops", type=float, default=200.0, help="sustained TFLOP/s per GPU for the GPU-hour "
+                    "column (default 200: about 40%% of an H100's dense bf16 peak; measure yours with "
+                    "python -m sassl.bench gpu)")
+    pl.add_argument("--train-images", type=int, help="images in the training set, where its folder is not on "
+                    "this machine (default: counted from the config's dataset)")
     pl.set_defaults(handler=_plan)

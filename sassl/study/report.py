@@ -124,29 +124,70 @@ def trial_seconds(run: Path) -> float | None:
     return None
 
 
+def trial_gflop(pretrain: dict, train_images: int | None = None) -> float:
+    """One trial's pre-training compute in GFLOP, from sassl.plan's FLOP count of its step (fake tensors, no
+    weights): epochs x the images an epoch trains (whole batches of `train_images`, else the size of the
+    config's training set) x (the learner's forward and backward of both views + p x SASSL per stylized image).
+    Evaluation is not counted (linear probes and kNN are a few percent of pre-training)."""
+    from sassl.data import get_dataset, parse_name
+    from sassl.plan import trace_step
+    from sassl.training.config import config_from_dict
+
+    cfg = config_from_dict({k: v for k, v in pretrain.items() if k != "runs_dir"})
+    if train_images is None:
+        try:
+            train_images = len(get_dataset(parse_name(cfg.dataset)[0], split="train"))
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"dataset {cfg.dataset!r} cannot be read here to count its images ({e}); give "
+                             "--train-images N (ImageNet-1k: 1281167)") from None
+    mem = trace_step(cfg, cfg.batch_size // cfg.accumulate, cfg.batch_size, None)
+    stylized = cfg.p if cfg.style != "none" else 0.0
+    images = cfg.epochs * (train_images // cfg.batch_size) * cfg.batch_size
+    return images * (mem.learner_flops + stylized * mem.sassl_flops) / 1e9
+
+
 def plan_rows(study: Study, runs_dir: str | Path, effect: float, pilot: Study | None = None,
-              pilot_runs_dir: str | Path | None = None, lanes: int = 1) -> list[dict]:
+              pilot_runs_dir: str | Path | None = None, lanes: int = 1, gpu_tflops: float = 200.0,
+              train_images: int | None = None) -> list[dict]:
     """Per comparison and primary outcome: the pairs a paired t-test needs for 80% power at `effect`, at the sd
     of the pilot's pairs (the study's own finished pairs, or another study's), and what they cost: the trials
-    still to run for that many seeds x the mean finished trial's wall time / lanes."""
+    still to run for that many seeds x the mean finished trial's wall time / lanes, and in GPU hours at
+    `gpu_tflops` sustained per GPU (trial_gflop of each arm's config: what a cluster is asked for, also where no
+    trial has run)."""
     source, source_dir = (pilot, pilot_runs_dir or runs_dir) if pilot is not None else (study, runs_dir)
-    rows = [r for r in report_rows(source, source_dir, effect) if r["family"] == "primary"]
-    if not rows:
-        raise ValueError(f"study {source.name}: no finished pair of a primary outcome to plan from; run two seeds "
-                         "of each arm first (a pilot), or give --pilot OTHER.toml")
-    times = [s for t in source.trials(source_dir) if (s := trial_seconds(source.dir(source_dir) / t.name))]
+    pilot_rows = {(r["comparison"], f"{r['target']}/{r['protocol']}"): r
+                  for r in report_rows(source, source_dir, effect) if r["family"] == "primary" and r["n"] >= 2}
+    if not pilot_rows:
+        raise ValueError(f"study {source.name}: no two finished pairs of a primary outcome to plan from; run two "
+                         "seeds of each arm first (a pilot), or give --pilot OTHER.toml")
+    main_comparison = " - ".join(source.compare[0])  # a pilot's sd where it does not run this study's comparison
+    times = [s for t in study.trials(runs_dir) if (s := trial_seconds(study.dir(runs_dir) / t.name))]
     per_trial = sum(times) / len(times) if times else None
-    folder, out = study.dir(runs_dir), []
-    for r in rows:
-        arm, against = r["comparison"].split(" - ")
-        need = r["pairs_for_effect"]
+    folder, out, arm_gflop = study.dir(runs_dir), [], {}
+    for t in study.trials(runs_dir):  # one arm's trials differ by seed alone
+        if t.arm not in arm_gflop:
+            arm_gflop[t.arm] = trial_gflop(t.pretrain, train_images)
+    for arm, against in study.compare:
         finished = {a: {t.seed for t in study.trials(runs_dir) if t.arm == a and trial_state(folder / t.name) == "finished"}
                     for a in (arm, against)}
         pairs, halves = finished[arm] & finished[against], finished[arm] ^ finished[against]
-        more = None if need is None else max(0, need - len(pairs))  # pairs still missing: a half pair costs one trial
-        todo = None if more is None else min(more, len(halves)) + 2 * max(0, more - len(halves))
-        out.append({"comparison": r["comparison"], "outcome": f"{r['target']}/{r['protocol']}",
-                    "pilot pairs": r["n"], "sd": round(r["sd"], 2), f"pairs for {effect:g}": need,
-                    "trials to run": todo, "time": duration(todo * per_trial / lanes) if todo and per_trial else
-                    ("0" if todo == 0 else "")})
+        for target, protocol in study.primary:
+            outcome = f"{target}/{protocol}"
+            r = pilot_rows.get((f"{arm} - {against}", outcome)) or pilot_rows.get((main_comparison, outcome))
+            if r is None:
+                continue
+            need = r["pairs_for_effect"]
+            more = None if need is None else max(0, need - len(pairs))  # a half pair costs one trial, a new seed two
+            todo = None if more is None else min(more, len(halves)) + 2 * max(0, more - len(halves))
+            gpu_h = None
+            if more is not None:  # the half pairs' missing arm, then whole pairs of both arms
+                half_arms = [against if s in finished[arm] else arm for s in sorted(halves)][:min(more, len(halves))]
+                gflop = sum(arm_gflop[a] for a in half_arms) + max(0, more - len(halves)) * (arm_gflop[arm] +
+                                                                                               arm_gflop[against])
+                gpu_h = float(f"{gflop / (gpu_tflops * 1e3) / 3600:.3g}")
+            out.append({"comparison": f"{arm} - {against}", "outcome": outcome,
+                        "pilot": f"{source.name}: {r['comparison']}", "pilot pairs": r["n"], "sd": round(r["sd"], 2),
+                        f"pairs for {effect:g}": need, "trials to run": todo,
+                        "time": duration(todo * per_trial / lanes) if todo and per_trial else ("0" if todo == 0 else ""),
+                        f"GPU hours at {gpu_tflops:g} TFLOP/s": gpu_h})
     return out
