@@ -23,6 +23,7 @@ from sassl.export import FORMATS, export, push_to_hub
 from sassl.notebook import lab_command, run_notebook, runs_root
 from sassl.plan import plan, report
 from sassl.figures.save import save_figure
+from sassl.interrupt import Stopped
 from sassl.records import git_commit, write_table
 from sassl.runlist import format_table, list_runs
 from sassl.study import cli as study_cli
@@ -84,6 +85,8 @@ def _pretrain(args) -> int:
         if rank == 0:
             print(f"sassl pretrain: {e}", file=sys.stderr, flush=True)
         return 1
+    except Stopped as e:  # a signal: the checkpoint of the step it stopped at is written, and said
+        return e.exit_code
     finally:
         dist.teardown()
     if rank == 0:

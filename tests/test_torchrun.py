@@ -145,6 +145,30 @@ def test_nan_on_one_rank_stops_every_rank(tmp_path, jpeg_folder, style_folder):
     assert steps == [1]  # step 2 was not logged (nor checkpointed) by any rank
 
 
+def test_a_signal_to_one_rank_stops_both_at_the_same_step(tmp_path, jpeg_folder):
+    """SIGTERM to rank 1 alone (a node's share of a pre-emption): the ranks agree on it at the next step boundary
+    (a MAX all-reduce of the signal), so both stop after the same step, rank 0 writes that step's checkpoint and
+    says so once, and every rank issued the same collectives (none left waiting in one)."""
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(TORCHRUN + ["-m", "sassl.cli"] + _args(runs, jpeg_folder, "none", "--max-steps", "200",
+                                                                    "--knn-every", "0"),
+                            env=_env(tmp_path / "cache", tmp_path / "trace"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and not (
+            (runs / "r" / "metrics.jsonl").is_file() and len(_rows(runs)) >= 3):
+        time.sleep(0.1)
+    victim = _rank_pid(proc.pid, 1)
+    assert victim, "no rank-1 worker found"
+    os.kill(victim, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=180)
+    at = _ckpt_step(runs)
+    assert 3 <= at < 200, out[-3000:]
+    assert [r["step"] for r in _rows(runs) if "loss" in r] == list(range(1, at + 1))
+    assert out.count(f"stopped by SIGTERM at step {at} of 200") == 1, out[-3000:]
+    collectives.check(tmp_path / "trace", 2)
+
+
 def _monitor_and_backbone(folder):
     torch.manual_seed(0)
     backbone = create_learner("simclr", "resnet18", proj_hidden=32, proj_dim=16).backbone

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sassl import dist
+from sassl.interrupt import ignore_in_workers
 from sassl.data.decode import load_for_crops, to_uint8
 from sassl.data.registry import Dataset
 
@@ -312,7 +313,8 @@ def make_loader(crops: TwoCrops, sampler: EpochSampler, batch_size: int, num_wor
     encoded = crops.decode == "device"
     return torch.utils.data.DataLoader(crops, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        drop_last=True, pin_memory=device.type == "cuda" and not encoded,
-                                       persistent_workers=workers > 0, collate_fn=collate_encoded if encoded else None)
+                                       persistent_workers=workers > 0, collate_fn=collate_encoded if encoded else None,
+                                       worker_init_fn=ignore_in_workers)
 
 
 class DevicePrefetcher:

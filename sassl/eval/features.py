@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from sassl import dist
+from sassl.interrupt import ignore_in_workers
 from sassl.data.decode import load_for_crops
 from sassl.data.loader import decode_size, key_generator, resized_crop, sample_crop
 from sassl.paths import atomic_file, cache_dir
@@ -106,7 +107,7 @@ def stream_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
     # a split of a batch or two decodes in this process: starting a worker would cost more than it saves
     workers = num_workers if len(mine) > 2 * batch_size else 0
     loader = torch.utils.data.DataLoader(mine, batch_size=batch_size, num_workers=workers,
-                                         pin_memory=dev.type == "cuda")
+                                         pin_memory=dev.type == "cuda", worker_init_fn=ignore_in_workers)
     for x, y in loader:
         feats.append(backbone(imagenet_normalize(x.to(dev, non_blocking=True).float().div_(255))).float())
         labels.append(y.to(dev))

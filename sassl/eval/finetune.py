@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sassl import dist
+from sassl.interrupt import ignore_in_workers
 from sassl.data.loader import epoch_seed
 from sassl.eval.features import EvalImages, stream_features
 from sassl.eval.linear import scores
@@ -50,7 +51,8 @@ def train_finetune(backbone: nn.Module, dim: int, target, image_size: int, epoch
                 EvalImages(ds, idx, image_size, crop_fraction, epoch_seed(seed, epoch) if augment else None)
                 for ds, idx in target.train])
             loader = torch.utils.data.DataLoader(images, batch_sampler=rank_batches(n, batch_size, g),
-                                                 num_workers=num_workers, pin_memory=dev.type == "cuda")
+                                                 num_workers=num_workers, pin_memory=dev.type == "cuda",
+                                                 worker_init_fn=ignore_in_workers)
             for x, y in loader:
                 x = imagenet_normalize(x.to(dev, non_blocking=True).float().div_(255))
                 loss = F.cross_entropy(model(x), y.to(dev))

@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 
 from sassl.compare import collect_runs, interval, paired_differences, to_markdown
+from sassl.data import get_dataset, parse_name
 from sassl.figures.comparison import paired_figure
 from sassl.figures.save import save_figure
+from sassl.plan import trace_step
 from sassl.records import duration, read_metrics, write_table
 from sassl.stats import pairs_needed
 from sassl.study.runner import TIMING, trial_state
 from sassl.study.spec import Study
+from sassl.training.config import config_from_dict
 
 COLUMNS = ("comparison", "family", "target", "protocol", "n", "diff", "ci_low", "ci_high", "p", "p_adjusted", "mde",
            "pairs_for_effect", "sd", "by_seed")
@@ -129,10 +132,6 @@ def trial_gflop(pretrain: dict, train_images: int | None = None) -> float:
     weights): epochs x the images an epoch trains (whole batches of `train_images`, else the size of the
     config's training set) x (the learner's forward and backward of both views + p x SASSL per stylized image).
     Evaluation is not counted (linear probes and kNN are a few percent of pre-training)."""
-    from sassl.data import get_dataset, parse_name
-    from sassl.plan import trace_step
-    from sassl.training.config import config_from_dict
-
     cfg = config_from_dict({k: v for k, v in pretrain.items() if k != "runs_dir"})
     if train_images is None:
         try:

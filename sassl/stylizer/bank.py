@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from sassl import dist
+from sassl.interrupt import ignore_in_workers
 from sassl.data import get_dataset, image_paths, parse_name
 from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, load_rgb, to_tensor
 from sassl.data.index import signature
@@ -134,7 +135,7 @@ def build_bank(stylizer: Stylizer, source: str, image_size: int = 256, batch_siz
     mine = dist.shard(list(range(len(loaders))))
     workers = num_workers if len(mine) > 2 * batch_size else 0  # a worker costs more than a batch or two
     batches = torch.utils.data.DataLoader(_Squares(loaders, mine, image_size), batch_size=batch_size,
-                                          num_workers=workers)
+                                          num_workers=workers, worker_init_fn=ignore_in_workers)
     chunks, done, failed = [], [], []
     share = f" (rank {dist.rank()}'s 1/{dist.world_size()})" if dist.is_dist() else ""
     with tqdm(total=len(mine), desc=f"embedding styles from {source}{share}", unit="img", disable=not progress) as bar:

@@ -16,9 +16,10 @@ from sassl.data.loader import (DeviceDecoder, DevicePrefetcher, EpochSampler, Tw
                                loader_workers, make_loader)
 from sassl.devices import resolve_device
 from sassl.eval.knn import KnnMonitor
+from sassl.interrupt import GracefulStop, Stopped, signal_name
 from sassl.learners import cosine_momentum, create_learner
 from sassl.optim import cosine_lr, make_optimizer
-from sassl.records import duration, git_commit
+from sassl.records import duration, git_commit, terminal_line
 from sassl.stylizer import StyleChoice
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig, learner_settings, scaled_lr, style_op, validate
@@ -120,10 +121,11 @@ def write_run_config(t: Trainer, schedule: Schedule) -> None:
     (t.run.dir / "config.json").write_text(json.dumps(t.run.cfg_dict | {"resolved": meta}, indent=1))
 
 
-def train_epoch(t: Trainer, schedule: Schedule, epoch: int, step: int, runlog: RunLog, progress: bool
-                ) -> tuple[int, int, list[float], list[Prepared]]:
+def train_epoch(t: Trainer, schedule: Schedule, epoch: int, step: int, runlog: RunLog, progress: bool,
+                stop: GracefulStop) -> tuple[int, int, list[float], list[Prepared], bool]:
     """The steps of one epoch from global step `step` (a resumed epoch skips the batches it had done), each
-    logged; returns (step, images seen, losses, the last batch)."""
+    logged, until its end or a stop signal that every rank agrees on at a step boundary; returns (step, images
+    seen, losses, the last batch, whether it stopped on a signal)."""
     from tqdm.auto import tqdm  # here, not at the top: train_step and its helpers run where tqdm is not installed
 
     cfg = t.cfg
@@ -147,9 +149,24 @@ def train_epoch(t: Trainer, schedule: Schedule, epoch: int, step: int, runlog: R
         runlog.log({"step": step, "epoch": epoch + 1, "loss": losses[-1], "lr": lr, "momentum": m})
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             save_checkpoint(t.run, t.model, t.opt, t.scaler, step, schedule.epochs)
+        if stop.agreed(t.device):
+            return step, seen, losses, batch, True
         if schedule.stops(step):
             break
-    return step, seen, losses, batch
+    return step, seen, losses, batch, False
+
+
+def stopped(t: Trainer, schedule: Schedule, step: int, runlog: RunLog, stop: GracefulStop) -> Stopped:
+    """A stop signal agreed at `step`: the checkpoint of that step (the epoch's own, if it has just been
+    written, again), the loggers closed; the exception pretrain() raises."""
+    save_checkpoint(t.run, t.model, t.opt, t.scaler, step, schedule.epochs)
+    runlog.close()
+    message = (f"sassl pretrain {t.cfg.name}: stopped by {signal_name(stop.signum)} at step {step} of "
+               f"{schedule.planned}; {t.run.ckpt_path} holds it: continue with --resume")
+    if dist.rank() == 0:  # said before the barrier: under torchrun the agent may end rank 0 once rank 1 has left
+        terminal_line(message)
+    dist.barrier()
+    return Stopped(stop.signum, message)
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -158,7 +175,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     first (the CLI does)."""
     budget = TimeBudget(cfg.time_budget)  # counts from here
     validate(cfg)
-    with run_lock(Path(cfg.runs_dir) / cfg.name):
+    with run_lock(Path(cfg.runs_dir) / cfg.name), GracefulStop(f"sassl pretrain {cfg.name}", "step") as stop:
         t = set_up(cfg, resume, progress)
         run = t.run
         # a time budget's choice (made after each epoch, kept in the checkpoint) holds when the run is resumed
@@ -178,7 +195,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         step, epoch = run.step, run.step // schedule.steps_per_epoch
         while epoch < schedule.epochs:
             t0 = time.time()
-            step, seen, losses, batch = train_epoch(t, schedule, epoch, step, runlog, progress)
+            step, seen, losses, batch, signalled = train_epoch(t, schedule, epoch, step, runlog, progress, stop)
+            if signalled:
+                raise stopped(t, schedule, step, runlog, stop)
             budget.step_times.append(time.time() - t0)  # the epoch's steps; its monitor pass comes below
             row = {"epoch": epoch + 1, "step": step, "epoch_seconds": round(budget.step_times[-1], 2),
                    "images_per_second": round(seen / max(1e-9, budget.step_times[-1]), 1)}
@@ -195,6 +214,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             result = row
             save_checkpoint(run, t.model, t.opt, t.scaler, step, schedule.epochs)
             say.epoch(epoch, schedule, step, losses, row, time.time() - t0)
+            if stop.agreed(t.device) and step < schedule.planned:  # signalled in the monitor pass or the checkpoint
+                raise stopped(t, schedule, step, runlog, stop)
             if schedule.stops(step):
                 break
             epoch += 1

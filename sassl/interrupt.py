@@ -1,0 +1,96 @@
+"""Pre-emption and interruption as normal events. SIGTERM (what SLURM sends a pre-empted or timed-out job, and
+`docker stop` and Kubernetes send), SIGUSR1 (`#SBATCH --signal=USR1@120`) and SIGINT (Ctrl-C in a terminal, a
+notebook's interrupt) ask a long job to stop at its next safe point: pre-training after the current step (every
+rank at the same step), evaluation after the current protocol, a study after its current trial. The job saves what
+it has and raises `Stopped`; a second signal stops it at once."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import torch
+
+from sassl import dist
+from sassl.records import terminal_line
+
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
+# NOTE: one event can arrive twice: SLURM signals every process of a job step, and torchrun's agent forwards its
+# own copy to the workers; a repeat within this many seconds is the same event, not a second request.
+REPEAT_S = 2.0
+
+
+class Stopped(Exception):
+    """A job stopped on a signal after saving what it had; `exit_code` is the shell's 128 + the signal."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum, self.exit_code = signum, 128 + signum
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class GracefulStop:
+    """For the block, the signals of SIGNALS set a flag instead of ending the process (main thread only: elsewhere
+    the block changes nothing). The job polls `requested` (one process) or `agreed` (every rank, at the same
+    step) at its safe points. The previous handlers come back when the block ends, or at the second signal,
+    which then stops the job at once (KeyboardInterrupt for SIGINT, else SystemExit with 128 + the signal); a repeat
+    of the first within REPEAT_S seconds is the same event delivered twice and changes nothing."""
+
+    def __init__(self, job: str, safe_point: str):
+        self.job, self.safe_point = job, safe_point
+        self.signum: int | None = None
+        self._first = 0.0
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None and time.monotonic() - self._first < REPEAT_S:
+            return  # the same event, delivered to this process twice
+        if self.signum is not None:  # the second signal: at once
+            self.__exit__()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum, self._first = signum, time.monotonic()
+        terminal_line(f"{self.job}: {signal_name(signum)} received; stopping after the current {self.safe_point} "
+                      "and saving it (a second signal stops at once)")
+
+    @property
+    def requested(self) -> bool:
+        """Whether this process was signalled."""
+        return self.signum is not None
+
+    def agreed(self, device: torch.device | str = "cpu") -> bool:
+        """Whether any rank was signalled: under torch.distributed a MAX all-reduce of the signal number, which
+        every rank must call at the same step (the step boundary); a rank that was not signalled takes the
+        signalled one's number. One process: `requested`."""
+        if not dist.is_dist():
+            return self.requested
+        flag = torch.tensor([self.signum or 0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if int(flag) and self.signum is None:
+            self.signum = int(flag)
+        return bool(int(flag))
+
+
+def ignore_in_workers(_worker_id: int) -> None:
+    """A DataLoader worker_init_fn: the stop signals are the main process's to act on. A terminal's Ctrl-C and
+    SLURM's signal reach every process of the job; a worker that died of them would end the step the main
+    process is finishing. The main process ends its workers when it exits."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+__all__ = ["GracefulStop", "SIGNALS", "Stopped", "ignore_in_workers", "signal_name"]

@@ -1,0 +1,110 @@
+"""Faults a cluster and a user's disk bring, one test per fault (docs/TESTING.md's fault table): pre-emption and
+interruption signals, storage that is full, read-only or gone, caches that do not belong to what is computed,
+hostile image folders."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sassl.interrupt import REPEAT_S, GracefulStop, Stopped
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(cache: Path) -> dict:
+    return os.environ | {"SASSL_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _pretrain_args(runs: Path, data: Path, styles: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sassl.cli", "pretrain", "--name", "r", "--runs-dir", str(runs),
+            "--dataset", f"imagefolder:{data}", "--style", str(styles), "--batch-size", "8", "--image-size", "32",
+            "--num-workers", "0", "--proj-hidden", "32", "--proj-dim", "16", "--knn-every", "0",
+            "--tensorboard", "false", *extra]
+
+
+def _losses(runs: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (runs / "r" / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def _ckpt(runs: Path) -> dict:
+    return torch.load(runs / "r" / "checkpoints" / "last.pt", weights_only=True)
+
+
+def _wait_for_step(runs: Path, proc: subprocess.Popen, step: int, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        f = runs / "r" / "metrics.jsonl"
+        if f.is_file() and any(s >= step for s, _ in _losses(runs)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no step {step} (exit {proc.poll()}): {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+STEPS = 14  # 192 training images / 8: one epoch is 24 steps, so the signal comes mid-epoch
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, jpeg_folder, style_folder) -> Path:
+    """The tiny run of STEPS steps, never interrupted: what a signalled and resumed run must equal."""
+    runs = tmp_path_factory.mktemp("whole")
+    whole = subprocess.run(_pretrain_args(runs, jpeg_folder, style_folder, "--max-steps", str(STEPS)),
+                           env=_env(runs / "cache"), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    return runs
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_a_signalled_pretrain_checkpoints_its_step_and_resumes_to_the_uninterrupted_run(tmp_path, jpeg_folder,
+                                                                                        style_folder, sig, uninterrupted):
+    """SIGTERM (SLURM pre-emption, docker stop), SIGUSR1 (--signal=USR1@120) and SIGINT (Ctrl-C) mid-epoch: the
+    run finishes the step it is in, writes that step's checkpoint (no --checkpoint-every: before, the last
+    checkpoint was the previous epoch's, here none at all), says so and exits 128 + the signal; --resume then
+    gives the uninterrupted run's losses and weights, bitwise."""
+    cache, steps = uninterrupted / "cache", STEPS
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(_pretrain_args(runs, jpeg_folder, style_folder, "--max-steps", str(steps)), env=_env(cache),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(runs, proc, 3)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    at = _ckpt(runs)["step"]
+    assert 3 <= at < steps and _losses(runs)[-1][0] == at  # the step it was in, finished and saved
+    said = out + err
+    assert said.count(f"stopped by {signal.Signals(sig).name} at step {at} of {steps}") == 1 and "--resume" in said
+    assert not list(runs.rglob("*.tmp"))
+
+    again = subprocess.run(_pretrain_args(runs, jpeg_folder, style_folder, "--max-steps", str(steps), "--resume"),
+                           env=_env(cache), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _losses(runs) == _losses(uninterrupted)  # every step once, the same floats
+    a, b = _ckpt(runs)["model"], _ckpt(uninterrupted)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("sig, second", [(signal.SIGTERM, SystemExit), (signal.SIGUSR1, SystemExit),
+                                         (signal.SIGINT, KeyboardInterrupt)])
+def test_the_first_signal_asks_the_second_stops_at_once(sig, second):
+    """The first signal only sets the flag the job polls at its safe points; the second raises at once (a
+    user who means it, or a scheduler's last word), and the previous handlers are back after the block."""
+    before = signal.getsignal(sig)
+    with pytest.raises(second) as raised:
+        with GracefulStop("job", "step") as stop:
+            os.kill(os.getpid(), sig)
+            assert stop.requested and stop.signum == sig and stop.agreed()  # one process: agreed is requested
+            os.kill(os.getpid(), sig)  # at once: the same event twice (SLURM's copy and torchrun's), ignored
+            time.sleep(0.1)
+            stop._first -= REPEAT_S  # as if the second came later
+            os.kill(os.getpid(), sig)
+            time.sleep(1)  # not reached: the handler raises in this thread
+    if second is SystemExit:
+        assert raised.value.code == 128 + sig
+    assert signal.getsignal(sig) is before
+    assert Stopped(sig, "x").exit_code == 128 + sig
