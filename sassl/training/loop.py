@@ -19,6 +19,7 @@ from sassl.eval.knn import KnnMonitor
 from sassl.interrupt import GracefulStop, Stopped, signal_name
 from sassl.learners import cosine_momentum, create_learner
 from sassl.optim import cosine_lr, make_optimizer
+from sassl.paths import storage_errors
 from sassl.records import duration, git_commit, terminal_line
 from sassl.stylizer import StyleChoice
 from sassl.tracking import RunLog
@@ -175,7 +176,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     first (the CLI does)."""
     budget = TimeBudget(cfg.time_budget)  # counts from here
     validate(cfg)
-    with run_lock(Path(cfg.runs_dir) / cfg.name), GracefulStop(f"sassl pretrain {cfg.name}", "step") as stop:
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    with storage_errors(run_dir), run_lock(run_dir), GracefulStop(f"sassl pretrain {cfg.name}", "step") as stop:
         t = set_up(cfg, resume, progress)
         run = t.run
         # a time budget's choice (made after each epoch, kept in the checkpoint) holds when the run is resumed

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from sassl import dist
 from sassl.config import plain
-from sassl.paths import atomic_file, exclusive_lock
+from sassl.paths import StorageError, atomic_file, exclusive_lock
 from sassl.figures.training import training_curves
 from sassl.records import read_metrics
 from sassl.tracking import RunLog
@@ -98,15 +98,35 @@ def open_run(cfg: PretrainConfig, resume: bool) -> Run:
 def save_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                     step: int, epochs: int) -> None:
     """Rank 0 writes run.ckpt_path atomically: weights, optimiser (and float16 scaler) state, the global step,
-    the epochs planned (a time budget's choice) and the run's config (checked when resuming)."""
-    if dist.rank() != 0:
-        return
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epochs": epochs,
-             "config": json.dumps(run.cfg_dict)}
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
-    with atomic_file(run.ckpt_path) as tmp:
-        torch.save(state, tmp)
+    the epochs planned (a time budget's choice) and the run's config (checked when resuming).
+    A checkpoint the storage refuses (full, read-only, gone) stops the run on every rank with rank 0's
+    StorageError; the previous checkpoint is intact and no temporary file is left."""
+    err = ""
+    if dist.rank() == 0:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epochs": epochs,
+                 "config": json.dumps(run.cfg_dict)}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        try:
+            with atomic_file(run.ckpt_path, need=state_bytes(state)) as tmp:
+                torch.save(state, tmp)
+        except StorageError as e:
+            kept = "the previous checkpoint is intact" if run.ckpt_path.is_file() else "no checkpoint was written"
+            err = f"{e} ({kept}; --resume continues from it once there is room)"
+    errors = dist.all_objects(err)  # every rank stops, none left waiting in the next step's collectives
+    if errors[0]:
+        raise RuntimeError(errors[0])
+
+
+def state_bytes(state) -> int:
+    """The bytes of the tensors in a (nested) state dict: about what torch.save writes."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 def load_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer,
