@@ -75,8 +75,7 @@ def _pretrain(args) -> int:
     """`sassl pretrain`, also under torchrun: joins the process group first (sassl.dist.setup) and leaves it
     at the end; a non-finite loss stops every rank with one message (rank 0 prints it) and exit code 1."""
     values = _config_values(args, PretrainConfig)  # only the flags given: they win over --recipe
-    given = from_dict(PretrainConfig, values)
-    dist.setup(timeout_min=given.dist_timeout, device=given.device)
+    dist.setup(timeout_min=(given := from_dict(PretrainConfig, values)).dist_timeout, device=given.device)
     rank = dist.rank()
     try:
         cfg = config_from_dict(values)
@@ -85,8 +84,6 @@ def _pretrain(args) -> int:
         if rank == 0:
             print(f"sassl pretrain: {e}", file=sys.stderr, flush=True)
         return 1
-    except Stopped as e:  # a signal: the checkpoint of the step it stopped at is written, and said
-        return e.exit_code
     finally:
         dist.teardown()
     if rank == 0:
@@ -440,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.handler(args) or 0
+    except Stopped as e:  # a signal, after the job saved what it had (sassl.interrupt)
+        if not e.said:
+            print(f"sassl {args.cmd}: {e}", file=sys.stderr)
+        return e.exit_code
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError) as e:
         print(f"sassl {args.cmd}: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

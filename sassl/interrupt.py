@@ -5,9 +5,12 @@ rank at the same step), evaluation after the current protocol, a study after its
 it has and raises `Stopped`; a second signal stops it at once."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -21,11 +24,12 @@ REPEAT_S = 2.0
 
 
 class Stopped(Exception):
-    """A job stopped on a signal after saving what it had; `exit_code` is the shell's 128 + the signal."""
+    """A job stopped on a signal after saving what it had; `exit_code` is the shell's 128 + the signal; `said`:
+    the job printed the message itself (pretraining's rank 0, before the ranks part)."""
 
-    def __init__(self, signum: int, message: str):
+    def __init__(self, signum: int, message: str, said: bool = False):
         super().__init__(message)
-        self.signum, self.exit_code = signum, 128 + signum
+        self.signum, self.exit_code, self.said = signum, 128 + signum, said
 
 
 def signal_name(signum: int) -> str:
@@ -39,8 +43,8 @@ class GracefulStop:
     which then stops the job at once (KeyboardInterrupt for SIGINT, else SystemExit with 128 + the signal); a repeat
     of the first within REPEAT_S seconds is the same event delivered twice and changes nothing."""
 
-    def __init__(self, job: str, safe_point: str):
-        self.job, self.safe_point = job, safe_point
+    def __init__(self, job: str, safe_point: str, on_signal: Callable[[int], None] | None = None):
+        self.job, self.safe_point, self.on_signal = job, safe_point, on_signal
         self.signum: int | None = None
         self._first = 0.0
         self._previous: dict[int, object] = {}
@@ -66,6 +70,8 @@ class GracefulStop:
         self.signum, self._first = signum, time.monotonic()
         terminal_line(f"{self.job}: {signal_name(signum)} received; stopping after the current {self.safe_point} "
                       "and saving it (a second signal stops at once)")
+        if self.on_signal is not None:
+            self.on_signal(signum)
 
     @property
     def requested(self) -> bool:
@@ -85,6 +91,28 @@ class GracefulStop:
         return bool(int(flag))
 
 
+def children(pid: int | None = None) -> list[int]:
+    """The child processes of `pid` (this process), from /proc; [] where there is none (not Linux)."""
+    pid, found = pid or os.getpid(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def forward_to_children(signum: int) -> None:
+    """Pass a stop signal on to this process's children (a study's lanes, a lane's notebook kernel): each stops at
+    its own safe point, a trial's pre-training after its step with a checkpoint."""
+    for child in children():
+        try:
+            os.kill(child, signum)
+        except OSError:
+            pass
+
+
 def ignore_in_workers(_worker_id: int) -> None:
     """A DataLoader worker_init_fn: the stop signals are the main process's to act on. A terminal's Ctrl-C and
     SLURM's signal reach every process of the job; a worker that died of them would end the step the main
@@ -93,4 +121,5 @@ def ignore_in_workers(_worker_id: int) -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
-__all__ = ["GracefulStop", "SIGNALS", "Stopped", "ignore_in_workers", "signal_name"]
+__all__ = ["GracefulStop", "SIGNALS", "Stopped", "children", "forward_to_children", "ignore_in_workers",
+           "signal_name"]

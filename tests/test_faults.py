@@ -177,3 +177,57 @@ def test_caches_on_a_read_only_disk_are_skipped_and_the_run_goes_on(tmp_path, jp
     assert "RC=0" in said and "Traceback" not in said, said[-3000:]
     assert said.count("going on without this cache") == 1 and "read-only file system" in said, said[-3000:]
     assert (tmp_path / "runs" / "r" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_signalled_evaluation_keeps_the_protocols_it_finished(tmp_path, jpeg_folder, monkeypatch):
+    """SIGTERM while the kNN protocol runs: the protocol finishes, its rows are written, run.json names what is
+    missing, no summary.json (a whole evaluation's mark, which studies read as 'finished') and Stopped carries
+    128 + the signal; the linear probe never starts."""
+    import sassl.eval.evaluate as ev
+
+    real_knn, ran = ev.PROTOCOL_ROWS["knn"], []
+
+    def knn_then_signal(probe):
+        rows = real_knn[0](probe)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return rows
+
+    monkeypatch.setitem(ev.PROTOCOL_ROWS, "knn", (knn_then_signal, "results"))
+    monkeypatch.setitem(ev.PROTOCOL_ROWS, "linear", (lambda probe: ran.append("linear") or [], "results"))
+    cfg = ev.EvalConfig(encoder="random:resnet18", runs_dir=str(tmp_path), targets=(f"imagefolder:{jpeg_folder}",),
+                        protocols=("knn", "linear"), baseline=False, num_workers=0, image_size=32)
+    with pytest.raises(Stopped) as stopped:
+        ev.evaluate(cfg, progress=False)
+    out = ev.default_out(cfg)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM and "after 1 of 2 target/protocol pairs" in str(stopped.value)
+    assert ran == [] and not (out / "summary.json").exists()
+    rows = json.loads((out / "results.json").read_text())
+    assert rows and {r["protocol"] for r in rows} == {"knn"}
+    assert json.loads((out / "run.json").read_text())["missing"] == [f"imagefolder:{jpeg_folder}/linear"]
+
+
+def test_a_signalled_study_checkpoints_its_trial_and_starts_no_other(tmp_path):
+    """SIGTERM to `sassl study run` while its first trial pre-trains: the signal is passed on to the trial's notebook
+    kernel, whose pre-training checkpoints the step it is in; no further trial starts; exit 128 + 15 with the
+    line that says to run the same command again (which resumes the started trial: test_study's kill -9 test)."""
+    from test_study import STUDY, _write
+
+    path = _write(tmp_path, STUDY.replace("max_steps = 2", "max_steps = 60"))
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "sassl.cli", "study", "run", str(path), "--runs-dir", str(runs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / "cache"))
+    first = runs / "tiny" / "baseline-s0"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (first / "metrics.jsonl").is_file() and sum('"loss"' in line for line in
+                                                       (first / "metrics.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    at = torch.load(first / "checkpoints" / "last.pt", weights_only=True)["step"]
+    steps = [json.loads(line)["step"] for line in (first / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert 3 <= at < 60 and steps == list(range(1, at + 1)), out[-3000:]
+    assert "study tiny: stopped by SIGTERM" in out and "run the same command again" in out
+    assert sorted(p.name for p in (runs / "tiny").iterdir() if p.is_dir()) == ["baseline-s0"]  # no other trial began

@@ -27,11 +27,13 @@ from sassl.eval.fewshot import few_shot, read_fewshot_list
 from sassl.eval.finetune import finetune
 from sassl.eval.knn import knn_predict
 from sassl.eval.linear import linear_probe, predict, scores, train_linear
+from sassl.eval.report import stopped_evaluation
 from sassl.eval.robustness import check_heldout, embed, load_images, style_invariance, stylize_op
 from sassl.eval.shape_bias import shape_bias, stylizer_render
 from sassl.eval.style_probe import render_styles, stage_invariance, style_decodability
 from sassl.eval.targets import load_target
 from sassl.figures.evaluation import shape_bias_figure, summary_figure
+from sassl.interrupt import GracefulStop
 from sassl.figures.save import save_figure
 from sassl.records import git_commit, write_table
 from sassl.stats import mean_std
@@ -369,6 +371,19 @@ PROTOCOL_ROWS = {"knn": (knn_rows, "results"), "linear": (linear_rows, "results"
                  "style_decodability": (decodability_rows, "robustness"), "stage_invariance": (stage_rows, "robustness")}
 
 
+def target_probe(cfg: EvalConfig, name: str, backbone, info: dict, size: int, fingerprint: str, workers: int,
+                 held_styles: tuple, skipped: list[dict], reuse: dict[str, int]) -> Probe:
+    """Target `name` loaded, its features extracted (or read from the cache: reuse[name] counts the parts read),
+    as the Probe every protocol takes."""
+    target = load_target(name, max_per_split=cfg.max_per_split, train_list=cfg.train_list, merge_val=cfg.merge_val)
+    base = {"encoder": cfg.encoder, "target": name, "classes": target.num_classes,
+            "n_train": len(target.train_y), "n_test": len(target.test_y), "split": target.meta["split"]}
+    tr, hit_tr = side_features(backbone, target.train, cfg, size, fingerprint, workers)
+    te, hit_te = side_features(backbone, target.test, cfg, size, fingerprint, workers)
+    reuse[name] = hit_tr + hit_te
+    return Probe(cfg, backbone, info, target, base, tr, te, size, workers, *held_styles, skipped=skipped)
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     """Run every protocol on every target; returns {'rows', 'summary', 'out', 'encoder'}. Under torchrun every
     rank extracts its share of the features (gathered, in order) and computes the same results; rank 0 writes."""
@@ -393,19 +408,18 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     stylize = heldout_stylizer(cfg, info, device, held) if held else None
     t_start = time.time()
     bar = tqdm(cfg.targets, desc="evaluating", disable=not progress or not writer)
-    for name in bar:
-        target = load_target(name, max_per_split=cfg.max_per_split, train_list=cfg.train_list, merge_val=cfg.merge_val)
-        base = {"encoder": cfg.encoder, "target": name, "classes": target.num_classes,
-                "n_train": len(target.train_y), "n_test": len(target.test_y), "split": target.meta["split"]}
-        bar.set_postfix(target=name, step="features")
-        tr, hit_tr = side_features(backbone, target.train, cfg, size, fingerprint, workers)
-        te, hit_te = side_features(backbone, target.test, cfg, size, fingerprint, workers)
-        reuse[name] = hit_tr + hit_te
-        probe = Probe(cfg, backbone, info, target, base, tr, te, size, workers, stylize, held, skipped=skipped)
-        for protocol in cfg.protocols:
-            bar.set_postfix(target=name, protocol=protocol)
-            rows_of, table = PROTOCOL_ROWS[protocol]
-            tables[table] += rows_of(probe)
+    done: list[str] = []
+    with GracefulStop(f"sassl evaluate {cfg.encoder}", "protocol") as stop:
+        for name in bar:
+            bar.set_postfix(target=name, step="features")
+            probe = target_probe(cfg, name, backbone, info, size, fingerprint, workers, (stylize, held), skipped, reuse)
+            for protocol in cfg.protocols:
+                bar.set_postfix(target=name, protocol=protocol)
+                rows_of, table = PROTOCOL_ROWS[protocol]
+                tables[table] += rows_of(probe)
+                done.append(f"{name}/{protocol}")
+                if stop.agreed(device):
+                    raise stopped_evaluation(cfg, out, tables, done, stop.signum, writer)
     rows, robust_rows = tables["results"], tables["robustness"]
     summary = summarize(rows)
     baseline = baseline_summary(cfg, info, size, progress)

@@ -1,9 +1,13 @@
 """An evaluation folder read back: its summary rows and the text report (top-1 by target and protocol, the
-random-init baseline beside it with the gain)."""
+random-init baseline beside it with the gain); and what a stopped evaluation leaves in it."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from sassl import dist
+from sassl.interrupt import Stopped, signal_name
+from sassl.records import write_table
 
 
 def read_summary(out: str | Path, name: str = "summary") -> list[dict]:
@@ -29,3 +33,19 @@ def eval_report(out: str | Path) -> str:
     lines.append(f"tables: {out / 'summary.csv'} (per seed: results.csv; random init: baseline_summary.csv); "
                  f"figure: {out / 'figures' / 'summary.html'}")
     return "\n".join(lines)
+
+
+def stopped_evaluation(cfg, out: Path, tables: dict, done: list[str], signum: int, writer: bool) -> Stopped:
+    """What evaluate() raises on a stop signal after the protocols `done`: their rows are kept, run.json says what
+    is missing, and no summary.json is written (it means a whole evaluation)."""
+    missing = [f"{t}/{p}" for t in cfg.targets for p in cfg.protocols if f"{t}/{p}" not in done]
+    if writer:
+        for table, rows in tables.items():
+            if rows:
+                write_table(rows, out / table)
+        (out / "run.json").write_text(json.dumps({"stopped_by": signal_name(signum), "finished": done,
+                                                  "missing": missing}, indent=1))
+    dist.barrier()
+    return Stopped(signum, f"stopped by {signal_name(signum)} after {len(done)} of {len(done) + len(missing)} "
+                           f"target/protocol pairs; their rows are in {out}/results.json; run the same command "
+                           "again for the whole evaluation (cached features are reused)")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sassl.interrupt import GracefulStop, Stopped, forward_to_children, signal_name
 from sassl.notebook import execute, notebook_path
 from sassl.paths import exclusive_lock
 from sassl.records import duration, terminal_line
@@ -101,21 +102,34 @@ def run_trial(trial: Trial, run: Path, pretrain_command: list[str] | None = None
 
 
 def lane(study: Study, runs_dir: str | Path, lanes: int = 1) -> int:
-    """Run every trial that is not finished and not held by another lane, seed-major; returns how many ran."""
+    """Run every trial that is not finished and not held by another lane, seed-major; returns how many ran. A stop
+    signal is passed on to the running trial (its pre-training checkpoints the step it is in, its evaluation
+    keeps the protocols done) and no further trial starts: Stopped."""
     folder, ran = study.dir(runs_dir), 0
-    for trial in study.trials(runs_dir):
-        run = folder / trial.name
-        if trial_state(run) == "finished":
-            continue
-        with trial_lock(run) as mine:
-            if not mine or trial_state(run) == "finished":  # another lane has it, or finished it meanwhile
+    with GracefulStop(f"study {study.name}", "trial", on_signal=forward_to_children) as stop:
+        for trial in study.trials(runs_dir):
+            run = folder / trial.name
+            if stop.requested:
+                break
+            if trial_state(run) == "finished":
                 continue
-            t0 = time.time()
-            terminal_line(f"study {study.name}: trial {trial.name} ({trial_state(run)}) starts, pid {os.getpid()}")
-            run_trial(trial, run)
-            ran += 1
-            terminal_line(f"study {study.name}: trial {trial.name} finished in {duration(time.time() - t0)}{_knn(run)}")
-            terminal_line(progress_line(study, runs_dir, lanes))
+            with trial_lock(run) as mine:
+                if not mine or trial_state(run) == "finished":  # another lane has it, or finished it meanwhile
+                    continue
+                t0 = time.time()
+                terminal_line(f"study {study.name}: trial {trial.name} ({trial_state(run)}) starts, pid {os.getpid()}")
+                try:
+                    run_trial(trial, run)
+                except Exception:
+                    if stop.requested:  # the trial stopped on the signal passed on, having saved what it had
+                        break
+                    raise
+                ran += 1
+                terminal_line(f"study {study.name}: trial {trial.name} finished in {duration(time.time() - t0)}{_knn(run)}")
+                terminal_line(progress_line(study, runs_dir, lanes))
+    if stop.requested:
+        raise Stopped(stop.signum, f"study {study.name}: stopped by {signal_name(stop.signum)}; finished trials are "
+                                   "kept and started ones resume from their checkpoints: run the same command again")
     return ran
 
 
@@ -133,8 +147,12 @@ def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, a
         threads = str(max(1, (os.cpu_count() or lanes) // lanes))
         cmd = [sys.executable, "-m", "sassl.cli", "study", "lane", str(study.path), "--runs-dir", str(runs_dir),
                "--lanes", str(lanes)]
-        procs = [subprocess.Popen(cmd, env=os.environ | {"OMP_NUM_THREADS": threads}) for _ in range(lanes)]
-        codes = [p.wait() for p in procs]
+        with GracefulStop(f"study {study.name}", "trial of each lane", on_signal=forward_to_children) as stop:
+            procs = [subprocess.Popen(cmd, env=os.environ | {"OMP_NUM_THREADS": threads}) for _ in range(lanes)]
+            codes = [p.wait() for p in procs]
+        if stop.requested:
+            raise Stopped(stop.signum, f"study {study.name}: stopped by {signal_name(stop.signum)}; finished trials "
+                                       "are kept and started ones resume: run the same command again")
         if any(codes):
             raise RuntimeError(f"study {study.name}: lane(s) exited with {codes}; run the same command again to "
                                "go on (finished trials are kept, started ones resume)")

@@ -167,7 +167,7 @@ def stopped(t: Trainer, schedule: Schedule, step: int, runlog: RunLog, stop: Gra
     if dist.rank() == 0:  # said before the barrier: under torchrun the agent may end rank 0 once rank 1 has left
         terminal_line(message)
     dist.barrier()
-    return Stopped(stop.signum, message)
+    return Stopped(stop.signum, message, said=True)
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
