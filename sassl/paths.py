@@ -112,6 +112,11 @@ def storage_errors(where: str | os.PathLike) -> Iterator[None]:
         raise StorageError(e.filename or where, *CAUSES[e.errno], verb="cannot use") from e
 
 
+def rebuilding(path: str | os.PathLike, why: str) -> None:
+    """The one line a cache that does not belong to what is being computed gets before it is computed again."""
+    print(f"sassl: the cache {path} {why}; computing it again", flush=True)
+
+
 _SAID: set[str] = set()  # the causes already said
 
 

@@ -231,3 +231,55 @@ def test_a_signalled_study_checkpoints_its_trial_and_starts_no_other(tmp_path):
     assert 3 <= at < 60 and steps == list(range(1, at + 1)), out[-3000:]
     assert "study tiny: stopped by SIGTERM" in out and "run the same command again" in out
     assert sorted(p.name for p in (runs / "tiny").iterdir() if p.is_dir()) == ["baseline-s0"]  # no other trial began
+
+
+def test_caches_that_do_not_belong_are_rebuilt_with_one_line(tmp_path, monkeypatch, capsys, jpeg_folder, style_folder,
+                                                            stylizer):
+    """A cache file that loads but was computed from something else, found where this computation's cache
+    belongs: features for other images (a row short), a style bank of another image size, a file index of another
+    folder, a baseline evaluated with other settings. Each is computed again with one line saying why; before,
+    the features and the bank were used as they were (a shape error, or numbers of something else)."""
+    from sassl.data import get_dataset
+    from sassl.data.index import _write, folder_index, index_path, signature
+    from sassl.eval.features import cached_features, stream_features
+    from sassl.eval.report import baseline_matches
+    from sassl.learners import create_learner
+    from sassl.stylizer.bank import bank_cache_path, load_bank
+
+    monkeypatch.setenv("SASSL_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    net = create_learner("simclr", "resnet18", proj_hidden=32, proj_dim=16).backbone.eval()
+    ds, idx = get_dataset(f"imagefolder:{jpeg_folder}"), list(range(0, 40, 2))
+    feats, labels, reused = cached_features(net, ds, idx, 32, num_workers=0)
+    (path,) = (tmp_path / "cache" / "features").iterdir()
+    saved = torch.load(path, weights_only=True)
+    torch.save(saved | {"features": saved["features"][:-1], "labels": saved["labels"][:-1]}, path)  # a row short
+    again, again_labels, reused = cached_features(net, ds, idx, 32, num_workers=0)
+    assert not reused and torch.equal(again, feats) and torch.equal(again_labels, labels)
+    assert "holds other features ((19, 512) for 20 images" in capsys.readouterr().out
+    assert torch.equal(again.float(), stream_features(net, ds, idx, 32, num_workers=0)[0].half().float())
+
+    small = load_bank(str(style_folder), stylizer, 32, progress=False, num_workers=0)
+    bank64 = bank_cache_path(str(style_folder), stylizer.weights_sha256, 64)
+    bank64.write_bytes(bank_cache_path(str(style_folder), stylizer.weights_sha256, 32).read_bytes())  # 32 px at 64's place
+    big = load_bank(str(style_folder), stylizer, 64, progress=False, num_workers=0)
+    assert big.meta["image_size"] == 64 and not torch.equal(big.embeddings, small.embeddings)
+    assert "at 32 px, not" in capsys.readouterr().out
+
+    other = tmp_path / "other"
+    (other / "a").mkdir(parents=True)
+    (other / "a" / "x.jpg").write_bytes(b"x")  # the index lists files; it does not decode them
+    theirs = folder_index(other)
+    target = index_path(Path(jpeg_folder).resolve())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write(target, other.resolve(), signature(other.resolve()), theirs)  # the other folder's index at this one's place
+    ours = folder_index(jpeg_folder)
+    assert len(ours) > len(theirs) and f"indexes {other.resolve()}" in capsys.readouterr().out
+
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    (baseline / "summary.json").write_text("[]")
+    (baseline / "config.json").write_text(json.dumps({"encoder": "random:resnet18", "image_size": 64}))
+    assert baseline_matches(baseline, {"encoder": "random:resnet18", "image_size": 64})
+    assert not baseline_matches(baseline, {"encoder": "random:resnet18", "image_size": 32})
+    assert "evaluated with other settings (image_size)" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sassl import dist
-from sassl.paths import atomic_file, cache_dir
+from sassl.paths import atomic_file, cache_dir, rebuilding
 
 INDEX_FORMAT = 1
 SIGNATURE_DEPTH = 2  # folder, split folders, class folders
@@ -90,9 +90,15 @@ def _read(path: Path, root: Path, sig: str) -> FileList | None:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             rel = data["rel"]
-    except (OSError, ValueError, KeyError):
+    except FileNotFoundError:
         return None
-    if meta.get("format") != INDEX_FORMAT or meta.get("folder") != str(root) or meta.get("signature") != sig:
+    except (OSError, ValueError, KeyError) as e:
+        rebuilding(path, f"cannot be read ({type(e).__name__})")
+        return None
+    if meta.get("format") != INDEX_FORMAT or meta.get("folder") != str(root):
+        rebuilding(path, f"indexes {meta.get('folder')} (format {meta.get('format')}), not {root}")
+        return None
+    if meta.get("signature") != sig:  # the folder changed since: an index of it as it is now is made
         return None
     return FileList(root, rel)
 

@@ -27,7 +27,7 @@ from sassl.eval.fewshot import few_shot, read_fewshot_list
 from sassl.eval.finetune import finetune
 from sassl.eval.knn import knn_predict
 from sassl.eval.linear import linear_probe, predict, scores, train_linear
-from sassl.eval.report import stopped_evaluation
+from sassl.eval.report import baseline_matches, stopped_evaluation, summarize
 from sassl.eval.robustness import check_heldout, embed, load_images, style_invariance, stylize_op
 from sassl.eval.shape_bias import shape_bias, stylizer_render
 from sassl.eval.style_probe import render_styles, stage_invariance, style_decodability
@@ -36,7 +36,6 @@ from sassl.figures.evaluation import shape_bias_figure, summary_figure
 from sassl.interrupt import GracefulStop
 from sassl.figures.save import save_figure
 from sassl.records import git_commit, write_table
-from sassl.stats import mean_std
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
 
 # protocols that stylize test images with held-out styles
@@ -115,23 +114,6 @@ def _check(cfg: EvalConfig) -> None:
         raise ValueError(f"episodes and shots must be >= 1, got episodes={cfg.episodes}, shots={list(cfg.shots)}")
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and (sample) std of top1/top5 per (target, protocol), over seeds / episodes."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["target"], r["protocol"]), []).append(r)
-    out = []
-    for (target, protocol), rs in groups.items():
-        row = {"target": target, "protocol": protocol, "n": len(rs)}
-        for m in ("top1", "top5"):
-            v = [r[m] for r in rs if r.get(m) is not None]
-            mean, std = mean_std(v) if v else (None, None)
-            row[f"{m}_mean"] = None if mean is None else round(mean, 3)
-            row[f"{m}_std"] = None if std is None else round(std, 3)
-        out.append(row)
-    return out
-
-
 # settings that do not change a baseline's numbers (the baseline is keyed by all the others)
 BASELINE_FREE = ("encoder", "out", "device", "num_workers", "runs_dir", "baseline", "feature_cache", "batch_size")
 
@@ -152,7 +134,7 @@ def baseline_summary(cfg: EvalConfig, info: dict, image_size: int, progress: boo
     settings = {k: v for k, v in asdict(cfg).items() if k not in BASELINE_FREE} | {"encoder": spec, "image_size": image_size}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:12]
     folder = Path(cfg.runs_dir) / "baselines" / f"{spec.replace(':', '-')}-{key}"
-    if dist.all_true((folder / "summary.json").is_file()):
+    if dist.all_true(baseline_matches(folder, settings)):
         return json.loads((folder / "summary.json").read_text())
     twin = replace(cfg, encoder=spec, image_size=image_size, out=str(folder), baseline=False)
     return evaluate(twin, progress)["summary"]

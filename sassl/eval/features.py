@@ -18,7 +18,7 @@ from sassl import dist
 from sassl.interrupt import ignore_in_workers
 from sassl.data.decode import load_for_crops
 from sassl.data.loader import decode_size, key_generator, resized_crop, sample_crop
-from sassl.paths import atomic_file, cache_dir
+from sassl.paths import atomic_file, cache_dir, rebuilding
 from sassl.views import imagenet_normalize
 PREPROCESS_VERSION = 1  # bump when the pixels a setting gives change: old cached features are then ignored
 
@@ -175,9 +175,16 @@ def cached_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
             return None
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            return saved["features"].to(dev), saved["labels"].to(dev), True
-        except Exception:  # noqa: BLE001 (a damaged cache file is recomputed)
+            feats, labels = saved["features"], saved["labels"]
+        except Exception as e:  # noqa: BLE001 (a damaged cache file is recomputed)
+            rebuilding(path, f"cannot be read ({type(e).__name__})")
             return None
+        want = torch.as_tensor(np.asarray(ds.labels, dtype=np.int64)[np.asarray(indices, dtype=np.int64)])
+        if saved.get("key") != key or feats.ndim != 2 or len(feats) != len(indices) or not torch.equal(labels.cpu(), want):
+            rebuilding(path, f"holds other features ({tuple(feats.shape)} for {len(indices)} images, key "
+                             f"{saved.get('key')}, not {key})")
+            return None
+        return feats.to(dev), labels.to(dev), True
 
     def build():
         f, y = stream_features(backbone, ds, indices, image_size, batch_size, num_workers, crop_fraction)
@@ -187,7 +194,7 @@ def cached_features(backbone: torch.nn.Module, ds, indices: list[int], image_siz
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(path) as tmp:
-                torch.save({"features": value[0].cpu(), "labels": value[1].cpu()}, tmp)
+                torch.save({"features": value[0].cpu(), "labels": value[1].cpu(), "key": key}, tmp)
 
     # one decision for all ranks: the features are streamed (with collectives) unless every rank has them
     return dist.shared_cache(read, build, save, path.is_file)

@@ -1,5 +1,6 @@
 """An evaluation folder read back: its summary rows and the text report (top-1 by target and protocol, the
-random-init baseline beside it with the gain); and what a stopped evaluation leaves in it."""
+random-init baseline beside it with the gain), whether a cached one was made with given settings; the summary over
+seeds of result rows, and what a stopped evaluation leaves."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ from pathlib import Path
 
 from sassl import dist
 from sassl.interrupt import Stopped, signal_name
+from sassl.paths import rebuilding
 from sassl.records import write_table
+from sassl.stats import mean_std
 
 
 def read_summary(out: str | Path, name: str = "summary") -> list[dict]:
@@ -49,3 +52,35 @@ def stopped_evaluation(cfg, out: Path, tables: dict, done: list[str], signum: in
     return Stopped(signum, f"stopped by {signal_name(signum)} after {len(done)} of {len(done) + len(missing)} "
                            f"target/protocol pairs; their rows are in {out}/results.json; run the same command "
                            "again for the whole evaluation (cached features are reused)")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and (sample) std of top1/top5 per (target, protocol), over seeds / episodes."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["target"], r["protocol"]), []).append(r)
+    out = []
+    for (target, protocol), rs in groups.items():
+        row = {"target": target, "protocol": protocol, "n": len(rs)}
+        for m in ("top1", "top5"):
+            v = [r[m] for r in rs if r.get(m) is not None]
+            mean, std = mean_std(v) if v else (None, None)
+            row[f"{m}_mean"] = None if mean is None else round(mean, 3)
+            row[f"{m}_std"] = None if std is None else round(std, 3)
+        out.append(row)
+    return out
+
+
+def baseline_matches(folder: Path, settings: dict) -> bool:
+    """Whether `folder` holds a whole evaluation (summary.json) made with `settings` (its config.json)."""
+    if not (folder / "summary.json").is_file():
+        return False
+    try:
+        made = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        rebuilding(folder, f"has no readable config.json ({type(e).__name__})")
+        return False
+    differ = sorted(k for k, v in settings.items() if json.dumps(made.get(k), default=list) != json.dumps(v, default=list))
+    if differ:
+        rebuilding(folder, f"was evaluated with other settings ({', '.join(differ)})")
+    return not differ

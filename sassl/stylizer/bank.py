@@ -5,7 +5,6 @@ import functools
 import hashlib
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,7 @@ from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, loa
 from sassl.data.index import signature
 from sassl.data.loader import loader_workers
 from sassl.data.registry import PBN_ENV
-from sassl.paths import atomic_file, cache_dir
+from sassl.paths import atomic_file, cache_dir, rebuilding
 from sassl.stylizer.networks import STYLE_DIM, Stylizer
 
 BANK_FORMAT = 1
@@ -193,10 +192,15 @@ def load_bank(source: str, stylizer: Stylizer, image_size: int = 256, progress: 
         if not path.is_file():
             return None
         try:
-            return StyleBank.load(path, weights_sha256=sha or None)
+            bank = StyleBank.load(path, weights_sha256=sha or None)
         except StyleBankError as e:  # a stale or damaged cache is rebuilt, not trusted
-            warnings.warn(f"rebuilding the style bank cache: {e}")
+            rebuilding(path, f"is not this source's bank ({e})")
             return None
+        if bank.meta.get("image_size") != image_size or bank.meta.get("source") != str(source):
+            rebuilding(path, f"holds the bank of {bank.meta.get('source')} at {bank.meta.get('image_size')} px, not "
+                             f"{source} at {image_size} px")
+            return None
+        return bank
 
     def build() -> StyleBank:
         if dist.rank() == 0:
