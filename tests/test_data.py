@@ -342,7 +342,7 @@ def test_folder_index_is_cached_and_follows_changes(tmp_path, monkeypatch):
         Image.new("RGB", (20, 20)).save(tmp_path / "d" / split / c / f"{i}.jpg")
     walks = []
     real_walk = idx.walk
-    monkeypatch.setattr(idx, "walk", lambda root: walks.append(root) or real_walk(root))
+    monkeypatch.setattr(idx, "walk", lambda root, **kw: walks.append(root) or real_walk(root, **kw))
     first = idx.folder_index(tmp_path / "d")
     again = idx.folder_index(tmp_path / "d")
     assert len(walks) == 1 and list(first) == list(again) == [tmp_path / "d" / p for p in

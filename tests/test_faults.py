@@ -283,3 +283,102 @@ def test_caches_that_do_not_belong_are_rebuilt_with_one_line(tmp_path, monkeypat
     assert baseline_matches(baseline, {"encoder": "random:resnet18", "image_size": 64})
     assert not baseline_matches(baseline, {"encoder": "random:resnet18", "image_size": 32})
     assert "evaluated with other settings (image_size)" in capsys.readouterr().out
+
+
+def _hostile_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A dataset whose tree is not a tree: c1 holds a loop to the dataset, a link into its sibling c0, a link to
+    / and a dangling link; c2 is a link to a class kept outside the dataset (followed: a legitimate layout), and
+    that outside class links back to itself."""
+    data, outside = tmp_path / "data", tmp_path / "elsewhere" / "c2"
+    for folder, names in ((data / "c0", ("a.jpg", "b.jpg")), (data / "c1", ("c.jpg",)), (outside, ("d.jpg",))):
+        folder.mkdir(parents=True)
+        for n in names:
+            (folder / n).write_bytes(b"x")
+    (data / "c1" / "loop").symlink_to(data)
+    (data / "c1" / "sibling").symlink_to(data / "c0")
+    (data / "c1" / "root").symlink_to("/")
+    (data / "c1" / "gone").symlink_to(tmp_path / "nowhere")
+    (data / "c2").symlink_to(outside)
+    (outside / "again").symlink_to(outside)
+    return data, outside
+
+
+def _walk_worker(rank, world, store, folder, out):
+    import collectives
+
+    from sassl.data.index import sharded_walk
+
+    trace = collectives.join(rank, world, store)
+    try:
+        (Path(out) / f"walk{rank}.json").write_text(json.dumps(sharded_walk(Path(folder))))
+    finally:
+        collectives.leave(trace, Path(out) / "trace", rank)
+
+
+def test_a_tree_that_is_not_a_tree_is_walked_once_per_real_folder(tmp_path, capsys):
+    """Each real folder's files are listed once: a loop, a link into a sibling class and a link to / are not
+    followed (before: os.walk(followlinks=True) listed c0's images a second time as class c1, and followed the
+    loop and / until the paths grew too long), a class linked from outside is; the links left are said in one
+    line; two gloo ranks splitting the walk list the same files."""
+    import torch.multiprocessing as mp
+
+    from sassl.data.index import folder_index, walk
+
+    data, outside = _hostile_tree(tmp_path)
+    skipped: list = []
+    files = walk(data, skipped_links=skipped)
+    # the dangling link is listed as a file (os.walk's view); the loader skips it as unreadable
+    assert files == ["c0/a.jpg", "c0/b.jpg", "c1/c.jpg", "c1/gone", "c2/d.jpg"]
+    why = dict(skipped)
+    assert set(why) == {"c1/loop", "c1/sibling", "c1/root", "c2/again"}
+    assert why["c1/loop"].endswith("(a loop)") and why["c1/root"].endswith("(a loop)")
+    assert why["c1/sibling"].endswith(f"leads into {data.resolve()}, walked already")
+    assert why["c2/again"].endswith("(a loop)")
+    index = folder_index(data, cache=False)
+    assert [str(p.relative_to(data)) for p in index] == files
+    assert "not following 4 folder link(s)" in capsys.readouterr().out
+    mp.spawn(_walk_worker, args=(2, str(tmp_path / "store"), str(data), str(tmp_path)), nprocs=2, join=True)
+    assert json.loads((tmp_path / "walk0.json").read_text()) == json.loads((tmp_path / "walk1.json").read_text()) == files
+
+
+def test_a_decompression_bomb_is_skipped_and_counted(tmp_path):
+    """A 12000 x 12000 PNG of a few kilobytes (144 M pixels, over the 100 M limit) among real images: skipped
+    before it is decoded, counted, and the next image given in its place."""
+    from PIL import Image
+
+    from sassl.data import get_dataset
+
+    folder = tmp_path / "d" / "c"
+    folder.mkdir(parents=True)
+    Image.new("1", (12000, 12000)).save(folder / "0-bomb.png")
+    for k in range(2):
+        Image.new("RGB", (64, 64), (40 * k, 90, 200)).save(folder / f"{k + 1}.png")
+    assert (folder / "0-bomb.png").stat().st_size < 100_000
+    ds = get_dataset(f"imagefolder:{tmp_path / 'd'}")
+    with pytest.warns(UserWarning, match="too large"):
+        j, img = ds.usable(0)
+    assert j == 1 and img.size == (64, 64) and ds.skipped == {0}
+
+
+def test_unusable_files_are_summed_up_once_an_epoch(tmp_path, jpeg_folder):
+    """Three broken files in the training folder (two truncated JPEGs, a text file named .png): training goes on,
+    one line at the epoch's end counts them with the first names, runs/<name>/skipped.txt lists each once with
+    its reason, and no warning per file reaches the terminal (before: one UserWarning per file and worker)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(jpeg_folder, data)
+    cls = sorted(p for p in (data / "train").iterdir() if p.is_dir())[0]
+    (cls / "zz-broken1.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    (cls / "zz-broken2.jpg").write_bytes(b"\xff\xd8\xff")
+    (cls / "zz-notes.png").write_text("not an image")
+    runs = tmp_path / "runs"
+    r = subprocess.run(_pretrain_args(runs, data, "none", "--max-steps", "24", "--batch-size", "8"),
+                       env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300)
+    said = r.stdout + r.stderr
+    assert r.returncode == 0, said[-3000:]
+    listed = (runs / "r" / "skipped.txt").read_text().splitlines()
+    assert sorted(line.split(":")[0].rsplit("/", 1)[1] for line in listed) == ["zz-broken1.jpg", "zz-broken2.jpg",
+                                                                              "zz-notes.png"]
+    assert said.count("unusable file(s)") == 1 and "epoch 1 skipped 3 unusable file(s)" in said, said[-3000:]
+    assert "UserWarning" not in said and "skipping unusable image" not in said

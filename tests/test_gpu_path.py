@@ -90,9 +90,9 @@ def _index_worker(rank, world, store, folder, cache, out):
 
     walk = index.walk
 
-    def slow_walk(root):  # a slow filesystem: 0.3 s a folder listed
+    def slow_walk(root, **kw):  # a slow filesystem: 0.3 s a folder listed
         time.sleep(0.3 * sum(1 for _ in os.walk(root)))
-        return walk(root)
+        return walk(root, **kw)
 
     index.walk = slow_walk
     trace = collectives.join(rank, world, store, timeout_s=2.0)  # shorter than walking both folders

@@ -52,17 +52,67 @@ class FileList(Sequence):
         return FileList(self.root, self.rel[keep])
 
 
-def walk(root: str | os.PathLike) -> list[str]:
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _link_refused(target: str, chain: tuple[str, ...]) -> str | None:
+    """Why a folder link to `target` is not followed from inside the folders `chain` (the dataset, then the
+    folders entered through links), or None."""
+    if not os.path.isdir(target):
+        return "leads nowhere"
+    above = next((c for c in chain if _within(c, target)), None)
+    if above is not None:
+        return f"contains {above} (a loop)"
+    inside = next((c for c in chain if _within(target, c)), None)
+    return None if inside is None else f"leads into {inside}, walked already"
+
+
+def walk(root: str | os.PathLike, dataset_root: str | os.PathLike | None = None,
+         skipped_links: list[tuple[str, str]] | None = None) -> list[str]:
     """Relative paths ('a/b.jpg') of every non-hidden file below root (hidden folders pruned), sorted.
-    os.walk reads each directory once with scandir: no per-file stat."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = os.path.relpath(dirpath, root)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        out.extend(prefix + f for f in filenames if not f.startswith("."))
+
+    A link to a folder is followed when it leads out of the dataset (`dataset_root`, default root): a class
+    folder kept on another disk, say. It is not followed when its target lies inside the dataset or inside a
+    folder already entered through a link (its images would be listed twice, under another class), or contains
+    one of them (a loop, or a link to /); those links go to `skipped_links` as (link, why). os.walk reads each
+    directory once with scandir: no per-file stat."""
+    out: list[str] = []
+    skipped = skipped_links if skipped_links is not None else []
+    top = os.path.realpath(dataset_root if dataset_root is not None else root)
+    real = os.path.realpath(root)
+    if real != top and os.path.islink(root):  # a top-level link walked on its own (sharded_walk)
+        why = _link_refused(real, (top,))
+        if why:
+            skipped.append((Path(root).name, f"-> {real}: {why}"))
+            return out
+
+    def visit(folder: str, prefix: str, chain: tuple[str, ...]) -> None:
+        for dirpath, dirnames, filenames in os.walk(folder):  # links are followed below, one at a time
+            rel = os.path.relpath(dirpath, folder)
+            here = prefix + ("" if rel == "." else rel.replace(os.sep, "/") + "/")
+            out.extend(here + f for f in filenames if not f.startswith("."))
+            links = sorted(d for d in dirnames if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d)))
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in links]
+            for d in links:
+                target = os.path.realpath(os.path.join(dirpath, d))
+                why = _link_refused(target, chain)
+                if why:
+                    skipped.append((here + d, f"-> {target}: {why}"))
+                else:
+                    visit(target, here + d + "/", chain + (target,))
+
+    visit(real, "", (top,) if _within(real, top) else (top, real))
     out.sort()
     return out
+
+
+def say_skipped_links(root: str | os.PathLike, skipped: list[tuple[str, str]]) -> None:
+    """One line for the folder links a walk did not follow."""
+    if skipped:
+        shown = "; ".join(f"{link} {why}" for link, why in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        print(f"sassl: {root}: not following {len(skipped)} folder link(s): {shown}{more}", flush=True)
 
 
 def signature(root: Path, depth: int = SIGNATURE_DEPTH) -> str:
@@ -119,7 +169,10 @@ def folder_index(folder: str | os.PathLike, cache: bool = True) -> FileList:
     if empty:
         raise ValueError(f"{folder}: the folder is empty; put image files (jpg, png, ...) in it")
     if not cache:
-        return FileList(root, walk(root))
+        skipped: list[tuple[str, str]] = []
+        files = FileList(root, walk(root, skipped_links=skipped))
+        say_skipped_links(root, skipped)
+        return files
     sig = signature(root)
     path = index_path(root)
     return dist.shared_cache(lambda: _read(path, root, sig), lambda: FileList(root, sharded_walk(root)),
@@ -129,12 +182,18 @@ def folder_index(folder: str | os.PathLike, cache: bool = True) -> FileList:
 def sharded_walk(root: Path) -> list[str]:
     """walk(root) with the work shared by the ranks of a process group: each walks every world-th top-level
     folder (rank 0 also takes the top level's own files), and every rank gets the whole sorted list."""
+    skipped: list[tuple[str, str]] = []
     if not dist.is_dist():
-        return walk(root)
-    with os.scandir(root) as it:
+        files = walk(root, skipped_links=skipped)
+        say_skipped_links(root, skipped)
+        return files
+    with os.scandir(root) as it:  # a folder link at the top level is walked like a folder, by walk's rules
         entries = sorted((e.name, e.is_dir()) for e in it if not e.name.startswith("."))
     folders = [name for name, is_dir in entries if is_dir]
     mine = [name for name, is_dir in entries if not is_dir] if dist.rank() == 0 else []
     for name in dist.shard(folders):
-        mine += [f"{name}/{rel}" for rel in walk(root / name)]
-    return sorted(r for part in dist.all_objects(mine) for r in part)
+        mine += [f"{name}/{rel}" for rel in walk(root / name, dataset_root=root, skipped_links=skipped)]
+    found = dist.all_objects((mine, skipped))
+    if dist.rank() == 0:
+        say_skipped_links(root, sorted(link for _, part in found for link in part))
+    return sorted(r for part, _ in found for r in part)

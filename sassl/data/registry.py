@@ -71,6 +71,7 @@ class Dataset(torch.utils.data.Dataset):
         self.files, self.images = files, images
         self.transform = transform if transform is not None else to_tensor
         self.skipped: set[int] = set()
+        self.skip_log: Path | None = None  # where a run lists the files it skips (its skipped.txt), else warnings
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,8 +86,9 @@ class Dataset(torch.utils.data.Dataset):
         """(j, image j) for the first usable image from index i on (wrapping around). `read(path)` decodes a
         file instead of `pil` (a fast path raising ImageDecodeError alike); images held in memory come as PIL.
 
-        NOTE: an unusable file is replaced by the next usable one (never a crash mid-epoch), with a
-        warning; the count is per process (each DataLoader worker counts its own)."""
+        NOTE: an unusable file is replaced by the next usable one (never a crash mid-epoch). It is appended to
+        `skip_log` when set (a run's skipped.txt, which the run sums up once an epoch: report_skipped), else
+        warned about; the count is per process (each DataLoader worker counts its own)."""
         for k in range(len(self)):
             j = (i + k) % len(self)
             if j in self.skipped:
@@ -95,7 +97,11 @@ class Dataset(torch.utils.data.Dataset):
                 return j, read(self.files[j]) if read is not None and self.images is None else self.pil(j)
             except ImageDecodeError as e:
                 self.skipped.add(j)
-                warnings.warn(f"dataset {self.name}: skipping unusable image ({e}); {len(self.skipped)} skipped so far")
+                if self.skip_log is None:
+                    warnings.warn(f"dataset {self.name}: skipping unusable image ({e}); {len(self.skipped)} skipped so far")
+                else:
+                    with open(self.skip_log, "a") as f:  # one short line per append: whole lines from every worker
+                        f.write(f"{e}\n")
         raise ValueError(f"dataset {self.name}: none of its {len(self)} images is usable")
 
     def __getitem__(self, i: int):

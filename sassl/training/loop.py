@@ -24,7 +24,8 @@ from sassl.records import duration, git_commit, terminal_line
 from sassl.stylizer import StyleChoice
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig, learner_settings, scaled_lr, style_op, validate
-from sassl.training.run import Run, finish, finished_result, load_checkpoint, open_run, prune_metrics, run_lock, save_checkpoint
+from sassl.training.run import (Run, finish, finished_result, load_checkpoint, open_run, prune_metrics, report_skipped,
+                                run_lock, save_checkpoint)
 from sassl.training.schedule import Progress, Schedule, TimeBudget
 from sassl.training.step import amp_dtype, checked_loss, prepare_batch, prepared_ahead, step_generator, train_step
 from sassl.views import VIEWS, Prepared, TwoViews
@@ -86,6 +87,7 @@ def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
     torch.manual_seed(cfg.seed)
     base_name, _ = parse_name(cfg.dataset)  # NAME@SPLIT names the monitor's split
     train_ds = get_dataset(base_name, split="train")
+    train_ds.skip_log = run.dir / "skipped.txt"  # summed up once an epoch (report_skipped), not a warning a file
     if len(train_ds) < cfg.batch_size:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than {cfg.dataset}'s train split ({len(train_ds)} images)")
     model = build_model(cfg, device)
@@ -195,6 +197,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             say.say(f"random-init kNN {knn0:.2f}% (the bar to beat); {schedule.planned} steps to go, run folder {run.dir}")
         result = finished_result(run, schedule)
         step, epoch = run.step, run.step // schedule.steps_per_epoch
+        skipped = report_skipped(run, None, epoch)  # the files skipped before this start were said then
         while epoch < schedule.epochs:
             t0 = time.time()
             step, seen, losses, batch, signalled = train_epoch(t, schedule, epoch, step, runlog, progress, stop)
@@ -211,6 +214,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                             f"take {duration(budget.epoch_s)}, a kNN pass {duration(budget.monitor_s)})")
             if t.monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == schedule.epochs or schedule.stops(step)):
                 row["knn_top1"] = t.monitor(t.model.backbone)
+            skipped = report_skipped(run, skipped, epoch + 1)
             runlog.log(row)
             runlog.epoch_end(step, t.views, batch if epoch == run.step // schedule.steps_per_epoch or "knn_top1" in row else None)
             result = row

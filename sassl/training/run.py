@@ -15,7 +15,7 @@ from sassl import dist
 from sassl.config import plain
 from sassl.paths import StorageError, atomic_file, exclusive_lock
 from sassl.figures.training import training_curves
-from sassl.records import read_metrics
+from sassl.records import read_metrics, terminal_line
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig
 from sassl.training.schedule import Schedule
@@ -161,6 +161,21 @@ def finished_result(run: Run, schedule: Schedule) -> dict:
         return {}
     epoch_rows = [r for r in read_metrics(run.metrics_file) if "epoch_seconds" in r]
     return epoch_rows[-1] if epoch_rows else {}
+
+
+def report_skipped(run: Run, said: int | None, epoch: int) -> int:
+    """One line for the unusable files that the epoch's loaders skipped (the loader's workers list them in
+    <run>/skipped.txt, sassl.data.registry.Dataset.usable), rank 0; returns how many lines have been said
+    (said None: count the lines of earlier starts, say nothing)."""
+    path = run.dir / "skipped.txt"
+    if dist.rank() != 0 or not path.is_file():
+        return said or 0
+    lines = path.read_text().splitlines()
+    if said is not None and len(lines) > said:
+        new = lines[said:]
+        terminal_line(f"{run.dir.name}: epoch {epoch} skipped {len(new)} unusable file(s) ({'; '.join(new[:3])}"
+                      f"{' ...' if len(new) > 3 else ''}); {len(lines)} in all, listed in {path}")
+    return len(lines)
 
 
 def finish(run: Run, runlog: RunLog, result: dict) -> None:
