@@ -5,6 +5,7 @@ any other tuple field takes a list of one or more values of its default's elemen
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 
@@ -41,6 +42,8 @@ def coerce(key: str, v: Any, default: Any) -> Any:
     if isinstance(default, int):
         return v if isinstance(v, int) and not isinstance(v, bool) else fail()
     if isinstance(default, float):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+            raise ValueError(f"parameter {key!r}: expected a finite number like {default!r}, got {v!r}")
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else fail()
     if isinstance(default, tuple):
         if isinstance(v, str) or not isinstance(v, (list, tuple)):
@@ -53,6 +56,22 @@ def coerce(key: str, v: Any, default: Any) -> Any:
             fail()
         return tuple(coerce(key, e, default[0]) for e in v) if default else tuple(v)
     return v if isinstance(v, str) else fail()
+
+
+def check_bounds(cfg: Any, bounds: dict[str, str]) -> None:
+    """Each named numeric setting of `cfg` inside its interval, written as '>0', '>=0', '>=1', '[0,1]' or
+    '(0,1]'; ValueError naming the setting otherwise."""
+    for name, interval in bounds.items():
+        v = getattr(cfg, name)
+        if interval.startswith(">="):
+            ok = v >= float(interval[2:])
+        elif interval.startswith(">"):
+            ok = v > float(interval[1:])
+        else:
+            lo, hi = (float(x) for x in interval[1:-1].split(","))
+            ok = (v >= lo if interval[0] == "[" else v > lo) and (v <= hi if interval[-1] == "]" else v < hi)
+        if not ok:
+            raise ValueError(f"{name}: must be {interval}, got {v!r}")
 
 
 def from_dict(cls, values: dict):

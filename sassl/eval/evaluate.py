@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sassl import dist
-from sassl.config import setting
+from sassl.config import check_bounds, setting
 from sassl.data.loader import epoch_seed, loader_workers
 from sassl.devices import resolve_device
 from sassl.eval.checkpoint import load_encoder
@@ -102,6 +102,11 @@ def default_out(cfg: EvalConfig) -> Path:
     return Path(cfg.runs_dir) / ("eval-" + cfg.encoder.replace(":", "-").replace("/", "_").removesuffix(".pt"))
 
 
+EVAL_BOUNDS = {"image_size": ">=0", "knn_k": ">=1", "probe_epochs": ">=1", "probe_lr": ">0", "episodes": ">=1",
+               "finetune_epochs": ">=0", "finetune_lr": ">0", "max_per_split": ">=0", "crop_fraction": "(0,1]",
+               "batch_size": ">=1", "robust_max_images": ">=1", "decodability_styles": ">=2", "num_workers": ">=-1"}
+
+
 def _check(cfg: EvalConfig) -> None:
     bad = [p for p in cfg.protocols if p not in PROTOCOL_ROWS]
     if bad:
@@ -110,8 +115,9 @@ def _check(cfg: EvalConfig) -> None:
         raise ValueError("targets: give at least one dataset name")
     if not cfg.seeds:
         raise ValueError("seeds: give at least one seed")
-    if cfg.episodes < 1 or any(s < 1 for s in cfg.shots):
-        raise ValueError(f"episodes and shots must be >= 1, got episodes={cfg.episodes}, shots={list(cfg.shots)}")
+    if any(s < 1 for s in cfg.shots):
+        raise ValueError(f"shots: each must be >= 1, got {list(cfg.shots)}")
+    check_bounds(cfg, EVAL_BOUNDS)
 
 
 # settings that do not change a baseline's numbers (the baseline is keyed by all the others)

@@ -57,7 +57,7 @@ def settings_of(cls: type[nn.Module]) -> tuple[str, ...]:
 
 def learner_run_settings(name: str) -> dict:
     """The run settings learner `name` brings (its row's `run`); {} for an unknown name (validation names it)."""
-    return dict(LEARNERS[name].run) if name in LEARNERS else {}
+    return dict(LEARNERS[name].run) if isinstance(name, str) and name in LEARNERS else {}
 
 
 def create_learner(name: str, backbone: str = "resnet18", small_images: bool = True, image_size: int = 224,

@@ -137,7 +137,8 @@ def _arms(path: Path, arms: dict, fields: set[str], seeds: list[int]) -> tuple[d
         if not isinstance(over, dict):
             _fail(path, f"arms.{arm}", "expected a table of pretrain settings")
         own = over.get("seeds", seeds)
-        if not isinstance(own, list) or len(own) < 2 or not set(own) <= set(seeds):
+        if (not isinstance(own, list) or len(own) < 2 or not all(isinstance(x, int) for x in own)
+                or not set(own) <= set(seeds)):
             _fail(path, f"arms.{arm}.seeds", f"an arm's seeds are two or more of the study's seeds {seeds}, got {own!r}")
         _settings(path, f"arms.{arm}", {k: v for k, v in over.items() if k != "seeds"}, fields, STUDY_OWNS, "pretrain")
     return ({a: {k: v for k, v in o.items() if k != "seeds"} for a, o in arms.items()},
@@ -152,7 +153,7 @@ def _comparisons(path: Path, compare, arms: dict) -> list[tuple[str, str]]:
         if not isinstance(c, dict) or set(c) != {"arm", "against"}:
             _fail(path, f"compare[{i}]", f"expected exactly the keys arm and against, got {c!r}")
         for k in ("arm", "against"):
-            if c[k] not in arms:
+            if not isinstance(c[k], str) or c[k] not in arms:
                 _fail(path, f"compare[{i}].{k}", f"no arm named {c[k]!r}; the arms are {list(arms)}")
         if c["arm"] == c["against"]:
             _fail(path, f"compare[{i}]", "an arm compared against itself")
@@ -199,8 +200,9 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(name, str) or not NAME.match(name):
         _fail(path, "name", f"a folder name (letters, digits, '.', '_', '-') is needed, got {name!r}")
     seeds = data.get("seeds")
-    if (not isinstance(seeds, list) or len(seeds) < 2 or len(set(seeds)) != len(seeds)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    if (not isinstance(seeds, list) or len(seeds) < 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)):
         _fail(path, "seeds", f"at least two different seeds (integers >= 0) are needed for a paired comparison, "
                              f"got {seeds!r}")
     pretrain = _table(path, data, "pretrain")

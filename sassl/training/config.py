@@ -10,7 +10,7 @@ import torch
 
 from sassl import dist
 from sassl.backbones import check_backbone
-from sassl.config import check_range, from_dict, setting
+from sassl.config import check_bounds, check_range, from_dict, setting
 from sassl.data.loader import TwoCrops
 from sassl.learners import LEARNERS, MomentumTwoTower
 from sassl.optim import OPTIMIZERS
@@ -126,6 +126,13 @@ def config_from_dict(values: dict) -> PretrainConfig:
     return cfg
 
 
+# the numeric settings' intervals (checked by validate; NaN and infinity are refused when the value is read)
+BOUNDS = {"epochs": ">=1", "batch_size": ">=2", "image_size": ">=16", "embed_size": ">=0", "knn_k": ">=1",
+          "knn_every": ">=0", "knn_max_train": ">=0", "knn_max_test": ">=0", "accumulate": ">=1", "num_workers": ">=-1",
+          "lr": ">0", "weight_decay": ">=0", "warmup_epochs": ">=0", "ema": "[0,1]", "temperature": ">0",
+          "proj_hidden": ">=1", "proj_dim": ">=1", "max_steps": ">=0", "checkpoint_every": ">=0"}
+
+
 def validate(cfg: PretrainConfig) -> None:
     """Clear errors for impossible settings, before any data is loaded."""
     if cfg.learner not in LEARNERS:
@@ -134,11 +141,11 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     if cfg.views not in VIEWS:
         raise ValueError(f"views: expected one of {', '.join(VIEWS)}, got {cfg.views!r}")
-    check_backbone(cfg.backbone, cfg.small_images, cfg.image_size)
-    for name, lo in (("epochs", 1), ("batch_size", 2), ("image_size", 16), ("embed_size", 0), ("knn_k", 1), ("knn_every", 0),
-                     ("knn_max_train", 0), ("knn_max_test", 0), ("accumulate", 1), ("num_workers", -1)):
-        if getattr(cfg, name) < lo:
-            raise ValueError(f"{name}: must be >= {lo}, got {getattr(cfg, name)}")
+    try:
+        check_backbone(cfg.backbone, cfg.small_images, cfg.image_size)
+    except KeyError as e:  # an unknown name: the setting's error like every other
+        raise ValueError(f"backbone: {e.args[0]}") from None
+    check_bounds(cfg, BOUNDS)
     if cfg.batch_size % (dist.world_size() * cfg.accumulate):
         raise ValueError(f"batch_size: {cfg.batch_size} does not split into {dist.world_size()} processes x "
                          f"{cfg.accumulate} micro-batches (accumulate)")
