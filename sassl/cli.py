@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sassl import dist
 from sassl.compare import collect_runs, paired_report, parse_outcomes
-from sassl.config import field_help, from_dict, is_range
+from sassl.config import field_help, from_dict, is_range, parse_bool
 from sassl.data.registry import dataset_table, prepare_dataset
 from sassl.data.sets import SETS
 from sassl.data.sources import PACKAGES, prepare_source
@@ -21,6 +21,7 @@ from sassl.eval.tsne import overlap_matrices, rank_sources, style_embeddings
 from sassl.figures.style_space import overlap_figure, tsne_figure
 from sassl.export import FORMATS, export, push_to_hub
 from sassl.notebook import lab_command, run_notebook, runs_root
+from sassl.paths import storage_errors
 from sassl.plan import plan, report
 from sassl.figures.save import save_figure
 from sassl.interrupt import Stopped
@@ -44,22 +45,13 @@ def _add_config_args(p: argparse.ArgumentParser, cls) -> None:
         text = (helps[f.name] + " " if helps[f.name] else "") + f"(default: {shown})"
         text = text.replace("%", "%%")  # argparse formats help strings with %
         if isinstance(default, bool):
-            p.add_argument(flag, type=_bool, default=None, metavar="BOOL", help=text)
+            p.add_argument(flag, type=parse_bool, default=None, metavar="BOOL", help=text)
         elif is_range(default):
             p.add_argument(flag, type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help=text)
         elif isinstance(default, tuple):
             p.add_argument(flag, type=type(default[0]), nargs="+", default=None, help=text)
         else:
             p.add_argument(flag, type=type(default), default=None, help=text)
-
-
-def _bool(v: str) -> bool:
-    """true/false flag values (1/0, yes/no); anything else is an error naming the value."""
-    if v.lower() in ("1", "true", "yes"):
-        return True
-    if v.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def _config_values(args, cls) -> dict:
@@ -436,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         add(sub)
     args = ap.parse_args(argv)
     try:
-        return args.handler(args) or 0
+        with storage_errors("."):  # a write the storage refuses, said in words (sassl.paths)
+            return args.handler(args) or 0
     except Stopped as e:  # a signal, after the job saved what it had (sassl.interrupt)
         if not e.said:
             print(f"sassl {args.cmd}: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ A tuple field whose default is two numbers is a (min, max) range and takes exact
 any other tuple field takes a list of one or more values of its default's element type."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from typing import Any
@@ -72,6 +73,15 @@ def check_bounds(cfg: Any, bounds: dict[str, str]) -> None:
             ok = (v >= lo if interval[0] == "[" else v > lo) and (v <= hi if interval[-1] == "]" else v < hi)
         if not ok:
             raise ValueError(f"{name}: must be {interval}, got {v!r}")
+
+
+def parse_bool(v: str) -> bool:
+    """A flag's true/false (1/0, yes/no); anything else is argparse's error naming the value."""
+    if v.lower() in ("1", "true", "yes"):
+        return True
+    if v.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def from_dict(cls, values: dict):

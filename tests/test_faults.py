@@ -382,3 +382,17 @@ def test_unusable_files_are_summed_up_once_an_epoch(tmp_path, jpeg_folder):
                                                                               "zz-notes.png"]
     assert said.count("unusable file(s)") == 1 and "epoch 1 skipped 3 unusable file(s)" in said, said[-3000:]
     assert "UserWarning" not in said and "skipping unusable image" not in said
+
+
+@needs_mounts
+def test_any_command_that_cannot_write_says_so(tmp_path):
+    """Writes outside pre-training, through the CLI's one guard: `sassl study report` into a read-only runs folder
+    is one line naming the folder and the cause (before: OSError's traceback)."""
+    from test_study import STUDY, _write
+
+    disk = tmp_path / "disk"
+    study = _write(tmp_path, STUDY)
+    said = _on_small_disk(tmp_path, 1 << 20, [sys.executable, "-m", "sassl.cli", "study", "report", str(study),
+                                              "--runs-dir", str(disk)], readonly=True)
+    assert "RC=2" in said and "Traceback" not in said, said[-3000:]
+    assert f"sassl study: error: cannot use {disk}/tiny" in said and "read-only file system" in said, said[-3000:]
