@@ -177,7 +177,7 @@ def divisors(n: int) -> list[int]:
 
 
 def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0, node_cores: int = 96) -> dict:
-    """The memory per GPU of `cfg` on `gpus` GPUs (bf16 autocast when cfg.amp), at its own `accumulate` and,
+    """The memory per GPU of `cfg` on `gpus` GPUs (bf16 autocast unless cfg.precision is fp32 or fp16), at its own `accumulate` and,
     when that does not fit in `gpu_mem_gb`, the smallest accumulate that does; FLOPs per image; the loaders'
     host shared memory and pinned memory per node (at most 8 processes a node, each with cfg.num_workers
     workers, or for -1 what sassl.data.loader.loader_workers gives on a node of `node_cores` cores)."""
@@ -187,7 +187,7 @@ def plan(cfg, gpus: int = 8, gpu_mem_gb: float = 80.0, node_cores: int = 96) -> 
     per_gpu = cfg.batch_size // gpus
     if per_gpu % cfg.accumulate:
         raise ValueError(f"accumulate: {per_gpu} images per GPU do not split into {cfg.accumulate} micro-batches")
-    dtype = torch.bfloat16 if cfg.amp else None
+    dtype = None if cfg.precision == "fp32" else torch.float16 if cfg.precision == "fp16" else torch.bfloat16  # a GPU's
     budget = gpu_mem_gb * GB
 
     def per_gpu_bytes(accumulate: int) -> tuple[int, StepMemory, int, int]:

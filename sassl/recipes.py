@@ -35,7 +35,7 @@ RECIPES: dict[str, dict] = {
         "temperature": 0.1,
         "proj_hidden": 4096,
         "proj_dim": 256,
-        "amp": True,
+        "precision": "auto",
         "sync_bn": True,
         "checkpoint_every": 500,  # steps (~1.6 epochs at batch 4096): a killed run loses minutes, not hours
         "knn_every": 10,

@@ -211,3 +211,22 @@ def test_a_run_trained_by_another_process_is_refused_until_that_process_dies(tmp
             raise ValueError("inside")
     with run_lock(run_dir):  # and the raise released this one
         assert (run_dir / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
+
+
+def test_a_run_keeps_the_precision_it_started_in(tmp_path, capsys):
+    """The resolved precision is fixed when a run starts: a resumed run keeps its checkpoint's (bf16 from a GPU,
+    resumed on the CPU where auto is fp32: kept, and said), a checkpoint from before the setting resolves its
+    config's, and an fp16 run cannot resume on the CPU."""
+    from sassl.training.config import config_from_dict
+    from sassl.training.run import Run, run_precision
+
+    cfg = config_from_dict({"name": "r"})
+    cpu = torch.device("cpu")
+    fresh = Run(tmp_path, {}, None, 0)
+    assert run_precision(fresh, cfg, cpu) == "fp32" and fresh.precision == "fp32"
+    resumed = Run(tmp_path, {}, {"precision": "bf16"}, 10)
+    assert run_precision(resumed, cfg, cpu) == "bf16" and resumed.precision == "bf16"
+    assert "precision bf16 (kept from its start; auto here would be fp32)" in capsys.readouterr().out
+    assert run_precision(Run(tmp_path, {}, {"step": 3}, 3), cfg, cpu) == "fp32"  # before --precision: auto, on CPU
+    with pytest.raises(ValueError, match="trains in fp16"):
+        run_precision(Run(tmp_path, {}, {"precision": "fp16"}, 10), cfg, cpu)

@@ -375,9 +375,13 @@ def test_bench_train_runs_the_real_step_of_any_backbone():
                        backbone="vit_tiny")
     (row,) = rows
     assert row["backbone"] == "vit_tiny" and row["learner"] == "mocov3"
-    assert all(row[f"{k}_img_s"] > 0 for k in ("off", "sync", "async"))
+    assert all(row[f"{k}_img_s"] > 0 for k in ("off", "sync", "async", "bf16", "sync_bf16"))
     assert 0.1 < row["peak_mem_gb"] < 24
-    assert "| mocov3 | vit_tiny | 4 | 32 |" in format_train_table(rows)
+    # bf16/fp32 is the per-round ratio (one round here: the rates' ratio); GFLOP/s is the traced FLOPs x rate
+    assert row["bf16_vs_fp32"] == pytest.approx(row["bf16_img_s"] / row["off_img_s"])
+    assert row["fp32_gflops"] == pytest.approx(row["gflop_per_image"] * row["off_img_s"]) and row["gflop_per_image"] > 0
+    table = format_train_table(rows)
+    assert "| mocov3 | vit_tiny | 4 | 32 |" in table and "mocov3: bf16/fp32" in table
 
 
 def test_bench_train_reference_row_runs_lightlys_step_through_the_trainers_step():

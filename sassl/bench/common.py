@@ -17,6 +17,7 @@ import torch
 from sassl.data import image_paths
 from sassl.data.decode import center_square, load_rgb, to_tensor
 from sassl.data.index import FileList, folder_index
+from sassl.precision import cpu_flags, cpu_native_bf16
 
 
 def cpu_name() -> str:
@@ -27,6 +28,23 @@ def cpu_name() -> str:
         return f"{name} ({'AVX-512' if 'avx512f' in info else 'AVX2, no AVX-512' if 'avx2' in info else 'no AVX2'})"
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def cpu_peak_gflops(threads: int, dtype: str = "fp32") -> tuple[float, str]:
+    """This CPU's peak GFLOP/s for `threads` cores, and how it was computed: cores x FLOPs per cycle x clock
+    (/proc/cpuinfo's 'cpu MHz'). FLOPs per cycle: two FMA pipes of 256 bits (Zen 3 and 4, most x86 cores; AVX-512
+    on Zen 4 runs on them in two halves): 2 x 8 float32 lanes x 2 (multiply and add) = 32; bf16 dot products
+    (avx512_bf16) do twice the lanes: 64; without AVX2, 16. An Intel core with two 512-bit FMA units doubles these:
+    the share of peak printed is then an upper bound."""
+    mhz = 0.0
+    with contextlib.suppress(OSError, ValueError):
+        mhz = float(next(line.split(":")[1] for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("cpu MHz")))
+    per_cycle = 32 if "avx2" in cpu_flags() else 16
+    if dtype == "bf16" and cpu_native_bf16():
+        per_cycle *= 2
+    how = f"{threads} cores x {per_cycle} FLOP/cycle ({dtype}) x {mhz / 1000:.2f} GHz"
+    return threads * per_cycle * mhz / 1000, how
 
 
 def rate(fn, n_images: int, min_time: float, min_reps: int = 3) -> float:

@@ -35,7 +35,8 @@ from sassl.optim import make_optimizer
 from sassl.plan import tensor_bytes, trace_step
 from sassl.stylizer import SASSL, Stylizer, stylize
 from sassl.training.config import config_from_dict, learner_settings
-from sassl.training.step import amp_dtype, prepare_batch, prepared_ahead, train_step
+from sassl.precision import autocast_dtype, resolve_precision
+from sassl.training.step import prepare_batch, prepared_ahead, train_step
 from sassl.views import VIEWS, TwoViews
 
 SYNC_TOL = 1e-3  # relative loss difference allowed between synchronous and asynchronous SASSL (bf16 kernels)
@@ -204,10 +205,10 @@ def run_checks(device: str = "cuda", backbone: str = "resnet50", batch: int = 25
     if cuda:
         torch.backends.cudnn.benchmark = True
     values = {"learner": "mocov2", "backbone": backbone, "small_images": False, "image_size": size,
-              "batch_size": batch, "style": "batch", "amp": True}
+              "batch_size": batch, "style": "batch", "precision": "auto"}
     out: dict = {"device": torch.cuda.get_device_name(dev) if cuda else "cpu", "torch": torch.__version__,
                  "backbone": backbone, "batch": batch, "size": size, "steps": steps, "ok": True}
-    dtype = amp_dtype(dev, True)
+    dtype = autocast_dtype(resolve_precision("auto", dev))
     out["precision"] = str(dtype).replace("torch.", "") if dtype else "float32"
     stylizer = stylizer_from(weights, dev)
     out["stylizer_weights"] = weights or "random (no --weights given)"

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from sassl.backbones import BACKBONES, create_backbone
-from sassl.bench.common import interleaved, peak_memory_gb, real_batch
+from sassl.bench.common import cpu_peak_gflops, interleaved, peak_memory_gb, real_batch
 from sassl.learners import create_learner
 from sassl.optim import make_optimizer
+from sassl.plan import trace_step
 from sassl.stylizer import make_style_op, pretrained
 from sassl.training.config import config_from_dict, learner_settings
 from sassl.training.step import prepare_batch, prepared_ahead, train_step
@@ -59,9 +60,10 @@ class LightlyMoCoReference(torch.nn.Module):
         return loss, {"loss": loss.detach(), "per_image": loss.detach().expand(len(x1))}
 
 
-def _timed(model, views: TwoViews, ahead: bool, crops: tuple, steps: int, dev: torch.device):
-    """A measurement: `steps` of the trainer's own steps on `crops` (prepared in order, or batch k+1 ahead),
-    returning images/s; the loss is read each step as the trainer does."""
+def _timed(model, views: TwoViews, ahead: bool, crops: tuple, steps: int, dev: torch.device,
+           dtype: torch.dtype | None = None):
+    """A measurement: `steps` of the trainer's own steps on `crops` (prepared in order, or batch k+1 ahead;
+    autocast to `dtype`, None: float32), returning images/s; the loss is read each step as the trainer does."""
     opt = make_optimizer(model, "lars", 0.1, 1e-6)
 
     def prepare(batch, step):
@@ -70,7 +72,7 @@ def _timed(model, views: TwoViews, ahead: bool, crops: tuple, steps: int, dev: t
     def run() -> float:
         t = time.perf_counter()
         for prepared in prepared_ahead([crops] * steps, prepare, 0, dev, ahead):
-            loss, _ = train_step(model, views, opt, prepared, 0.1, 0.99)
+            loss, _ = train_step(model, views, opt, prepared, 0.1, 0.99, dtype)
             float(loss)  # the trainer reads each step's loss (its one host sync per step)
         return len(crops[0]) * steps / (time.perf_counter() - t)
     return run
@@ -107,9 +109,15 @@ def _reference_row(crops: tuple, steps: int, repeats: int, size: int, backbone: 
             "ours_vs_lightly": float(np.median([a / b for a, b in zip(r["ours"], r["lightly"])]))}
 
 
+def cfg_for(name: str, backbone: str, size: int, batch: int):
+    """The config of a learner at the bench's sizes (for sassl.plan's FLOP count of its step)."""
+    return config_from_dict({"learner": name, "backbone": backbone, "image_size": size, "batch_size": batch,
+                             "small_images": False, "style": "none"})
+
+
 def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 15, device: str = "cpu",
                 style: str = "pbn", learners=("mocov2", "simclr", "byol"), embed_sizes=(), reference: bool = True,
-                backbone: str = "resnet18") -> list[dict]:
+                backbone: str = "resnet18", bf16: bool = True) -> list[dict]:
     """Images/s of full training steps (uint8 crops -> the learner's own views -> learner with its own heads ->
     LARS, the loss read each step as the trainer does) per learner: SASSL off, on (p=0.8; styles and contents
     embedded at the crop size, the default) in order, on with batch k+1 prepared ahead (--sassl-async: a side
@@ -117,7 +125,9 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
     (mode "sync_e<N>"). Modes alternate within each of `repeats` rounds of `steps` steps (short rounds, so the
     modes of a round see the same machine); medians of the rates and of the per-round overheads, with the
     overheads' interquartile range. `peak_mem_gb`: the process's peak resident memory after the learner's
-    rounds (CPU) or the peak CUDA memory allocated (CUDA)."""
+    rounds (CPU) or the peak CUDA memory allocated (CUDA). With `bf16`, the same step under bf16 autocast (SASSL
+    off and on) in the same rounds: `bf16_vs_fp32` is the median of the per-round ratio, and the step's GFLOP/s
+    (sassl.plan's FLOP count of the learner's forward and backward) against the CPU's peak (cpu_peak_gflops)."""
     dev = torch.device(device)
     c1 = (real_batch(batch, size) * 255).round().to(torch.uint8)  # what the loader ships
     crops = (c1.to(dev), c1.flip(0).to(dev))
@@ -126,15 +136,31 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
     ops |= {f"sync_e{e}": make_style_op(style, st, p=0.8, embed_size=e, image_size=e, progress=False).op for e in embed_sizes}
     rows = []
     for name in learners:
-        model, view_cfg, _ = _learner(name, backbone, size, dev)
+        model, view_cfg, cfg = _learner(name, backbone, size, dev)
         modes = {"off": _timed(model, TwoViews(view_cfg).to(dev), False, crops, steps, dev)}
         for k, op in ops.items():
             modes[k] = _timed(model, TwoViews(view_cfg, sassl=op).to(dev), False, crops, steps, dev)
             if k == "sync":
                 modes["async"] = _timed(model, TwoViews(view_cfg, sassl=op).to(dev), True, crops, steps, dev)
+        if bf16:  # the same step under bf16 autocast (--precision bf16), SASSL off and on
+            modes["bf16"] = _timed(model, TwoViews(view_cfg).to(dev), False, crops, steps, dev, torch.bfloat16)
+            modes["sync_bf16"] = _timed(model, TwoViews(view_cfg, sassl=ops["sync"]).to(dev), False, crops, steps,
+                                        dev, torch.bfloat16)
         r = interleaved(modes, repeats)
-        rows.append({"learner": name, "backbone": backbone, "batch": batch, "size": size, "steps": steps,
-                     "repeats": repeats, "peak_mem_gb": peak_memory_gb(dev)} | _overheads(r))
+        row = {"learner": name, "backbone": backbone, "batch": batch, "size": size, "steps": steps,
+               "repeats": repeats, "peak_mem_gb": peak_memory_gb(dev)} | _overheads(r)
+        if bf16:
+            ratio = [b / f for b, f in zip(r["bf16"], r["off"])]
+            gflop = trace_step(cfg_for(name, backbone, size, batch), batch, batch, None,
+                               with_sassl=False).learner_flops / 1e9
+            row |= {"bf16_vs_fp32": float(np.median(ratio)),
+                    "bf16_vs_fp32_iqr": [round(float(np.percentile(ratio, q)), 2) for q in (25, 75)],
+                    "gflop_per_image": gflop, "fp32_gflops": gflop * row["off_img_s"],
+                    "bf16_gflops": gflop * row["bf16_img_s"]}
+            if dev.type == "cpu":
+                row["fp32_peak_gflops"], row["fp32_peak_how"] = cpu_peak_gflops(torch.get_num_threads(), "fp32")
+                row["bf16_peak_gflops"], row["bf16_peak_how"] = cpu_peak_gflops(torch.get_num_threads(), "bf16")
+        rows.append(row)
     if not reference:
         return rows
     try:
@@ -161,6 +187,14 @@ def format_train_table(rows: list[dict]) -> str:
             lines.append(f"\n{r['learner']}, {r['size']}-px crops, styles and contents embedded at {e} px: "
                          f"{r[f'sync_e{e}_img_s']:.1f} img/s, SASSL overhead {r[k]:+.1f}%{iqr(f'sync_e{e}_overhead_iqr_pct')} "
                          f"(at the crop size: {r['sync_overhead_pct']:+.1f}%)")
+    for r in (r for r in rows if "bf16_vs_fp32" in r):
+        lo, hi = r["bf16_vs_fp32_iqr"]
+        lines.append(f"\n{r['learner']}: bf16/fp32 {r['bf16_vs_fp32']:.2f}x (IQR {lo:.2f}..{hi:.2f}; SASSL on: "
+                     f"{r['sync_bf16_img_s'] / r['sync_img_s']:.2f}x of medians), {r['gflop_per_image']:.2f} GFLOP per "
+                     f"image: fp32 {r['fp32_gflops']:.0f} GFLOP/s, bf16 {r['bf16_gflops']:.0f} GFLOP/s"
+                     + (f"; peak fp32 {r['fp32_peak_gflops']:.0f} ({r['fp32_peak_how']}) -> "
+                        f"{100 * r['fp32_gflops'] / r['fp32_peak_gflops']:.0f}%, bf16 {r['bf16_peak_gflops']:.0f} -> "
+                        f"{100 * r['bf16_gflops'] / r['bf16_peak_gflops']:.0f}%" if r.get("fp32_peak_gflops") else ""))
     ref = [r for r in rows if "ours_vs_lightly" in r]
     if ref:
         lines.append(f"\nours / lightly-based MoCo v2 step (SASSL off): {ref[0]['ours_vs_lightly']:.2f}x")
@@ -180,6 +214,7 @@ def add_parser(sub) -> None:
                    help="also time SASSL with styles and contents embedded at these sides (px), e.g. 256")
     p.add_argument("--no-reference", action="store_true", help="leave out the lightly-based MoCo v2 reference row")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast rounds")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.set_defaults(handler=run)
 
@@ -187,7 +222,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """`python -m sassl.bench train ...`: run it and print (or write) the result."""
     rows = bench_train(args.batch, args.size, args.steps, args.repeats, args.device, learners=args.learners,
-                       embed_sizes=args.embed_sizes, reference=not args.no_reference, backbone=args.backbone)
+                       embed_sizes=args.embed_sizes, reference=not args.no_reference, backbone=args.backbone,
+                       bf16=not args.no_bf16)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
     print(format_train_table(rows))
     if args.json:

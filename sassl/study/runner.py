@@ -51,6 +51,9 @@ def record_study(study: Study, runs_dir: str | Path, amend: bool = False) -> Pat
     new, old_path = study.resolved(), folder / "resolved.json"
     if old_path.is_file():
         old = json.loads(old_path.read_text())
+        for trial in old["trials"].values():  # records from before --precision: amp is precision auto (fp32 off)
+            if "amp" in trial["pretrain"]:
+                trial["pretrain"]["precision"] = "auto" if trial["pretrain"].pop("amp") else "fp32"
         changed = [k for k in ("primary", "compare") if old[k] != new[k]]
         changed += [f"trial {t}" for t in old["trials"] if t in new["trials"] and old["trials"][t] != new["trials"][t]]
         if changed and not amend:

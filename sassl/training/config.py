@@ -14,6 +14,7 @@ from sassl.config import check_bounds, check_range, from_dict, setting
 from sassl.data.loader import TwoCrops
 from sassl.learners import LEARNERS, MomentumTwoTower
 from sassl.optim import OPTIMIZERS
+from sassl.precision import PRECISIONS
 from sassl.recipes import recipe_values, with_recipe
 from sassl.stylizer import DEFAULTS as SASSL_DEFAULTS, StyleChoice, check_settings, make_style_op
 from sassl.views import TOWERS, VIEWS
@@ -82,8 +83,10 @@ class PretrainConfig:
     proj_dim: int = setting(_OWN["proj_dim"], "output width of the projector; default: the learner's own")
     seed: int = setting(0, "seeds init, data order, crops and augmentations")
     device: str = setting("auto", "auto (cuda if available), cpu, cuda or cuda:N")
-    amp: bool = setting(True, "mixed precision on CUDA: bfloat16, or float16 + GradScaler where the GPU has no "
-                        "bfloat16 (ignored on CPU)")
+    precision: str = setting("auto", "auto, fp32, bf16 or fp16: autocast for the learner's step (losses, "
+                             "normalisations, BatchNorm statistics, the EMA and the optimiser stay float32). auto: "
+                             "bf16 on CUDA from compute capability 8.0, fp16 + GradScaler below; fp32 on the CPU "
+                             "(bf16 there is --precision bf16: docs/pretraining.md). Fixed for a run when it starts")
     sync_bn: bool = setting(False, "SyncBatchNorm across processes (CUDA only in PyTorch)")
     num_workers: int = setting(-1, "DataLoader workers per process (decoding, crops); -1: this node's cores per "
                                "process, less one, at most 16")
@@ -161,6 +164,8 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"sassl_towers: expected one of {', '.join(TOWERS)}, got {cfg.sassl_towers!r}")
     if cfg.sassl_towers != "both" and not issubclass(LEARNERS[cfg.learner].cls, MomentumTwoTower):
         raise ValueError(f"sassl_towers: {cfg.learner} has one tower (no target network); only 'both' applies")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.decode not in TwoCrops.DECODE:
         raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones

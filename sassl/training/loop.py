@@ -20,14 +20,15 @@ from sassl.interrupt import GracefulStop, Stopped, signal_name
 from sassl.learners import cosine_momentum, create_learner
 from sassl.optim import cosine_lr, make_optimizer
 from sassl.paths import storage_errors
+from sassl.precision import autocast_dtype
 from sassl.records import duration, git_commit, terminal_line
 from sassl.stylizer import StyleChoice
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig, learner_settings, scaled_lr, style_op, validate
 from sassl.training.run import (Run, finish, finished_result, load_checkpoint, open_run, prune_metrics, report_skipped,
-                                run_lock, save_checkpoint)
+                                run_lock, run_precision, save_checkpoint)
 from sassl.training.schedule import Progress, Schedule, TimeBudget
-from sassl.training.step import amp_dtype, checked_loss, prepare_batch, prepared_ahead, step_generator, train_step
+from sassl.training.step import checked_loss, prepare_batch, prepared_ahead, step_generator, train_step
 from sassl.views import VIEWS, Prepared, TwoViews
 
 @dataclass(kw_only=True)
@@ -43,6 +44,7 @@ class Trainer:
     style: StyleChoice
     views: TwoViews
     opt: torch.optim.Optimizer
+    precision: str         # resolved: fp32, bf16 or fp16 (fixed for the run)
     dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     monitor: KnnMonitor | None
@@ -94,7 +96,8 @@ def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
     style = style_op(cfg, device, progress=progress and dist.rank() == 0)
     views = TwoViews(VIEWS[cfg.views], sassl=style.op, towers=cfg.sassl_towers).to(device)
     opt = make_optimizer(model, cfg.optimizer, scaled_lr(cfg), cfg.weight_decay)
-    dtype = amp_dtype(device, cfg.amp)
+    precision = run_precision(run, cfg, device)
+    dtype = autocast_dtype(precision)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     load_checkpoint(run, model, opt, scaler)
     if device.type == "cuda":
@@ -105,7 +108,7 @@ def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
     crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale, decode=cfg.decode)
     return Trainer(cfg=cfg, run=run, device=device, train_ds=train_ds, model=model,
                    step_model=torch.compile(ddp) if cfg.compile else ddp, style=style, views=views, opt=opt,
-                   dtype=dtype, scaler=scaler, monitor=make_monitor(cfg, train_ds, base_name), sampler=sampler,
+                   precision=precision, dtype=dtype, scaler=scaler, monitor=make_monitor(cfg, train_ds, base_name), sampler=sampler,
                    loader=make_loader(crops, sampler, cfg.batch_size // dist.world_size(), cfg.num_workers, device),
                    decoder=DeviceDecoder(cfg.image_size, device) if cfg.decode == "device" else None)
 
@@ -114,7 +117,7 @@ def write_run_config(t: Trainer, schedule: Schedule) -> None:
     """config.json: the resolved settings and what the run found (rank 0, at every start and resume)."""
     if dist.rank() != 0:
         return
-    meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(t.device),
+    meta = {"git_commit": git_commit(), "world_size": dist.world_size(), "device": str(t.device), "precision": t.precision,
             "train_images": len(t.train_ds), "steps_per_epoch": schedule.steps_per_epoch,
             "dataset_source_used": t.train_ds.meta.get("source_used"), "style_source_used": t.style.used,
             "knn_monitor": t.monitor and {"train_images": len(t.monitor.train_idx), "test_images": len(t.monitor.test_idx)}}

@@ -14,6 +14,7 @@ import torch.nn as nn
 from sassl import dist
 from sassl.config import plain
 from sassl.paths import StorageError, atomic_file, exclusive_lock
+from sassl.precision import resolve_precision
 from sassl.figures.training import training_curves
 from sassl.records import read_metrics, terminal_line
 from sassl.tracking import RunLog
@@ -35,6 +36,7 @@ class Run:
     cfg_dict: dict
     state: dict | None  # the checkpoint resumed from, or None for a fresh start
     step: int           # the global step the run continues after
+    precision: str = "fp32"  # resolved when the run starts (run_precision), kept in its checkpoints
 
     @property
     def ckpt_path(self) -> Path:
@@ -88,6 +90,8 @@ def open_run(cfg: PretrainConfig, resume: bool) -> Run:
         raise RuntimeError(f"cannot resume: the ranks read different checkpoints at {run.ckpt_path} (steps "
                            f"{steps} by rank); runs_dir must be one shared folder, not a local disk per node")
     saved = {RENAMED.get(k, k): v for k, v in json.loads(state["config"]).items()}
+    if "amp" in saved:  # runs from before --precision: amp (CUDA only) is precision auto, or fp32 when off
+        saved.setdefault("precision", "auto" if saved.pop("amp") else "fp32")
     if _comparable(saved) != _comparable(run.cfg_dict):
         diff = {k: (saved.get(k), v) for k, v in _comparable(run.cfg_dict).items() if saved.get(k) != v}
         raise ValueError(f"{run.ckpt_path} was written by a different config (checkpoint vs now): {diff}")
@@ -104,7 +108,7 @@ def save_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer, scal
     err = ""
     if dist.rank() == 0:
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epochs": epochs,
-                 "config": json.dumps(run.cfg_dict)}
+                 "config": json.dumps(run.cfg_dict), "precision": run.precision}
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         try:
@@ -127,6 +131,22 @@ def state_bytes(state) -> int:
     if isinstance(state, (list, tuple)):
         return sum(state_bytes(v) for v in state)
     return 0
+
+
+def run_precision(run: Run, cfg: PretrainConfig, device: torch.device) -> str:
+    """The run's precision, fixed when it starts: cfg.precision resolved on `device` (sassl.precision) for a fresh
+    run; a resumed run keeps the one its checkpoint trained in (a checkpoint from before the setting: its config's,
+    resolved here), said when that differs from what this device would choose, refused when the device cannot run
+    it. Set on `run` (save_checkpoint keeps it) and printed by rank 0."""
+    now = resolve_precision(cfg.precision, device)
+    kept = (run.state or {}).get("precision", now)
+    if kept == "fp16" and device.type != "cuda":
+        raise ValueError(f"cannot resume {run.dir} on {device}: it trains in fp16 (a GPU's); resume it on a GPU")
+    run.precision = kept
+    if dist.rank() == 0:
+        note = f" (kept from its start; {cfg.precision} here would be {now})" if kept != now else ""
+        print(f"sassl pretrain {cfg.name}: precision {kept}{note}", flush=True)
+    return kept
 
 
 def load_checkpoint(run: Run, model: nn.Module, opt: torch.optim.Optimizer,

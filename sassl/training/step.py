@@ -74,15 +74,6 @@ def prepared_ahead(batches: Iterable, prepare: Callable[[list, int], list[Prepar
     yield handed_out(*pending)
 
 
-def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """Autocast dtype: bfloat16 on CUDA GPUs of compute capability 8.0 and up (Ampere: bf16 tensor cores),
-    float16 (with a GradScaler) below it; None on CPU or off. NOTE: torch.cuda.is_bf16_supported() also
-    counts emulated bf16 (V100, T4), which runs far slower than their float16 tensor cores."""
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
-
-
 def ddp_of(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
     """The DDP wrapper of a step model, also under torch.compile (whose wrapper is not a DDP instance)."""
     model = getattr(model, "_orig_mod", model)
