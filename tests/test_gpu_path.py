@@ -628,7 +628,7 @@ def test_sassl_plan_finds_the_accumulate_that_fits(capsys):
     from sassl.training import config_from_dict
 
     flags = ["--backbone", "resnet18", "--small-images", "true", "--image-size", "32", "--batch-size", "32",
-             "--proj-hidden", "64", "--proj-dim", "32", "--style", "batch", "--amp", "false", "--num-workers", "2"]
+             "--proj-hidden", "64", "--proj-dim", "32", "--style", "batch", "--precision", "fp32", "--num-workers", "2"]
     values = {"backbone": "resnet18", "small_images": True, "image_size": 32, "batch_size": 32, "proj_hidden": 64,
               "proj_dim": 32, "style": "batch", "precision": "fp32", "num_workers": 2}
     peak = {a: plan(config_from_dict(values | {"accumulate": a}), 2, 1000)["peak_per_gpu_gb"] for a in (1, 2, 4)}
