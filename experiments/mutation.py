@@ -15,22 +15,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LEARNER_TESTS = ["tests/test_losses_learners.py", "tests/test_core_pinned.py"]
+LEARNER_TESTS = ["tests/core/test_losses_learners.py", "tests/core/test_core_pinned.py"]
 TESTS = {
-    "sassl/learners/losses.py": LEARNER_TESTS + ["tests/test_gpu_path.py::test_losses_are_float32_under_bf16_autocast"],
+    "sassl/learners/losses.py": LEARNER_TESTS + ["tests/scale/test_device_semantics.py::test_losses_are_float32_under_bf16_autocast"],
     **{f"sassl/learners/{m}.py": LEARNER_TESTS for m in ("heads", "momentum", "mocov2", "mocov3", "byol", "simclr",
                                                           "__init__")},
-    "sassl/stylizer/augment.py": ["tests/test_augment.py", "tests/test_core_pinned.py"],
-    "sassl/views.py": ["tests/test_views.py", "tests/test_core_pinned.py"],
-    "sassl/optim.py": ["tests/test_optim.py", "tests/test_core_pinned.py"],
-    "sassl/eval/knn.py": ["tests/test_eval.py", "tests/test_core_pinned.py"],
-    "sassl/eval/linear.py": ["tests/test_eval.py", "tests/test_core_pinned.py"],
+    "sassl/stylizer/augment.py": ["tests/core/test_augment.py", "tests/core/test_core_pinned.py"],
+    "sassl/views.py": ["tests/core/test_views.py", "tests/core/test_core_pinned.py"],
+    "sassl/optim.py": ["tests/core/test_optim.py", "tests/core/test_core_pinned.py"],
+    "sassl/eval/knn.py": ["tests/eval/test_eval.py", "tests/core/test_core_pinned.py"],
+    "sassl/eval/linear.py": ["tests/eval/test_eval.py", "tests/core/test_core_pinned.py"],
     # fine-tuning's own tests (the evaluate() table test fine-tunes too, for seconds per mutant)
-    "sassl/eval/finetune.py": ["tests/test_eval.py::test_finetune_against_a_hand_written_one",
-                               "tests/test_eval.py::test_finetune_batches_boundaries_and_what_finetune_passes_on",
-                               "tests/test_eval.py::test_finetune_learns_and_leaves_backbone_untouched"],
+    "sassl/eval/finetune.py": ["tests/eval/test_eval.py::test_finetune_against_a_hand_written_one",
+                               "tests/eval/test_eval.py::test_finetune_batches_boundaries_and_what_finetune_passes_on",
+                               "tests/eval/test_eval.py::test_finetune_learns_and_leaves_backbone_untouched"],
     # the resume and checkpoint functions, one by one (the trainer's own tests train for seconds each)
-    "sassl/training/run.py": ["tests/test_checkpoint.py"],
+    "sassl/training/run.py": ["tests/training/test_checkpoint.py"],
 }
 # modules whose mutants are counted in some functions only (fnmatch on mutmut's names, module.x_function__mutmut_N)
 FUNCTIONS = {"sassl/training/run.py": ["open_run", "prune_metrics", "_comparable", "save_checkpoint", "load_checkpoint"]}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # the helpers beside it (also pyproject.toml's pythonpath)
 # figures as HTML only: a PNG costs about 3 s of headless browser each; the tests that check PNGs turn it back on
 os.environ.setdefault("SASSL_PNG", "0")
 
@@ -101,3 +101,10 @@ def style_tsne_run(tmp_path_factory):
     finally:
         mp.undo()
     return runs / "st"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, photos):
+    """Real-photo crops in 3 class folders: 48 in train/, 12 in val/ (the kNN monitor's split), a stand-in
+    dataset small enough for a test."""
+    return photo_crops_folder(tmp_path_factory.mktemp("tiny"), photos, {"train": (16, 0), "val": (4, 11)}, (40, 40))

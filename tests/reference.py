@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+from sassl.eval.features import EvalImages
+from sassl.stylizer.networks import NUM_CIN_LAYERS
 
 
 def naive_info_nce(q: torch.Tensor, k: torch.Tensor, t: float, extra: torch.Tensor | None = None,
@@ -46,3 +50,109 @@ def naive_nt_xent_of_rank(z1, z2, z1_all, z2_all, rank: int, t: float) -> torch.
             sims = {c: float(a @ cands[c]) / t for c in range(2 * n) if c != me}
             total += -(sims[pos] - math.log(sum(math.exp(v) for v in sims.values())))
     return torch.tensor(total / (2 * b))
+
+
+def naive_finetune(backbone, dim, target, size, epochs, lr, batch_size, seed, augment=False, crop_fraction=1.0):
+    """Fine-tuning by hand: the head drawn after seeding torch with `seed`, one permutation per epoch from a
+    generator seeded `seed` cut into whole batches (the remainder dropped), cross-entropy on normalised
+    images, SGD with Nesterov momentum 0.9 on every parameter and lr (1 + cos(pi t / T)) / 2 per step,
+    T = epochs x max(1, n // batch_size)."""
+    import copy
+    import math
+
+    from sassl.views import imagenet_normalize
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(dim, target.num_classes)).train()
+    g = torch.Generator().manual_seed(seed)
+    n = len(target.train_y)
+    size_b, total, t = min(batch_size, n), epochs * max(1, n // batch_size), 0
+    params = list(net.parameters())
+    bufs = [torch.zeros_like(p) for p in params]
+    (ds, idx), = target.train
+    for epoch in range(epochs):
+        images = EvalImages(ds, idx, size, crop_fraction, seed * 100_003 + epoch if augment else None)
+        perm = torch.randperm(n, generator=g).tolist()
+        for s in range(0, n - size_b + 1, size_b):
+            items = [images[i] for i in perm[s:s + size_b]]
+            x = imagenet_normalize(torch.stack([im for im, _ in items]).float() / 255)
+            y = torch.as_tensor([int(lab) for _, lab in items])
+            grads = torch.autograd.grad(F.cross_entropy(net(x), y), params)
+            step_lr = lr * (1 + math.cos(math.pi * t / total)) / 2
+            with torch.no_grad():
+                for k, (p, gr) in enumerate(zip(params, grads)):
+                    bufs[k] = 0.9 * bufs[k] + gr
+                    p -= step_lr * (gr + 0.9 * bufs[k])
+            t += 1
+    return net.eval()
+
+
+def naive_weighted_knn_top1(train_f, train_y, test_f, test_y, num_classes, k, t=0.07):
+    """Top-1 (%) of Wu et al.'s kNN written out with loops over the test points, in float64."""
+    train_n = F.normalize(train_f.double(), dim=1)
+    hits = 0
+    for f, y in zip(F.normalize(test_f.double(), dim=1), test_y.tolist()):
+        sims = train_n @ f
+        top = sims.argsort(descending=True)[:k]
+        votes = [0.0] * num_classes
+        for i in top.tolist():
+            votes[int(train_y[i])] += math.exp(float(sims[i]) / t)
+        hits += int(max(range(num_classes), key=votes.__getitem__) == y)
+    return 100 * hits / len(test_y)
+
+
+def naive_probe_logits(x, y, test, classes, epochs=100, lr=0.1, batch_size=256, seed=0):
+    """The probe by hand: population mean / std of the train features (float64, + 1e-6), weights N(0, 0.01)
+    then a permutation per epoch from one generator seeded `seed`, zero bias, cross-entropy on standardised
+    features, SGD with Nesterov momentum 0.9 (buf = 0.9 buf + grad; step grad + 0.9 buf), lr cosine over
+    every step: lr (1 + cos(pi t / T)) / 2."""
+    g = torch.Generator().manual_seed(seed)
+    xd = x.double()
+    mean = xd.mean(0)
+    std = (xd.var(0, unbiased=False).sqrt() + 1e-6)
+    w = torch.empty(classes, x.shape[1]).normal_(0, 0.01, generator=g).double()
+    b = torch.zeros(classes, dtype=torch.float64)
+    bufs = [torch.zeros_like(w), torch.zeros_like(b)]
+    n = len(x)
+    total, t = epochs * math.ceil(n / batch_size), 0
+    for _ in range(epochs):
+        for idx in torch.randperm(n, generator=g).split(batch_size):
+            w.requires_grad_(True)
+            b.requires_grad_(True)
+            loss = F.cross_entropy(((xd[idx] - mean) / std) @ w.t() + b, y[idx])
+            gw, gb = torch.autograd.grad(loss, [w, b])
+            step_lr = lr * (1 + math.cos(math.pi * t / total)) / 2
+            with torch.no_grad():
+                for i, (p, grad) in enumerate(((w, gw), (b, gb))):
+                    bufs[i] = 0.9 * bufs[i] + grad
+                    p -= step_lr * (grad + 0.9 * bufs[i])
+            w, b = w.detach(), b.detach()
+            t += 1
+    return ((test.double() - mean) / std) @ w.t() + b
+
+
+def naive_cin(x, z, gamma, beta, eps):
+    """Loop-per-channel reference: (x - mean) / sqrt(biased var + eps) * gamma(z) + beta(z)."""
+    out = torch.empty_like(x)
+    for n in range(x.shape[0]):
+        g = gamma.weight @ z[n] + gamma.bias
+        b = beta.weight @ z[n] + beta.bias
+        for c in range(x.shape[1]):
+            v = x[n, c]
+            mean = v.sum() / v.numel()
+            var = ((v - mean) ** 2).sum() / v.numel()
+            out[n, c] = (v - mean) / math.sqrt(var + eps) * g[c] + b[c]
+    return out
+
+
+def naive_sassl(stylizer, x, z_style_rows, alpha, beta, layers=NUM_CIN_LAYERS):
+    """One image at a time, straight from the paper's formulas."""
+    out = []
+    for i in range(len(x)):
+        c = x[i:i + 1]
+        zc = stylizer.embed(c)[0]
+        z = alpha[i] * z_style_rows[i] + (1 - alpha[i]) * zc
+        per_layer = torch.stack([z if l < layers else zc for l in range(NUM_CIN_LAYERS)])[None]
+        s = stylizer.transformer(c, per_layer)
+        out.append(beta[i] * s + (1 - beta[i]) * c)
+    return torch.cat(out)

@@ -6,7 +6,7 @@ as uint8 batches from persistent workers, moved to the device ahead of the step.
         -> to_unit on the device -> the batched views (sassl.views)
 
 The crop boxes are torchvision's RandomResizedCrop, drawn in the full image's coordinates before decoding
-(tests/test_loader.py compares their distribution with torchvision's); the decode then stops at the
+(tests/data/test_loader.py compares their distribution with torchvision's); the decode then stops at the
 smallest JPEG scale that still gives each crop at least its output size in pixels.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Learner:
 
 
 # The one table of learner hyper-parameters: constructors have no defaults of their own, and PretrainConfig's
-# learner fields default to the default learner's row (tests/test_layout.py checks both).
+# learner fields default to the default learner's row (tests/project/test_layout.py checks both).
 LEARNERS: dict[str, Learner] = {
     # SASSL's MoCo v2 (A.3: no queue, BYOL-style predictor, cosine momentum from 0.99, T 0.1, BYOL's views).
     # NOTE: A.3's head sizes were not available to us; BYOL's (4096/256) are the ones its BYOL-style

@@ -174,7 +174,7 @@ def test_ranks_with_their_own_checkpoints_are_refused_on_every_rank(tmp_path, st
 
     import torch.multiprocessing as mp
 
-    sys.path.insert(0, str(Path(__file__).parent))  # collectives.py, for the spawned ranks
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # collectives.py, for the spawned ranks
     mp.spawn(_ranks_worker, args=(2, str(tmp_path / "store"), str(tmp_path), steps), nprocs=2, join=True)
     got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert all(re.search(want, g) for g in got), got

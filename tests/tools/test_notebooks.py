@@ -11,7 +11,7 @@ from sassl.notebook import execute, parameter_defaults, run_notebook
 
 pm = pytest.importorskip("papermill")
 
-NB = Path(__file__).parent.parent / "notebooks"
+NB = Path(__file__).parents[2] / "notebooks"
 TINY = dict(max_steps=2, batch_size=8, image_size=32, epochs=1, num_workers=0, show_views=3, knn_max_train=400,
             knn_max_test=200)
 

@@ -7,7 +7,7 @@ import pytest
 
 
 def _evidence(monkeypatch, kept: Path):
-    spec = importlib.util.spec_from_file_location("evidence", Path(__file__).parents[1] / "experiments" / "evidence.py")
+    spec = importlib.util.spec_from_file_location("evidence", Path(__file__).parents[2] / "experiments" / "evidence.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setattr(mod, "KEPT", kept)

@@ -2,7 +2,7 @@
 import ast
 from pathlib import Path
 
-PKG = Path(__file__).parent.parent / "sassl"
+PKG = Path(__file__).parents[2] / "sassl"
 LAZY_OK = {("sassl.cli", "sassl.app")}  # the Gradio app: seconds to import, only `sassl app` needs it
 
 

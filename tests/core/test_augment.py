@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from conftest import load_batch
-from sassl.stylizer import SASSL, NUM_CIN_LAYERS, StyleBank, stylize
+from sassl.stylizer import SASSL, StyleBank, stylize
+from reference import naive_sassl
 
 
 @pytest.fixture(scope="module")
@@ -14,19 +15,6 @@ def images(photos):
 def bank(stylizer, art):
     with torch.no_grad():
         return StyleBank(stylizer.embed(load_batch(art, 256)), {"count": len(art)})
-
-
-def naive_sassl(stylizer, x, z_style_rows, alpha, beta, layers=NUM_CIN_LAYERS):
-    """One image at a time, straight from the paper's formulas."""
-    out = []
-    for i in range(len(x)):
-        c = x[i:i + 1]
-        zc = stylizer.embed(c)[0]
-        z = alpha[i] * z_style_rows[i] + (1 - alpha[i]) * zc
-        per_layer = torch.stack([z if l < layers else zc for l in range(NUM_CIN_LAYERS)])[None]
-        s = stylizer.transformer(c, per_layer)
-        out.append(beta[i] * s + (1 - beta[i]) * c)
-    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.fewshot import few_shot, sample_shots
@@ -22,6 +21,7 @@ from sassl.eval.targets import Target, load_target, stratified_split
 from sassl.eval.evaluate import EvalConfig, baseline_summary, evaluate, summarize
 from sassl.eval.report import eval_report
 from sassl.eval.tsne import frechet_distance, knn_overlap, overlap_matrices, tsne
+from reference import naive_finetune
 
 
 def _blobs(n_per=40, classes=4, dim=16, spread=0.3, seed=0):
@@ -457,41 +457,6 @@ def test_finetune_defaults_to_the_probe_iterations():
     assert finetune_epochs(cfg, 2364) == 27  # 100 epochs x 10 steps at batch 256 = 1,000 steps; 37 steps per epoch at 64
     assert finetune_epochs(EvalConfig(probe_epochs=100, finetune_epochs=3), 2364) == 3
     assert finetune_epochs(EvalConfig(probe_epochs=1), 10) == 1
-
-
-def naive_finetune(backbone, dim, target, size, epochs, lr, batch_size, seed, augment=False, crop_fraction=1.0):
-    """Fine-tuning by hand: the head drawn after seeding torch with `seed`, one permutation per epoch from a
-    generator seeded `seed` cut into whole batches (the remainder dropped), cross-entropy on normalised
-    images, SGD with Nesterov momentum 0.9 on every parameter and lr (1 + cos(pi t / T)) / 2 per step,
-    T = epochs x max(1, n // batch_size)."""
-    import copy
-    import math
-
-    from sassl.views import imagenet_normalize
-
-    torch.manual_seed(seed)
-    net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(dim, target.num_classes)).train()
-    g = torch.Generator().manual_seed(seed)
-    n = len(target.train_y)
-    size_b, total, t = min(batch_size, n), epochs * max(1, n // batch_size), 0
-    params = list(net.parameters())
-    bufs = [torch.zeros_like(p) for p in params]
-    (ds, idx), = target.train
-    for epoch in range(epochs):
-        images = EvalImages(ds, idx, size, crop_fraction, seed * 100_003 + epoch if augment else None)
-        perm = torch.randperm(n, generator=g).tolist()
-        for s in range(0, n - size_b + 1, size_b):
-            items = [images[i] for i in perm[s:s + size_b]]
-            x = imagenet_normalize(torch.stack([im for im, _ in items]).float() / 255)
-            y = torch.as_tensor([int(lab) for _, lab in items])
-            grads = torch.autograd.grad(F.cross_entropy(net(x), y), params)
-            step_lr = lr * (1 + math.cos(math.pi * t / total)) / 2
-            with torch.no_grad():
-                for k, (p, gr) in enumerate(zip(params, grads)):
-                    bufs[k] = 0.9 * bufs[k] + gr
-                    p -= step_lr * (gr + 0.9 * bufs[k])
-            t += 1
-    return net.eval()
 
 
 def test_finetune_against_a_hand_written_one(monkeypatch):

@@ -6,25 +6,12 @@ import shutil
 import pytest
 import torch
 
-from conftest import photo_crops_folder
+from tiny import tiny_cfg as _cfg
 from sassl.backbones import sincos_position_embedding
 from sassl.eval.checkpoint import load_encoder
 from sassl.learners import create_learner
 from sassl.training.config import config_from_dict, learner_settings
 from sassl.training.loop import pretrain
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, photos):
-    """Real-photo crops in 3 class folders: 48 in train/, 12 in val/ (the kNN monitor's split), a stand-in
-    dataset small enough for a test."""
-    return photo_crops_folder(tmp_path_factory.mktemp("tiny"), photos, {"train": (16, 0), "val": (4, 11)}, (40, 40))
-
-
-def _cfg(tmp_path, tiny_folder, **kw):
-    base = dict(name="t", runs_dir=str(tmp_path), dataset=f"imagefolder:{tiny_folder}", image_size=32, batch_size=8,
-                epochs=2, proj_hidden=64, proj_dim=32, num_workers=0, style="none", knn_k=5, small_images=False)
-    return config_from_dict(base | kw)
 
 
 def test_config_validation_names_the_parameter():
@@ -261,7 +248,7 @@ def test_compiled_step_equals_eager(tmp_path, tiny_folder, monkeypatch):
 def test_device_decode_trains_like_the_fast_path(tmp_path, jpeg_folder):
     """--decode device end to end on the CPU (JPEG bytes from a worker, decoded and cropped in the training
     process): the same steps as the fast path, up to the resize kernels' rounding (crops within one grey level,
-    tests/test_loader.py, which a random-init network at batch 8 turns into ~2% of the loss)."""
+    tests/data/test_loader.py, which a random-init network at batch 8 turns into ~2% of the loss)."""
     kw = dict(dataset=f"imagefolder:{jpeg_folder}", max_steps=2, knn_every=0, num_workers=1, image_size=48)
     losses = {}
     for decode in ("device", "fast"):

@@ -14,7 +14,7 @@ from conftest import TSNE_SMALL
 from sassl.notebook import lab_command
 
 pm = pytest.importorskip("papermill")
-NB = Path(__file__).parent.parent / "notebooks"
+NB = Path(__file__).parents[2] / "notebooks"
 SMALL = TSNE_SMALL
 
 

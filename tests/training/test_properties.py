@@ -2,7 +2,6 @@
 file is either a valid config or a ValueError that names the setting; never another exception."""
 import dataclasses
 import math
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -127,7 +126,6 @@ STUDY_KEYS = ["name", "seeds", "primary", "folder", "description"]
        VALUES)
 def test_any_study_value_is_a_study_or_an_error_naming_its_key(tmp_path_factory, key, value):
     """A study file with one key set to any value: load_study accepts it or names the key."""
-    import json
 
     from sassl.study.spec import load_study
 

@@ -15,7 +15,7 @@ import torch
 
 from sassl.interrupt import REPEAT_S, GracefulStop, Stopped
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(cache: Path) -> dict:
@@ -210,7 +210,7 @@ def test_a_signalled_study_checkpoints_its_trial_and_starts_no_other(tmp_path):
     """SIGTERM to `sassl study run` while its first trial pre-trains: the signal is passed on to the trial's notebook
     kernel, whose pre-training checkpoints the step it is in; no further trial starts; exit 128 + 15 with the
     line that says to run the same command again (which resumes the started trial: test_study's kill -9 test)."""
-    from test_study import STUDY, _write
+    from tiny import STUDY, write_study as _write
 
     path = _write(tmp_path, STUDY.replace("max_steps = 2", "max_steps = 60"))
     runs = tmp_path / "runs"
@@ -388,7 +388,7 @@ def test_unusable_files_are_summed_up_once_an_epoch(tmp_path, jpeg_folder):
 def test_any_command_that_cannot_write_says_so(tmp_path):
     """Writes outside pre-training, through the CLI's one guard: `sassl study report` into a read-only runs folder
     is one line naming the folder and the cause (before: OSError's traceback)."""
-    from test_study import STUDY, _write
+    from tiny import STUDY, write_study as _write
 
     disk = tmp_path / "disk"
     study = _write(tmp_path, STUDY)

@@ -14,47 +14,7 @@ import pytest
 from sassl.stats import min_detectable, paired_stats, pairs_needed
 from sassl.study.runner import record_study, trial_state
 from sassl.study.spec import load_study
-
-# the documented study (docs/studies.md), at a budget of seconds (2 steps, kNN only, no random-init baseline)
-STUDY = """\
-name = "tiny"
-seeds = [0, 1]
-primary = ["objects/knn"]
-
-[pretrain]
-learner = "mocov2"
-max_steps = 2
-batch_size = 8
-image_size = 32
-epochs = 1
-num_workers = 0
-knn_max_train = 400
-knn_max_test = 200
-
-[arms.baseline]
-style = "none"
-
-[arms.sassl]
-style = "pbn"
-
-[evaluate]
-targets = ["objects"]
-protocols = ["knn"]
-seeds = [0]
-max_per_split = 60
-baseline = false
-
-[[compare]]
-arm = "sassl"
-against = "baseline"
-"""
-
-
-def _write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
+from tiny import STUDY, write_study as _write
 
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace("seeds = [0, 1]", "seeds = [0]"), r"seeds: at least two different seeds"),
@@ -78,7 +38,7 @@ def test_bad_study_files_are_refused_naming_the_key(tmp_path, edit, message):
 
 
 def test_the_documented_study_file_is_valid_and_its_trials_go_seed_major():
-    page = (Path(__file__).parent.parent / "docs" / "studies.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "studies.md").read_text()
     text = page.split("```toml\n", 1)[1].split("```", 1)[0]
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"readme-study-{os.getpid()}.toml"
     path.write_text(text)
@@ -244,11 +204,11 @@ def test_multi_gpu_trials_run_the_readmes_torchrun_lines(tmp_path):
                    "c.json", "--resume"]
     many = " ".join(torchrun_command(trial, Path("c.json"), gpus=8, nodes=4, master="node1"))
     assert "--nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint node1:29400 --rdzv-id baseline-s0" in many
-    readme = (Path(__file__).parent.parent / "docs" / "scale.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "scale.md").read_text()
     assert "--nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint $MASTER:29400" in readme
 
 
-EVIDENCE = Path(__file__).parent.parent / "experiments" / "studies" / "evidence.toml"
+EVIDENCE = Path(__file__).parents[2] / "experiments" / "studies" / "evidence.toml"
 RUN_FREE = ("name", "runs_dir", "resolved", "out", "encoder")  # where a trial ran, not what it computed
 
 
@@ -362,7 +322,7 @@ def test_study_notebook_shows_the_report_of_a_study(tmp_path):
     assert {"report.md", "report.json", "forest.html"} <= {p.name for p in (tmp_path / "results" / "report").iterdir()}
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "experiments" / "studies").glob("*.toml")),
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "experiments" / "studies").glob("*.toml")),
                          ids=lambda p: p.name)
 def test_the_workbenchs_own_study_files_are_valid(path):
     study = load_study(path)

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from sassl.export import export, push_to_hub, target_for
 from sassl.records import read_metrics
 from sassl.training import pretrain
 from sassl.views import imagenet_normalize
-from test_train import _cfg, tiny_folder  # noqa: F401 (the fixture)
+from tiny import tiny_cfg as _cfg
 
 
 def _run(tmp_path, folder, name, **kw):

@@ -28,7 +28,7 @@ from sassl.learners import create_learner
 
 pytestmark = pytest.mark.slow
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(cache: Path, trace: Path | None = None) -> dict:
@@ -206,7 +206,7 @@ def test_sharded_knn_equals_single_process(tmp_path, jpeg_folder):
 def test_torchrun_evaluate_equals_one_process(tmp_path, jpeg_folder, monkeypatch):
     """`sassl evaluate` on a train/val imagefolder under 2 gloo ranks (each extracts half the features) gives
     the one-process kNN exactly and the same linear probe (identical float16 features and seeds: within
-    0.01 points). (Reusing cached features: tests/test_eval.py.)"""
+    0.01 points). (Reusing cached features: tests/eval/test_eval.py.)"""
     from sassl.eval.evaluate import EvalConfig, evaluate
 
     settings = dict(targets=(f"imagefolder:{jpeg_folder}",), protocols=("knn", "linear"), seeds=(0,), image_size=32,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import naive_info_nce, naive_nt_xent, naive_nt_xent_of_rank
+from reference import naive_info_nce, naive_nt_xent, naive_nt_xent_of_rank, naive_probe_logits, naive_weighted_knn_top1
 
 # naive references: tests/reference.py
 
@@ -544,20 +544,6 @@ def test_learner_and_schedule_defaults():
     assert vit.backbone.image_size == 224
 
 
-def _naive_weighted_knn_top1(train_f, train_y, test_f, test_y, num_classes, k, t=0.07):
-    """Top-1 (%) of Wu et al.'s kNN written out with loops over the test points, in float64."""
-    train_n = F.normalize(train_f.double(), dim=1)
-    hits = 0
-    for f, y in zip(F.normalize(test_f.double(), dim=1), test_y.tolist()):
-        sims = train_n @ f
-        top = sims.argsort(descending=True)[:k]
-        votes = [0.0] * num_classes
-        for i in top.tolist():
-            votes[int(train_y[i])] += math.exp(float(sims[i]) / t)
-        hits += int(max(range(num_classes), key=votes.__getitem__) == y)
-    return 100 * hits / len(test_y)
-
-
 def test_knn_monitor_subsets_and_score(jpeg_folder):
     """The trainer's kNN monitor: train and test subsets drawn with seeds `seed` and `seed + 1` (all images by
     default), features at the run's image size, Wu et al.'s vote with the monitor's k, reported in percent
@@ -587,7 +573,7 @@ def test_knn_monitor_subsets_and_score(jpeg_folder):
     for monitor, size, k in ((whole, 24, 20), (mon, 40, 3)):
         tr_f, tr_y = stream_features(net, train, monitor.train_idx, size, num_workers=0)
         te_f, te_y = stream_features(net, test, monitor.test_idx, size, num_workers=0)
-        want = _naive_weighted_knn_top1(tr_f, tr_y, te_f, te_y, len(train.classes), k)
+        want = naive_weighted_knn_top1(tr_f, tr_y, te_f, te_y, len(train.classes), k)
         got = monitor(net)
         assert got == round(want, 2), (size, k, got, want)
         assert 100 / len(te_y) < want < 100  # the reference neither fails every image nor gets all right
@@ -674,35 +660,6 @@ def test_knn_edge_cases_row_norms_and_defaults(jpeg_folder):
 
 
 # ----------------------------------------------------------------------------- the linear probe, written out
-
-def naive_probe_logits(x, y, test, classes, epochs=100, lr=0.1, batch_size=256, seed=0):
-    """The probe by hand: population mean / std of the train features (float64, + 1e-6), weights N(0, 0.01)
-    then a permutation per epoch from one generator seeded `seed`, zero bias, cross-entropy on standardised
-    features, SGD with Nesterov momentum 0.9 (buf = 0.9 buf + grad; step grad + 0.9 buf), lr cosine over
-    every step: lr (1 + cos(pi t / T)) / 2."""
-    g = torch.Generator().manual_seed(seed)
-    xd = x.double()
-    mean = xd.mean(0)
-    std = (xd.var(0, unbiased=False).sqrt() + 1e-6)
-    w = torch.empty(classes, x.shape[1]).normal_(0, 0.01, generator=g).double()
-    b = torch.zeros(classes, dtype=torch.float64)
-    bufs = [torch.zeros_like(w), torch.zeros_like(b)]
-    n = len(x)
-    total, t = epochs * math.ceil(n / batch_size), 0
-    for _ in range(epochs):
-        for idx in torch.randperm(n, generator=g).split(batch_size):
-            w.requires_grad_(True)
-            b.requires_grad_(True)
-            loss = F.cross_entropy(((xd[idx] - mean) / std) @ w.t() + b, y[idx])
-            gw, gb = torch.autograd.grad(loss, [w, b])
-            step_lr = lr * (1 + math.cos(math.pi * t / total)) / 2
-            with torch.no_grad():
-                for i, (p, grad) in enumerate(((w, gw), (b, gb))):
-                    bufs[i] = 0.9 * bufs[i] + grad
-                    p -= step_lr * (grad + 0.9 * bufs[i])
-            w, b = w.detach(), b.detach()
-            t += 1
-    return ((test.double() - mean) / std) @ w.t() + b
 
 
 def test_linear_probe_against_a_hand_written_one(monkeypatch):
