@@ -21,7 +21,7 @@ from sassl.eval.tsne import overlap_matrices, rank_sources, style_embeddings
 from sassl.figures.style_space import overlap_figure, tsne_figure
 from sassl.export import FORMATS, export, push_to_hub
 from sassl.notebook import lab_command, run_notebook, runs_root
-from sassl.paths import storage_errors
+from sassl.storage import storage_errors
 from sassl.plan import plan, report
 from sassl.figures.save import save_figure
 from sassl.interrupt import Stopped
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         add(sub)
     args = ap.parse_args(argv)
     try:
-        with storage_errors("."):  # a write the storage refuses, said in words (sassl.paths)
+        with storage_errors("."):  # a write the storage refuses, said in words (sassl.storage)
             return args.handler(args) or 0
     except Stopped as e:  # a signal, after the job saved what it had (sassl.interrupt)
         if not e.said:

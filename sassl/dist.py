@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from sassl.paths import StorageError, warn_cache_unwritten
+from sassl.storage import StorageError, warn_cache_unwritten
 
 DEFAULT_TIMEOUT_MIN = 60.0  # minutes a rank waits in a collective before the run stops (NCCL's watchdog)
 TRACE_ENV = "SASSL_TRACE_COLLECTIVES"  # a folder: each rank writes the collectives it issued there (tests)

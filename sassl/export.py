@@ -17,7 +17,7 @@ import torch
 from sassl.backbones import BACKBONES, is_vit
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.report import read_summary
-from sassl.paths import atomic_file
+from sassl.storage import atomic_file
 from sassl.views import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("torchvision", "timm", "sassl")

@@ -8,7 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from sassl.paths import atomic_file, sha256
+from sassl.storage import atomic_file, sha256
 
 
 class FetchError(RuntimeError):

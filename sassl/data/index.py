@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sassl import dist
-from sassl.paths import atomic_file, cache_dir, rebuilding
+from sassl.storage import atomic_file, cache_dir, rebuilding
 
 INDEX_FORMAT = 1
 SIGNATURE_DEPTH = 2  # folder, split folders, class folders

@@ -28,7 +28,7 @@ from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, load_rgb, to_ten
 from sassl.data.index import FileList, folder_index
 from sassl.data.objects import ObjectsConfig
 from sassl.data.sets import SETS, bundled_splits, data_root, is_built, load_index, objects_variant, prepare_set, set_dir
-from sassl.paths import cache_dir
+from sassl.storage import cache_dir
 
 @dataclass(frozen=True)
 class TorchvisionSet:

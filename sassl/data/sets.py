@@ -26,7 +26,7 @@ from sassl.data.sources import PACKAGES, prepare_source, source_dir
 from sassl.data.decode import load_rgb
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import ObjectsConfig, build_objects
-from sassl.paths import cache_dir, sha256
+from sassl.storage import cache_dir, sha256
 from sassl.figures.sheet import contact_sheet
 
 SET_FORMAT = 1

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sassl.fetch import FetchError, download_url, download_wheel
-from sassl.paths import cache_dir, sha256
+from sassl.storage import cache_dir, sha256
 
 MIRROR = os.environ.get("SASSL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 

@@ -18,7 +18,7 @@ from sassl import dist
 from sassl.interrupt import ignore_in_workers
 from sassl.data.decode import load_for_crops
 from sassl.data.loader import decode_size, key_generator, resized_crop, sample_crop
-from sassl.paths import atomic_file, cache_dir, rebuilding
+from sassl.storage import atomic_file, cache_dir, rebuilding
 from sassl.views import imagenet_normalize
 PREPROCESS_VERSION = 1  # bump when the pixels a setting gives change: old cached features are then ignored
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sassl import dist
 from sassl.interrupt import Stopped, signal_name
-from sassl.paths import rebuilding
+from sassl.storage import rebuilding
 from sassl.records import write_table
 from sassl.stats import mean_std
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sassl.interrupt import GracefulStop, Stopped, forward_to_children, signal_name
 from sassl.notebook import execute, notebook_path
-from sassl.paths import exclusive_lock
+from sassl.storage import exclusive_lock
 from sassl.records import duration, terminal_line
 from sassl.study.spec import Study, Trial, load_study
 
@@ -36,7 +36,7 @@ def trial_state(run: Path) -> str:
 @contextlib.contextmanager
 def trial_lock(run: Path) -> Iterator[bool]:
     """Yields True while this process holds the trial's lock, False when another process holds it (released when
-    the holder exits, killed or not: sassl.paths.exclusive_lock)."""
+    the holder exits, killed or not: sassl.storage.exclusive_lock)."""
     with exclusive_lock(run / LOCK) as holder:
         yield holder is None
 

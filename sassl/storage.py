@@ -1,4 +1,5 @@
-"""Where sassl keeps downloads, converted weights and prepared data."""
+"""Where sassl keeps things and how it writes them: the cache folder, whole-or-nothing writes, storage faults said in
+words (full, read-only, gone), caches that cannot be written or do not belong, exclusive locks."""
 from __future__ import annotations
 
 import contextlib
