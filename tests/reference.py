@@ -156,3 +156,50 @@ def naive_sassl(stylizer, x, z_style_rows, alpha, beta, layers=NUM_CIN_LAYERS):
         s = stylizer.transformer(c, per_layer)
         out.append(beta[i] * s + (1 - beta[i]) * c)
     return torch.cat(out)
+
+
+def naive_barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float, eps: float = 1e-5) -> float:
+    """Barlow Twins written out with loops in float64: standardise each dimension over the batch (biased
+    variance + eps), the cross-correlation entry by entry, the diagonal pulled to 1 and the rest to 0."""
+    a, b = z1.double(), z2.double()
+    n, d = a.shape
+    def std(z):
+        out = torch.empty_like(z)
+        for j in range(d):
+            col = z[:, j]
+            mu = sum(col.tolist()) / n
+            var = sum((v - mu) ** 2 for v in col.tolist()) / n
+            out[:, j] = (col - mu) / math.sqrt(var + eps)
+        return out
+    a, b = std(a), std(b)
+    total = 0.0
+    for i in range(d):
+        for j in range(d):
+            c = sum(a[k, i].item() * b[k, j].item() for k in range(n)) / n
+            total += (1 - c) ** 2 if i == j else lambd * c ** 2
+    return total
+
+
+def naive_vicreg(z1: torch.Tensor, z2: torch.Tensor, sim: float, var: float, cov: float, eps: float = 1e-4) -> float:
+    """VICReg written out with loops in float64: mean squared distance, each dimension's std hinge at 1 (unbiased
+    variance), each view's squared off-diagonal covariances over D."""
+    a, b = z1.double().tolist(), z2.double().tolist()
+    n, d = len(a), len(a[0])
+    inv = sum((a[k][j] - b[k][j]) ** 2 for k in range(n) for j in range(d)) / (n * d)
+    def hinge(z):
+        out = 0.0
+        for j in range(d):
+            mu = sum(z[k][j] for k in range(n)) / n
+            v = sum((z[k][j] - mu) ** 2 for k in range(n)) / (n - 1)
+            out += max(0.0, 1 - math.sqrt(v + eps))
+        return out / d
+    def offcov(z):
+        mu = [sum(z[k][j] for k in range(n)) / n for j in range(d)]
+        out = 0.0
+        for i in range(d):
+            for j in range(d):
+                if i != j:
+                    c = sum((z[k][i] - mu[i]) * (z[k][j] - mu[j]) for k in range(n)) / (n - 1)
+                    out += c ** 2
+        return out / d
+    return sim * inv + var * (hinge(a) + hinge(b)) / 2 + cov * (offcov(a) + offcov(b))

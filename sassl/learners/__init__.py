@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from sassl.backbones import create_backbone
+from sassl.learners.barlowtwins import BarlowTwins
 from sassl.learners.byol import BYOL
 from sassl.learners.mocov2 import MoCoV2
 from sassl.learners.mocov3 import MoCoV3
 from sassl.learners.momentum import MomentumTwoTower, cosine_momentum
 from sassl.learners.simclr import SimCLR
+from sassl.learners.vicreg import VICReg
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,16 @@ LEARNERS: dict[str, Learner] = {
     # ViT), T 0.2, momentum 0.99 -> 1, AdamW with base lr 1.5e-4 per 256 images and weight decay 0.1
     "mocov3": Learner(MoCoV3, {"views": "mocov3", "proj_hidden": 4096, "proj_dim": 256, "ema": 0.99, "temperature": 0.2,
                                "optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1}),
+    # Barlow Twins (Zbontar et al. 2021): BYOL's views, a 3-layer 8192-8192-8192 projector, lambda 5e-3 (0.0051 in
+    # its code), LARS at base lr 0.2 per 256 images, weight decay 1.5e-6. NOTE: the paper's 8192-wide projector
+    # is 4x ResNet-50's 2048 features; at CPU size with ResNet-18 (512) the same ratio is --proj-hidden 2048
+    # --proj-dim 2048. Its bias learning rate (0.0048) is not separate here: LARS exempts biases and norms.
+    "barlowtwins": Learner(BarlowTwins, {"views": "byol", "proj_hidden": 8192, "proj_dim": 8192, "lr": 0.2,
+                                         "weight_decay": 1.5e-6}, {"lambd": 5e-3}),
+    # VICReg (Bardes et al. 2022): BYOL's views, a 3-layer 8192-8192-8192 expander, invariance 25, variance 25,
+    # covariance 1, LARS at base lr 0.2 per 256 images, weight decay 1e-6 (at CPU size: as Barlow Twins)
+    "vicreg": Learner(VICReg, {"views": "byol", "proj_hidden": 8192, "proj_dim": 8192, "lr": 0.2,
+                               "weight_decay": 1e-6}, {"sim": 25.0, "var": 25.0, "cov": 1.0}),
 }
 
 

@@ -78,3 +78,40 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor, reduction: str = "mean") -> torc
 
 
 byol_loss = float32(byol_loss)
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5) -> torch.Tensor:
+    """Barlow Twins (Zbontar et al. 2021): each embedding dimension standardised over the batch (batch norm
+    without affine, biased variance, `eps`), then the (D, D) cross-correlation c = z1n^T z2n / B; the loss is
+    sum_i (1 - c_ii)^2 + lambd * sum_{i != j} c_ij^2, a scalar. z1, z2: (B, D), B >= 2."""
+    n = len(z1)
+    z1n = F.batch_norm(z1, None, None, training=True, eps=eps)
+    z2n = F.batch_norm(z2, None, None, training=True, eps=eps)
+    c = z1n.t() @ z2n / n
+    on = (torch.diagonal(c) - 1).pow(2).sum()
+    off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on + lambd * off
+
+
+barlow_twins_loss = float32(barlow_twins_loss)
+
+
+def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: float = 25.0, cov: float = 1.0,
+                eps: float = 1e-4) -> torch.Tensor:
+    """VICReg (Bardes et al. 2022): sim * invariance (mean squared error of the two views) + var * variance (the
+    mean hinge of each dimension's std, sqrt(var + eps) with the unbiased variance, below 1; the two views
+    averaged) + cov * covariance (each view's off-diagonal covariance entries squared, summed, over D; the two
+    views added). z1, z2: (B, D), B >= 2; a scalar."""
+    d = z1.shape[1]
+    invariance = F.mse_loss(z1, z2)
+    variance = sum(F.relu(1 - torch.sqrt(z.var(dim=0) + eps)).mean() for z in (z1, z2)) / 2
+
+    def off_diagonal_cov(z: torch.Tensor) -> torch.Tensor:
+        zc = z - z.mean(dim=0)
+        c = zc.t() @ zc / (len(z) - 1)
+        return (c.pow(2).sum() - torch.diagonal(c).pow(2).sum()) / d
+
+    return sim * invariance + var * variance + cov * (off_diagonal_cov(z1) + off_diagonal_cov(z2))
+
+
+vicreg_loss = float32(vicreg_loss)

@@ -187,6 +187,14 @@ def test_per_image_losses_are_each_images_two_directions(name):
                 others = [j for j in range(10) if j != a]
                 return _ce_row(z[a], z[others], others.index((a + 5) % 10), t)
             ref = [0.5 * (anchor(i) + anchor(i + 5)) for i in range(5)]
+        elif name in ("barlowtwins", "vicreg"):  # batch statistics: the loss, plus each image's centred invariance
+            z1, z2 = model.projector(model.backbone(x1)), model.projector(model.backbone(x2))
+            if name == "barlowtwins":
+                std = lambda z: (z - z.mean(0)) / (z.var(0, unbiased=False) + 1e-5).sqrt()  # noqa: E731
+                inv = [((std(z1)[i] - std(z2)[i]) ** 2).sum() for i in range(5)]
+            else:
+                inv = [25.0 * ((z1[i] - z2[i]) ** 2).mean() for i in range(5)]
+            ref = [v - sum(inv) / 5 + loss for v in inv]
         else:
             q1, q2, k1, k2 = model.online(x1), model.online(x2), model.target(x1), model.target(x2)
             if name == "byol":
@@ -197,3 +205,48 @@ def test_per_image_losses_are_each_images_two_directions(name):
             else:
                 ref = [0.5 * (_ce_row(q1[i], k2, i, t) + _ce_row(q2[i], k1, i, t)) for i in range(5)]
         torch.testing.assert_close(per, torch.stack(ref), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, d", [(2, 3), (7, 5), (16, 12)])
+def test_barlow_twins_and_vicreg_against_loops_and_lightly(n, d):
+    """Both losses against a loop reference in float64 and against lightly's BarlowTwinsLoss / VICRegLoss on the
+    same inputs (correlated views, one dimension of tiny variance where a hinge binds): equal to float rounding.
+    An unbiased variance in Barlow Twins' standardisation, a missing /D or /2, or the covariance's diagonal kept
+    each fail it."""
+    lightly_loss = pytest.importorskip("lightly.loss")
+    from reference import naive_barlow_twins, naive_vicreg
+
+    from sassl.learners.losses import barlow_twins_loss, vicreg_loss
+
+    g = torch.Generator().manual_seed(n * 100 + d)
+    z1 = torch.randn(n, d, generator=g)
+    z2 = 0.7 * z1 + 0.5 * torch.randn(n, d, generator=g)
+    z1[:, 0] *= 0.05  # a dimension that collapsed: the variance hinge binds
+    ours = barlow_twins_loss(z1, z2, 5e-3).item()
+    assert ours == pytest.approx(naive_barlow_twins(z1, z2, 5e-3), rel=1e-5, abs=1e-6)
+    if n > 1:  # lightly's batch_norm needs more than one row per channel
+        assert ours == pytest.approx(lightly_loss.BarlowTwinsLoss(lambda_param=5e-3)(z1, z2).item(), rel=1e-5)
+    ours = vicreg_loss(z1, z2, 25.0, 25.0, 1.0).item()
+    assert ours == pytest.approx(naive_vicreg(z1, z2, 25.0, 25.0, 1.0), rel=1e-5)
+    assert ours == pytest.approx(lightly_loss.VICRegLoss()(z1, z2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["barlowtwins", "vicreg"])
+def test_barlow_twins_and_vicreg_learners_train_and_refuse_distributed(name, monkeypatch):
+    """Each learner at its table's settings (heads shrunk to 64) gives a finite loss whose gradient reaches the
+    backbone, a per-image column of the batch's length; under torch.distributed it refuses with the reason
+    (the global-batch statistics are not implemented)."""
+    from sassl import dist
+    from sassl.learners import LEARNERS, create_learner
+
+    assert LEARNERS[name].run["proj_hidden"] == 8192  # the paper's width in the table
+    torch.manual_seed(0)
+    model = create_learner(name, "resnet18", small_images=True, proj_hidden=64, proj_dim=64)
+    x1, x2 = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)
+    loss, logs = model(x1, x2)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["per_image"].shape == (6,)
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    monkeypatch.setattr(dist, "is_dist", lambda: True)
+    with pytest.raises(NotImplementedError, match="not implemented yet"):
+        model(x1, x2)
