@@ -42,14 +42,19 @@ def _of_its_type(cls, name):
     return st.one_of(near, VALUES)
 
 
-@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(PretrainConfig)])
-@PER_FIELD
-@given(data=st.data())
-def test_any_pretrain_setting_is_a_config_or_an_error_naming_it(name, data):
-    """config_from_dict is what the CLI, the notebooks and study files go through."""
-    value = data.draw(_of_its_type(PretrainConfig, name))
+def _checked_eval(values: dict) -> EvalConfig:
+    """An EvalConfig as `sassl evaluate` checks it before any data is loaded."""
+    from sassl.eval.evaluate import _check
+
+    cfg = from_dict(EvalConfig, values)
+    _check(cfg)
+    return cfg
+
+
+def _config_or_error_naming(build, name: str, value) -> None:
+    """build() returns a config whose `name` holds only finite numbers, or raises a ValueError naming `name`."""
     try:
-        cfg = config_from_dict({name: value})
+        cfg = build()
     except ValueError as e:
         assert _names_the_field(str(e), name), f"{name}={value!r}: {e}"
         return
@@ -58,22 +63,18 @@ def test_any_pretrain_setting_is_a_config_or_an_error_naming_it(name, data):
         assert not (isinstance(v, float) and not math.isfinite(v)), f"{name}={value!r} accepted as {got!r}"
 
 
-@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(EvalConfig)])
+BUILD = {PretrainConfig: config_from_dict, EvalConfig: _checked_eval}  # how each command checks its settings
+
+
+@pytest.mark.parametrize("cls, name", [(cls, f.name) for cls in BUILD for f in dataclasses.fields(cls)],
+                         ids=lambda v: v.__name__ if isinstance(v, type) else v)
 @PER_FIELD
 @given(data=st.data())
-def test_any_evaluate_setting_is_a_config_or_an_error_naming_it(name, data):
-    from sassl.eval.evaluate import _check
-
-    value = data.draw(_of_its_type(EvalConfig, name))
-    try:
-        cfg = from_dict(EvalConfig, {name: value})
-        _check(cfg)
-    except ValueError as e:
-        assert _names_the_field(str(e), name), f"{name}={value!r}: {e}"
-        return
-    got = getattr(cfg, name)
-    for v in (got if isinstance(got, tuple) else (got,)):
-        assert not (isinstance(v, float) and not math.isfinite(v)), f"{name}={value!r} accepted as {got!r}"
+def test_any_setting_is_a_config_or_an_error_naming_it(cls, name, data):
+    """config_from_dict is what `sassl pretrain`, the notebooks and study files go through; _checked_eval what
+    `sassl evaluate` checks before loading anything."""
+    value = data.draw(_of_its_type(cls, name))
+    _config_or_error_naming(lambda: BUILD[cls]({name: value}), name, value)
 
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
@@ -105,16 +106,8 @@ def test_any_flag_value_on_the_command_line_parses_or_is_refused_by_name(command
     except argparse.ArgumentError as e:
         assert flag in str(e) or name in str(e), str(e)
         return
-    try:
-        values = _config_values(args, cls)
-        if cls is PretrainConfig:
-            config_from_dict(values)
-        else:
-            from sassl.eval.evaluate import _check
-
-            _check(from_dict(EvalConfig, values))
-    except ValueError as e:
-        assert _names_the_field(str(e), name), f"{flag} {text!r}: {e}"
+    values = _config_values(args, cls)
+    _config_or_error_naming(lambda: BUILD[cls](values), name, text)
 
 
 STUDY_KEYS = ["name", "seeds", "primary", "folder", "description"]
