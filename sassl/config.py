@@ -72,7 +72,9 @@ def check_bounds(cfg: Any, bounds: dict[str, str]) -> None:
             lo, hi = (float(x) for x in interval[1:-1].split(","))
             ok = (v >= lo if interval[0] == "[" else v > lo) and (v <= hi if interval[-1] == "]" else v < hi)
         if not ok:
-            raise ValueError(f"{name}: must be {interval}, got {v!r}")
+            said = interval if interval[0] in "[(" else interval.replace(">=", ">= ") if ">=" in interval else \
+                interval.replace(">", "> ")
+            raise ValueError(f"{name}: must be {said}, got {v!r}")
 
 
 def parse_bool(v: str) -> bool:

@@ -129,6 +129,18 @@ def config_from_dict(values: dict) -> PretrainConfig:
     return cfg
 
 
+RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> their current names
+
+
+def upgraded(values: dict) -> dict:
+    """A config of an older run (its config.json, a checkpoint's, a study record's) in today's keys: renamed keys,
+    and amp (mixed precision on CUDA only, before --precision) as precision auto, or fp32 where it was off."""
+    out = {RENAMED.get(k, k): v for k, v in values.items()}
+    if "amp" in out:
+        out.setdefault("precision", "auto" if out.pop("amp") else "fp32")
+    return out
+
+
 # the numeric settings' intervals (checked by validate; NaN and infinity are refused when the value is read)
 BOUNDS = {"epochs": ">=1", "batch_size": ">=2", "image_size": ">=16", "embed_size": ">=0", "knn_k": ">=1",
           "knn_every": ">=0", "knn_max_train": ">=0", "knn_max_test": ">=0", "accumulate": ">=1", "num_workers": ">=-1",

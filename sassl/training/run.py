@@ -18,10 +18,9 @@ from sassl.precision import resolve_precision
 from sassl.figures.training import training_curves
 from sassl.records import read_metrics, terminal_line
 from sassl.tracking import RunLog
-from sassl.training.config import PretrainConfig
+from sassl.training.config import PretrainConfig, upgraded
 from sassl.training.schedule import Schedule
 
-RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> their current names (read when resuming them)
 
 
 def _comparable(cfg_dict: dict) -> dict:
@@ -89,9 +88,7 @@ def open_run(cfg: PretrainConfig, resume: bool) -> Run:
     if len(set(steps)) > 1:
         raise RuntimeError(f"cannot resume: the ranks read different checkpoints at {run.ckpt_path} (steps "
                            f"{steps} by rank); runs_dir must be one shared folder, not a local disk per node")
-    saved = {RENAMED.get(k, k): v for k, v in json.loads(state["config"]).items()}
-    if "amp" in saved:  # runs from before --precision: amp (CUDA only) is precision auto, or fp32 when off
-        saved.setdefault("precision", "auto" if saved.pop("amp") else "fp32")
+    saved = upgraded(json.loads(state["config"]))  # an older run's keys in today's
     if _comparable(saved) != _comparable(run.cfg_dict):
         diff = {k: (saved.get(k), v) for k, v in _comparable(run.cfg_dict).items() if saved.get(k) != v}
         raise ValueError(f"{run.ckpt_path} was written by a different config (checkpoint vs now): {diff}")

@@ -216,6 +216,7 @@ def test_the_evidence_study_describes_its_kept_trials_exactly():
     """experiments/studies/evidence.toml is the sweep that experiments/results/ holds: every kept trial's
     pre-training and evaluation configs are the ones the study file resolves to (resume-free settings aside)."""
     from sassl.training import PretrainConfig
+    from sassl.training.config import upgraded
 
     study = load_study(EVIDENCE)
     resolved = study.resolved()["trials"]
@@ -223,7 +224,7 @@ def test_the_evidence_study_describes_its_kept_trials_exactly():
     assert len(kept) >= 13  # five pairs and beta = 1 at three seeds
     free = set(RUN_FREE) | set(PretrainConfig.RESUME_FREE)
     for t in kept:
-        cfg = json.loads((study.dir("runs") / t.name / "config.json").read_text())
+        cfg = upgraded(json.loads((study.dir("runs") / t.name / "config.json").read_text()))  # older keys: today's
         want = {k: v for k, v in resolved[t.name]["pretrain"].items() if k not in free}
         assert {k: cfg[k] for k in want} == want, t.name
         ev = json.loads((study.dir("runs") / t.name / "eval" / "config.json").read_text())

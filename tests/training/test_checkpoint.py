@@ -41,7 +41,8 @@ def test_save_then_open_and_load_restores_the_run(tmp_path, capsys):
     save_checkpoint(run, model, opt, scaler, step=7, epochs=3)
     state = torch.load(run.ckpt_path, weights_only=True)
     assert state["step"] == 7 and state["epochs"] == 3 and json.loads(state["config"]) == run.cfg_dict
-    assert state["scaler"]["scale"] == 512.0 and set(state) == {"model", "optimizer", "step", "epochs", "config", "scaler"}
+    assert state["scaler"]["scale"] == 512.0 and set(state) == {"model", "optimizer", "step", "epochs", "config", "scaler",
+                                                                                "precision"}
     assert not list(run.ckpt_path.parent.glob("*.tmp"))  # written whole, then renamed
 
     resumed = open_run(cfg, resume=True)

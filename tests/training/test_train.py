@@ -21,7 +21,7 @@ def test_config_validation_names_the_parameter():
         config_from_dict({"epochs": "ten"})
     with pytest.raises(ValueError, match="learner: unknown 'dino'"):
         config_from_dict({"learner": "dino"})
-    with pytest.raises(KeyError, match="unknown backbone 'vgg'; available: resnet18"):  # one check: check_backbone
+    with pytest.raises(ValueError, match="backbone: unknown backbone 'vgg'; available: resnet18"):  # one check: check_backbone
         config_from_dict({"backbone": "vgg"})
     with pytest.raises(ValueError, match="time_budget: must be >= 0 minutes"):
         config_from_dict({"time_budget": -1})
