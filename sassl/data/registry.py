@@ -28,6 +28,7 @@ from sassl.data.decode import IMAGE_SUFFIXES, ImageDecodeError, load_rgb, to_ten
 from sassl.data.index import FileList, folder_index
 from sassl.data.objects import ObjectsConfig
 from sassl.data.sets import SETS, bundled_splits, data_root, is_built, load_index, objects_variant, prepare_set, set_dir
+from sassl.records import terminal_line
 from sassl.storage import cache_dir
 
 @dataclass(frozen=True)
@@ -111,6 +112,18 @@ class Dataset(torch.utils.data.Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def say_skipped(skip_log: Path, said: int | None, what: str) -> int:
+    """One line for the files appended to `skip_log` (Dataset.skip_log) since `said` lines: how many, the first
+    three with their reasons, where the whole list is. Returns the lines now said (said None: count the lines
+    there already, say nothing)."""
+    lines = skip_log.read_text().splitlines() if skip_log.is_file() else []
+    if said is not None and len(lines) > said:
+        new = lines[said:]
+        terminal_line(f"{what} skipped {len(new)} unusable file(s) ({'; '.join(new[:3])}"
+                      f"{' ...' if len(new) > 3 else ''}); {len(lines)} in all, listed in {skip_log}")
+    return len(lines)
 
 
 # ----------------------------------------------------------------------------- user folders

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from sassl import dist
 from sassl.config import check_bounds, setting
 from sassl.data.loader import epoch_seed, loader_workers
+from sassl.data.registry import say_skipped
 from sassl.devices import resolve_device
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.features import cached_features, encoder_fingerprint, stream_features
@@ -364,11 +365,17 @@ def target_probe(cfg: EvalConfig, name: str, backbone, info: dict, size: int, fi
     """Target `name` loaded, its features extracted (or read from the cache: reuse[name] counts the parts read),
     as the Probe every protocol takes."""
     target = load_target(name, max_per_split=cfg.max_per_split, train_list=cfg.train_list, merge_val=cfg.merge_val)
+    skip_log = default_out(cfg) / "skipped.txt"  # unusable files listed there, said once for the target's features
+    for ds, _ in target.train + target.test:
+        ds.skip_log = skip_log
+    said = say_skipped(skip_log, None, "")
     base = {"encoder": cfg.encoder, "target": name, "classes": target.num_classes,
             "n_train": len(target.train_y), "n_test": len(target.test_y), "split": target.meta["split"]}
     tr, hit_tr = side_features(backbone, target.train, cfg, size, fingerprint, workers)
     te, hit_te = side_features(backbone, target.test, cfg, size, fingerprint, workers)
     reuse[name] = hit_tr + hit_te
+    if dist.rank() == 0:
+        say_skipped(skip_log, said, f"sassl evaluate, target {name}: its features")
     return Probe(cfg, backbone, info, target, base, tr, te, size, workers, *held_styles, skipped=skipped)
 
 

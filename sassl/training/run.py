@@ -13,10 +13,11 @@ import torch.nn as nn
 
 from sassl import dist
 from sassl.config import plain
+from sassl.data.registry import say_skipped
 from sassl.storage import StorageError, atomic_file, exclusive_lock
 from sassl.precision import resolve_precision
 from sassl.figures.training import training_curves
-from sassl.records import read_metrics, terminal_line
+from sassl.records import read_metrics
 from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig, upgraded
 from sassl.training.schedule import Schedule
@@ -184,15 +185,9 @@ def report_skipped(run: Run, said: int | None, epoch: int) -> int:
     """One line for the unusable files that the epoch's loaders skipped (the loader's workers list them in
     <run>/skipped.txt, sassl.data.registry.Dataset.usable), rank 0; returns how many lines have been said
     (said None: count the lines of earlier starts, say nothing)."""
-    path = run.dir / "skipped.txt"
-    if dist.rank() != 0 or not path.is_file():
+    if dist.rank() != 0:
         return said or 0
-    lines = path.read_text().splitlines()
-    if said is not None and len(lines) > said:
-        new = lines[said:]
-        terminal_line(f"{run.dir.name}: epoch {epoch} skipped {len(new)} unusable file(s) ({'; '.join(new[:3])}"
-                      f"{' ...' if len(new) > 3 else ''}); {len(lines)} in all, listed in {path}")
-    return len(lines)
+    return say_skipped(run.dir / "skipped.txt", said, f"{run.dir.name}: epoch {epoch}")
 
 
 def finish(run: Run, runlog: RunLog, result: dict) -> None:

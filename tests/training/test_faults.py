@@ -396,3 +396,25 @@ def test_any_command_that_cannot_write_says_so(tmp_path):
                                               "--runs-dir", str(disk)], readonly=True)
     assert "RC=2" in said and "Traceback" not in said, said[-3000:]
     assert f"sassl study: error: cannot use {disk}/tiny" in said and "read-only file system" in said, said[-3000:]
+
+
+def test_unusable_files_in_an_evaluation_target_are_said_once(tmp_path, jpeg_folder, capfd, recwarn):
+    """The same in an evaluation: three broken files in a target's folder are listed in <out>/skipped.txt and said
+    in one line for the target's features, not warned about one by one (before: a UserWarning per file)."""
+    import shutil
+
+    import sassl.eval.evaluate as ev
+
+    data = tmp_path / "data"
+    shutil.copytree(jpeg_folder, data)
+    cls = sorted(p for p in (data / "val").iterdir() if p.is_dir())[0]
+    for k in range(3):
+        (cls / f"zz-broken{k}.jpg").write_bytes(b"\xff\xd8\xff")
+    cfg = ev.EvalConfig(encoder="random:resnet18", runs_dir=str(tmp_path), targets=(f"imagefolder:{data}",),
+                        protocols=("knn",), baseline=False, num_workers=0, image_size=32, feature_cache=False)
+    ev.evaluate(cfg, progress=False)
+    listed = (ev.default_out(cfg) / "skipped.txt").read_text().splitlines()
+    assert sorted(line.split(":")[0].rsplit("/", 1)[1] for line in listed) == [f"zz-broken{k}.jpg" for k in range(3)]
+    out = "".join(capfd.readouterr())  # a progress line: stdout, or the terminal's stderr under a Jupyter kernel
+    assert out.count("unusable file(s)") == 1 and "its features skipped 3 unusable file(s)" in out, out[-2000:]
+    assert not [w for w in recwarn if "skipping unusable image" in str(w.message)]
