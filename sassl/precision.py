@@ -33,14 +33,19 @@ def cpu_native_bf16() -> bool:
     return any(f in cpu_flags() for f in NATIVE_BF16_FLAGS)
 
 
+def check_precision(precision: str) -> None:
+    """ValueError naming the setting unless `precision` is one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """fp32, bf16 or fp16 for `precision` on `device`. auto: bf16 on CUDA from compute capability 8.0 (Ampere's
     bf16 tensor cores), fp16 below (with a GradScaler; torch.cuda.is_bf16_supported also counts the emulated bf16
     of V100 and T4); fp32 on the CPU. NOTE: auto stays fp32 on the CPU, native bf16 or not, until a paired study
     at the main job's budget shows bf16's accuracy within its interval (docs/pretraining.md); ask for bf16 by name.
     fp16 on the CPU is refused; bf16 on a CPU without native bf16 warns that it is emulated."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if device.type == "cuda":
         if precision == "auto":
             return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
@@ -58,4 +63,4 @@ def autocast_dtype(resolved: str) -> torch.dtype | None:
     return DTYPES[resolved]
 
 
-__all__ = ["PRECISIONS", "autocast_dtype", "cpu_flags", "cpu_native_bf16", "resolve_precision"]
+__all__ = ["PRECISIONS", "autocast_dtype", "check_precision", "cpu_flags", "cpu_native_bf16", "resolve_precision"]

@@ -14,7 +14,7 @@ from sassl.config import check_bounds, check_range, from_dict, setting
 from sassl.data.loader import TwoCrops
 from sassl.learners import LEARNERS, MomentumTwoTower
 from sassl.optim import OPTIMIZERS
-from sassl.precision import PRECISIONS
+from sassl.precision import check_precision
 from sassl.recipes import recipe_values, with_recipe
 from sassl.stylizer import DEFAULTS as SASSL_DEFAULTS, StyleChoice, check_settings, make_style_op
 from sassl.views import TOWERS, VIEWS
@@ -176,8 +176,7 @@ def validate(cfg: PretrainConfig) -> None:
         raise ValueError(f"sassl_towers: expected one of {', '.join(TOWERS)}, got {cfg.sassl_towers!r}")
     if cfg.sassl_towers != "both" and not issubclass(LEARNERS[cfg.learner].cls, MomentumTwoTower):
         raise ValueError(f"sassl_towers: {cfg.learner} has one tower (no target network); only 'both' applies")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    check_precision(cfg.precision)
     if cfg.decode not in TwoCrops.DECODE:
         raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
