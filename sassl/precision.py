@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,4 +64,30 @@ def autocast_dtype(resolved: str) -> torch.dtype | None:
     return DTYPES[resolved]
 
 
-__all__ = ["PRECISIONS", "autocast_dtype", "check_precision", "cpu_flags", "cpu_native_bf16", "resolve_precision"]
+class Autocast(nn.Module):
+    """`module`'s forward under autocast to `dtype`, its output returned as float32: what evaluation runs a frozen
+    or fine-tuned encoder through, so that the probes, kNN votes and losses that read its output stay float32.
+    The wrapped module keeps its float32 weights (`module`); forward hooks on its submodules still fire."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.module(x).float()
+
+
+def with_precision(module: nn.Module, resolved: str) -> nn.Module:
+    """`module` itself for fp32, else wrapped in Autocast to the resolved precision's dtype."""
+    dtype = autocast_dtype(resolved)
+    return module if dtype is None else Autocast(module, dtype)
+
+
+def unwrapped(module: nn.Module) -> nn.Module:
+    """The module inside an Autocast wrapper (the module itself otherwise)."""
+    return module.module if isinstance(module, Autocast) else module
+
+
+__all__ = ["PRECISIONS", "Autocast", "autocast_dtype", "check_precision", "cpu_flags", "cpu_native_bf16",
+           "resolve_precision", "unwrapped", "with_precision"]

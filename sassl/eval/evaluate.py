@@ -35,6 +35,7 @@ from sassl.eval.style_probe import render_styles, stage_invariance, style_decoda
 from sassl.eval.targets import load_target
 from sassl.figures.evaluation import shape_bias_figure, summary_figure
 from sassl.interrupt import GracefulStop
+from sassl.precision import check_precision, resolve_precision, with_precision
 from sassl.figures.save import save_figure
 from sassl.records import git_commit, write_table
 from sassl.stylizer import STYLE_KEYWORDS, make_style_op, pretrained
@@ -88,6 +89,9 @@ class EvalConfig:
                                        "bank's size)")
     num_workers: int = setting(-1, "DataLoader workers per process; -1: this node's cores per process, less one")
     device: str = setting("auto", "auto (cuda if available), cpu, cuda or cuda:N")
+    precision: str = setting("auto", "auto, fp32, bf16 or fp16: autocast for the encoder's forward passes (features, "
+                             "fine-tuning, the robustness protocols); probes, kNN and losses stay float32. auto: bf16 on "
+                             "CUDA from compute capability 8.0, fp16 below, fp32 on the CPU (as sassl pretrain)")
     runs_dir: str = setting("runs", "the runs root that holds the encoder's run folder")
     out: str = setting("", "empty: runs/<run>/eval (or runs/eval-<encoder>)")
     baseline: bool = setting(True, "also evaluate the random-init encoder of the same architecture (once: cached under "
@@ -119,6 +123,7 @@ def _check(cfg: EvalConfig) -> None:
     if any(s < 1 for s in cfg.shots):
         raise ValueError(f"shots: each must be >= 1, got {list(cfg.shots)}")
     check_bounds(cfg, EVAL_BOUNDS)
+    check_precision(cfg.precision)
 
 
 # settings that do not change a baseline's numbers (the baseline is keyed by all the others)
@@ -139,6 +144,8 @@ def baseline_summary(cfg: EvalConfig, info: dict, image_size: int, progress: boo
         return []
     spec = random_twin(info)
     settings = {k: v for k, v in asdict(cfg).items() if k not in BASELINE_FREE} | {"encoder": spec, "image_size": image_size}
+    if settings["precision"] == "fp32":  # (resolved) float32 baselines keep the key they had before --precision
+        del settings["precision"]
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:12]
     folder = Path(cfg.runs_dir) / "baselines" / f"{spec.replace(':', '-')}-{key}"
     if dist.all_true(baseline_matches(folder, settings)):
@@ -384,16 +391,20 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     rank extracts its share of the features (gathered, in order) and computes the same results; rank 0 writes."""
     _check(cfg)
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     backbone, info = load_encoder(cfg.encoder, cfg.runs_dir, device)  # fails before any data is loaded
     size = cfg.image_size or info.get("pretrain_config", {}).get("image_size", 64)
-    fingerprint = encoder_fingerprint(backbone)
+    # features computed under another precision are other features: their cache key says which
+    fingerprint = encoder_fingerprint(backbone) + ("" if precision == "fp32" else f"-{precision}")
+    backbone = with_precision(backbone, precision)
     workers = loader_workers(cfg.num_workers)
     out = default_out(cfg)
     writer = dist.rank() == 0
     if writer:
         (out / "figures").mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg) | {"resolved": {
-            "out": str(out), "image_size": size, "device": str(device), "git_commit": git_commit(),
+            "out": str(out), "image_size": size, "device": str(device), "precision": precision,
+            "git_commit": git_commit(),
             "world_size": dist.world_size(), "encoder_sha256": fingerprint,
             "encoder": {k: v for k, v in info.items() if k != "pretrain_config"}}}, indent=1))
     tables: dict[str, list[dict]] = {"results": [], "robustness": [], "shape_bias": []}
@@ -417,7 +428,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                     raise stopped_evaluation(cfg, out, tables, done, stop.signum, writer)
     rows, robust_rows = tables["results"], tables["robustness"]
     summary = summarize(rows)
-    baseline = baseline_summary(cfg, info, size, progress)
+    baseline = baseline_summary(replace(cfg, precision=precision), info, size, progress)
     if writer:
         if baseline:
             write_table(baseline, out / "baseline_summary")

@@ -45,6 +45,8 @@ def train_finetune(backbone: nn.Module, dim: int, target, image_size: int, epoch
         if dist.is_dist() else net
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * max(1, n // batch_size))
+    # an encoder evaluated in float16 (sassl.precision.Autocast) scales its loss, as pre-training does
+    scaler = torch.amp.GradScaler(dev.type) if getattr(backbone, "dtype", None) == torch.float16 else None
     with torch.enable_grad():
         for epoch in range(epochs):
             images = torch.utils.data.ConcatDataset([
@@ -57,8 +59,13 @@ def train_finetune(backbone: nn.Module, dim: int, target, image_size: int, epoch
                 x = imagenet_normalize(x.to(dev, non_blocking=True).float().div_(255))
                 loss = F.cross_entropy(model(x), y.to(dev))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()  # DDP averages the ranks' gradients: the global batch's mean loss
-                opt.step()
+                # DDP averages the ranks' gradients: the global batch's mean loss
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
                 sched.step()
     return net
 

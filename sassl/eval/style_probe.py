@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sassl.eval.robustness import content_pairs, mean_ci
+from sassl.precision import unwrapped
 from sassl.stylizer import stylize
 from sassl.views import imagenet_normalize
 
@@ -66,6 +67,7 @@ def style_decodability(embed: Callable[[torch.Tensor], torch.Tensor], probe, ima
 def stages(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules whose outputs are a backbone's stages: ResNet layer1-4, or the last block of each quarter of a
     ViT's blocks."""
+    backbone = unwrapped(backbone)  # an Autocast-wrapped encoder's stages are its module's
     if all(hasattr(backbone, f"layer{i}") for i in range(1, 5)):
         return [(f"layer{i}", getattr(backbone, f"layer{i}")) for i in range(1, 5)]
     blocks = getattr(getattr(backbone, "encoder", None), "layers", None)

@@ -98,3 +98,17 @@ def test_device_follows_input_cuda(stylizer):
     assert y.device.type == "cuda"
     ref = stylizer(x.cpu(), stylizer.embed(x.cpu()))
     torch.testing.assert_close(y.cpu(), ref, atol=2e-3, rtol=0)
+
+
+def test_bench_stylizer_times_bf16_against_fp32_on_the_real_modules():
+    """`python -m sassl.bench stylizer` at toy size: every column filled; bf16's images are near float32's (PSNR
+    above 20 dB), and the blend's PSNR is the stylized one's plus 20 log10(1 / 0.2) dB, as the error scales by beta."""
+    from sassl.bench.stylizer import bench_stylizer, format_stylizer_table, psnr
+
+    (row,) = bench_stylizer(sizes=(32,), batch=4, min_time=0.05, repeats=2)
+    assert row["fp32_img_s"] > 0 and row["bf16_img_s"] > 0 and row["bf16_vs_fp32"] > 0
+    assert 20 < row["bf16_psnr_db"] < 80, row  # not equal (bf16 ran), not far
+    assert row["bf16_psnr_db_blend"] == pytest.approx(row["bf16_psnr_db"] + 20 * math.log10(5), abs=0.01)
+    assert "bf16/fp32" in format_stylizer_table([row])
+    a = torch.zeros(1, 3, 4, 4)
+    assert psnr(a, a + 0.1) == pytest.approx(20.0) and psnr(a, a) == math.inf

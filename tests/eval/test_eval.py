@@ -514,3 +514,43 @@ def test_finetune_batches_boundaries_and_what_finetune_passes_on(monkeypatch):
     monkeypatch.setattr(ft, "stream_features", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     ft.finetune(net, 8, two, 16, epochs=1, crop_fraction=0.875, num_workers=0)
     assert seen == [{"num_workers": 0, "crop_fraction": 0.875}]
+
+
+def test_evaluate_in_bf16(tmp_path, capsys, monkeypatch):
+    """--precision bf16: the encoder's forwards run under bf16 autocast (features near, not equal to, float32's),
+    its features are cached apart from float32's, the probe still learns, the resolved precision is recorded; fp16
+    on the CPU and an unknown name are one line each."""
+    from sassl.cli import main
+    from sassl.eval.style_probe import stage_features
+    from sassl.precision import Autocast, with_precision
+
+    monkeypatch.setenv("SASSL_CACHE", str(tmp_path / "cache"))
+    net, _ = load_encoder("random:resnet18")
+    t = load_target("objects", max_per_split=45)
+    ds, idx = t.test[0]
+    f32 = stream_features(net, ds, idx, 32, num_workers=0)[0]
+    wrapped = with_precision(net, "bf16")
+    assert isinstance(wrapped, Autocast) and with_precision(net, "fp32") is net
+    f16 = stream_features(wrapped, ds, idx, 32, num_workers=0)[0]
+    assert f16.dtype == torch.float32 and not torch.equal(f16, f32)  # bf16 ran
+    cos = torch.nn.functional.cosine_similarity(f16, f32, dim=1)
+    assert cos.min() > 0.99, cos.min()  # measured about 0.9999
+    assert all(p.dtype == torch.float32 for p in wrapped.parameters())
+    stages = stage_features(wrapped, torch.rand(4, 3, 32, 32))  # hooks reach the wrapped encoder's stages
+    assert list(stages) == ["layer1", "layer2", "layer3", "layer4"] and stages["layer4"].dtype == torch.float32
+
+    args = ["evaluate", "random:resnet18", "--targets", "objects", "--protocols", "knn", "linear", "--seeds", "0",
+            "--image-size", "32", "--max-per-split", "45", "--probe-epochs", "5", "--device", "cpu", "--baseline", "false"]
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        assert main(args + ["--precision", precision, "--out", str(tmp_path / precision)]) == 0
+        runs[precision] = json.loads((tmp_path / precision / "summary.json").read_text())
+        assert json.loads((tmp_path / precision / "config.json").read_text())["resolved"]["precision"] == precision
+    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 4  # train and test, per precision
+    knn = {p: next(r["top1_mean"] for r in s if r["protocol"] == "knn") for p, s in runs.items()}
+    assert abs(knn["bf16"] - knn["fp32"]) <= 10, knn  # the same encoder: near the same vote
+    capsys.readouterr()
+    assert main(args + ["--precision", "fp16", "--out", str(tmp_path / "x")]) == 2
+    assert "precision: fp16 needs a GPU" in capsys.readouterr().err
+    assert main(args + ["--precision", "fp8", "--out", str(tmp_path / "x")]) == 2
+    assert "precision: expected one of auto, fp32, bf16, fp16, got 'fp8'" in capsys.readouterr().err
