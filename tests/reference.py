@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -203,3 +204,14 @@ def naive_vicreg(z1: torch.Tensor, z2: torch.Tensor, sim: float, var: float, cov
                     out += c ** 2
         return out / d
     return sim * inv + var * (hinge(a) + hinge(b)) / 2 + cov * (offcov(a) + offcov(b))
+
+
+def naive_rankme(z, eps=1e-7):
+    """RankMe by the paper's formula, with numpy's SVD and a loop: exp(-sum p_k log p_k), p_k = s_k / ||s||_1 + eps."""
+    s = np.linalg.svd(np.asarray(z, dtype=np.float64), compute_uv=False)
+    total = sum(float(v) for v in s)
+    entropy = 0.0
+    for v in s:
+        p = float(v) / total + eps
+        entropy -= p * math.log(p)
+    return math.exp(entropy)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from sassl.eval.features import stream_features
+from sassl.eval.linear import linear_probe
+from sassl.eval.rankme import rankme
 
 
 def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, num_classes: int,
@@ -51,20 +53,40 @@ def bounded_subset(n: int, limit: int, seed: int) -> list[int]:
 
 
 class KnnMonitor:
-    """kNN top-1 (%) of a backbone: train/test features streamed and sharded over ranks (every rank joins
-    and gets the same answer, so no rank waits on another in a collective), on seeded subsets of at most
-    max_train / max_test images (0: all), fixed for the whole run."""
+    """What a pre-training run watches each `--knn-every` epochs, from one pass over the held-out split's images:
+    kNN top-1 (%), the top-1 (%) of a linear probe fit on the same train features (`probe_epochs` > 0) and RankMe
+    of the train features. Features are streamed and sharded over ranks (every rank joins and gets the same
+    answer, so no rank waits on another in a collective), on seeded subsets of at most max_train / max_test
+    images (0: all), fixed for the whole run.
+
+    NOTE: solo-learn's online probe trains on every step's detached batch features; ours is fit afresh at each
+    monitor pass on the features the kNN vote already computed (`train_linear`, seeded): nothing is added to
+    the step, nothing to checkpoint, and it equals the offline probe on the same features."""
 
     def __init__(self, train_ds, test_ds, image_size: int, k: int = 20, max_train: int = 0, max_test: int = 0,
-                 seed: int = 0, batch_size: int = 256, num_workers: int = 2):
+                 seed: int = 0, batch_size: int = 256, num_workers: int = 2, probe_epochs: int = 0):
         self.train_ds, self.test_ds, self.image_size, self.k = train_ds, test_ds, image_size, k
         self.train_idx = bounded_subset(len(train_ds), max_train, seed)
         self.test_idx = bounded_subset(len(test_ds), max_test, seed + 1)
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.seed, self.probe_epochs = batch_size, num_workers, seed, probe_epochs
+
+    def features(self, backbone: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+        """(train features, train labels, test features, test labels) of the monitor's images."""
+        args = dict(image_size=self.image_size, batch_size=self.batch_size, num_workers=self.num_workers)
+        return (*stream_features(backbone, self.train_ds, self.train_idx, **args),
+                *stream_features(backbone, self.test_ds, self.test_idx, **args))
+
+    def measure(self, backbone: torch.nn.Module) -> dict[str, float]:
+        """{'knn_top1', 'rankme'} and, with probe_epochs, 'probe_top1' of the backbone now."""
+        tr_f, tr_y, te_f, te_y = self.features(backbone)
+        classes = len(self.train_ds.classes)
+        out = {"knn_top1": round(100 * knn_accuracy(tr_f, tr_y, te_f, te_y, classes, k=self.k), 2),
+               "rankme": round(rankme(tr_f), 2)}
+        if self.probe_epochs:
+            out["probe_top1"] = round(linear_probe(tr_f, tr_y, te_f, te_y, classes, self.probe_epochs,
+                                                   seed=self.seed)["top1"], 2)
+        return out
 
     def __call__(self, backbone: torch.nn.Module) -> float:
-        args = dict(image_size=self.image_size, batch_size=self.batch_size, num_workers=self.num_workers)
-        tr_f, tr_y = stream_features(backbone, self.train_ds, self.train_idx, **args)
-        te_f, te_y = stream_features(backbone, self.test_ds, self.test_idx, **args)
-        acc = knn_accuracy(tr_f, tr_y, te_f, te_y, len(self.train_ds.classes), k=self.k)
-        return round(100 * acc, 2)
+        """kNN top-1 (%) alone."""
+        return self.measure(backbone)["knn_top1"]

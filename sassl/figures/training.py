@@ -1,5 +1,5 @@
-"""A run's own figures: the training curves (loss, lr, momentum, kNN monitor) and the augmentation record's
-excess loss against SASSL's draws."""
+"""A run's own figures: the training curves (loss, the monitor's kNN, linear probe and RankMe) and the augmentation
+record's excess loss against SASSL's draws."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,20 +16,24 @@ def training_curves(metrics_file: str | Path, stem: str | Path) -> list[Path]:
 
 
 def curves_figure(metrics_file: str | Path):
-    """Loss per step and kNN top-1 per epoch from a metrics.jsonl, side by side."""
+    """Loss per step; the monitor's kNN and linear-probe top-1 per epoch; its RankMe per epoch: side by side."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     rows = read_metrics(metrics_file)
     steps = [r for r in rows if "loss" in r]
-    epochs = [r for r in rows if "knn_top1" in r]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "kNN top-1 (%) on the held-out split"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("training loss", "top-1 (%) on the held-out split",
+                                                        "RankMe of the train features"))
     fig.add_trace(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps], mode="lines", name="loss"), 1, 1)
-    fig.add_trace(go.Scatter(x=[r["epoch"] for r in epochs], y=[r["knn_top1"] for r in epochs], mode="lines+markers",
-                             name="kNN top-1"), 1, 2)
+    for key, name, col in (("knn_top1", "kNN", 2), ("probe_top1", "linear probe", 2), ("rankme", "RankMe", 3)):
+        epochs = [r for r in rows if key in r]
+        if epochs:
+            fig.add_trace(go.Scatter(x=[r["epoch"] for r in epochs], y=[r[key] for r in epochs],
+                                     mode="lines+markers", name=name), 1, col)
     fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
-    fig.update_layout(template="plotly_white", showlegend=False)
+    for col in (2, 3):
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_layout(template="plotly_white", legend={"orientation": "h", "y": -0.2})
     return fig
 
 

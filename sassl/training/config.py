@@ -101,6 +101,8 @@ class PretrainConfig:
     knn_every: int = setting(3, "epochs between kNN monitor passes (the last epoch always has one); 0: no monitor")
     knn_max_train: int = setting(20000, "kNN monitor: at most this many train images (a seeded subset; 0: all)")
     knn_max_test: int = setting(5000, "kNN monitor: at most this many held-out images (a seeded subset; 0: all)")
+    probe_epochs: int = setting(30, "the monitor's linear probe: epochs over its train features at each kNN pass "
+                                "(fit afresh, float32; its top-1 is probe_top1 beside knn_top1 and RankMe); 0: no probe")
     accumulate: int = setting(1, "micro-batches per step (gradient accumulation; the step sees batch_size images)")
     dist_timeout: float = setting(60.0, "minutes a process waits for the others in a collective before the run stops")
     max_steps: int = setting(0, "stop after N steps in total (0: no limit; smoke tests)")
@@ -116,8 +118,8 @@ class PretrainConfig:
 
     # fields that may differ between a run and its resumption
     RESUME_FREE = ("epochs", "time_budget", "num_workers", "device", "runs_dir", "checkpoint_every", "knn_every",
-                   "knn_max_train", "knn_max_test", "max_steps", "accumulate", "dist_timeout", "sassl_async", "compile",
-                   "decode", "tensorboard", "wandb", "log_augment")
+                   "knn_max_train", "knn_max_test", "probe_epochs", "max_steps", "accumulate", "dist_timeout",
+                   "sassl_async", "compile", "decode", "tensorboard", "wandb", "log_augment")
 
 
 def config_from_dict(values: dict) -> PretrainConfig:
@@ -143,8 +145,8 @@ def upgraded(values: dict) -> dict:
 
 # the numeric settings' intervals (checked by validate; NaN and infinity are refused when the value is read)
 BOUNDS = {"epochs": ">=1", "batch_size": ">=2", "image_size": ">=16", "embed_size": ">=0", "knn_k": ">=1",
-          "knn_every": ">=0", "knn_max_train": ">=0", "knn_max_test": ">=0", "accumulate": ">=1", "num_workers": ">=-1",
-          "lr": ">0", "weight_decay": ">=0", "warmup_epochs": ">=0", "ema": "[0,1]", "temperature": ">0",
+          "knn_every": ">=0", "probe_epochs": ">=0", "knn_max_train": ">=0", "knn_max_test": ">=0", "accumulate": ">=1",
+          "num_workers": ">=-1", "lr": ">0", "weight_decay": ">=0", "warmup_epochs": ">=0", "ema": "[0,1]", "temperature": ">0",
           "proj_hidden": ">=1", "proj_dim": ">=1", "max_steps": ">=0", "checkpoint_every": ">=0"}
 
 

@@ -27,7 +27,7 @@ from sassl.tracking import RunLog
 from sassl.training.config import PretrainConfig, learner_settings, scaled_lr, style_op, validate
 from sassl.training.run import (Run, finish, finished_result, load_checkpoint, open_run, prune_metrics, report_skipped,
                                 run_lock, run_precision, save_checkpoint)
-from sassl.training.schedule import Progress, Schedule, TimeBudget
+from sassl.training.schedule import Progress, Schedule, TimeBudget, monitor_line
 from sassl.training.step import checked_loss, prepare_batch, prepared_ahead, step_generator, train_step
 from sassl.views import VIEWS, Prepared, TwoViews
 
@@ -77,7 +77,8 @@ def make_monitor(cfg: PretrainConfig, train_ds, base_name: str) -> KnnMonitor | 
         return None
     test_ds = get_dataset(base_name, split=monitor_split)
     return KnnMonitor(train_ds, test_ds, cfg.image_size, k=cfg.knn_k, max_train=cfg.knn_max_train,
-                      max_test=cfg.knn_max_test, seed=cfg.seed, num_workers=loader_workers(cfg.num_workers))
+                      max_test=cfg.knn_max_test, seed=cfg.seed, num_workers=loader_workers(cfg.num_workers),
+                      probe_epochs=cfg.probe_epochs)
 
 
 def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
@@ -194,10 +195,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         say = Progress(cfg.name, progress and dist.rank() == 0)
         if run.state is None and t.monitor is not None:  # the random-init baseline a run must beat
             t0 = time.time()
-            knn0 = t.monitor(t.model.backbone)  # every rank embeds its share
+            at_init = t.monitor.measure(t.model.backbone)  # every rank embeds its share
             budget.monitor_s = time.time() - t0
-            runlog.log({"epoch": 0, "step": 0, "knn_top1": knn0})
-            say.say(f"random-init kNN {knn0:.2f}% (the bar to beat); {schedule.planned} steps to go, run folder {run.dir}")
+            runlog.log({"epoch": 0, "step": 0} | at_init)
+            say.say(f"random-init{monitor_line(at_init)} (the bar to beat); {schedule.planned} steps to go, run "
+                    f"folder {run.dir}")
         result = finished_result(run, schedule)
         step, epoch = run.step, run.step // schedule.steps_per_epoch
         skipped = report_skipped(run, None, epoch)  # the files skipped before this start were said then
@@ -216,7 +218,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                     say.say(f"time budget {duration(budget.seconds)}: training {kept} of {cfg.epochs} epochs (epochs "
                             f"take {duration(budget.epoch_s)}, a kNN pass {duration(budget.monitor_s)})")
             if t.monitor is not None and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == schedule.epochs or schedule.stops(step)):
-                row["knn_top1"] = t.monitor(t.model.backbone)
+                row |= t.monitor.measure(t.model.backbone)
             skipped = report_skipped(run, skipped, epoch + 1)
             runlog.log(row)
             runlog.epoch_end(step, t.views, batch if epoch == run.step // schedule.steps_per_epoch or "knn_top1" in row else None)

@@ -60,6 +60,14 @@ class TimeBudget:
                                               done, epochs, knn_every))[0]
 
 
+def monitor_line(row: dict) -> str:
+    """The monitor's numbers of a metrics row as the epoch line shows them ('' when it has none)."""
+    parts = [f"kNN {row['knn_top1']:.2f}%"] if "knn_top1" in row else []
+    parts += [f"probe {row['probe_top1']:.2f}%"] if "probe_top1" in row else []
+    parts += [f"RankMe {row['rankme']:.1f}"] if "rankme" in row else []
+    return "".join("  " + p for p in parts)
+
+
 class Progress:
     """The run's lines on the terminal (rank 0, when asked): the random-init kNN, the time budget's choice and
     one line per epoch with the time left."""
@@ -74,7 +82,6 @@ class Progress:
     def epoch(self, epoch: int, schedule: Schedule, step: int, losses: list[float], row: dict, seconds: float) -> None:
         self.epoch_times.append(seconds)
         left = (schedule.planned - step) / schedule.steps_per_epoch * sum(self.epoch_times) / len(self.epoch_times)
-        knn = f"  kNN {row['knn_top1']:.2f}%" if "knn_top1" in row else ""
         loss = f"  loss {sum(losses) / len(losses):.3f}" if losses else ""
-        self.say(f"epoch {epoch + 1}/{schedule.epochs}  step {step}/{schedule.planned}{loss}{knn}  "
+        self.say(f"epoch {epoch + 1}/{schedule.epochs}  step {step}/{schedule.planned}{loss}{monitor_line(row)}  "
                  f"{row['images_per_second']:.0f} img/s  epoch {duration(seconds)}  left ~{duration(left)}")

@@ -554,3 +554,51 @@ def test_evaluate_in_bf16(tmp_path, capsys, monkeypatch):
     assert "precision: fp16 needs a GPU" in capsys.readouterr().err
     assert main(args + ["--precision", "fp8", "--out", str(tmp_path / "x")]) == 2
     assert "precision: expected one of auto, fp32, bf16, fp16, got 'fp8'" in capsys.readouterr().err
+
+
+def test_rankme_on_embeddings_of_known_rank():
+    """RankMe is r for embeddings spread evenly over r dimensions (whatever D and N), 1 for a collapsed set, the
+    exp-entropy of s / sum(s) for given singular values (3, 1: not of s squared), and the naive formula's on
+    random embeddings. Seen failing on: squared singular values, centred embeddings, entropy without exp."""
+    from reference import naive_rankme
+    from sassl.eval.rankme import rankme
+
+    g = torch.Generator().manual_seed(0)
+    for n, d, r in ((200, 64, 7), (50, 512, 20), (300, 16, 16)):
+        u = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
+        v = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64))[0]
+        assert rankme(5.0 * u @ v.T) == pytest.approx(r, rel=1e-4), (n, d, r)
+    collapsed = torch.randn(1, 32, generator=g).repeat(100, 1) + 3
+    assert rankme(collapsed) == pytest.approx(1.0, rel=1e-4)
+    u = torch.linalg.qr(torch.randn(40, 2, generator=g, dtype=torch.float64))[0]
+    two = u @ torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64)) @ torch.eye(2, 10, dtype=torch.float64)
+    p = np.array([0.75, 0.25])
+    assert rankme(two) == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-4)  # 1.7548 (eps aside)
+    z = torch.randn(64, 24, generator=g) @ torch.randn(24, 48, generator=g) + 0.5
+    assert rankme(z) == pytest.approx(naive_rankme(z.numpy()), rel=1e-9)
+    assert rankme(z.half()) == pytest.approx(naive_rankme(z.half().float().numpy()), rel=1e-6)
+    with pytest.raises(ValueError, match="rankme: needs embeddings"):
+        rankme(torch.zeros(0, 4))
+
+
+def test_monitor_probe_and_rankme_equal_offline_ones(jpeg_folder):
+    """The monitor's linear probe is the offline probe (linear_probe, same seed and epochs) on the very features
+    its kNN vote uses, and its RankMe theirs; probe_epochs 0 leaves the probe out."""
+    from reference import naive_rankme
+    from sassl.data import get_dataset
+    from sassl.eval.knn import KnnMonitor
+
+    train, test = get_dataset(f"imagefolder:{jpeg_folder}"), get_dataset(f"imagefolder:{jpeg_folder}@val")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                              torch.nn.Flatten())
+    mon = KnnMonitor(train, test, 32, k=5, max_train=90, max_test=30, seed=3, num_workers=0, probe_epochs=7)
+    got = mon.measure(net)
+    tr_f, tr_y = stream_features(net, train, mon.train_idx, 32, num_workers=0)
+    te_f, te_y = stream_features(net, test, mon.test_idx, 32, num_workers=0)
+    want = linear_probe(tr_f, tr_y, te_f, te_y, 3, epochs=7, seed=3)["top1"]
+    assert got["probe_top1"] == round(want, 2) and 100 / 3 / 2 < want <= 100
+    assert got["rankme"] == round(naive_rankme(tr_f.numpy()), 2) and 1 < got["rankme"] <= 32
+    assert got["knn_top1"] == mon(net)
+    assert set(KnnMonitor(train, test, 32, max_train=30, max_test=9, num_workers=0).measure(net)) == {"knn_top1",
+                                                                                                     "rankme"}

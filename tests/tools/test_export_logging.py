@@ -142,7 +142,7 @@ def test_sassl_format_for_the_small_image_stem(tmp_path, tiny_folder):  # noqa: 
 
 def test_tensorboard_holds_the_runs_scalars_draws_and_views(runs):
     """Read back with tensorboard's own reader: one loss per step equal to metrics.jsonl's, lr and momentum,
-    the kNN monitor (step 0's random-init one included), img/s, histograms of the SASSL draws (alpha and beta
+    the monitor's kNN, probe and RankMe (step 0's random-init ones included), img/s, histograms of the SASSL draws (alpha and beta
     within their default range 0.1-0.3), and the views grid. Seen failing on: scalars logged under the epoch
     instead of the step, the draws of unstylized images in the alpha histogram."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -155,8 +155,9 @@ def test_tensorboard_holds_the_runs_scalars_draws_and_views(runs):
     tb_loss = {e.step: e.value for e in acc.Scalars("train/loss")}
     assert sorted(tb_loss) == list(range(1, 13)) and sorted(losses) == list(range(1, 13))
     assert all(abs(tb_loss[s] - losses[s]) < 1e-6 * max(1, abs(losses[s])) for s in losses)
-    knn = {r["step"]: r["knn_top1"] for r in rows if "knn_top1" in r}
-    assert {e.step: round(e.value, 2) for e in acc.Scalars("eval/knn_top1")} == knn and 0 in knn
+    for key in ("knn_top1", "probe_top1", "rankme"):  # the monitor's numbers, step 0's random-init ones included
+        monitor = {r["step"]: r[key] for r in rows if key in r}
+        assert {e.step: round(e.value, 2) for e in acc.Scalars(f"eval/{key}")} == monitor and 0 in monitor, key
     tags = acc.Tags()
     assert {"train/lr", "train/momentum", "speed/images_per_second"} <= set(tags["scalars"])
     assert {"sassl/alpha", "sassl/beta", "sassl/stylized"} <= set(tags["histograms"])
