@@ -1,6 +1,6 @@
 """Backbones as feature extractors (N, 3, H, W) -> (N, D), random init: torchvision's ResNets (with a
-small-image stem option), ResNet-50 at 2x and 4x width as in SimCLR, and torchvision's ViT (with MoCo v3's
-position embedding and init, `mocov3_vit_`)."""
+small-image stem option), ResNet-50 at 2x and 4x width as in SimCLR, torchvision's ViT (with MoCo v3's
+position embedding and init, `mocov3_vit_`), and any timm model by name (`timm:NAME`)."""
 from __future__ import annotations
 
 import math
@@ -118,16 +118,80 @@ BACKBONES = {
 }
 
 
+TIMM = "timm:"  # backbone names timm:NAME (any timm.list_models() name), timm:NAME@pretrained for its weights
+PRETRAINED = "@pretrained"
+
+
 def is_vit(name: str) -> bool:
     return name.startswith("vit_")
 
 
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM)
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("backbone timm:NAME needs timm: pip install 'sassl[timm]' (or pip install timm)") from None
+    return timm
+
+
+def check_timm(name: str, small_images: bool) -> None:
+    """timm:NAME[@pretrained]: timm installed, NAME one of timm.list_models() (else KeyError with the closest
+    names), and no small-image stem (timm's models keep their own)."""
+    import difflib
+
+    model = name[len(TIMM):].removesuffix(PRETRAINED)
+    known = _timm().list_models()
+    if model not in known:
+        close = difflib.get_close_matches(model, known, n=5, cutoff=0.6)
+        raise KeyError(f"unknown backbone {name!r}: {model!r} is not a timm model"
+                       + (f"; close: {', '.join(close)}" if close else "") + " (timm.list_models() lists them)")
+    if small_images:
+        raise ValueError(f"small_images: {name} keeps timm's own stem (the small-image stem applies to our ResNets); "
+                         "set it false")
+
+
+def timm_backbone(name: str, image_size: int) -> tuple[nn.Module, int]:
+    """(timm model without its classifier: (N, 3, H, W) -> (N, num_features) pooled features, num_features).
+    Models that take an input size (ViTs and their kin) are built for `image_size` with dynamic sizes allowed
+    (the position embedding interpolated, as our ViT does). timm:NAME@pretrained loads timm's weights, which
+    come from the Hugging Face Hub: without a network that fails, and says so."""
+    timm, model = _timm(), name[len(TIMM):].removesuffix(PRETRAINED)
+    pretrained = name.endswith(PRETRAINED)
+    try:
+        net = timm.create_model(model, pretrained=pretrained, num_classes=0, img_size=image_size, dynamic_img_size=True)
+    except TypeError:  # a model without an input size (ResNets, ConvNeXts, ...)
+        net = None
+    except Exception as e:  # noqa: BLE001 (the Hub's own errors: no network, no such weights)
+        raise ValueError(_no_weights(name, e)) from None
+    sized = net is not None
+    if net is None:
+        try:
+            net = timm.create_model(model, pretrained=pretrained, num_classes=0)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(_no_weights(name, e)) from None
+    net.sassl_img_size = image_size if sized else None  # what `sassl export --format timm` passes timm back
+    return net, int(net.num_features)
+
+
+def _no_weights(name: str, e: Exception) -> str:
+    return (f"backbone {name}: timm could not load its pre-trained weights ({type(e).__name__}: {str(e)[:200]}); "
+            f"they download from the Hugging Face Hub, which needs a network (HF_HUB_OFFLINE unset) or a filled "
+            f"cache. Drop {PRETRAINED} to start from random init, as self-supervised pre-training does")
+
+
 def check_backbone(name: str, small_images: bool, image_size: int) -> None:
     """The one check of a backbone setting (run configs check it before any data is loaded): a known name
-    (else KeyError, as for every registry name), no small-image stem for a ViT, crops a whole number of ViT
-    patches (else ValueError naming the setting)."""
+    (else KeyError, as for every registry name), no small-image stem for a ViT or a timm model, crops a whole
+    number of ViT patches (else ValueError naming the setting)."""
+    if is_timm(name):
+        return check_timm(name, small_images)
     if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}, or timm:NAME for any timm "
+                       "model")
     if is_vit(name):
         if small_images:
             raise ValueError(f"small_images: {name} has no small-image stem (it applies to ResNets); set it false")
@@ -142,6 +206,8 @@ def create_backbone(name: str = "resnet18", small_images: bool = True, image_siz
     side their position embedding is learnt at (other sizes are interpolated); they have no small-image stem.
     An unknown name raises KeyError, impossible settings ValueError (check_backbone)."""
     check_backbone(name, small_images, image_size)
+    if is_timm(name):
+        return timm_backbone(name, image_size)
     ctor, dim = BACKBONES[name]
     if is_vit(name):
         return ctor(image_size=image_size), dim

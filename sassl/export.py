@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sassl.backbones import BACKBONES, is_vit
+from sassl.backbones import BACKBONES, is_timm, is_vit
 from sassl.eval.checkpoint import load_encoder
 from sassl.eval.report import read_summary
 from sassl.storage import atomic_file
@@ -57,14 +57,21 @@ def timm_vit_names(num_layers: int) -> dict:
     return names
 
 
-def target_for(fmt: str, backbone: str, small_images: bool, image_size: int) -> Target:
-    """The model of `fmt` that holds this backbone's weights, or ValueError naming the alternative."""
+def target_for(fmt: str, backbone: str, small_images: bool, image_size: int, timm_img_size: int | None = None) -> Target:
+    """The model of `fmt` that holds this backbone's weights, or ValueError naming the alternative.
+    `timm_img_size`: the input size a timm:NAME backbone was built for (None: a model without one)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     ours = Target("import sassl.backbones",
                   f"sassl.backbones.create_backbone({backbone!r}, small_images={small_images}, image_size={image_size})[0]")
     if fmt == "sassl":
         return ours
+    if is_timm(backbone):  # timm's own module, timm's own names
+        if fmt == "torchvision":
+            raise ValueError(f"--format torchvision: {backbone} is a timm model; use --format timm (or sassl)")
+        size = f", img_size={timm_img_size}, dynamic_img_size=True" if timm_img_size else ""
+        model = backbone[len("timm:"):].removesuffix("@pretrained")
+        return Target("import timm", f"timm.create_model({model!r}, pretrained=False, num_classes=0{size})")
     other = "timm" if fmt == "torchvision" else "torchvision"
     if small_images:
         raise ValueError(f"--format {fmt}: {backbone} with the small-image stem (3x3 stride-1 first conv, no max pool) "
@@ -137,7 +144,8 @@ def export(spec: str, out: str | Path | None = None, fmt: str = "torchvision", r
     <run>/export-<format>/). Raises ValueError when the format has no model of this backbone."""
     backbone, info = load_encoder(spec, runs_dir)
     cfg = info["pretrain_config"]
-    target = target_for(fmt, cfg["backbone"], cfg["small_images"], cfg["image_size"])
+    target = target_for(fmt, cfg["backbone"], cfg["small_images"], cfg["image_size"],
+                        getattr(backbone, "sassl_img_size", None))
     ckpt = Path(info["checkpoint"])
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     folder = Path(out) if out else run_dir / f"export-{fmt}"

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sassl.bench gpu", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", help="converted stylizer weights (the cache's weights/ghiasi_*.pt)")
-    ap.add_argument("--backbone", default="resnet50")
+    ap.add_argument("--backbone", default="resnet50", help="any backbone name, timm:NAME included")
     ap.add_argument("--batch", type=int, default=256, help="images per step (one GPU)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=12, help="steps per run (the first two are warm-up)")

@@ -209,7 +209,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=1, help="steps per timed measurement")
     p.add_argument("--repeats", type=int, default=15, help="rounds of off / sync / ahead measurements")
     p.add_argument("--learners", nargs="+", default=["mocov2", "simclr", "byol"])
-    p.add_argument("--backbone", default="resnet18", choices=list(BACKBONES))
+    p.add_argument("--backbone", default="resnet18", help=f"{', '.join(BACKBONES)}, or timm:NAME")
     p.add_argument("--embed-sizes", type=int, nargs="*", default=[],
                    help="also time SASSL with styles and contents embedded at these sides (px), e.g. 256")
     p.add_argument("--no-reference", action="store_true", help="leave out the lightly-based MoCo v2 reference row")

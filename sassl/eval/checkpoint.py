@@ -28,8 +28,9 @@ def load_encoder(spec: str, runs_dir: str = "runs", device: str | torch.device =
     The checkpoint's config decides the architecture; its backbone weights must match it key by key
     (strict), else a ValueError names the missing / unexpected keys."""
     if spec.startswith("random:"):
-        parts = spec.split(":")
-        name, small = parts[1], len(parts) > 2 and parts[2] == "small"
+        name = spec[len("random:"):]  # BACKBONE[:small]; the backbone may be timm:NAME
+        small = name.endswith(":small")
+        name = name.removesuffix(":small")
         torch.manual_seed(0)
         try:
             net, dim = create_backbone(name, small)
@@ -45,7 +46,9 @@ def load_encoder(spec: str, runs_dir: str = "runs", device: str | torch.device =
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not a `sassl pretrain` checkpoint (needs 'model' and 'config' entries)")
     cfg = json.loads(state["config"])
-    net, dim = create_backbone(cfg["backbone"], cfg["small_images"], cfg.get("image_size", 224))
+    # the checkpoint holds the weights: timm:NAME@pretrained is rebuilt without fetching timm's again
+    net, dim = create_backbone(cfg["backbone"].removesuffix("@pretrained"), cfg["small_images"],
+                               cfg.get("image_size", 224))
     weights = {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
     if not weights:
         raise ValueError(f"{path}: the model state has no backbone.* weights")

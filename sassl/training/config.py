@@ -34,7 +34,8 @@ class PretrainConfig:
                            "mocov3, barlowtwins, vicreg; its own views, heads, momentum and temperature come with it "
                            "(sassl.learners.LEARNERS)")
     backbone: str = setting("resnet18", "resnet18, resnet34, resnet50, resnet50x4 (every width x4), vit_tiny, "
-                            "vit_s_16, vit_b_16 (random init)")
+                            "vit_s_16, vit_b_16, or timm:NAME for any timm model (random init; timm:NAME@pretrained "
+                            "for timm's weights, from the Hugging Face Hub)")
     small_images: bool = setting(False, "CIFAR stem (3x3 conv, no max pool); false: ImageNet stem (cheaper on CPU)")
     dataset: str = setting("objects", "registry name or imagefolder:PATH; 'train' trains, test (else val, or "
                            "NAME@SPLIT) feeds the kNN monitor")

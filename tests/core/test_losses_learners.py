@@ -250,3 +250,41 @@ def test_barlow_twins_and_vicreg_learners_train_and_refuse_distributed(name, mon
     monkeypatch.setattr(dist, "is_dist", lambda: True)
     with pytest.raises(NotImplementedError, match="not implemented yet"):
         model(x1, x2)
+
+
+def test_timm_backbones_by_name(monkeypatch, capsys):
+    """timm:NAME builds timm's model without its classifier, its width read from the model, and trains as any
+    backbone (a learner's step); ViT-like models take the crop size and other sizes after (dynamic); an unknown
+    name names the close ones; the small-image stem, @pretrained without a network and a missing timm each get
+    one line naming the fix."""
+    import sys
+
+    import huggingface_hub.constants
+
+    from sassl.backbones import check_backbone, create_backbone
+    from sassl.learners import create_learner
+
+    net, dim = create_backbone("timm:convnext_atto", small_images=False, image_size=64)
+    assert dim == 320 and type(net).__module__.startswith("timm.") and net.sassl_img_size is None
+    assert net(torch.rand(2, 3, 64, 64)).shape == (2, 320)
+    vit, dim = create_backbone("timm:vit_tiny_patch16_224", small_images=False, image_size=32)
+    assert dim == 192 and vit.sassl_img_size == 32 and vit.pos_embed.shape[1] == 1 + 4  # a 2 x 2 patch grid
+    assert vit(torch.rand(2, 3, 48, 48)).shape == (2, 192)  # evaluated at another size
+    learner = create_learner("simclr", "timm:convnext_atto", False, image_size=32, proj_hidden=16, proj_dim=8)
+    loss, _ = learner(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))
+    loss.backward()
+    assert all(p.grad is not None for p in learner.backbone.parameters() if p.requires_grad)
+    from sassl.cli import main  # the planner traces a timm backbone's step like any other
+    assert main(["plan", "--backbone", "timm:convnext_atto", "--batch-size", "16", "--image-size", "32",
+                 "--gpus", "1"]) == 0
+    assert "FLOPs per image     learner" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="'resnet51' is not a timm model; close: .*resnet50"):
+        check_backbone("timm:resnet51", False, 64)
+    with pytest.raises(ValueError, match="small_images: timm:resnet18 keeps timm's own stem"):
+        check_backbone("timm:resnet18", True, 64)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as without a network, at once
+    with pytest.raises(ValueError, match="could not load its pre-trained weights.*Drop @pretrained"):
+        create_backbone("timm:convnext_atto@pretrained", False, 64)
+    monkeypatch.setitem(sys.modules, "timm", None)
+    with pytest.raises(ValueError, match=r"needs timm: pip install 'sassl\[timm\]'"):
+        check_backbone("timm:resnet18", False, 64)

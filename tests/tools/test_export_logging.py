@@ -28,12 +28,14 @@ def _run(tmp_path, folder, name, **kw):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_folder):  # noqa: F811
-    """Two finished runs: a ResNet-18 with in-batch SASSL (the augmentation record on) and a ViT-Tiny (MoCo v3),
-    2 epochs of 6 steps."""
+    """Three finished runs: a ResNet-18 with in-batch SASSL (the augmentation record on), 2 epochs of 6 steps; a
+    ViT-Tiny (MoCo v3) and timm's ViT-Tiny (timm:vit_tiny_patch16_224, MoCo v3), 1 epoch."""
     root = tmp_path_factory.mktemp("runs")
     torch.manual_seed(0)
     return {"r18": _run(root, tiny_folder, "r18", backbone="resnet18", style="batch", p=0.9, log_augment=True),
-            "vit": _run(root, tiny_folder, "vit", backbone="vit_tiny", learner="mocov3", epochs=1)}
+            "vit": _run(root, tiny_folder, "vit", backbone="vit_tiny", learner="mocov3", epochs=1),
+            "timm-vit": _run(root, tiny_folder, "timm-vit", backbone="timm:vit_tiny_patch16_224", learner="mocov3",
+                             epochs=1)}
 
 
 def _real_images(folder, n=6, size=32) -> torch.Tensor:
@@ -62,7 +64,7 @@ assert not [m for m in sys.modules if m == "sassl" or m.startswith("sassl.")], "
 
 
 @pytest.mark.parametrize("run, fmt", [("r18", "torchvision"), ("r18", "timm"), ("vit", "torchvision"),
-                                      ("vit", "timm")])
+                                      ("vit", "timm"), ("timm-vit", "timm")])
 def test_exported_encoder_loads_strictly_without_sassl_and_gives_the_same_features(runs, run, fmt, tmp_path,
                                                                                    tiny_folder):  # noqa: F811
     """The model card's load lines run in a fresh Python that never imports sassl: torchvision's / timm's model
@@ -106,6 +108,10 @@ def test_export_card_heads_refusals_and_hub(runs, tmp_path, monkeypatch):
             target_for(fmt, "resnet50x4", False, 224)
     with pytest.raises(ValueError, match="--format: 'onnx'"):
         target_for("onnx", "resnet18", False, 32)
+    with pytest.raises(ValueError, match="timm:convnext_atto is a timm model; use --format timm"):
+        target_for("torchvision", "timm:convnext_atto", False, 64)
+    assert target_for("timm", "timm:convnext_atto", False, 64).code == \
+        "timm.create_model('convnext_atto', pretrained=False, num_classes=0)"
     ours = target_for("sassl", "resnet50x4", False, 224)
     assert "create_backbone('resnet50x4'" in ours.code
 
