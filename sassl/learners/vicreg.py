@@ -22,13 +22,13 @@ class VICReg(nn.Module):
                 x1_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """x1, x2: (B, 3, H, W) -> (loss, logs). One tower. NOTE: variance and covariance are statistics of the
         whole batch; `per_image` is the batch's loss plus each image's departure from the mean of its invariance
-        term (sim x the mean squared distance of its two embeddings): its mean is the loss."""
+        term (sim x the mean squared distance of its two embeddings): its mean is the loss. Under
+        torch.distributed the variance and covariance are the gathered global batch's (as the paper's code and
+        lightly's gather_distributed), and so is the invariance (lightly's is each rank's own: the same mean)."""
         if x1_target is not None:
             raise ValueError("VICReg has one tower: x1_target (sassl_towers='online') does not apply")
-        if dist.is_dist():
-            raise NotImplementedError("vicreg under torch.distributed: the variance and covariance of the gathered "
-                                      "batch are not implemented yet; run it on one process")
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
-        loss = vicreg_loss(z1, z2, self.sim, self.var, self.cov)
+        # the global batch on every rank (gradients flow back to each rank's rows), as the paper's code gathers
+        loss = vicreg_loss(dist.gather(z1), dist.gather(z2), self.sim, self.var, self.cov)
         inv = self.sim * (z1.detach().float() - z2.detach().float()).pow(2).mean(dim=1)
         return loss, {"loss": loss.detach(), "per_image": inv - inv.mean() + loss.detach()}
