@@ -215,3 +215,22 @@ def naive_rankme(z, eps=1e-7):
         p = float(v) / total + eps
         entropy -= p * math.log(p)
     return math.exp(entropy)
+
+
+def naive_dino(student, teacher, center, student_temp, teacher_temp):
+    """DINO's loss by loops in float64: for each image, teacher view i and student view j != i, the cross-entropy
+    of softmax((t_i - center) / Tt) against softmax(s_j / Ts), averaged over images and pairs."""
+    s, t, c = student.double(), teacher.double(), center.double()
+    total, pairs = 0.0, 0
+    for i in range(len(t)):
+        for j in range(len(s)):
+            if i == j:
+                continue
+            pairs += 1
+            for b in range(s.shape[1]):
+                q = torch.exp((t[i, b] - c) / teacher_temp)
+                q = q / q.sum()
+                logits = s[j, b] / student_temp
+                log_p = logits - torch.log(torch.exp(logits - logits.max()).sum()) - logits.max()
+                total -= float((q * log_p).sum())
+    return total / (pairs * s.shape[1])

@@ -115,3 +115,27 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: floa
 
 
 vicreg_loss = float32(vicreg_loss)
+
+
+def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor, student_temp: float = 0.1,
+              teacher_temp: float = 0.04, reduction: str = "mean") -> torch.Tensor:
+    """DINO (Caron et al. 2021): the teacher's centred, sharpened distributions softmax((t - center) / teacher_temp)
+    as targets for the student's log_softmax(s / student_temp), cross-entropy over every pair of a teacher view and
+    a student view other than the same view, averaged over the pairs. student: (Vs, B, K) logits of Vs views (the
+    global ones first); teacher: (Vt, B, K) of the Vt global views (no gradient flows to it); center: (K,).
+    reduction 'mean': a scalar; 'none': each image's (B,)."""
+    targets = F.softmax((teacher.detach() - center) / teacher_temp, dim=-1)
+    log_p = F.log_softmax(student / student_temp, dim=-1)
+    per_image, pairs = torch.zeros(student.shape[1], device=student.device), 0
+    for i in range(len(targets)):
+        for j in range(len(log_p)):
+            if i != j:
+                per_image = per_image - (targets[i] * log_p[j]).sum(dim=-1)
+                pairs += 1
+    if pairs == 0:
+        raise ValueError(f"dino_loss: needs two views in all, got {len(targets)} teacher and {len(log_p)} student")
+    per_image = per_image / pairs
+    return per_image.mean() if reduction == "mean" else per_image
+
+
+dino_loss = float32(dino_loss)

@@ -31,7 +31,7 @@ class PretrainConfig:
     recipe: str = setting("", "named settings under the ones given (which win): imagenet-resnet50, "
                           "imagenet-resnet50x4, imagenet-vit-b-mocov3 (sassl.recipes)")
     learner: str = setting("mocov2", "mocov2 (the SASSL paper's, no queue), mocov2-queue (classic), simclr, byol, "
-                           "mocov3, barlowtwins, vicreg; its own views, heads, momentum and temperature come with it "
+                           "mocov3, barlowtwins, vicreg, dino; its own views, heads, momentum and temperature come with it "
                            "(sassl.learners.LEARNERS)")
     backbone: str = setting("resnet18", "resnet18, resnet34, resnet50, resnet50x4 (every width x4), vit_tiny, "
                             "vit_s_16, vit_b_16, or timm:NAME for any timm model (random init; timm:NAME@pretrained "

@@ -145,7 +145,7 @@ def train_epoch(t: Trainer, schedule: Schedule, epoch: int, step: int, runlog: R
     for batch in bar:
         lr = cosine_lr(step, schedule.total_steps, int(cfg.warmup_epochs * schedule.steps_per_epoch), t.base_lr)
         m = cosine_momentum(step, schedule.total_steps, cfg.ema)
-        loss, logs = train_step(t.step_model, t.views, t.opt, batch, lr, m, t.dtype, t.scaler)
+        loss, logs = train_step(t.step_model, t.views, t.opt, batch, lr, m, t.dtype, t.scaler, epoch)
         runlog.record_draws(batch)
         step += 1
         if cfg.log_augment:

@@ -87,8 +87,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, batch: list[Prepared], lr: float,
-               momentum: float, dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None
-               ) -> tuple[torch.Tensor, dict]:
+               momentum: float, dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+               epoch: int | None = None) -> tuple[torch.Tensor, dict]:
     """One optimisation step on a prepared batch (prepare_batch): the view ops -> learner -> backward -> step.
 
     A batch of k > 1 micro-batches (gradient accumulation) runs each through views, forward and backward
@@ -97,7 +97,8 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
     gradient (BN aside: it normalises per micro-batch). NOTE: contrastive learners (MoCo v2, SimCLR) then
     contrast each micro-batch against its own negatives only, as each GPU does without gathering: a smaller
     effective batch for the loss than `batch_size`. `dtype`: autocast dtype (None: fp32); `scaler`: a
-    GradScaler for float16. Returns the mean loss (a 0-d tensor, not read on the host) and the last micro-batch's
+    GradScaler for float16; `epoch`: the epoch the step is in, for learners with a schedule of their own (DINO's
+    teacher temperature: `set_epoch`). Returns the mean loss (a 0-d tensor, not read on the host) and the last micro-batch's
     logs, with "per_image" holding every micro-batch's per-image losses in order."""
     for grp in opt.param_groups:
         grp["lr"] = lr
@@ -111,6 +112,8 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
         # the target moves once per step, before the first micro-batch and outside DDP's (and compile's)
         # forward: a Python float, so nothing is moved to the GPU and read back (no host sync)
         learner.update_target(float(momentum))
+    if epoch is not None and hasattr(learner, "set_epoch"):
+        learner.set_epoch(epoch)
     for k, prep in enumerate(batch):
         x1, x2, _ = views.finish(prep)
         x1t = views.target_view(prep)  # view 1 without SASSL for the target tower (sassl_towers=online), else None

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,7 +73,7 @@ def test_moco_queue_fills_in_order():
 
 def test_unknown_learner_and_backbone():
     with pytest.raises(KeyError, match="available: mocov2, mocov2-queue, simclr, byol, mocov3"):
-        create_learner("dino")
+        create_learner("swav")
     with pytest.raises(KeyError, match="unknown backbone"):
         create_learner("simclr", "vit")
     with pytest.raises(ValueError, match="small_images: vit_tiny has no small-image stem"):
@@ -176,6 +177,7 @@ def test_per_image_losses_are_each_images_two_directions(name):
     torch.manual_seed(0)
     model = create_learner(name, "resnet18", small_images=True, proj_hidden=32, proj_dim=16, pred_hidden=32, queue_size=0)
     x1, x2 = torch.rand(5, 3, 32, 32), torch.rand(5, 3, 32, 32)
+    center = model.center.clone() if name == "dino" else None  # DINO's center before the step moves it
     with torch.no_grad():
         loss, logs = model(x1, x2, 1.0)
         per = logs["per_image"]
@@ -197,7 +199,12 @@ def test_per_image_losses_are_each_images_two_directions(name):
             ref = [v - sum(inv) / 5 + loss for v in inv]
         else:
             q1, q2, k1, k2 = model.online(x1), model.online(x2), model.target(x1), model.target(x2)
-            if name == "byol":
+            if name == "dino":  # the teacher's centred, sharpened other view against the student's
+                def ce(t, s_, i):
+                    q = torch.softmax((t[i] - center) / model.teacher_temp, 0)
+                    return -(q * torch.log_softmax(s_[i] / model.student_temp, 0)).sum()
+                ref = [0.5 * (ce(k1, q2, i) + ce(k2, q1, i)) for i in range(5)]
+            elif name == "byol":
                 cos = torch.nn.functional.cosine_similarity
                 ref = [0.5 * ((2 - 2 * cos(q1[i], k2[i], dim=0)) + (2 - 2 * cos(q2[i], k1[i], dim=0))) for i in range(5)]
             elif name == "mocov3":
@@ -285,3 +292,63 @@ def test_timm_backbones_by_name(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(ValueError, match=r"needs timm: pip install 'sassl\[timm\]'"):
         check_backbone("timm:resnet18", False, 64)
+
+
+@pytest.mark.parametrize("views", [(2, 2), (2, 6)])
+def test_dino_loss_center_and_teacher_temperature_against_a_loop_and_lightly(views):
+    """dino_loss equals a float64 loop and lightly's DINOLoss (given the same center and teacher temperature), with
+    DINO's two global views and with four local views more for the student; the center moves as lightly's; the
+    teacher temperature follows DINO's linspace warm-up. Seen failing on: the same-view pairs counted, the center
+    added instead of subtracted, the student sharpened by the teacher's temperature."""
+    from lightly import loss as lightly_loss
+
+    from reference import naive_dino
+    from sassl.learners.dino import DINO, teacher_temperature
+    from sassl.learners.losses import dino_loss
+
+    vt, vs = views
+    g = torch.Generator().manual_seed(4)
+    student, teacher = torch.randn(vs, 5, 32, generator=g) * 3, torch.randn(vt, 5, 32, generator=g) * 2
+    center = torch.randn(32, generator=g) * 0.5
+    ours = dino_loss(student, teacher, center, 0.1, 0.05)
+    assert ours.item() == pytest.approx(naive_dino(student, teacher, center, 0.1, 0.05), rel=1e-5)
+    theirs = lightly_loss.DINOLoss(output_dim=32, teacher_temp=0.05, student_temp=0.1, center_momentum=0.9)
+    theirs.center.copy_(center.view(1, 1, 32))
+    assert ours.item() == pytest.approx(theirs(list(teacher), list(student), teacher_temp=0.05).item(), rel=1e-5)
+    assert dino_loss(student, teacher, center, 0.1, 0.05, reduction="none").mean().item() == pytest.approx(ours.item())
+    learner = create_learner("dino", "resnet18", True, image_size=32, proj_hidden=16, proj_dim=32)
+    learner.center.copy_(center)
+    learner.update_center(teacher)  # lightly moved its center in the call above, from the same one
+    torch.testing.assert_close(learner.center, theirs.center.view(32))
+    warm = np.linspace(0.04, 0.07, 30)
+    assert [teacher_temperature(e, 0.04, 0.07, 30) for e in range(35)] == pytest.approx(list(warm) + [0.07] * 5)
+    assert isinstance(learner, DINO) and teacher_temperature(3, 0.04, 0.07, 0) == 0.07
+
+
+def test_dino_learner_trains_its_student_and_moves_its_teacher():
+    """One DINO step at its table's settings (head shrunk): a finite loss whose gradient reaches the student's
+    backbone and prototypes and never the teacher; the center moves in training only; set_epoch sets the
+    teacher temperature; the target tower follows the student by the momentum given."""
+    from sassl.learners import LEARNERS
+
+    assert LEARNERS["dino"].run["proj_dim"] == 65536 and LEARNERS["dino"].module["bottleneck"] == 256
+    torch.manual_seed(0)
+    model = create_learner("dino", "resnet18", small_images=True, image_size=32, proj_hidden=32, proj_dim=64)
+    x1, x2 = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)
+    model.set_epoch(0)
+    assert model.teacher_temp == pytest.approx(0.04)
+    model.set_epoch(40)
+    assert model.teacher_temp == pytest.approx(0.07)
+    before = model.center.clone()
+    loss, logs = model(x1, x2, 0.996)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["per_image"].shape == (6,)
+    assert logs["per_image"].mean().item() == pytest.approx(loss.item(), rel=1e-5)
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0 and model.projector.prototypes.weight.grad is not None
+    assert all(p.grad is None for p in model.target_backbone.parameters())
+    assert not torch.equal(model.center, before)
+    model.eval()
+    frozen = model.center.clone()
+    with torch.no_grad():
+        model(x1, x2, None)
+    assert torch.equal(model.center, frozen)

@@ -46,7 +46,7 @@ def _worker(rank, world, store, name, x1, x2, out):
 # BYOL is left out: its loss has no cross-rank term (no gathered keys or negatives), so under DDP it is
 # exactly the gradient all-reduce that mocov2's case already checks with the same momentum towers. Barlow Twins and
 # VICReg standardise and correlate (or take the variance and covariance of) the global batch: gathered
-@pytest.mark.parametrize("name", ["mocov2", "simclr", "barlowtwins", "vicreg"])
+@pytest.mark.parametrize("name", ["mocov2", "simclr", "barlowtwins", "vicreg", "dino"])
 def test_two_gloo_processes_match_single_process(tmp_path, name):
     torch.manual_seed(1)
     x1, x2 = torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)

@@ -392,3 +392,20 @@ def test_bench_train_reference_row_runs_lightlys_step_through_the_trainers_step(
     assert loss.ndim == 0 and logs["per_image"].shape == (4,)
     moved = [p for p, b in zip(model.backbone_momentum.parameters(), before) if not torch.equal(p, b)]
     assert moved  # m = 0.99 toward the online weights
+
+
+def test_dino_run_sets_the_teacher_temperature_each_step_and_keeps_its_center(tmp_path, tiny_folder, monkeypatch):
+    """`sassl pretrain --learner dino` trains (a finite loss each step); the trainer gives the learner each step's
+    epoch (set_epoch: the teacher temperature's warm-up), and the center, a buffer, is in the checkpoint."""
+    from sassl.learners.dino import DINO
+
+    seen = []
+    real = DINO.set_epoch
+    monkeypatch.setattr(DINO, "set_epoch", lambda self, epoch: (seen.append(epoch), real(self, epoch))[1])
+    result = pretrain(_cfg(tmp_path, tiny_folder, learner="dino", proj_hidden=32, proj_dim=64, knn_every=0),
+                      progress=False)
+    assert seen == [0] * 6 + [1] * 6 and result["step"] == 12
+    state = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["model"]["center"].shape == (64,) and state["model"]["center"].abs().sum() > 0
+    rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
