@@ -43,8 +43,9 @@ def check_precision(precision: str) -> None:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """fp32, bf16 or fp16 for `precision` on `device`. auto: bf16 on CUDA from compute capability 8.0 (Ampere's
     bf16 tensor cores), fp16 below (with a GradScaler; torch.cuda.is_bf16_supported also counts the emulated bf16
-    of V100 and T4); fp32 on the CPU. NOTE: auto stays fp32 on the CPU, native bf16 or not, until a paired study
-    at the main job's budget shows bf16's accuracy within its interval (docs/pretraining.md); ask for bf16 by name.
+    of V100 and T4); fp32 on the CPU. NOTE: auto stays fp32 on the CPU, native bf16 or not: the paired study at the
+    main job's budget saw no difference, but its linear-probe interval is ten points wide (docs/pretraining.md);
+    ask for bf16 by name.
     fp16 on the CPU is refused; bf16 on a CPU without native bf16 warns that it is emulated."""
     check_precision(precision)
     if device.type == "cuda":
