@@ -13,9 +13,12 @@ file (`node_once`). `trace_collectives` records what each rank issued, for the t
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
+import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -132,19 +135,37 @@ def save_once_per_node(save: Callable[[], object], readable: Callable[[], bool])
         save()
 
 
+def unwritten_marker(path: Path) -> Path:
+    """Where a node's first process says that it could not write `path` (its folder full or read-only): a file in
+    the node's temporary folder, named by the path and by the processes' parent (torchrun's agent, the same for
+    every process it started on this node), so one job's marker never speaks for another's."""
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"sassl-unwritten-{key}-{os.getppid()}"
+
+
 def node_once(path: Path, build: Callable[[], object], read: Callable[[Path], object],
               timeout_min: float = DEFAULT_TIMEOUT_MIN, poll_s: float = 0.5) -> object:
     """read(path) of a cache file that this node builds once: the node's first process (LOCAL_RANK 0) builds
     and writes it when read() fails (build() returns the value and writes the file), the node's other
     processes poll the file until read() succeeds. No collective is involved, so nobody waits under the
-    watchdog, and a node whose cache is not shared with the others builds its own copy. read() must raise
-    (any exception) while the file is missing, partial or stale; files are written atomically."""
+    watchdog, and a node whose cache is not shared with the others builds its own copy. When the first process
+    cannot write the file (build() returned, read() still fails: a full or read-only cache folder) it leaves
+    unwritten_marker(path), and the others build their own copy at once instead of polling until the timeout.
+    read() must raise (any exception) while the file is missing, partial or stale; files are written atomically."""
     try:
         return read(path)
     except Exception:  # noqa: BLE001 (missing, damaged or stale: built below)
         pass
+    marker = unwritten_marker(path)
     if local_rank() == 0:
-        return build()
+        value = build()
+        try:
+            read(path)
+            marker.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 (not written: the node's other processes must not wait for it)
+            with contextlib.suppress(OSError):
+                marker.write_text(str(path))
+        return value
     deadline, err = time.monotonic() + timeout_min * 60, None
     while time.monotonic() < deadline:
         time.sleep(poll_s)
@@ -152,6 +173,8 @@ def node_once(path: Path, build: Callable[[], object], read: Callable[[Path], ob
             return read(path)
         except Exception as e:  # noqa: BLE001
             err = e
+        if marker.is_file():  # the first process could not write it: build this process's own copy
+            return build()
     raise TimeoutError(f"rank {rank()}: {path} was not written by this node's first process (LOCAL_RANK 0) within "
                        f"{timeout_min} min ({err}); check that process's error, or raise --dist-timeout")
 

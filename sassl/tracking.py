@@ -12,6 +12,7 @@ import torch
 import torchvision
 
 from sassl import dist
+from sassl.storage import StorageError, storage_error
 from sassl.views import Prepared, TwoViews
 
 # metrics.jsonl key -> TensorBoard / W&B tag; other numeric keys go under run/
@@ -112,6 +113,51 @@ def wandb_run(project: str, run_dir: Path, name: str, config: dict):
     return wandb.init(project=project, name=name, id=run_id, resume="allow", dir=str(run_dir), config=config)
 
 
+class TensorBoard:
+    """A SummaryWriter that a failing disk turns off instead of ending the run: the first write the storage refuses
+    (full, read-only, gone) is said once in words and TensorBoard stops; metrics.jsonl goes on (and a full disk
+    then stops the run at its next checkpoint, in words). tensorboard's own writer thread meets the disk first:
+    its traceback is kept quiet (quiet_writer_thread) and its error is re-raised at the next call, here."""
+
+    def __init__(self, folder: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        quiet_writer_thread()
+        self.folder, self.writer = folder, SummaryWriter(str(folder), purge_step=purge_step)
+
+    def __call__(self, method: str, *args) -> None:
+        """writer.<method>(*args), unless a storage error turned TensorBoard off."""
+        if self.writer is None:
+            return
+        try:
+            getattr(self.writer, method)(*args)
+        except (OSError, StorageError) as e:
+            err = storage_error(self.folder, e) or e
+            self.writer = None
+            print(f"sassl: TensorBoard stops: {err}; the run goes on (metrics.jsonl keeps every number)", flush=True)
+
+
+_quiet = False
+
+
+def quiet_writer_thread() -> None:
+    """Keep tensorboard's event-writer thread from printing a traceback when the disk refuses its write (the error
+    reaches the next call on the writer, which TensorBoard says in words); other threads' errors print as before."""
+    global _quiet
+    if _quiet:
+        return
+    import threading
+
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+
+    def hook(args):
+        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+            previous(args)
+    threading.excepthook, _quiet = hook, True
+
+
 class RunLog:
     """metrics.jsonl plus the loggers' views of it. `resume_step`: the step a resumed run continues after
     (TensorBoard drops the events logged after it by the interrupted run, as metrics.jsonl's rows are)."""
@@ -128,9 +174,7 @@ class RunLog:
             kept = read_augment(run_dir)
             kept[kept["step"] <= resume_step].tofile(self.augment_file)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step or None)
+            self.tb = TensorBoard(run_dir / "tensorboard", purge_step=resume_step or None)
         if wandb:
             self.wb = wandb_run(wandb, run_dir, run_dir.name, config)
 
@@ -144,7 +188,7 @@ class RunLog:
                    if k not in NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
         for tag, v in scalars.items():
             if self.tb is not None:
-                self.tb.add_scalar(tag, v, row["step"])
+                self.tb("add_scalar", tag, v, row["step"])
         if self.wb is not None and scalars:
             self.wb.log(scalars, step=row["step"])
 
@@ -176,7 +220,7 @@ class RunLog:
             if self.tb is not None:
                 for k, v in drawn.items():
                     if len(v):
-                        self.tb.add_histogram(f"sassl/{k}", v, step)
+                        self.tb("add_histogram", f"sassl/{k}", v, step)
             if self.wb is not None:
                 import wandb
 
@@ -184,17 +228,17 @@ class RunLog:
         if views is not None and batch:
             grid = views_grid(views, batch[0], rows)
             if self.tb is not None:
-                self.tb.add_image("views", grid, step)
+                self.tb("add_image", "views", grid, step)
             if self.wb is not None:
                 import wandb
 
                 self.wb.log({"views": wandb.Image(grid.permute(1, 2, 0).numpy())}, step=step)
         if self.tb is not None:
-            self.tb.flush()
+            self.tb("flush")
 
     def close(self) -> None:
         if self.tb is not None:
-            self.tb.close()
+            self.tb("close")
         if self.wb is not None:
             self.wb.finish()
 

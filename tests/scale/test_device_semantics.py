@@ -163,7 +163,8 @@ def test_cached_features_decided_once_for_all_ranks(tmp_path, jpeg_folder):
 
 def test_weights_are_converted_once_per_node_without_collectives(tmp_path, monkeypatch):
     """node_once: the node's first process builds; another process of the node polls the file (no
-    collective), and times out with a message naming the file when nobody writes it."""
+    collective), and times out with a message naming the file when nobody writes it; when the first process
+    could not write it, the others build their own copy at once."""
     path = tmp_path / "w.json"
 
     def read(p):
@@ -185,6 +186,20 @@ def test_weights_are_converted_once_per_node_without_collectives(tmp_path, monke
     with pytest.raises(TimeoutError, match="w.json was not written by this node's first process"):
         dist.node_once(path, build, read, timeout_min=0.01, poll_s=0.05)
     assert built == [1]  # the second process never builds
+
+    # a cache folder the first process cannot write (build returns the value, the file never appears): it says so
+    # in the node's temporary folder, and the node's other processes build their own copy at once
+    def unwritable():
+        built.append(2)
+        return {"v": 2}
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert dist.node_once(path, unwritable, read) == {"v": 2} and dist.unwritten_marker(path).is_file()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    start = time.monotonic()
+    assert dist.node_once(path, unwritable, read, timeout_min=5, poll_s=0.05) == {"v": 2}
+    assert time.monotonic() - start < 10 and built == [1, 2, 2]  # not the 5-minute timeout
+    monkeypatch.setenv("LOCAL_RANK", "0")  # once the file is written, the marker goes
+    assert dist.node_once(path, build, read) == {"v": 1} and not dist.unwritten_marker(path).exists()
 
 
 # ----------------------------------------------------------------------------- numerics under autocast

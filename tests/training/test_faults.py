@@ -155,6 +155,37 @@ def test_a_full_disk_stops_the_run_in_words_with_the_previous_checkpoint_intact(
     assert ".tmp" not in said  # the listing of checkpoints/: last.pt alone
 
 
+TENSORBOARD_FILLS = """
+import json, sys
+from pathlib import Path
+from sassl.tracking import RunLog
+run = Path(sys.argv[1])
+log = RunLog(run, {}, tensorboard=True)
+for step in range(1, 4001):
+    log.log({"step": step, "epoch": 1, "loss": 1.0 / step, "lr": 0.1, "note": step * 1.5})
+    if step % 500 == 0:
+        log.epoch_end(step)
+log.close()
+print("ROWS", len((run / "metrics.jsonl").read_text().splitlines()))
+"""
+
+
+@needs_mounts
+def test_tensorboard_on_a_full_disk_stops_in_words_and_the_run_goes_on(tmp_path):
+    """TensorBoard's folder on a 64 kB disk (a link from the run folder; metrics.jsonl on a disk with room):
+    tensorboard's writer thread meets the full disk first. Before: 'Exception in thread' with a traceback from
+    that thread, then an OSError from the next add_scalar ended the run. Now: one line naming the folder and the
+    cause, TensorBoard off, every metrics row written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "tensorboard").symlink_to(tmp_path / "disk")
+    said = _on_small_disk(tmp_path, 64 << 10, [sys.executable, "-c", TENSORBOARD_FILLS, str(run)])
+    assert "RC=0" in said and "ROWS 4000" in said, said[-3000:]
+    assert "Traceback" not in said and "Exception in thread" not in said, said[-3000:]
+    line = [ln for ln in said.splitlines() if "TensorBoard stops" in ln]
+    assert len(line) == 1 and f"cannot write {tmp_path}/run/tensorboard: no space left on device" in line[0], said
+
+
 @needs_mounts
 def test_a_read_only_runs_folder_is_said_in_words(tmp_path, jpeg_folder):
     """--runs-dir on a read-only file system: one line naming the folder and the cause, exit 2, no traceback
