@@ -245,10 +245,14 @@ class RunLog:
 
 @torch.no_grad()
 def views_grid(views: TwoViews, prep: Prepared, rows: int = 8) -> torch.Tensor:
-    """(3, H, W) in [0, 1] on the CPU: for the first `rows` images, the crop after SASSL, view 1 and view 2."""
+    """(3, H, W) in [0, 1] on the CPU: for the first `rows` images, the crop after SASSL, view 1, view 2 and (with
+    multi-crop) each local view, shown at the global crops' size."""
     n = min(rows, len(prep.crop1))
     v1, v2 = views.apply(prep.crop1[:n], prep.p1.head(n)), views.apply(prep.crop2[:n], prep.p2.head(n))
+    local = [views.apply(c[:n], p.head(n)) for c, p in zip(prep.local, prep.pl)]
     mean, std = views.mean.to(v1.device), views.std.to(v1.device)
     unnorm = (lambda x: (x * std + mean)) if views.normalize else (lambda x: x)
-    tiles = torch.stack([prep.crop1[:n], unnorm(v1), unnorm(v2)], dim=1).flatten(0, 1)
-    return torchvision.utils.make_grid(tiles.float().clamp(0, 1).cpu(), nrow=3, padding=2)
+    size = v1.shape[-2:]
+    local = [torch.nn.functional.interpolate(unnorm(v), size=size, mode="nearest") for v in local]
+    tiles = torch.stack([prep.crop1[:n], unnorm(v1), unnorm(v2), *local], dim=1).flatten(0, 1)
+    return torchvision.utils.make_grid(tiles.float().clamp(0, 1).cpu(), nrow=3 + len(local), padding=2)

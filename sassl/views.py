@@ -13,7 +13,7 @@ device: indices and factors are computed on the CPU and reach the device in one 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn as nn
@@ -119,6 +119,9 @@ class ViewConfig:
     # effect is in docs/RESULTS.md). 0: use blur_sigma as given.
     blur_reference_size: int = 224
     solarize_p: tuple[float, float] = (0.0, 0.2)
+    # DINO's local crops (multi-crop): blur with p 0.5, no solarisation; the other ops as the global views'
+    local_blur_p: float = 0.5
+    local_solarize_p: float = 0.0
 
 
 # Each method's own view set (--views NAME; each learner's default is in sassl.learners.LEARNERS).
@@ -163,6 +166,8 @@ class Prepared:
     p1: ViewParams
     p2: ViewParams
     clean1: torch.Tensor | None = None
+    local: list[torch.Tensor] = field(default_factory=list)  # multi-crop: each small crop (B, 3, s, s) of the batch
+    pl: list[ViewParams] = field(default_factory=list)  # and its draws
 
 
 # Which towers of a momentum learner see view 1 stylized. 'both': view 1 is stylized before the learner sees it,
@@ -173,20 +178,27 @@ class Prepared:
 # views before the learner runs), so 'both' is the reading we argue for and the default. 'online' is the
 # other reading (the left view is BYOL's online input), kept as a setting.
 TOWERS = ("both", "online")
+# Which crops SASSL stylizes: global1 (the first global view: the paper's "one view"), global (both global views),
+# all (every global and local crop). NOTE: the paper has two views and stylizes one; with DINO's multi-crop the
+# local crops are the student's alone, and whether styles belong there is the question this setting asks.
+SASSL_CROPS = ("global1", "global", "all")
 
 
 class TwoViews(nn.Module):
     """(crop1, crop2) in [0, 1] -> (view1, view2) normalised for the backbone, plus the sampled params.
 
     `sassl`: an optional SASSL op applied to view 1 right after the crop (None = default views); `towers`:
-    which towers see view 1 stylized (TOWERS; 'online' also keeps the clean view 1 for the target tower)."""
+    which towers see view 1 stylized (TOWERS; 'online' also keeps the clean view 1 for the target tower); `crops`:
+    which crops it stylizes (SASSL_CROPS). Local crops (multi-crop) get DINO's local ops."""
 
     def __init__(self, cfg: ViewConfig = ViewConfig(), sassl: nn.Module | None = None, normalize: bool = True,
-                 towers: str = "both"):
+                 towers: str = "both", crops: str = "global1"):
         super().__init__()
         if towers not in TOWERS:
             raise ValueError(f"sassl_towers: expected one of {', '.join(TOWERS)}, got {towers!r}")
-        self.cfg, self.sassl, self.normalize, self.towers = cfg, sassl, normalize, towers
+        if crops not in SASSL_CROPS:
+            raise ValueError(f"sassl_crops: expected one of {', '.join(SASSL_CROPS)}, got {crops!r}")
+        self.cfg, self.sassl, self.normalize, self.towers, self.crops = cfg, sassl, normalize, towers, crops
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[None, :, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD)[None, :, None, None], persistent=False)
 
@@ -200,8 +212,10 @@ class TwoViews(nn.Module):
                                u(max(0, 1 - c.saturation), 1 + c.saturation), u(-c.hue, c.hue)], dim=1)
         return ViewParams(flip=torch.rand(n, generator=g) < c.flip_p, jitter=torch.rand(n, generator=g) < c.jitter_p,
                           factors=factors, order=torch.argsort(torch.rand(n, 4, generator=g), dim=1),
-                          gray=torch.rand(n, generator=g) < c.gray_p, blur=torch.rand(n, generator=g) < c.blur_p[view],
-                          sigma=u(*c.blur_sigma), solarize=torch.rand(n, generator=g) < c.solarize_p[view])
+                          gray=torch.rand(n, generator=g) < c.gray_p,
+                          blur=torch.rand(n, generator=g) < (c.blur_p[view] if view < 2 else c.local_blur_p),
+                          sigma=u(*c.blur_sigma),
+                          solarize=torch.rand(n, generator=g) < (c.solarize_p[view] if view < 2 else c.local_solarize_p))
 
     def apply(self, x: torch.Tensor, p: ViewParams) -> torch.Tensor:
         """The view's ops with the draws `p` (on the CPU) on a batch x in [0, 1], then the normalisation."""
@@ -231,16 +245,28 @@ class TwoViews(nn.Module):
         return (x - self.mean) / self.std if self.normalize else x
 
     @torch.no_grad()
-    def prepare(self, crop1: torch.Tensor, crop2: torch.Tensor, g: torch.Generator) -> Prepared:
-        """Every random draw of a batch from `g` (SASSL's first, then each view's) and the SASSL op on crop1."""
-        n = len(crop1)
+    def prepare(self, crop1: torch.Tensor, crop2: torch.Tensor, g: torch.Generator,
+                local: list[torch.Tensor] | None = None) -> Prepared:
+        """Every random draw of a batch from `g` (SASSL's first, then each view's, then the local crops') and the
+        SASSL op on crop1 (and on crop2 and the local crops, as `crops` says). `local`: multi-crop's small crops,
+        each (B, 3, s, s)."""
+        n, local = len(crop1), list(local or [])
         sassl_params, clean1 = None, None
         if self.sassl is not None:
             clean1 = crop1 if self.towers == "online" else None
             crop1, sassl_params = self.sassl(crop1, generator=g)
+            if self.crops != "global1":
+                crop2 = self.sassl(crop2, generator=g)[0]
+            if self.crops == "all":
+                local = [self.sassl(c, generator=g)[0] for c in local]
         p1, p2 = self.sample(n, 0, g), self.sample(n, 1, g)
         p1.sassl = sassl_params
-        return Prepared(crop1, crop2, p1, p2, clean1)
+        return Prepared(crop1, crop2, p1, p2, clean1, local, [self.sample(n, 2, g) for _ in local])
+
+    @torch.no_grad()
+    def local_views(self, prep: Prepared) -> list[torch.Tensor]:
+        """The prepared local crops -> their views ([] without multi-crop)."""
+        return [self.apply(c, p) for c, p in zip(prep.local, prep.pl)]
 
     @torch.no_grad()
     def finish(self, prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, list[ViewParams]]:

@@ -86,14 +86,20 @@ class TwoCrops(torch.utils.data.Dataset):
       'device' a JPEG is not decoded here: the item is (its bytes, boxes (2, 4), label), and DeviceDecoder
                decodes and crops the batch on the GPU (other formats, and JPEGs with an EXIF rotation, which
                nvJPEG would not apply, are cropped here, as 'fast');
-      'full'   every file decoded in full and resized with PIL (the reference the loader benchmark compares with)."""
+      'full'   every file decoded in full and resized with PIL (the reference the loader benchmark compares with).
+    Multi-crop: `local_crops` more crops of `local_size` px (area `local_scale`), drawn after the two, come as a
+    fourth item (N, 3, local_size, local_size) ('fast' and 'full' only)."""
 
     DECODE = ("fast", "device", "full")
 
-    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0), decode: str = "fast"):
+    def __init__(self, dataset: Dataset, size: int, seed: int = 0, scale=(0.08, 1.0), decode: str = "fast",
+                 local_crops: int = 0, local_size: int = 0, local_scale=(0.05, 0.4)):
         if decode not in self.DECODE:
             raise ValueError(f"decode: expected one of {self.DECODE}, got {decode!r}")
+        if local_crops and decode == "device":
+            raise ValueError("local_crops: multi-crop is cut in the loader workers; use decode fast")
         self.dataset, self.size, self.seed, self.scale, self.decode = dataset, size, seed, scale, decode
+        self.local_crops, self.local_size, self.local_scale = local_crops, local_size, local_scale
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -107,7 +113,8 @@ class TwoCrops(torch.utils.data.Dataset):
         def boxes(w: int, h: int) -> tuple[int, int]:
             g.set_state(state)  # a skipped unusable file does not shift the next file's draws
             plan["full"], plan["boxes"] = (w, h), [sample_crop(w, h, g, self.scale) for _ in range(2)]
-            return decode_size(w, h, plan["boxes"], self.size)
+            plan["local"] = [sample_crop(w, h, g, self.local_scale) for _ in range(self.local_crops)]
+            return decode_size(w, h, plan["boxes"] + plan["local"], self.size)
 
         read = None if self.decode == "full" else (lambda path: load_for_crops(path, boxes, self.decode == "device"))
         j, img = self.dataset.usable(i, read=read)
@@ -118,6 +125,9 @@ class TwoCrops(torch.utils.data.Dataset):
         c1, c2 = (resized_crop(img, b, self.size, plan["full"]) for b in plan["boxes"])
         if self.decode == "device":  # not a JPEG: cropped here, shipped as one (2, 3, S, S) payload
             return torch.stack([c1, c2]), torch.tensor(plan["boxes"]), self.dataset.labels[j]
+        if self.local_crops:
+            local = torch.stack([resized_crop(img, b, self.local_size, plan["full"]) for b in plan["local"]])
+            return c1, c2, self.dataset.labels[j], local
         return c1, c2, self.dataset.labels[j]
 
 

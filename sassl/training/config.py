@@ -17,7 +17,7 @@ from sassl.optim import OPTIMIZERS
 from sassl.precision import check_precision
 from sassl.recipes import recipe_values, with_recipe
 from sassl.stylizer import DEFAULTS as SASSL_DEFAULTS, StyleChoice, check_settings, make_style_op
-from sassl.views import TOWERS, VIEWS
+from sassl.views import SASSL_CROPS, TOWERS, VIEWS
 
 _OWN = LEARNERS["mocov2"].run  # the default learner's settings (PretrainConfig.learner)
 
@@ -60,6 +60,12 @@ class PretrainConfig:
     sassl_towers: str = setting("both", "which towers see view 1 stylized: both (the default reading, "
                                 "sassl.views.TOWERS) or online (the target tower gets view 1 unstylized); momentum "
                                 "learners only")
+    sassl_crops: str = setting("global1", "which crops SASSL stylizes: global1 (the first view, the paper's), global "
+                               "(both global views) or all (the local crops too; sassl.views.SASSL_CROPS)")
+    local_crops: int = setting(0, "multi-crop: small crops per image besides the two global ones (DINO: 8); learners "
+                               "that take them only (dino)")
+    local_size: int = setting(0, "side of the local crops, px; 0: 3/7 of image_size (DINO's 96 of 224), a multiple of 8")
+    local_scale: tuple = setting((0.05, 0.4), "local crops' area range, as a share of the image (DINO: 0.05-0.4)")
     # NOTE: a CPU-scale budget (9 epochs of batch 32 = 657 steps; lr 2.0 per 256 is 0.25 per step), sized
     # for a 2-core CPU, where the main job's 18-minute time budget keeps the epochs that fit (all 9 on a
     # 2-core AVX2 CPU, fewer on a slower one) so that it ends within 20 minutes; the paper pre-trains on
@@ -146,6 +152,7 @@ def upgraded(values: dict) -> dict:
 
 # the numeric settings' intervals (checked by validate; NaN and infinity are refused when the value is read)
 BOUNDS = {"epochs": ">=1", "batch_size": ">=2", "image_size": ">=16", "embed_size": ">=0", "knn_k": ">=1",
+          "local_crops": ">=0", "local_size": ">=0",
           "knn_every": ">=0", "probe_epochs": ">=0", "knn_max_train": ">=0", "knn_max_test": ">=0", "accumulate": ">=1",
           "num_workers": ">=-1", "lr": ">0", "weight_decay": ">=0", "warmup_epochs": ">=0", "ema": "[0,1]", "temperature": ">0",
           "proj_hidden": ">=1", "proj_dim": ">=1", "max_steps": ">=0", "checkpoint_every": ">=0"}
@@ -180,6 +187,7 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.sassl_towers != "both" and not issubclass(LEARNERS[cfg.learner].cls, MomentumTwoTower):
         raise ValueError(f"sassl_towers: {cfg.learner} has one tower (no target network); only 'both' applies")
     check_precision(cfg.precision)
+    check_crops(cfg)
     if cfg.decode not in TwoCrops.DECODE:
         raise ValueError(f"decode: expected one of {', '.join(TwoCrops.DECODE)}, got {cfg.decode!r}")
     recipe_values(cfg.recipe)  # an unknown recipe raises, listing the known ones
@@ -189,6 +197,38 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.compile and cfg.sync_bn:
         warnings.warn("compile with sync_bn: SyncBatchNorm breaks torch.compile's graph at every norm layer and "
                       "this pair has not been measured on a GPU; expect little gain from compile", stacklevel=2)
+
+
+def local_size(cfg: PretrainConfig) -> int:
+    """The local crops' side: cfg.local_size, or 3/7 of image_size (DINO's 96 of 224) rounded to a multiple of 8."""
+    return cfg.local_size or max(16, round(cfg.image_size * 96 / 224 / 8) * 8)
+
+
+def check_crops(cfg: PretrainConfig) -> None:
+    """sassl_crops and multi-crop: a known choice; local crops only for a learner that takes them, cut in the
+    loader workers (not decode device), a size its backbone takes; the target tower's clean view only with
+    global1."""
+    if cfg.sassl_crops not in SASSL_CROPS:
+        raise ValueError(f"sassl_crops: expected one of {', '.join(SASSL_CROPS)}, got {cfg.sassl_crops!r}")
+    if cfg.sassl_crops != "global1" and cfg.sassl_towers != "both":
+        raise ValueError(f"sassl_crops {cfg.sassl_crops}: the target tower would see a stylized view; use "
+                         "sassl_towers both (or sassl_crops global1)")
+    if not cfg.local_crops:
+        return
+    if not getattr(LEARNERS[cfg.learner].cls, "MULTI_CROP", False):
+        takes = [n for n, spec in LEARNERS.items() if getattr(spec.cls, "MULTI_CROP", False)]
+        raise ValueError(f"local_crops: {cfg.learner} takes two views; multi-crop is for {', '.join(takes)} (set "
+                         "local_crops 0)")
+    if cfg.decode == "device":
+        raise ValueError("local_crops: multi-crop is cut in the loader workers; use decode fast")
+    check_range("local_scale", cfg.local_scale, positive=True)
+    size = local_size(cfg)
+    if size < 16 or size > cfg.image_size:
+        raise ValueError(f"local_size: {size} px must lie in [16, image_size {cfg.image_size}]")
+    try:
+        check_backbone(cfg.backbone, cfg.small_images, size)
+    except ValueError as e:
+        raise ValueError(f"local_size: {e}") from None
 
 
 def learner_settings(cfg: PretrainConfig) -> dict:

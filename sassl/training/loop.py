@@ -24,7 +24,7 @@ from sassl.precision import autocast_dtype
 from sassl.records import duration, git_commit, terminal_line
 from sassl.stylizer import StyleChoice
 from sassl.tracking import RunLog
-from sassl.training.config import PretrainConfig, learner_settings, scaled_lr, style_op, validate
+from sassl.training.config import PretrainConfig, learner_settings, local_size, scaled_lr, style_op, validate
 from sassl.training.run import (Run, finish, finished_result, load_checkpoint, open_run, prune_metrics, report_skipped,
                                 run_lock, run_precision, save_checkpoint)
 from sassl.training.schedule import Progress, Schedule, TimeBudget, monitor_line
@@ -54,7 +54,8 @@ class Trainer:
 
     def prepare(self, batch, at_step: int) -> list[Prepared]:
         c1, c2 = self.decoder(batch[0], batch[1]) if self.decoder is not None else batch[:2]
-        return prepare_batch(self.views, c1, c2, step_generator(self.cfg, at_step), self.cfg.accumulate)
+        local = batch[3] if len(batch) > 3 else None  # multi-crop's small crops (B, N, 3, s, s)
+        return prepare_batch(self.views, c1, c2, step_generator(self.cfg, at_step), self.cfg.accumulate, local)
 
     @property
     def base_lr(self) -> float:
@@ -95,7 +96,7 @@ def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
         raise ValueError(f"batch_size: {cfg.batch_size} is larger than {cfg.dataset}'s train split ({len(train_ds)} images)")
     model = build_model(cfg, device)
     style = style_op(cfg, device, progress=progress and dist.rank() == 0)
-    views = TwoViews(VIEWS[cfg.views], sassl=style.op, towers=cfg.sassl_towers).to(device)
+    views = TwoViews(VIEWS[cfg.views], sassl=style.op, towers=cfg.sassl_towers, crops=cfg.sassl_crops).to(device)
     opt = make_optimizer(model, cfg.optimizer, scaled_lr(cfg), cfg.weight_decay)
     precision = run_precision(run, cfg, device)
     dtype = autocast_dtype(precision)
@@ -106,7 +107,8 @@ def set_up(cfg: PretrainConfig, resume: bool, progress: bool) -> Trainer:
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.is_dist() else model
     sampler = EpochSampler(len(train_ds), cfg.batch_size, cfg.seed)
-    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale, decode=cfg.decode)
+    crops = TwoCrops(train_ds, cfg.image_size, cfg.seed, scale=cfg.crop_scale, decode=cfg.decode,
+                     local_crops=cfg.local_crops, local_size=local_size(cfg), local_scale=cfg.local_scale)
     return Trainer(cfg=cfg, run=run, device=device, train_ds=train_ds, model=model,
                    step_model=torch.compile(ddp) if cfg.compile else ddp, style=style, views=views, opt=opt,
                    precision=precision, dtype=dtype, scaler=scaler, monitor=make_monitor(cfg, train_ds, base_name), sampler=sampler,

@@ -21,12 +21,17 @@ def step_generator(cfg: PretrainConfig, step: int) -> torch.Generator:
 
 
 def prepare_batch(views: TwoViews, c1: torch.Tensor, c2: torch.Tensor, g: torch.Generator,
-                  accumulate: int = 1) -> list[Prepared]:
+                  accumulate: int = 1, local: torch.Tensor | None = None) -> list[Prepared]:
     """A batch of crop pairs (uint8 or [0, 1]) cut into `accumulate` micro-batches, each with its draws made
-    and SASSL applied (TwoViews.prepare), in the order a step consumes them."""
+    and SASSL applied (TwoViews.prepare), in the order a step consumes them. `local`: multi-crop's small crops
+    (B, N, 3, s, s), or None."""
     if c1.dtype == torch.uint8:
         c1, c2 = to_unit(c1), to_unit(c2)
-    return [views.prepare(m1, m2, g) for m1, m2 in zip(c1.chunk(accumulate), c2.chunk(accumulate))]
+    if local is None:
+        return [views.prepare(m1, m2, g) for m1, m2 in zip(c1.chunk(accumulate), c2.chunk(accumulate))]
+    local = to_unit(local) if local.dtype == torch.uint8 else local
+    return [views.prepare(m1, m2, g, list(ml.unbind(1)))
+            for m1, m2, ml in zip(c1.chunk(accumulate), c2.chunk(accumulate), local.chunk(accumulate))]
 
 
 def prepared_ahead(batches: Iterable, prepare: Callable[[list, int], list[Prepared]],
@@ -51,7 +56,7 @@ def prepared_ahead(batches: Iterable, prepare: Callable[[list, int], list[Prepar
         if done is not None:
             main.wait_event(done)  # this batch's work only, not the next batch's queued after it
             for p in prep:
-                for t in (p.crop1, p.crop2, p.clean1):
+                for t in (p.crop1, p.crop2, p.clean1, *p.local):
                     if t is not None:
                         t.record_stream(main)
         return prep
@@ -120,6 +125,8 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
         # channels-last activations: oneDNN's convolutions (CPU) and cuDNN's tensor cores (CUDA) are faster on
         # them; the maths is unchanged
         x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
+        # multi-crop's local views go to learners that take them (DINO), as a fifth argument
+        local = [v.contiguous(memory_format=torch.channels_last) for v in views.local_views(prep)]
         if x1t is not None:
             x1t = x1t.contiguous(memory_format=torch.channels_last)
         last = k == len(batch) - 1
@@ -127,7 +134,7 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
         sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss, logs = model(x1, x2, None, x1t)
+                loss, logs = model(x1, x2, None, x1t, *([local] if local else []))
             scaled = loss / len(batch)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach() / len(batch)

@@ -347,6 +347,17 @@ def test_dino_learner_trains_its_student_and_moves_its_teacher():
     assert model.backbone.conv1.weight.grad.abs().sum() > 0 and model.projector.prototypes.weight.grad is not None
     assert all(p.grad is None for p in model.target_backbone.parameters())
     assert not torch.equal(model.center, before)
+    # multi-crop: local views (smaller) are the student's alone, every pair but a view with itself
+    from sassl.learners.losses import dino_loss
+
+    local = [torch.rand(6, 3, 16, 16), torch.rand(6, 3, 16, 16)]
+    with torch.no_grad():
+        center = model.center.clone()
+        loss, logs = model(x1, x2, None, None, local)
+        student = torch.stack([model.online(v) for v in (x1, x2, *local)])
+        teacher = torch.stack([model.target(x1), model.target(x2)])
+    want = dino_loss(student, teacher, center, 0.1, model.teacher_temp, reduction="none")
+    torch.testing.assert_close(logs["per_image"], want, rtol=1e-5, atol=1e-6)
     model.eval()
     frozen = model.center.clone()
     with torch.no_grad():

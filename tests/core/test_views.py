@@ -144,3 +144,65 @@ def test_views_grid_replays_the_first_rows_draws(photos):
     want = torchvision.utils.make_grid(torch.stack([x1[:4], unnorm(v1[:4]), unnorm(v2[:4])], 1).flatten(0, 1).clamp(0, 1),
                                        nrow=3, padding=2)
     torch.testing.assert_close(views_grid(views, prep, rows=4), want, atol=1e-5, rtol=0)
+
+
+def test_multi_crop_local_crops_views_and_sassl_crops(photos, jpeg_folder, stylizer):
+    """Multi-crop: TwoCrops draws the local crops after the two global ones (the global crops are those of a
+    loader without local crops), at local_size; TwoViews draws their ops after the global views' (view 1 and 2's
+    draws unchanged) with DINO's local ops (blur 0.5, no solarisation); sassl_crops global1 stylizes crop 1 only,
+    global crop 2 as well, all every local crop too; the views grid shows each local view."""
+    from sassl.data import get_dataset
+    from sassl.tracking import views_grid
+
+    ds = get_dataset(f"imagefolder:{jpeg_folder}")
+    plain, multi = TwoCrops(ds, 32, seed=4), TwoCrops(ds, 32, seed=4, local_crops=3, local_size=16)
+    for i in (0, 7):
+        a, b = plain[(1, i)], multi[(1, i)]
+        assert len(a) == 3 and len(b) == 4 and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+        assert b[3].shape == (3, 3, 16, 16) and b[3].dtype == torch.uint8 and not torch.equal(b[3][0], b[3][1])
+    with pytest.raises(ValueError, match="local_crops: multi-crop is cut in the loader workers"):
+        TwoCrops(ds, 32, local_crops=2, decode="device")
+
+    x1, x2 = load_batch(photos[:6], 32), load_batch(photos[5:11], 32)
+    local = [load_batch(photos[k:k + 6], 16) for k in (1, 2)]
+    views = TwoViews()
+    two, four = (views.prepare(x1, x2, torch.Generator().manual_seed(3), loc) for loc in (None, local))
+    for f in ("flip", "factors", "blur", "solarize"):
+        assert torch.equal(getattr(two.p1, f), getattr(four.p1, f)) and torch.equal(getattr(two.p2, f), getattr(four.p2, f))
+    assert len(four.pl) == 2 and not any(p.solarize.any() for p in four.pl)
+    many = views.sample(4000, 2, torch.Generator().manual_seed(0))
+    assert abs(many.blur.float().mean().item() - 0.5) < 0.03 and not many.solarize.any()
+    assert [v.shape for v in views.local_views(four)] == [(6, 3, 16, 16)] * 2 and views.local_views(two) == []
+    grid = views_grid(views, four, rows=2)
+    assert grid.shape[-1] == 5 * 32 + 6 * 2  # crop, view 1, view 2 and two local views, padded by 2
+
+    op = SASSL(stylizer, "batch", p=1.0)
+    for crops, stylized in (("global1", (True, False, False)), ("global", (True, True, False)),
+                            ("all", (True, True, True))):
+        prep = TwoViews(sassl=op, crops=crops).prepare(x1, x2, torch.Generator().manual_seed(3), local)
+        changed = (not torch.equal(prep.crop1, x1), not torch.equal(prep.crop2, x2),
+                   not torch.equal(prep.local[0], local[0]))
+        assert changed == stylized, crops
+    with pytest.raises(ValueError, match="sassl_crops: expected one of global1, global, all"):
+        TwoViews(crops="left")
+
+
+def test_multi_crop_settings_are_checked_before_any_data():
+    """local_crops only for a learner that takes them, not with decode device, a local size the backbone takes;
+    sassl_crops a known choice, and only with both towers; DINO brings its 8 local crops and global scale."""
+    cfg = config_from_dict({"learner": "dino"})
+    assert (cfg.local_crops, cfg.crop_scale, cfg.sassl_crops) == (8, (0.4, 1.0), "global1")
+    from sassl.training.config import local_size
+
+    assert local_size(cfg) == 24 and local_size(config_from_dict({"learner": "dino", "image_size": 224})) == 96
+    bad = [({"learner": "simclr", "local_crops": 2}, "local_crops: simclr takes two views; multi-crop is for dino"),
+           ({"learner": "dino", "decode": "device"}, "local_crops: multi-crop is cut in the loader workers"),
+           ({"learner": "dino", "backbone": "vit_tiny", "image_size": 64}, "local_size: image_size: 24 is not a "
+                                                                          "multiple of the ViT patch size 16"),
+           ({"learner": "dino", "local_size": 80}, r"local_size: 80 px must lie in \[16, image_size 64\]"),
+           ({"sassl_crops": "left"}, "sassl_crops: expected one of global1, global, all"),
+           ({"learner": "byol", "sassl_crops": "global", "sassl_towers": "online"}, "the target tower would see")]
+    for values, message in bad:
+        with pytest.raises(ValueError, match=message):
+            config_from_dict(values)
+    assert config_from_dict({"learner": "dino", "backbone": "vit_tiny", "image_size": 64, "local_size": 32})
