@@ -89,13 +89,20 @@ class EvalConfig:
                                        "bank's size)")
     num_workers: int = setting(-1, "DataLoader workers per process; -1: this node's cores per process, less one")
     device: str = setting("auto", "auto (cuda if available), cpu, cuda or cuda:N")
-    precision: str = setting("auto", "auto, fp32, bf16 or fp16: autocast for the encoder's forward passes (features, "
+    precision: str = setting("fp32", "fp32, bf16, fp16 or auto: autocast for the encoder's forward passes (features, "
                              "fine-tuning, the robustness protocols); probes, kNN and losses stay float32. auto: bf16 on "
-                             "CUDA from compute capability 8.0, fp16 below, fp32 on the CPU (as sassl pretrain)")
+                             "CUDA from compute capability 8.0, fp16 below, fp32 on the CPU (as sassl pretrain); fp32, "
+                             "the default, keeps numbers comparable across machines and with earlier evaluations")
     runs_dir: str = setting("runs", "the runs root that holds the encoder's run folder")
     out: str = setting("", "empty: runs/<run>/eval (or runs/eval-<encoder>)")
     baseline: bool = setting(True, "also evaluate the random-init encoder of the same architecture (once: cached under "
                              "runs/baselines/) and show it beside")
+
+
+def upgraded_eval(values: dict) -> dict:
+    """An evaluation config of an older run (its eval/config.json, a study record's) in today's keys: precision,
+    added since, as fp32 (what evaluation ran in before it)."""
+    return {"precision": "fp32"} | values
 
 
 def default_out(cfg: EvalConfig) -> Path:

@@ -19,6 +19,7 @@ from sassl.notebook import execute, notebook_path
 from sassl.storage import exclusive_lock
 from sassl.records import duration, terminal_line
 from sassl.study.spec import Study, Trial, load_study
+from sassl.eval.evaluate import upgraded_eval
 from sassl.training.config import upgraded
 
 LOCK = ".study-lock"     # held while a lane runs the trial's notebooks
@@ -53,7 +54,7 @@ def record_study(study: Study, runs_dir: str | Path, amend: bool = False) -> Pat
     if old_path.is_file():
         old = json.loads(old_path.read_text())
         for trial in old["trials"].values():  # records of older code in today's keys
-            trial["pretrain"] = upgraded(trial["pretrain"])
+            trial["pretrain"], trial["evaluate"] = upgraded(trial["pretrain"]), upgraded_eval(trial["evaluate"])
         changed = [k for k in ("primary", "compare") if old[k] != new[k]]
         changed += [f"trial {t}" for t in old["trials"] if t in new["trials"] and old["trials"][t] != new["trials"][t]]
         if changed and not amend:

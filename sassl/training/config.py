@@ -139,14 +139,20 @@ def config_from_dict(values: dict) -> PretrainConfig:
 
 
 RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> their current names
+# settings added since runs were first recorded -> the value that does what the code did before them (for the
+# resume-free probe_epochs, which changes no trained weight, today's default)
+ADDED = {"sassl_crops": "global1", "local_crops": 0, "local_size": 0, "local_scale": [0.05, 0.4], "probe_epochs": 30}
 
 
 def upgraded(values: dict) -> dict:
     """A config of an older run (its config.json, a checkpoint's, a study record's) in today's keys: renamed keys,
-    and amp (mixed precision on CUDA only, before --precision) as precision auto, or fp32 where it was off."""
+    amp (mixed precision on CUDA only, before --precision) as precision auto, or fp32 where it was off, and the
+    settings added since at the values that do what the code then did (ADDED)."""
     out = {RENAMED.get(k, k): v for k, v in values.items()}
     if "amp" in out:
         out.setdefault("precision", "auto" if out.pop("amp") else "fp32")
+    for k, v in ADDED.items():
+        out.setdefault(k, v)
     return out
 
 

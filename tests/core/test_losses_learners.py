@@ -363,3 +363,7 @@ def test_dino_learner_trains_its_student_and_moves_its_teacher():
     with torch.no_grad():
         model(x1, x2, None)
     assert torch.equal(model.center, frozen)
+    vit = create_learner("dino", "vit_tiny", False, image_size=32, proj_hidden=16, proj_dim=32)  # a ViT student
+    loss, _ = vit(x1, x2, 0.996, None, [torch.rand(6, 3, 16, 16)])
+    loss.backward()
+    assert torch.isfinite(loss) and vit.backbone.encoder.layers[0].mlp[0].weight.grad.abs().sum() > 0

@@ -76,6 +76,30 @@ def test_a_changed_study_file_is_refused_unless_amended(tmp_path):
     assert "knn (monitor)" in (runs / "tiny" / "study.toml").read_text()  # the amended file is the record now
 
 
+def test_a_study_recorded_by_older_code_is_not_refused(tmp_path):
+    """A study record written before settings were added (no sassl_crops, local_crops, local_size, local_scale,
+    probe_epochs, evaluate precision; amp in place of precision) is read in today's keys: the same file records
+    again without an amendment; a real change is still refused."""
+    from sassl.training.config import ADDED
+
+    runs = tmp_path / "runs"
+    study = load_study(_write(tmp_path, STUDY))
+    record_study(study, runs)
+    path = runs / "tiny" / "resolved.json"
+    old = json.loads(path.read_text())
+    for trial in old["trials"].values():
+        for k in ADDED:
+            del trial["pretrain"][k]
+        trial["pretrain"]["amp"] = trial["pretrain"].pop("precision") == "auto"
+        del trial["evaluate"]["precision"]
+    path.write_text(json.dumps(old))
+    record_study(study, runs)
+    assert not (runs / "tiny" / "amendments.jsonl").exists()
+    changed = load_study(_write(tmp_path, STUDY.replace("max_steps = 2", "max_steps = 3"), "changed.toml"))
+    with pytest.raises(ValueError, match="changes what the study"):
+        record_study(changed, runs)
+
+
 def test_pairs_needed_is_the_smallest_n_whose_mde_reaches_the_effect():
     for sd, effect in ((1.0, 1.0), (2.3, 1.5), (0.5, 2.0), (3.0, 0.7)):
         n = pairs_needed(sd, effect)
@@ -215,6 +239,7 @@ RUN_FREE = ("name", "runs_dir", "resolved", "out", "encoder")  # where a trial r
 def test_the_evidence_study_describes_its_kept_trials_exactly():
     """experiments/studies/evidence.toml is the sweep that experiments/results/ holds: every kept trial's
     pre-training and evaluation configs are the ones the study file resolves to (resume-free settings aside)."""
+    from sassl.eval.evaluate import upgraded_eval
     from sassl.training import PretrainConfig
     from sassl.training.config import upgraded
 
@@ -227,7 +252,7 @@ def test_the_evidence_study_describes_its_kept_trials_exactly():
         cfg = upgraded(json.loads((study.dir("runs") / t.name / "config.json").read_text()))  # older keys: today's
         want = {k: v for k, v in resolved[t.name]["pretrain"].items() if k not in free}
         assert {k: cfg[k] for k in want} == want, t.name
-        ev = json.loads((study.dir("runs") / t.name / "eval" / "config.json").read_text())
+        ev = upgraded_eval(json.loads((study.dir("runs") / t.name / "eval" / "config.json").read_text()))
         want = {k: v for k, v in resolved[t.name]["evaluate"].items() if k not in RUN_FREE}
         assert {k: ev[k] for k in want} == want, t.name
 
