@@ -19,7 +19,7 @@ from sassl.notebook import execute, notebook_path
 from sassl.storage import exclusive_lock
 from sassl.records import duration, terminal_line
 from sassl.study.spec import Study, Trial, load_study
-from sassl.eval.evaluate import upgraded_eval
+from sassl.eval.config import upgraded_eval
 from sassl.training.config import upgraded
 
 LOCK = ".study-lock"     # held while a lane runs the trial's notebooks
