@@ -22,7 +22,7 @@ def teacher_temperature(epoch: int, warmup_temp: float, temp: float, warmup_epoc
 
 
 class DINO(MomentumTwoTower):
-    MULTI_CROP = True  # takes local crops (--local-crops) as a fifth argument of forward
+    MULTI_CROP = True  # takes local crops (--local-crops): forward's `local`, passed on to loss
 
     def __init__(self, backbone: nn.Module, feat_dim: int, *, proj_hidden: int, proj_dim: int, bottleneck: int,
                  student_temp: float, teacher_temp: float, warmup_teacher_temp: float,
@@ -49,15 +49,6 @@ class DINO(MomentumTwoTower):
             torch.distributed.all_reduce(total)
             torch.distributed.all_reduce(count)
         self.center.mul_(self.center_momentum).add_(total / count, alpha=1 - self.center_momentum)
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | torch.Tensor | None,
-                x1_target: torch.Tensor | None = None, local: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-        """MomentumTwoTower's forward, with multi-crop's local views (the student's alone) when given."""
-        if momentum is not None:
-            self.update_target(momentum)
-        per_image = self.loss(x1, x2, x1 if x1_target is None else x1_target, local or [])
-        loss = per_image.mean()
-        return loss, {"loss": loss.detach(), "per_image": per_image.detach()}
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, x1_target: torch.Tensor,
              local: list[torch.Tensor] = ()) -> torch.Tensor:

@@ -79,13 +79,15 @@ class MomentumTwoTower(nn.Module):
         raise NotImplementedError
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float | torch.Tensor | None,
-                x1_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                x1_target: torch.Tensor | None = None, local: list[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, dict]:
         """x1, x2: (B, 3, H, W) the two views -> (loss, logs): loss is the mean of `loss`'s per-image values;
         logs {"loss", "per_image" (B,)} detached. momentum None leaves the target where it is (the later
         micro-batches of an accumulated step). x1_target: what the target tower sees in place of x1 (view 1
-        without SASSL, for sassl_towers='online'); None: x1."""
+        without SASSL, for sassl_towers='online'); None: x1. `local`: multi-crop's local views, passed on to
+        `loss` for learners that take them (MULTI_CROP)."""
         if momentum is not None:
             self.update_target(momentum)
-        per_image = self.loss(x1, x2, x1 if x1_target is None else x1_target)
+        per_image = self.loss(x1, x2, x1 if x1_target is None else x1_target, *(() if local is None else (local,)))
         loss = per_image.mean()
         return loss, {"loss": loss.detach(), "per_image": per_image.detach()}
