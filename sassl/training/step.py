@@ -126,7 +126,7 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
         # them; the maths is unchanged
         x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
         # multi-crop's local views go to learners that take them (DINO), as a fifth argument
-        local = [v.contiguous(memory_format=torch.channels_last) for v in views.local_views(prep)]
+        local = [v.contiguous(memory_format=torch.channels_last) for v in views.local_views(prep)] if prep.local else []
         if x1t is not None:
             x1t = x1t.contiguous(memory_format=torch.channels_last)
         last = k == len(batch) - 1

@@ -19,8 +19,8 @@ def test_config_validation_names_the_parameter():
         config_from_dict({"lerner": "simclr"})
     with pytest.raises(ValueError, match="parameter 'epochs': expected int"):
         config_from_dict({"epochs": "ten"})
-    with pytest.raises(ValueError, match="learner: unknown 'dino'"):
-        config_from_dict({"learner": "dino"})
+    with pytest.raises(ValueError, match="learner: unknown 'swav'"):
+        config_from_dict({"learner": "swav"})
     with pytest.raises(ValueError, match="backbone: unknown backbone 'vgg'; available: resnet18"):  # one check: check_backbone
         config_from_dict({"backbone": "vgg"})
     with pytest.raises(ValueError, match="time_budget: must be >= 0 minutes"):
