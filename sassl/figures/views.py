@@ -50,5 +50,6 @@ def view_grid(cfg, n: int = 8, seed: int = 0, tile: int = 128, device: str | Non
         return to_pil(x).resize((tile, tile), Image.BICUBIC)
 
     rows = [[big(crops[i]), big(left[i]), big(right[i])] + [big(v[i]) for v in local] for i in range(len(crops))]
-    header = ["crop", "left view (SASSL)", "right view"] + [f"local {k + 1}" for k in range(len(local))]
+    right, more = (" (SASSL)" if cfg.sassl_crops != "global1" else ""), (" (SASSL)" if cfg.sassl_crops == "all" else "")
+    header = ["crop", "left view (SASSL)", "right view" + right] + [f"local {k + 1}{more}" for k in range(len(local))]
     return contact_sheet(rows, header, tile=tile, captions=caps)
