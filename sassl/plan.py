@@ -30,7 +30,7 @@ from sassl.devices import SHAPE_BUCKET, pad_rows
 from sassl.stylizer.augment import stylize
 from sassl.stylizer.networks import Stylizer
 from sassl.optim import make_optimizer
-from sassl.training.config import learner_settings
+from sassl.training.config import learner_settings, local_size
 
 CUDA_OVERHEAD_GB = 1.0  # CUDA context, cuDNN / cuBLAS workspaces: assumed, not measured
 BANK_ROWS = 80_000  # a style bank the size of Painter by Numbers' (79,433 paintings)
@@ -114,20 +114,22 @@ def _learner_step(model, opt, cfg, per_process_batch: int, micro_batch: int, dty
     flops["learner"]. Two micro-batches when accumulating: the second runs with the first one's gradients
     alive (its peak is every later one's)."""
     crops = [torch.rand(per_process_batch, 3, cfg.image_size, cfg.image_size) for _ in range(2)]  # the prepared batch
+    side = local_size(cfg)
+    local = [torch.rand(per_process_batch, 3, side, side) for _ in range(cfg.local_crops)]  # multi-crop's
     opt.zero_grad(set_to_none=True)
     if hasattr(model, "update_target"):
         model.update_target(cfg.ema)
     for k in range(min(2, per_process_batch // micro_batch)):
-        x1, x2 = (c[k * micro_batch:(k + 1) * micro_batch].contiguous(memory_format=torch.channels_last)
-                  for c in crops)
+        x1, x2, *xl = (c[k * micro_batch:(k + 1) * micro_batch].contiguous(memory_format=torch.channels_last)
+                       for c in crops + local)
         counter = FlopCounterMode(display=False) if flops is not None and k == 0 else None
         with counter or contextlib.nullcontext():
             with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss, _ = model(x1, x2, None)
+                loss, _ = model(x1, x2, None, None, *([xl] if xl else []))
             loss.backward()
         if counter is not None:
             flops["learner"] = counter.get_total_flops() / micro_batch
-        del x1, x2, loss
+        del x1, x2, xl, loss
     opt.step()
 
 
