@@ -26,7 +26,7 @@ class DINO(MomentumTwoTower):
 
     def __init__(self, backbone: nn.Module, feat_dim: int, *, proj_hidden: int, proj_dim: int, bottleneck: int,
                  student_temp: float, teacher_temp: float, warmup_teacher_temp: float,
-                 warmup_teacher_temp_epochs: int, center_momentum: float):
+                 warmup_teacher_temp_epochs: int, center_momentum: float, clip_grad: float, freeze_last_layer: int):
         """Settings: sassl.learners.LEARNERS['dino']. proj_dim: the prototypes (DINO's out_dim)."""
         super().__init__(backbone, feat_dim, proj_hidden, proj_dim, proj_hidden, predictor=False,
                          projector=DINOHead(feat_dim, proj_hidden, bottleneck, proj_dim))
@@ -34,10 +34,23 @@ class DINO(MomentumTwoTower):
         self.temps = (warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs)
         self.teacher_temp = warmup_teacher_temp if warmup_teacher_temp_epochs > 0 else teacher_temp
         self.register_buffer("center", torch.zeros(proj_dim))  # checkpointed with the model: a resume keeps it
+        self.clip_grad, self.freeze_last_layer, self.epoch = clip_grad, freeze_last_layer, 0
 
     def set_epoch(self, epoch: int) -> None:
         """The teacher temperature of `epoch` (the trainer calls it before each step)."""
-        self.teacher_temp = teacher_temperature(epoch, *self.temps)
+        self.epoch, self.teacher_temp = epoch, teacher_temperature(epoch, *self.temps)
+
+    @torch.no_grad()
+    def adjust_gradients(self) -> None:
+        """DINO's two rules between backward and the optimiser step (the trainer calls it): each parameter's
+        gradient scaled down to norm clip_grad where it is larger (its clip_gradients), and no gradient for the
+        prototypes in the first freeze_last_layer epochs (its cancel_gradients_last_layer)."""
+        for p in self.parameters():
+            if p.grad is not None and self.clip_grad > 0:
+                coef = self.clip_grad / (p.grad.norm() + 1e-6)
+                p.grad.mul_(coef.clamp(max=1.0))
+        if self.epoch < self.freeze_last_layer:
+            self.projector.prototypes.weight.grad = None
 
     @torch.no_grad()
     def update_center(self, teacher: torch.Tensor) -> None:

@@ -140,6 +140,10 @@ def train_step(model: nn.Module, views: TwoViews, opt: torch.optim.Optimizer, ba
         total += loss.detach() / len(batch)
         per_image.append(logs["per_image"])
     logs["per_image"] = torch.cat(per_image)
+    if hasattr(learner, "adjust_gradients"):  # a learner's own gradient rules (DINO: clipping, frozen prototypes)
+        if scaler is not None:
+            scaler.unscale_(opt)  # on the true gradients, as DINO's code does
+        learner.adjust_gradients()
     if scaler is not None:
         scaler.step(opt)  # skips the step when float16 gradients overflowed, then adapts the scale
         scaler.update()

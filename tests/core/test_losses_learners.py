@@ -363,6 +363,21 @@ def test_dino_learner_trains_its_student_and_moves_its_teacher():
     with torch.no_grad():
         model(x1, x2, None)
     assert torch.equal(model.center, frozen)
+    # DINO's gradient rules: each parameter's gradient clipped to norm 3 (smaller ones kept), prototypes frozen in
+    # epoch 0 only
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 10.0) if p.numel() > 1 else torch.full_like(p, 0.5)
+    small = {n: p.grad.clone() for n, p in model.named_parameters() if p.numel() == 1}
+    model.set_epoch(0)
+    model.adjust_gradients()
+    assert model.projector.prototypes.weight.grad is None
+    norms = [p.grad.norm().item() for p in model.parameters() if p.grad is not None and p.numel() > 1]
+    assert norms and all(n == pytest.approx(3.0, rel=1e-4) for n in norms)
+    assert all(torch.equal(p.grad, small[n]) for n, p in model.named_parameters() if n in small)
+    model.projector.prototypes.weight.grad = torch.ones_like(model.projector.prototypes.weight) * 1e-3
+    model.set_epoch(1)
+    model.adjust_gradients()
+    assert model.projector.prototypes.weight.grad is not None
     vit = create_learner("dino", "vit_tiny", False, image_size=32, proj_hidden=16, proj_dim=32)  # a ViT student
     loss, _ = vit(x1, x2, 0.996, None, [torch.rand(6, 3, 16, 16)])
     loss.backward()

@@ -400,14 +400,15 @@ def test_dino_run_sets_the_teacher_temperature_each_step_and_keeps_its_center(tm
     temperature's warm-up), and the center, a buffer, is in the checkpoint."""
     from sassl.learners.dino import DINO
 
-    seen, local = [], []
-    real, real_loss = DINO.set_epoch, DINO.loss
+    seen, local, adjusted = [], [], []
+    real, real_loss, real_adjust = DINO.set_epoch, DINO.loss, DINO.adjust_gradients
+    monkeypatch.setattr(DINO, "adjust_gradients", lambda self: (adjusted.append(self.epoch), real_adjust(self))[1])
     monkeypatch.setattr(DINO, "set_epoch", lambda self, epoch: (seen.append(epoch), real(self, epoch))[1])
     monkeypatch.setattr(DINO, "loss", lambda self, x1, x2, xt, loc=(): (local.append([tuple(v.shape) for v in loc]),
                                                                         real_loss(self, x1, x2, xt, loc))[1])
     result = pretrain(_cfg(tmp_path, tiny_folder, learner="dino", proj_hidden=32, proj_dim=64, knn_every=0,
                            local_crops=3, sassl_crops="all", style="batch"), progress=False)
-    assert seen == [0] * 6 + [1] * 6 and result["step"] == 12
+    assert seen == [0] * 6 + [1] * 6 and result["step"] == 12 and adjusted == seen  # after each step's backward
     assert local == [[(8, 3, 16, 16)] * 3] * 12  # every step's 3 local views (3/7 of 32 px -> 16) reach the learner
     state = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True)
     assert state["model"]["center"].shape == (64,) and state["model"]["center"].abs().sum() > 0
