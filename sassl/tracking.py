@@ -148,8 +148,10 @@ def quiet_writer_thread() -> None:
         return
     import threading
 
-    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
-
+    try:
+        from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+    except ImportError:  # a tensorboard that moved its writer thread: its traceback prints, the run is as before
+        return
     previous = threading.excepthook
 
     def hook(args):
