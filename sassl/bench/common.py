@@ -82,6 +82,13 @@ def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
     return rates
 
 
+def paired_ratio(num: list[float], den: list[float]) -> tuple[float, list[float]]:
+    """The median of the per-round ratios num / den of two interleaved measurements, and their interquartile
+    range (rounded to 2 decimals)."""
+    ratio = [a / b for a, b in zip(num, den)]
+    return float(np.median(ratio)), [round(float(np.percentile(ratio, q)), 2) for q in (25, 75)]
+
+
 def report(row: dict, json_path: str | None) -> int:
     print(json.dumps(row, indent=1))
     if json_path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sassl.bench.common import cpu_name, interleaved, rate, real_batch
+from sassl.bench.common import cpu_name, interleaved, paired_ratio, rate, real_batch
 from sassl.data import image_paths
 from sassl.data.decode import center_square, load_rgb, to_tensor
 from sassl.stylizer import SASSL, StyleBank, pretrained
@@ -53,12 +53,11 @@ def bf16_row(st, x: torch.Tensor, z_style: torch.Tensor, repeats: int) -> dict:
         return f
 
     r = interleaved({"fp32": timed(None), "bf16": timed(torch.bfloat16)}, repeats)
-    ratio = [b / f for b, f in zip(r["bf16"], r["fp32"])]
+    median, iqr = paired_ratio(r["bf16"], r["fp32"])
     y32, y16 = stylized(None).clamp(0, 1), stylized(torch.bfloat16).clamp(0, 1)
     beta = 0.2
     return {"fp32_img_s": float(np.median(r["fp32"])), "bf16_img_s": float(np.median(r["bf16"])),
-            "bf16_vs_fp32": float(np.median(ratio)),
-            "bf16_vs_fp32_iqr": [round(float(np.percentile(ratio, q)), 2) for q in (25, 75)],
+            "bf16_vs_fp32": median, "bf16_vs_fp32_iqr": iqr,
             "bf16_psnr_db": psnr(y16, y32),
             "bf16_psnr_db_blend": psnr(beta * y16 + (1 - beta) * x, beta * y32 + (1 - beta) * x),
             "bf16_max_abs": float((y16 - y32).abs().max())}

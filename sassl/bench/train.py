@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from sassl.backbones import BACKBONES, create_backbone
-from sassl.bench.common import cpu_peak_gflops, interleaved, peak_memory_gb, real_batch
+from sassl.bench.common import cpu_peak_gflops, interleaved, paired_ratio, peak_memory_gb, real_batch
 from sassl.learners import create_learner
 from sassl.optim import make_optimizer
 from sassl.plan import trace_step
@@ -150,12 +150,10 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
         row = {"learner": name, "backbone": backbone, "batch": batch, "size": size, "steps": steps,
                "repeats": repeats, "peak_mem_gb": peak_memory_gb(dev)} | _overheads(r)
         if bf16:
-            ratio = [b / f for b, f in zip(r["bf16"], r["off"])]
+            median, iqr = paired_ratio(r["bf16"], r["off"])
             gflop = trace_step(cfg_for(name, backbone, size, batch), batch, batch, None,
                                with_sassl=False).learner_flops / 1e9
-            row |= {"bf16_vs_fp32": float(np.median(ratio)),
-                    "bf16_vs_fp32_iqr": [round(float(np.percentile(ratio, q)), 2) for q in (25, 75)],
-                    "gflop_per_image": gflop, "fp32_gflops": gflop * row["off_img_s"],
+            row |= {"bf16_vs_fp32": median, "bf16_vs_fp32_iqr": iqr, "gflop_per_image": gflop, "fp32_gflops": gflop * row["off_img_s"],
                     "bf16_gflops": gflop * row["bf16_img_s"]}
             if dev.type == "cpu":
                 row["fp32_peak_gflops"], row["fp32_peak_how"] = cpu_peak_gflops(torch.get_num_threads(), "fp32")

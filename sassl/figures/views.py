@@ -9,6 +9,7 @@ from sassl.data.decode import to_pil
 from sassl.devices import resolve_device
 from sassl.figures.sheet import contact_sheet
 from sassl.training.config import local_size, style_op
+from sassl.training.step import prepare_batch
 from sassl.data.loader import TwoCrops, to_unit
 from sassl.views import VIEWS, TwoViews
 
@@ -22,13 +23,12 @@ def augmented_views(cfg, n: int = 8, seed: int = 0, device: str | None = None):
                      local_size=local_size(cfg), local_scale=cfg.local_scale)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     items = [crops[i] for i in idx]
-    c1, c2 = (to_unit(torch.stack([it[k] for it in items]).to(dev)) for k in (0, 1))
-    local = list(to_unit(torch.stack([it[3] for it in items]).to(dev)).unbind(1)) if cfg.local_crops else []
+    c1, c2, *local = (torch.stack([it[k] for it in items]).to(dev) for k in (0, 1, 3)[:2 + bool(cfg.local_crops)])
     views = TwoViews(VIEWS[cfg.views], sassl=style_op(cfg, dev, progress=False).op, normalize=False,
                      crops=cfg.sassl_crops).to(dev)
-    prep = views.prepare(c1, c2, torch.Generator().manual_seed(seed), local)
+    (prep,) = prepare_batch(views, c1, c2, torch.Generator().manual_seed(seed), 1, local[0] if local else None)
     v1, v2, params = views.finish(prep)
-    return c1.cpu(), v1.cpu(), v2.cpu(), params, [v.cpu() for v in views.local_views(prep)]
+    return to_unit(c1).cpu(), v1.cpu(), v2.cpu(), params, [v.cpu() for v in views.local_views(prep)]
 
 
 def view_grid(cfg, n: int = 8, seed: int = 0, tile: int = 128, device: str | None = None) -> Image.Image:
