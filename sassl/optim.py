@@ -56,6 +56,19 @@ def cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def cosine_between(step: int, total: int, start: float, end: float) -> float:
+    """start at step 0, end at step `total`, on a half cosine between them (DINO's weight-decay schedule: its
+    utils.cosine_scheduler without warm-up)."""
+    return end + (start - end) * (1 + math.cos(math.pi * min(1.0, step / max(1, total)))) / 2
+
+
+def set_weight_decay(opt: torch.optim.Optimizer, weight_decay: float) -> None:
+    """The decayed group's weight decay (param_groups' first); biases and norm layers stay exempt."""
+    for group in opt.param_groups:
+        if not group.get("exclude", False):
+            group["weight_decay"] = weight_decay
+
+
 OPTIMIZERS = ("lars", "sgd", "adamw")
 
 

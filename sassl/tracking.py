@@ -16,7 +16,8 @@ from sassl.storage import StorageError, storage_error
 from sassl.views import Prepared, TwoViews
 
 # metrics.jsonl key -> TensorBoard / W&B tag; other numeric keys go under run/
-TAGS = {"loss": "train/loss", "lr": "train/lr", "momentum": "train/momentum", "knn_top1": "eval/knn_top1",
+TAGS = {"loss": "train/loss", "lr": "train/lr", "momentum": "train/momentum",
+        "weight_decay": "train/weight_decay", "knn_top1": "eval/knn_top1",
         "probe_top1": "eval/probe_top1", "rankme": "eval/rankme",
         "images_per_second": "speed/images_per_second", "epoch_seconds": "speed/epoch_seconds",
         "epochs_in_budget": "run/epochs_in_budget"}

@@ -63,13 +63,14 @@ LEARNERS: dict[str, Learner] = {
     # DINO (Caron et al. 2021): multi-crop, 2 global crops (BYOL's two views, crop scale 0.4-1) and 8 local ones
     # (3/7 of the side: its 96 of 224 px, scale 0.05-0.4, blur 0.5, no solarisation), a 2048-wide 3-layer head to a
     # 256-d code and 65536 prototypes, student T 0.1, teacher T 0.04 -> 0.07 over the first 30 epochs, center
-    # momentum 0.9, teacher momentum 0.996 -> 1, AdamW at base lr 5e-4 per 256 images, weight decay 0.04.
+    # momentum 0.9, teacher momentum 0.996 -> 1, AdamW at base lr 5e-4 per 256 images, weight decay 0.04 -> 0.4 on
+    # a cosine.
     # Without local crops (--local-crops 0) DINO advises crop scale 0.14-1. Each parameter's gradient is clipped to
-    # norm 3 and the prototypes take no gradient in the first epoch, as DINO does. NOTE: DINO raises the weight
-    # decay to 0.4 on a cosine; here it stays 0.04. At CPU size --proj-dim cuts the 65536 prototypes (4096: 10x
-    # faster)
+    # norm 3 and the prototypes take no gradient in the first epoch, as DINO does. At CPU size --proj-dim cuts
+    # the 65536 prototypes (4096: 10x faster)
     "dino": Learner(DINO, {"views": "byol", "crop_scale": (0.4, 1.0), "local_crops": 8, "proj_hidden": 2048,
-                           "proj_dim": 65536, "ema": 0.996, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.04},
+                           "proj_dim": 65536, "ema": 0.996, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.04,
+                           "weight_decay_end": 0.4},
                     {"bottleneck": 256, "student_temp": 0.1, "teacher_temp": 0.07, "warmup_teacher_temp": 0.04,
                      "warmup_teacher_temp_epochs": 30, "center_momentum": 0.9, "clip_grad": 3.0, "freeze_last_layer": 1}),
 }

@@ -80,6 +80,8 @@ class PretrainConfig:
     optimizer: str = setting("lars", "lars, sgd (momentum 0.9) or adamw (mocov3's)")
     lr: float = setting(2.0, "base learning rate per 256 images (scaled by batch_size / 256)")
     weight_decay: float = setting(1e-6, "L2 on weights; biases and norm layers exempt")
+    weight_decay_end: float = setting(-1.0, "weight decay at the last step, reached on a cosine from weight_decay "
+                                      "(DINO's 0.04 -> 0.4); -1: weight_decay throughout")
     warmup_epochs: float = setting(1.0, "linear learning-rate warm-up, then cosine decay to 0")
     ema: float = setting(_OWN["ema"], "base target momentum (momentum learners), cosine schedule up to 1.0; default: "
                          "the learner's own")
@@ -141,7 +143,8 @@ def config_from_dict(values: dict) -> PretrainConfig:
 RENAMED = {"out_dir": "runs_dir"}  # config keys of older runs -> their current names
 # settings added since runs were first recorded -> the value that does what the code did before them (for the
 # resume-free probe_epochs, which changes no trained weight, today's default)
-ADDED = {"sassl_crops": "global1", "local_crops": 0, "local_size": 0, "local_scale": [0.05, 0.4], "probe_epochs": 30}
+ADDED = {"sassl_crops": "global1", "local_crops": 0, "local_size": 0, "local_scale": [0.05, 0.4], "probe_epochs": 30,
+         "weight_decay_end": -1.0}
 
 
 def upgraded(values: dict) -> dict:
@@ -180,6 +183,8 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.batch_size % (dist.world_size() * cfg.accumulate):
         raise ValueError(f"batch_size: {cfg.batch_size} does not split into {dist.world_size()} processes x "
                          f"{cfg.accumulate} micro-batches (accumulate)")
+    if cfg.weight_decay_end < 0 and cfg.weight_decay_end != -1:
+        raise ValueError(f"weight_decay_end: must be >= 0 (or -1: weight_decay throughout), got {cfg.weight_decay_end}")
     if cfg.time_budget < 0:
         raise ValueError(f"time_budget: must be >= 0 minutes (0: no limit), got {cfg.time_budget}")
     if cfg.dist_timeout <= 0:

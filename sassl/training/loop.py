@@ -18,7 +18,7 @@ from sassl.devices import resolve_device
 from sassl.eval.knn import KnnMonitor
 from sassl.interrupt import GracefulStop, Stopped, signal_name
 from sassl.learners import cosine_momentum, create_learner
-from sassl.optim import cosine_lr, make_optimizer
+from sassl.optim import cosine_between, cosine_lr, make_optimizer, set_weight_decay
 from sassl.storage import storage_errors
 from sassl.precision import autocast_dtype
 from sassl.records import duration, git_commit, terminal_line
@@ -147,6 +147,10 @@ def train_epoch(t: Trainer, schedule: Schedule, epoch: int, step: int, runlog: R
     for batch in bar:
         lr = cosine_lr(step, schedule.total_steps, int(cfg.warmup_epochs * schedule.steps_per_epoch), t.base_lr)
         m = cosine_momentum(step, schedule.total_steps, cfg.ema)
+        wd = {}
+        if cfg.weight_decay_end >= 0:  # DINO's rising weight decay, logged with the step
+            wd["weight_decay"] = cosine_between(step, schedule.total_steps, cfg.weight_decay, cfg.weight_decay_end)
+            set_weight_decay(t.opt, wd["weight_decay"])
         loss, logs = train_step(t.step_model, t.views, t.opt, batch, lr, m, t.dtype, t.scaler, epoch)
         runlog.record_draws(batch)
         step += 1
@@ -155,7 +159,7 @@ def train_epoch(t: Trainer, schedule: Schedule, epoch: int, step: int, runlog: R
         seen += sum(len(p.crop1) for p in batch) * dist.world_size()
         losses.append(checked_loss(loss, step, cfg))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.3g}")
-        runlog.log({"step": step, "epoch": epoch + 1, "loss": losses[-1], "lr": lr, "momentum": m})
+        runlog.log({"step": step, "epoch": epoch + 1, "loss": losses[-1], "lr": lr, "momentum": m} | wd)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             save_checkpoint(t.run, t.model, t.opt, t.scaler, step, schedule.epochs)
         if stop.agreed(t.device):

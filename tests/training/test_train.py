@@ -3,6 +3,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,10 @@ def test_config_validation_names_the_parameter():
         config_from_dict({"backbone": "vgg"})
     with pytest.raises(ValueError, match="time_budget: must be >= 0 minutes"):
         config_from_dict({"time_budget": -1})
+    with pytest.raises(ValueError, match=r"weight_decay_end: must be >= 0 \(or -1"):
+        config_from_dict({"weight_decay_end": -0.5})
+    assert config_from_dict({"learner": "dino"}).weight_decay_end == 0.4  # DINO's row brings its schedule
+    assert config_from_dict({"learner": "mocov3"}).weight_decay_end == -1.0
     with pytest.raises(ValueError, match="batch_size: must be >= 2"):
         config_from_dict({"batch_size": 1})
     with pytest.raises(ValueError, match=r"alpha: need 0 <= min <= max <= 1"):
@@ -414,3 +419,10 @@ def test_dino_run_sets_the_teacher_temperature_each_step_and_keeps_its_center(tm
     assert state["model"]["center"].shape == (64,) and state["model"]["center"].abs().sum() > 0
     rows = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
+    # DINO's weight decay, 0.04 -> 0.4: its utils.cosine_scheduler (no warm-up), one value per step, on the decayed
+    # group only
+    its = np.arange(12)
+    dino_wd = 0.4 + 0.5 * (0.04 - 0.4) * (1 + np.cos(np.pi * its / len(its)))
+    assert np.allclose([r["weight_decay"] for r in rows if "loss" in r], dino_wd, rtol=1e-12)
+    groups = state["optimizer"]["param_groups"]
+    assert groups[0]["weight_decay"] == pytest.approx(dino_wd[-1]) and groups[1]["weight_decay"] == 0.0
