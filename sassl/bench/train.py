@@ -1,8 +1,8 @@
-"""`python -m sassl.bench train`: images/s of full training steps (the learner's views + learner + LARS) per
-learner with SASSL off, on (p=0.8, same batch) and on with the next batch prepared ahead (--sassl-async),
-alternating in repeated rounds (medians), the process's peak memory, and the paper's MoCo v2 step built from
-lightly's blocks as a reference. --backbone picks any backbone (e.g. resnet50x4 --batch 2 --size 32 --repeats 1
-for one real step of the 375 M-parameter net, too slow for the test suite)."""
+"""`python -m sassl.bench train`: images/s of full training steps per learner, each its own (views, heads,
+optimiser, and DINO's local crops), with SASSL off, on (p=0.8, same batch) and on with the next batch prepared
+ahead (--sassl-async), alternating in repeated rounds (medians), the process's peak memory, and the paper's MoCo
+v2 step built from lightly's blocks as a reference. --backbone picks any backbone (e.g. resnet50x4 --batch 2
+--size 32 --repeats 1 for one real step of the 375 M-parameter net, too slow for the test suite)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from sassl.learners import create_learner
 from sassl.optim import make_optimizer
 from sassl.plan import trace_step
 from sassl.stylizer import make_style_op, pretrained
-from sassl.training.config import config_from_dict, learner_settings
+from sassl.training.config import config_from_dict, learner_settings, local_size
 from sassl.training.step import prepare_batch, prepared_ahead, train_step
 from sassl.views import VIEWS, TwoViews
 
@@ -61,13 +61,15 @@ class LightlyMoCoReference(torch.nn.Module):
 
 
 def _timed(model, views: TwoViews, ahead: bool, crops: tuple, steps: int, dev: torch.device,
-           dtype: torch.dtype | None = None):
-    """A measurement: `steps` of the trainer's own steps on `crops` (prepared in order, or batch k+1 ahead;
-    autocast to `dtype`, None: float32), returning images/s; the loss is read each step as the trainer does."""
-    opt = make_optimizer(model, "lars", 0.1, 1e-6)
+           dtype: torch.dtype | None = None, optimizer: str = "lars"):
+    """A measurement: `steps` of the trainer's own steps on `crops` ((c1, c2) or, multi-crop, (c1, c2, local);
+    prepared in order, or batch k+1 ahead; autocast to `dtype`, None: float32) with `optimizer`, returning
+    images/s; the loss is read each step as the trainer does."""
+    opt = make_optimizer(model, optimizer, 0.1, 1e-6)
 
     def prepare(batch, step):
-        return prepare_batch(views, batch[0], batch[1], torch.Generator().manual_seed(step))
+        return prepare_batch(views, batch[0], batch[1], torch.Generator().manual_seed(step),
+                             local=batch[2] if len(batch) > 2 else None)
 
     def run() -> float:
         t = time.perf_counter()
@@ -79,11 +81,19 @@ def _timed(model, views: TwoViews, ahead: bool, crops: tuple, steps: int, dev: t
 
 
 def _learner(name: str, backbone: str, size: int, dev: torch.device):
-    """The learner with its own heads (seeded), its view set and its config."""
-    cfg = config_from_dict({"learner": name})
+    """The learner with its own heads (seeded), its view set and its config (at the bench's crop size: DINO's
+    local crops at 3/7 of it)."""
+    cfg = config_from_dict({"learner": name, "image_size": size})
     torch.manual_seed(0)
     model = create_learner(name, backbone, small_images=False, image_size=size, **learner_settings(cfg))
     return model.to(dev, memory_format=torch.channels_last), VIEWS[cfg.views], cfg
+
+
+def _local_crops(batch: int, cfg) -> torch.Tensor:
+    """Multi-crop's small crops as the loader ships them: (batch, local_crops, 3, s, s) uint8 of real photos."""
+    s, n = local_size(cfg), cfg.local_crops
+    x = (real_batch(batch * n, s) * 255).round().to(torch.uint8)
+    return x.view(batch, n, 3, s, s)
 
 
 def _overheads(r: dict[str, list[float]]) -> dict:
@@ -137,18 +147,21 @@ def bench_train(batch: int = 64, size: int = 64, steps: int = 1, repeats: int = 
     rows = []
     for name in learners:
         model, view_cfg, cfg = _learner(name, backbone, size, dev)
-        modes = {"off": _timed(model, TwoViews(view_cfg).to(dev), False, crops, steps, dev)}
+        own = crops + ((_local_crops(batch, cfg).to(dev),) if cfg.local_crops else ())
+
+        def timed(op=None, ahead=False, dtype=None):  # the learner's own step: its views, crops and optimiser
+            return _timed(model, TwoViews(view_cfg, sassl=op).to(dev), ahead, own, steps, dev, dtype, cfg.optimizer)
+        modes = {"off": timed()}
         for k, op in ops.items():
-            modes[k] = _timed(model, TwoViews(view_cfg, sassl=op).to(dev), False, crops, steps, dev)
+            modes[k] = timed(op)
             if k == "sync":
-                modes["async"] = _timed(model, TwoViews(view_cfg, sassl=op).to(dev), True, crops, steps, dev)
+                modes["async"] = timed(op, ahead=True)
         if bf16:  # the same step under bf16 autocast (--precision bf16), SASSL off and on
-            modes["bf16"] = _timed(model, TwoViews(view_cfg).to(dev), False, crops, steps, dev, torch.bfloat16)
-            modes["sync_bf16"] = _timed(model, TwoViews(view_cfg, sassl=ops["sync"]).to(dev), False, crops, steps,
-                                        dev, torch.bfloat16)
+            modes["bf16"], modes["sync_bf16"] = timed(dtype=torch.bfloat16), timed(ops["sync"], dtype=torch.bfloat16)
         r = interleaved(modes, repeats)
         row = {"learner": name, "backbone": backbone, "batch": batch, "size": size, "steps": steps,
-               "repeats": repeats, "peak_mem_gb": peak_memory_gb(dev)} | _overheads(r)
+               "local_crops": cfg.local_crops, "optimizer": cfg.optimizer, "repeats": repeats,
+               "peak_mem_gb": peak_memory_gb(dev)} | _overheads(r)
         if bf16:
             median, iqr = paired_ratio(r["bf16"], r["off"])
             gflop = trace_step(cfg_for(name, backbone, size, batch), batch, batch, None,
@@ -174,7 +187,8 @@ def format_train_table(rows: list[dict]) -> str:
     for r in rows:
         cell = lambda k, fmt: fmt.format(r[k]) if k in r else "-"  # noqa: E731
         iqr = lambda k: f" ({r[k][0]:+.0f}..{r[k][1]:+.0f})" if k in r else ""  # noqa: E731
-        lines.append(f"| {r['learner']} | {r['backbone']} | {r['batch']} | {r['size']} | {cell('off_img_s', '{:.2f}')} "
+        name = r["learner"] + (f" (+{r['local_crops']} local crops)" if r.get("local_crops") else "")
+        lines.append(f"| {name} | {r['backbone']} | {r['batch']} | {r['size']} | {cell('off_img_s', '{:.2f}')} "
                      f"| {cell('sync_img_s', '{:.2f}')} | {cell('async_img_s', '{:.2f}')} "
                      f"| {cell('sync_overhead_pct', '{:+.1f}%')}{iqr('sync_overhead_iqr_pct')} "
                      f"| {cell('async_overhead_pct', '{:+.1f}%')}{iqr('async_overhead_iqr_pct')} "
@@ -206,7 +220,9 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=1, help="steps per timed measurement")
     p.add_argument("--repeats", type=int, default=15, help="rounds of off / sync / ahead measurements")
-    p.add_argument("--learners", nargs="+", default=["mocov2", "simclr", "byol"])
+    p.add_argument("--learners", nargs="+", default=["mocov2", "simclr", "byol"],
+                   help="any of sassl.learners.LEARNERS, each with its own views, heads, optimiser and crops (dino: "
+                        "2 global + 8 local)")
     p.add_argument("--backbone", default="resnet18", help=f"{', '.join(BACKBONES)}, or timm:NAME")
     p.add_argument("--embed-sizes", type=int, nargs="*", default=[],
                    help="also time SASSL with styles and contents embedded at these sides (px), e.g. 256")

@@ -21,6 +21,20 @@ def teacher_temperature(epoch: int, warmup_temp: float, temp: float, warmup_epoc
     return warmup_temp + (temp - warmup_temp) * epoch / max(1, warmup_epochs - 1)
 
 
+def multi_crop(backbone: nn.Module, head: nn.Module, views: list[torch.Tensor]) -> torch.Tensor:
+    """DINO's MultiCropWrapper: the backbone once on each run of same-sized views concatenated (BatchNorm's
+    statistics over those crops together), the head once on every view's features (its prototypes normalised
+    once, not once a view). views: V tensors (B, 3, H_v, W_v), the same sizes next to each other -> (V, B, K)."""
+    feats, start = [], 0
+    while start < len(views):
+        end = start + 1
+        while end < len(views) and views[end].shape[-2:] == views[start].shape[-2:]:
+            end += 1
+        feats.append(backbone(torch.cat(views[start:end])))
+        start = end
+    return head(torch.cat(feats)).unflatten(0, (len(views), len(views[0])))
+
+
 class DINO(MomentumTwoTower):
     MULTI_CROP = True  # takes local crops (--local-crops): forward's `local`, passed on to loss
 
@@ -67,9 +81,10 @@ class DINO(MomentumTwoTower):
              local: list[torch.Tensor] = ()) -> torch.Tensor:
         """Per image (B,): the student's views (two global, then the local ones) against the teacher's two global
         views, every pair but a view with itself, with the center as it was before this batch; then the center
-        moves."""
-        student = torch.stack([self.online(x) for x in (x1, x2, *local)])
-        teacher = torch.stack([self.target(x1_target), self.target(x2)])
+        moves. Each tower runs as DINO's MultiCropWrapper (multi_crop)."""
+        student = multi_crop(self.backbone, self.projector, [x1, x2, *local])
+        with torch.no_grad():
+            teacher = multi_crop(self.target_backbone, self.target_projector, [x1_target, x2])
         per_image = dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp, reduction="none")
         if self.training:
             self.update_center(teacher)

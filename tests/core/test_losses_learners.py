@@ -199,7 +199,8 @@ def test_per_image_losses_are_each_images_two_directions(name):
             ref = [v - sum(inv) / 5 + loss for v in inv]
         else:
             q1, q2, k1, k2 = model.online(x1), model.online(x2), model.target(x1), model.target(x2)
-            if name == "dino":  # the teacher's centred, sharpened other view against the student's
+            if name == "dino":  # DINO's multi-crop wrapper: a tower sees both views as one batch (BatchNorm over both)
+                (q1, q2), (k1, k2) = model.online(torch.cat([x1, x2])).chunk(2), model.target(torch.cat([x1, x2])).chunk(2)  # the teacher's centred, sharpened other view against the student's
                 def ce(t, s_, i):
                     q = torch.softmax((t[i] - center) / model.teacher_temp, 0)
                     return -(q * torch.log_softmax(s_[i] / model.student_temp, 0)).sum()
@@ -354,8 +355,10 @@ def test_dino_learner_trains_its_student_and_moves_its_teacher():
     with torch.no_grad():
         center = model.center.clone()
         loss, logs = model(x1, x2, None, None, local)
-        student = torch.stack([model.online(v) for v in (x1, x2, *local)])
-        teacher = torch.stack([model.target(x1), model.target(x2)])
+        # DINO's MultiCropWrapper: the backbone on each size's views as one batch (BatchNorm over them together);
+        # its head has no BatchNorm, so each group's head output is the same as the head's once over all
+        student = torch.stack([*model.online(torch.cat([x1, x2])).chunk(2), *model.online(torch.cat(local)).chunk(2)])
+        teacher = torch.stack(model.target(torch.cat([x1, x2])).chunk(2))
     want = dino_loss(student, teacher, center, 0.1, model.teacher_temp, reduction="none")
     torch.testing.assert_close(logs["per_image"], want, rtol=1e-5, atol=1e-6)
     model.eval()

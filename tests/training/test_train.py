@@ -376,6 +376,25 @@ def test_bench_train_runs_the_real_step_of_any_backbone():
     assert "| mocov3 | vit_tiny | 4 | 32 |" in table and "mocov3: bf16/fp32" in table
 
 
+def test_bench_train_dino_row_takes_its_local_crops_and_its_own_optimiser(monkeypatch):
+    """`python -m sassl.bench train --learners dino`: DINO's step as the trainer runs it, its 8 local crops (3/7
+    of the crop side) reaching the learner in every timed step, with AdamW (its row's), not the bench's LARS."""
+    import sassl.bench.train as bench
+    from sassl.learners.dino import DINO
+
+    local, optimisers = [], []
+    real_loss, real_opt = DINO.loss, bench.make_optimizer
+    monkeypatch.setattr(DINO, "loss", lambda self, x1, x2, xt, loc=(): (local.append([tuple(v.shape) for v in loc]),
+                                                                        real_loss(self, x1, x2, xt, loc))[1])
+    monkeypatch.setattr(bench, "make_optimizer", lambda m, name, *a: (optimisers.append(name), real_opt(m, name, *a))[1])
+    (row,) = bench.bench_train(batch=4, size=32, repeats=1, style="paintings", learners=("dino",), reference=False,
+                               bf16=False)
+    assert local and all(shapes == [(4, 3, 16, 16)] * 8 for shapes in local)
+    assert set(optimisers) == {"adamw"} and row["optimizer"] == "adamw" and row["local_crops"] == 8
+    assert all(row[f"{k}_img_s"] > 0 for k in ("off", "sync", "async"))
+    assert "| dino (+8 local crops) | resnet18 | 4 | 32 |" in bench.format_train_table([row])
+
+
 def test_bench_train_reference_row_runs_lightlys_step_through_the_trainers_step():
     """The lightly-built MoCo v2 reference is called the way train_step calls a learner (x1, x2, momentum,
     x1_target), so the reference row is measured, and its target tower moves."""
