@@ -112,3 +112,30 @@ def adjust_pvalues(p: list[float | None], method: str = "holm") -> list[float | 
             running = min(running, m * p[i] / (rank + 1))
             out[i] = min(1.0, running)
     return out
+
+
+def correlation(x: list[float], y: list[float], alpha: float = 0.05) -> dict:
+    """Pearson's r of paired values with its (1 - alpha) interval from Fisher's z (tanh(atanh r -+ z / sqrt(n - 3)),
+    n >= 4) and the two-sided p of r = 0 (t with n - 2 degrees of freedom, n >= 3). {n, r, low, high, p}; None
+    where n is too small or a side has no spread."""
+    import numpy as np
+    from scipy import stats
+
+    if len(x) != len(y):
+        raise ValueError(f"correlation: {len(x)} values against {len(y)}; give one y per x")
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(x)
+    out = {"n": n, "r": None, "low": None, "high": None, "p": None}
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    r = float(np.clip(np.corrcoef(x, y)[0, 1], -1.0, 1.0))
+    out["r"] = r
+    if abs(r) < 1:
+        t = r * math.sqrt((n - 2) / (1 - r * r))
+        out["p"] = float(2 * stats.t.sf(abs(t), n - 2))
+    else:
+        out["p"] = 0.0
+    if n >= 4 and abs(r) < 1:
+        half = stats.norm.ppf(1 - alpha / 2) / math.sqrt(n - 3)
+        out["low"], out["high"] = math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)
+    return out

@@ -7,9 +7,10 @@ from sassl.compare import is_instrument
 
 def gain_distance_figure(points: list[dict], protocol: str = "linear"):
     """Transfer gain against the style source's distance to the target, one point per (variant, target), with
-    the Pearson correlation in the title (the paper's claim predicts a negative one)."""
-    import numpy as np
+    the Pearson correlation and its Fisher-z interval in the title (the paper's claim predicts a negative one)."""
     import plotly.graph_objects as go
+
+    from sassl.stats import correlation
 
     fig = go.Figure()
     for target in dict.fromkeys(p["target"] for p in points):
@@ -17,10 +18,12 @@ def gain_distance_figure(points: list[dict], protocol: str = "linear"):
         fig.add_scatter(x=[p["distance"] for p in ps], y=[p["gain"] for p in ps], mode="markers+text", name=target,
                         text=[p["style"] for p in ps], textposition="top center",
                         hovertext=[f"{p['variant']}, {p['seeds']} seeds" for p in ps])
-    r = np.corrcoef([p["distance"] for p in points], [p["gain"] for p in points])[0, 1] if len(points) > 2 else None
+    c = correlation([p["distance"] for p in points], [p["gain"] for p in points])
+    r = "" if c["r"] is None else f" (Pearson r = {c['r']:.2f}" + (
+        f", 95% [{c['low']:.2f}, {c['high']:.2f}]" if c["low"] is not None else "") + f", {c['n']} points)"
     fig.update_layout(template="plotly_white", xaxis_title="Fréchet distance, style source to target (style space)",
                       yaxis_title=f"SASSL minus baseline, {protocol} top-1 (points)",
-                      title="transfer gain against style distance" + ("" if r is None else f" (Pearson r = {r:.2f})"))
+                      title="transfer gain against style distance" + r)
     return fig
 
 

@@ -5,18 +5,20 @@ effect, the pairs needed for a stated effect, the per-seed values and the forest
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from sassl.compare import collect_runs, interval, paired_differences, to_markdown
 from sassl.data import get_dataset, parse_name
-from sassl.figures.comparison import paired_figure
+from sassl.figures.comparison import gain_distance_figure, paired_figure
 from sassl.figures.save import save_figure
 from sassl.plan import trace_step
 from sassl.records import duration, read_metrics, write_table
-from sassl.stats import pairs_needed
+from sassl.stats import correlation, pairs_needed
 from sassl.study.runner import TIMING, trial_state
 from sassl.study.spec import Study
-from sassl.training.config import config_from_dict
+from sassl.stylizer import STYLE_KEYWORDS
+from sassl.training.config import PretrainConfig, config_from_dict
 
 COLUMNS = ("comparison", "family", "target", "protocol", "n", "diff", "ci_low", "ci_high", "p", "p_adjusted", "mde",
            "pairs_for_effect", "sd", "by_seed")
@@ -66,6 +68,66 @@ def report_rows(study: Study, runs_dir: str | Path, effect: float | None = None)
     return out
 
 
+def style_source_comparisons(study: Study) -> list[tuple[str, str, str]]:
+    """(arm, against, source) of each comparison that asks the paper's A.2: the arm is its baseline (style none)
+    with a style source of images added (a dataset, folder or bank: not batch, noise or content), nothing else."""
+    out = []
+    for arm, against in study.compare:
+        a, b = study.pretrain | study.arms[arm], study.pretrain | study.arms[against]
+        source = a.get("style", PretrainConfig.style)
+        if b.get("style", PretrainConfig.style) == "none" and source not in (*STYLE_KEYWORDS, "none") and \
+                {k: v for k, v in a.items() if k != "style"} == {k: v for k, v in b.items() if k != "style"}:
+            out.append((arm, against, source))
+    return out
+
+
+def style_gain_points(study: Study, rows: list[dict], distance: Callable[[str, str], float],
+                      protocol: str = "linear") -> list[dict]:
+    """A.2's points: per style-source comparison (style_source_comparisons) and target, the paired mean gain of
+    `protocol` (report_rows) and distance(source, target) (the Fréchet distance of their style embeddings). None
+    for a study of fewer than two style sources: A.2 asks across sources (one source's gains against its distances
+    to the targets: the compare notebook)."""
+    sources = {f"{arm} - {against}": source for arm, against, source in style_source_comparisons(study)}
+    if len(set(sources.values())) < 2:
+        return []
+    return [{"comparison": r["comparison"], "variant": r["comparison"], "style": sources[r["comparison"]],
+             "target": r["target"], "gain": r["diff"], "seeds": r["n"],
+             "distance": float(distance(sources[r["comparison"]], r["target"]))}
+            for r in rows if r["comparison"] in sources and r["protocol"] == protocol]
+
+
+def kept_distances(folder: Path, per_dataset: int = 100) -> Callable[[str, str], float]:
+    """style_distance(source, target) over `per_dataset` seeded images of each, kept in folder/style_distances.json
+    (embedding them takes minutes on a CPU; a report is written again each time trials finish)."""
+    path = folder / "style_distances.json"
+
+    def distance(source: str, target: str) -> float:
+        from sassl.eval.tsne import style_distance
+
+        kept = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{source} -> {target} ({per_dataset} images)"
+        if key not in kept:
+            kept[key] = style_distance(source, target, per_dataset)
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(kept, indent=1))
+        return kept[key]
+    return distance
+
+
+def style_gain_markdown(points: list[dict]) -> list[str]:
+    """The A.2 section: each point, and Pearson's r over them with its Fisher-z interval."""
+    c = correlation([p["distance"] for p in points], [p["gain"] for p in points])
+    r = "" if c["r"] is None else f"Pearson r = {c['r']:+.2f}" + (
+        f" [{c['low']:+.2f}, {c['high']:+.2f}] (Fisher z 95%)" if c["low"] is not None else "") + \
+        f", p {c['p']:.3f}, over {c['n']} (source, target) points"
+    table = [{"source": p["style"], "target": p["target"], "distance": f"{p['distance']:.2f}", "pairs": p["seeds"],
+              "linear gain": _fmt(p["gain"])} for p in sorted(points, key=lambda p: p["distance"])]
+    return ["", "## Style source against target (A.2)", "", "Each style source's paired linear-probe gain over the "
+            "baseline on each target, against the Fréchet distance from the source's style embeddings to the target's "
+            "(100 seeded images each). The paper's A.2 predicts a negative correlation (gains where the source "
+            "resembles the target). " + (r or "Too few points for a correlation."), "", to_markdown(table)]
+
+
 def missing_trials(study: Study, runs_dir: str | Path) -> list[str]:
     folder = study.dir(runs_dir)
     return [t.name for t in study.trials(runs_dir) if trial_state(folder / t.name) != "finished"]
@@ -75,7 +137,8 @@ def _fmt(v, spec: str = "{:+.2f}") -> str:
     return "" if v is None else spec.format(v)
 
 
-def report_markdown(study: Study, runs_dir: str | Path, rows: list[dict], effect: float | None = None) -> str:
+def report_markdown(study: Study, runs_dir: str | Path, rows: list[dict], effect: float | None = None,
+                    points: list[dict] = ()) -> str:
     folder = study.dir(runs_dir)
     lines = [f"# Study {study.name}", "", f"Primary outcomes (named in the study file): "
              f"{', '.join(f'{t}/{p}' for t, p in study.primary)}. Paired by seed; t 95% intervals; Holm within the "
@@ -98,20 +161,29 @@ def report_markdown(study: Study, runs_dir: str | Path, rows: list[dict], effect
                  | {"by seed": ", ".join(f"{s}: {v:+.2f}" for s, v in r["by_seed"].items())}
                  for r in rows if r["comparison"] == comparison]
         lines += ["", f"## {comparison}", "", to_markdown(table)]
+    if points:
+        lines += style_gain_markdown(points)
     if not rows:
         lines.append("\nNo comparison has a finished pair yet.")
     return "\n".join(lines) + "\n"
 
 
-def write_report(study: Study, runs_dir: str | Path, effect: float | None = None) -> Path:
-    """report/: report.md, report.csv, report.json (the rows) and forest.html (+ .png) of the primary outcomes."""
+def write_report(study: Study, runs_dir: str | Path, effect: float | None = None,
+                 distance: Callable[[str, str], float] | None = None) -> Path:
+    """report/: report.md, report.csv, report.json (the rows) and forest.html (+ .png) of the primary outcomes;
+    where comparisons ask A.2 (style_source_comparisons), style_gain.csv and style_gain.html too. `distance`:
+    source, target -> style distance (default: kept_distances in report/)."""
     out = study.dir(runs_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = report_rows(study, runs_dir, effect)
+    points = style_gain_points(study, rows, distance or kept_distances(out))
+    if points:
+        write_table(points, out / "style_gain")
+        save_figure(gain_distance_figure(points), out / "style_gain")
     plain = [{k: r[k] for k in COLUMNS} for r in rows]
     write_table([r | {"by_seed": json.dumps(r["by_seed"])} for r in plain], out / "report")  # report.csv
     (out / "report.json").write_text(json.dumps(plain, indent=1))  # by_seed as an object, not a string
-    (out / "report.md").write_text(report_markdown(study, runs_dir, rows, effect))
+    (out / "report.md").write_text(report_markdown(study, runs_dir, rows, effect, points))
     if rows:
         save_figure(paired_figure(rows, family="primary"), out / "forest")
     return out

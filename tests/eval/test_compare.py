@@ -212,6 +212,32 @@ def test_primary_outcomes_are_their_own_family(tmp_path, capsys):
     assert "primary outcomes (--primary): elpv/linaer not among the runs' outcomes" in capsys.readouterr().err
 
 
+def test_correlation_against_fisher_z_written_out_and_scipy():
+    """Pearson's r of 12 points (A.2's gain against distance) with its Fisher-z 95% interval and t-test p, written
+    out and against scipy's pearsonr; too few points or no spread give None, not a number."""
+    import math
+
+    from scipy import stats
+
+    from sassl.stats import correlation
+
+    x = [8.7, 9.2, 13.5, 14.0, 3.1, 5.5, 10.2, 12.0, 6.6, 7.7, 11.1, 2.4]
+    y = [0.7, 0.4, 2.1, -1.3, 1.9, 0.2, -0.4, -2.0, 1.1, 0.9, -0.6, 2.5]
+    c = correlation(x, y)
+    n, mx, my = 12, sum(x) / 12, sum(y) / 12
+    r = sum((a - mx) * (b - my) for a, b in zip(x, y)) / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y))
+    half = 1.959963984540054 / math.sqrt(n - 3)
+    assert c["n"] == 12 and c["r"] == pytest.approx(r, rel=1e-12)
+    assert (c["low"], c["high"]) == pytest.approx((math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)), rel=1e-12)
+    ref = stats.pearsonr(x, y)
+    assert c["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert (c["low"], c["high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-9)
+    assert correlation([1, 2, 3], [2, 1, 3])["low"] is None and correlation([1, 2, 3], [2, 1, 3])["p"] is not None
+    assert correlation([1, 1, 1, 1], [1, 2, 3, 4])["r"] is None
+    with pytest.raises(ValueError, match="3 values against 2"):
+        correlation([1, 2, 3], [1, 2])
+
+
 def test_style_gains_against_distance(tmp_path):
     """Per SASSL variant with a style source of images (in-batch styles left out) and per target: its top-1 minus
     the baseline's, paired by seed; each (style, target) distance computed once; the figure's correlation."""

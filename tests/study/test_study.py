@@ -274,6 +274,37 @@ def test_the_evidence_study_report_gives_the_numbers_of_evidence_md():
         assert (c[8], c[9], c[10]) == (f"{r['p']:.3f}", f"{r['p_adjusted']:.3f}", f"{r['mde']:.2f}"), c
 
 
+def test_the_study_report_tests_a2_across_style_sources(tmp_path, monkeypatch):
+    """The evidence study's A.2: the comparisons that add only an image style source to the baseline (not beta = 1,
+    noise or in-batch styles), each target's paired linear gain against the source-target distance, and Pearson's
+    r with its Fisher-z interval in the report; distances are embedded once and kept."""
+    import sassl.eval.tsne
+    from sassl.stats import correlation
+    from sassl.study.report import (kept_distances, report_markdown, report_rows, style_gain_points,
+                                    style_source_comparisons)
+
+    study = load_study(EVIDENCE)
+    assert style_source_comparisons(study) == [("ev-sassl", "ev-base", "pbn"), ("ev-textures", "ev-base", "textures"),
+                                               ("ev-photos", "ev-base", "photos")]
+    rows = report_rows(study, "runs")
+    far = {"objects": 9.0, "objects@test_shift": 8.5, "textures": 13.5, "elpv": 14.0}
+    points = style_gain_points(study, rows, lambda source, target: far[target] + (source != "pbn"))
+    linear = {r["target"]: r["diff"] for r in rows if r["comparison"] == "ev-sassl - ev-base" and r["protocol"] == "linear"}
+    assert {p["target"]: p["gain"] for p in points if p["style"] == "pbn"} == linear and len(linear) == 4
+    assert all(p["distance"] == far[p["target"]] for p in points if p["style"] == "pbn")
+    c = correlation([far[t] for t in linear], list(linear.values()))
+    md = report_markdown(study, "runs", rows, points=points)
+    assert f"Pearson r = {c['r']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] (Fisher z 95%)" in md
+    one_source = load_study(_write(tmp_path, STUDY))  # baseline and pbn: A.2 needs two sources
+    assert style_source_comparisons(one_source) == [("sassl", "baseline", "pbn")]
+    assert style_gain_points(one_source, [{"comparison": "sassl - baseline", "protocol": "linear"}], far.get) == []
+    calls = []
+    monkeypatch.setattr(sassl.eval.tsne, "style_distance", lambda s, t, n: calls.append((s, t, n)) or 7.5)
+    for _ in range(2):
+        assert kept_distances(tmp_path / "report")("photos", "elpv") == 7.5
+    assert calls == [("photos", "elpv", 100)] and "photos -> elpv" in (tmp_path / "report" / "style_distances.json").read_text()
+
+
 def test_study_plan_counts_the_pairs_and_trials_an_effect_needs(capsys):
     """sassl study plan over the evidence study: pairs_needed at each primary outcome's observed sd, and the trials
     still to run (a seed where one arm is finished costs one trial, a new seed two)."""
