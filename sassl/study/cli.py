@@ -12,16 +12,16 @@ from sassl.study.spec import load_study
 
 def _run(args) -> int:
     if args.launcher == "local":
-        return run_study(args.file, args.runs_dir, args.lanes, args.amend)
+        return run_study(args.file, args.runs_dir, args.lanes, args.amend, tuple(args.arms or ()))
     if args.show_sbatch:
         print(sbatch_script(args.file, args.runs_dir, slurm_options(args)))
         return 0
     return submit_study(args.file, args.runs_dir, args.launcher, slurm_options(args), args.amend,
-                        wait=args.launcher == "submitit-local" or args.wait)
+                        wait=args.launcher == "submitit-local" or args.wait, arms=tuple(args.arms or ()))
 
 
 def _lane(args) -> int:
-    lane(load_study(args.file), args.runs_dir, args.lanes)
+    lane(load_study(args.file), args.runs_dir, args.lanes, tuple(args.arms or ()))
     return 0
 
 
@@ -58,6 +58,8 @@ def add_parser(sub) -> None:
     common.add_argument("--runs-dir", default="runs", help="the runs root; the study's folder is <runs-dir>/<name>")
     r = steps.add_parser("run", parents=[common], help="run every trial not yet finished (resumable)")
     r.add_argument("--lanes", type=int, default=1, help="trials run side by side on this machine (cores split)")
+    r.add_argument("--arms", nargs="+", metavar="ARM", help="run only these arms' trials (the ones wanted first); "
+                   "default: every arm")
     r.add_argument("--amend", action="store_true",
                    help="accept a study file that changes what existing trials compute (the report says so)")
     r.add_argument("--launcher", choices=LAUNCHERS, default="local",
@@ -73,6 +75,7 @@ def add_parser(sub) -> None:
     r.set_defaults(handler=_run)
     lane_p = steps.add_parser("lane", parents=[common], help="one lane of `run --lanes N` (run starts them)")
     lane_p.add_argument("--lanes", type=int, default=1)
+    lane_p.add_argument("--arms", nargs="+", metavar="ARM")
     lane_p.set_defaults(handler=_lane)
     s = steps.add_parser("status", parents=[common], help="each trial's state, steps, last kNN, time")
     s.set_defaults(handler=_status)

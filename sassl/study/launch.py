@@ -16,7 +16,7 @@ from pathlib import Path
 import submitit
 
 from sassl.records import terminal_line
-from sassl.study.runner import record_study, run_trial, trial_lock, trial_state
+from sassl.study.runner import record_study, run_trial, selected, trial_lock, trial_state
 from sassl.study.spec import Trial, load_study
 
 LAUNCHERS = ("local", "submitit-local", "slurm")
@@ -111,14 +111,16 @@ def sbatch_script(study_file: str | Path, runs_dir: str | Path, options: SlurmOp
 
 
 def submit_study(study_file: str | Path, runs_dir: str | Path, launcher: str, options: SlurmOptions,
-                 amend: bool = False, wait: bool = True) -> int:
-    """Submit every unfinished trial as one job (a job array); with `wait`, wait for them and return 0 when every
-    trial is finished. Resubmitting is safe: a finished trial is skipped, one running elsewhere holds its lock."""
+                 amend: bool = False, wait: bool = True, arms: tuple[str, ...] = ()) -> int:
+    """Submit every unfinished trial (of `arms`, if given) as one job (a job array); with `wait`, wait for them and
+    return 0 when every trial submitted for is finished. Resubmitting is safe: a finished trial is skipped, one
+    running elsewhere holds its lock."""
     if launcher not in LAUNCHERS[1:]:
         raise ValueError(f"--launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     study = load_study(study_file)
+    chosen = selected(study, runs_dir, arms)
     folder = record_study(study, runs_dir, amend)
-    todo = [t for t in study.trials(runs_dir) if trial_state(folder / t.name) != "finished"]
+    todo = [t for t in chosen if trial_state(folder / t.name) != "finished"]
     if not todo:
         terminal_line(f"study {study.name}: every trial is finished")
         return 0
@@ -134,7 +136,7 @@ def submit_study(study_file: str | Path, runs_dir: str | Path, launcher: str, op
         return 0
     for job, trial in zip(jobs, todo):
         terminal_line(f"study {study.name}: trial {trial.name}: {job.result()}")
-    return 0 if all(trial_state(folder / t.name) == "finished" for t in study.trials(runs_dir)) else 1
+    return 0 if all(trial_state(folder / t.name) == "finished" for t in chosen) else 1
 
 
 def slurm_options(args) -> SlurmOptions:

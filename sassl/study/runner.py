@@ -105,13 +105,22 @@ def run_trial(trial: Trial, run: Path, pretrain_command: list[str] | None = None
     (run / TIMING).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
 
 
-def lane(study: Study, runs_dir: str | Path, lanes: int = 1) -> int:
-    """Run every trial that is not finished and not held by another lane, seed-major; returns how many ran. A stop
-    signal is passed on to the running trial (its pre-training checkpoints the step it is in, its evaluation
-    keeps the protocols done) and no further trial starts: Stopped."""
+def selected(study: Study, runs_dir: str | Path, arms: tuple[str, ...] = ()) -> list[Trial]:
+    """The study's trials (seed-major), only those of `arms` when given (`--arms`: an arm not in the study raises,
+    naming the arms it has)."""
+    unknown = [a for a in arms if a not in study.arms]
+    if unknown:
+        raise ValueError(f"--arms: {', '.join(unknown)} not in study {study.name}; its arms: {', '.join(study.arms)}")
+    return [t for t in study.trials(runs_dir) if not arms or t.arm in arms]
+
+
+def lane(study: Study, runs_dir: str | Path, lanes: int = 1, arms: tuple[str, ...] = ()) -> int:
+    """Run every trial (of `arms`, if given) that is not finished and not held by another lane, seed-major; returns
+    how many ran. A stop signal is passed on to the running trial (its pre-training checkpoints the step it is in,
+    its evaluation keeps the protocols done) and no further trial starts: Stopped."""
     folder, ran = study.dir(runs_dir), 0
     with GracefulStop(f"study {study.name}", "trial", on_signal=forward_to_children) as stop:
-        for trial in study.trials(runs_dir):
+        for trial in selected(study, runs_dir, arms):
             run = folder / trial.name
             if stop.requested:
                 break
@@ -137,20 +146,23 @@ def lane(study: Study, runs_dir: str | Path, lanes: int = 1) -> int:
     return ran
 
 
-def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, amend: bool = False) -> int:
-    """`sassl study run FILE`: validate, record, then run the trials in `lanes` lanes on this machine (each lane
-    a process with cores / lanes threads). Returns 0 when every trial is finished."""
+def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, amend: bool = False,
+              arms: tuple[str, ...] = ()) -> int:
+    """`sassl study run FILE`: validate, record, then run the trials (of `arms` only, if given: the ones to have
+    first) in `lanes` lanes on this machine (each lane a process with cores / lanes threads). Returns 0 when every
+    trial run for is finished."""
     study = load_study(path)
     if lanes < 1:
         raise ValueError(f"--lanes: must be >= 1, got {lanes}")
+    selected(study, runs_dir, arms)  # unknown arms refused before anything is recorded
     record_study(study, runs_dir, amend)
     terminal_line(progress_line(study, runs_dir, lanes))
     if lanes == 1:
-        lane(study, runs_dir)
+        lane(study, runs_dir, arms=arms)
     else:
         threads = str(max(1, (os.cpu_count() or lanes) // lanes))
         cmd = [sys.executable, "-m", "sassl.cli", "study", "lane", str(study.path), "--runs-dir", str(runs_dir),
-               "--lanes", str(lanes)]
+               "--lanes", str(lanes)] + (["--arms", *arms] if arms else [])
         with GracefulStop(f"study {study.name}", "trial of each lane", on_signal=forward_to_children) as stop:
             procs = [subprocess.Popen(cmd, env=os.environ | {"OMP_NUM_THREADS": threads}) for _ in range(lanes)]
             codes = [p.wait() for p in procs]
@@ -162,4 +174,4 @@ def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, a
                                "go on (finished trials are kept, started ones resume)")
     terminal_line(progress_line(study, runs_dir, lanes))
     folder = study.dir(runs_dir)
-    return 0 if all(trial_state(folder / t.name) == "finished" for t in study.trials(runs_dir)) else 1
+    return 0 if all(trial_state(folder / t.name) == "finished" for t in selected(study, runs_dir, arms)) else 1

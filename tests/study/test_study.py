@@ -203,6 +203,34 @@ def _submitit_local_runs_the_missing_trial(path, runs):
     assert before == {t: (runs / "tiny" / t / "eval" / "summary.json").stat().st_mtime_ns for t in before}
 
 
+def test_run_arms_runs_only_the_arms_named_first(tmp_path, monkeypatch, capsys):
+    """`sassl study run FILE --arms sassl` runs that arm's trials alone, seed-major (the rest wait for a later run),
+    passes the choice on to each lane's process, and refuses an arm the study does not have before recording it."""
+    import sassl.study.runner as runner
+    from sassl.cli import main
+
+    path, runs, ran = _write(tmp_path, STUDY), tmp_path / "runs", []
+
+    def fake_trial(trial, run):  # what a finished trial leaves, without training
+        ran.append(trial.name)
+        (run / "eval").mkdir(parents=True)
+        (run / "eval" / "summary.json").write_text("[]")
+    monkeypatch.setattr(runner, "run_trial", fake_trial)
+    assert main(["study", "run", str(path), "--runs-dir", str(runs), "--arms", "sassl"]) == 0
+    assert ran == ["sassl-s0", "sassl-s1"] and trial_state(runs / "tiny" / "baseline-s0") == "pending"
+    with pytest.raises(ValueError, match="--arms: base not in study other; its arms: baseline, sassl"):
+        runner.run_study(_write(tmp_path, STUDY.replace('name = "tiny"', 'name = "other"'), "other.toml"), runs,
+                         arms=("base",))
+    assert not (runs / "other").exists()
+    started = []
+    monkeypatch.setattr(runner.subprocess, "Popen", lambda cmd, env: started.append(cmd) or
+                        type("Done", (), {"wait": lambda self: 0})())
+    assert runner.run_study(path, runs, lanes=2, arms=("baseline",)) == 1  # the fake lanes ran nothing
+    assert len(started) == 2 and all(cmd[-2:] == ["--arms", "baseline"] for cmd in started)
+    assert main(["study", "lane", str(path), "--runs-dir", str(runs), "--arms", "baseline"]) == 0
+    assert ran[2:] == ["baseline-s0", "baseline-s1"]
+
+
 def test_sbatch_script_carries_the_options_given(tmp_path, capsys):
     from sassl.cli import main
 
