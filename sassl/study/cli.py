@@ -33,7 +33,8 @@ def _status(args) -> int:
 def _report(args) -> int:
     out = write_report(load_study(args.file), args.runs_dir, args.effect)
     print((out / "report.md").read_text())
-    print(f"report: {out} (report.md, report.csv, report.json, forest.html)")
+    a2 = ", style_gain.csv, style_gain.html" if (out / "style_gain.csv").is_file() else ""
+    print(f"report: {out} (report.md, report.csv, report.json, forest.html{a2})")
     return 0
 
 
