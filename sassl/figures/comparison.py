@@ -3,14 +3,13 @@ seed-paired differences, and SASSL's gain against the style distance between sou
 from __future__ import annotations
 
 from sassl.compare import is_instrument
+from sassl.stats import correlation
 
 
 def gain_distance_figure(points: list[dict], protocol: str = "linear"):
     """Transfer gain against the style source's distance to the target, one point per (variant, target), with
     the Pearson correlation and its Fisher-z interval in the title (the paper's claim predicts a negative one)."""
     import plotly.graph_objects as go
-
-    from sassl.stats import correlation
 
     fig = go.Figure()
     for target in dict.fromkeys(p["target"] for p in points):

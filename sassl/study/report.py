@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sassl.compare import collect_runs, interval, paired_differences, to_markdown
 from sassl.data import get_dataset, parse_name
+from sassl.eval import tsne
 from sassl.figures.comparison import gain_distance_figure, paired_figure
 from sassl.figures.save import save_figure
 from sassl.plan import trace_step
@@ -102,12 +103,10 @@ def kept_distances(folder: Path, per_dataset: int = 100) -> Callable[[str, str],
     path = folder / "style_distances.json"
 
     def distance(source: str, target: str) -> float:
-        from sassl.eval.tsne import style_distance
-
         kept = json.loads(path.read_text()) if path.is_file() else {}
         key = f"{source} -> {target} ({per_dataset} images)"
         if key not in kept:
-            kept[key] = style_distance(source, target, per_dataset)
+            kept[key] = tsne.style_distance(source, target, per_dataset)
             folder.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(kept, indent=1))
         return kept[key]
