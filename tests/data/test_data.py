@@ -144,6 +144,42 @@ def test_set_prepare_is_idempotent_and_redoes_half_finished():
     assert (out / "manifest.json").is_file() and not (out / "junk").exists()
 
 
+def test_a_set_built_by_two_processes_at_once_is_built_once(capsys):
+    """Two builders of one bundled set at the same time (a study's lanes on a fresh machine): the second waits for
+    the first (one line says so) and reads its set; the build runs once. Without the lock the second removed the
+    first's half-built folder and the first read files as they were rewritten."""
+    import shutil
+    import threading
+    import time
+
+    from sassl.data.sets import data_root, load_index
+
+    folder, calls = f"race-test-{os.getpid()}", []
+
+    def slow_build(stage):
+        calls.append(threading.get_ident())
+        (stage / "images").mkdir()
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(stage / "images" / "a.png")
+        time.sleep(1.0)  # long enough for the other builder to arrive meanwhile
+        return {"classes": [], "items": [{"file": str((stage / "images" / "a.png").relative_to(data_root())),
+                                          "label": -1, "split": "all", "group": "a"}], "meta": {}}
+    try:
+        outs = []
+        threads = [threading.Thread(target=lambda: outs.append(prepare_set("photos", folder=folder, build=slow_build)))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.3)
+        for t in threads:
+            t.join(60)
+        assert len(calls) == 1 and len(outs) == 2 and outs[0] == outs[1] == set_dir(folder)
+        assert (set_dir(folder) / "manifest.json").is_file() and len(load_index(folder)["items"]) == 1
+        assert f"is building the bundled set {folder}; waiting for it" in capsys.readouterr().out
+    finally:
+        shutil.rmtree(set_dir(folder), ignore_errors=True)
+        (set_dir(folder).parent / f".{folder}.lock").unlink(missing_ok=True)
+
+
 def test_objects_split_by_identity():
     tr, te, sh = (get_dataset("objects", split=s) for s in ("train", "test", "test_shift"))
     assert tr.num_classes >= 8 and tr.classes == list(CLASSES)

@@ -237,31 +237,36 @@ def test_a_signalled_evaluation_keeps_the_protocols_it_finished(tmp_path, jpeg_f
     assert json.loads((out / "run.json").read_text())["missing"] == [f"imagefolder:{jpeg_folder}/linear"]
 
 
-def test_a_signalled_study_checkpoints_its_trial_and_starts_no_other(tmp_path):
-    """SIGTERM to `sassl study run` while its first trial pre-trains: the signal is passed on to the trial's notebook
-    kernel, whose pre-training checkpoints the step it is in; no further trial starts; exit 128 + 15 with the
-    line that says to run the same command again (which resumes the started trial: test_study's kill -9 test)."""
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_signalled_study_checkpoints_its_trial_and_starts_no_other(tmp_path, lanes):
+    """SIGTERM to `sassl study run` while its first trials pre-train (one lane in the process, or two lane
+    processes): the signal is passed on to each trial's notebook kernel, whose pre-training checkpoints the step it
+    is in; no further trial starts; exit 128 + 15 with the line that says to run the same command again (which
+    resumes the started trials: test_study's kill -9 test)."""
     from tiny import STUDY, write_study as _write
 
     path = _write(tmp_path, STUDY.replace("max_steps = 2", "max_steps = 60"))
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "sassl.cli", "study", "run", str(path), "--runs-dir", str(runs)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / "cache"))
-    first = runs / "tiny" / "baseline-s0"
+    proc = subprocess.Popen([sys.executable, "-m", "sassl.cli", "study", "run", str(path), "--runs-dir", str(runs),
+                             "--lanes", str(lanes)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(tmp_path / "cache"))
+    first = [runs / "tiny" / name for name in ("baseline-s0", "sassl-s0")[:lanes]]  # each lane's first trial
+
+    def losses(run):
+        return sum('"loss"' in line for line in (run / "metrics.jsonl").read_text().splitlines()) \
+            if (run / "metrics.jsonl").is_file() else 0
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (first / "metrics.jsonl").is_file() and sum('"loss"' in line for line in
-                                                       (first / "metrics.jsonl").read_text().splitlines()) >= 3:
-            break
+    while time.time() < deadline and proc.poll() is None and min(map(losses, first)) < 3:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
-    at = torch.load(first / "checkpoints" / "last.pt", weights_only=True)["step"]
-    steps = [json.loads(line)["step"] for line in (first / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    assert 3 <= at < 60 and steps == list(range(1, at + 1)), out[-3000:]
+    for run in first:
+        at = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+        assert 3 <= at < 60 and steps == list(range(1, at + 1)), out[-3000:]
     assert "study tiny: stopped by SIGTERM" in out and "run the same command again" in out
-    assert sorted(p.name for p in (runs / "tiny").iterdir() if p.is_dir()) == ["baseline-s0"]  # no other trial began
+    assert sorted(p.name for p in (runs / "tiny").iterdir() if p.is_dir()) == [p.name for p in first]  # no other began
 
 
 def test_caches_that_do_not_belong_are_rebuilt_with_one_line(tmp_path, monkeypatch, capsys, jpeg_folder, style_folder,
