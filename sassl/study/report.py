@@ -85,7 +85,7 @@ def style_source_comparisons(study: Study) -> list[tuple[str, str, str]]:
 def style_gain_points(study: Study, rows: list[dict], distance: Callable[[str, str], float],
                       protocol: str = "linear") -> list[dict]:
     """A.2's points: per style-source comparison (style_source_comparisons) and target, the paired mean gain of
-    `protocol` (report_rows) and distance(source, target) (the Fréchet distance of their style embeddings). None
+    `protocol` (report_rows) and distance(source, target) (the Fréchet distance of their style embeddings). Empty
     for a study of fewer than two style sources: A.2 asks across sources (one source's gains against its distances
     to the targets: the compare notebook)."""
     sources = {f"{arm} - {against}": source for arm, against, source in style_source_comparisons(study)}
