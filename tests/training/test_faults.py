@@ -237,12 +237,12 @@ def test_a_signalled_evaluation_keeps_the_protocols_it_finished(tmp_path, jpeg_f
     assert json.loads((out / "run.json").read_text())["missing"] == [f"imagefolder:{jpeg_folder}/linear"]
 
 
-@pytest.mark.parametrize("lanes", [1, 2])
-def test_a_signalled_study_checkpoints_its_trial_and_starts_no_other(tmp_path, lanes):
-    """SIGTERM to `sassl study run` while its first trials pre-train (one lane in the process, or two lane
-    processes): the signal is passed on to each trial's notebook kernel, whose pre-training checkpoints the step it
-    is in; no further trial starts; exit 128 + 15 with the line that says to run the same command again (which
-    resumes the started trials: test_study's kill -9 test)."""
+def test_a_signalled_study_checkpoints_its_trial_and_starts_no_other(tmp_path, lanes=2):
+    """SIGTERM to `sassl study run --lanes 2` while its first trials pre-train: the signal is passed on to each lane
+    process and by each lane (the same `lane` that `--lanes 1` runs in the study's own process) to its trial's
+    notebook kernel, whose pre-training checkpoints the step it is in; no further trial starts; exit 128 + 15 with
+    the line that says to run the same command again (which resumes the started trials: test_study's kill -9
+    test). On a fresh cache: both lanes prepare the bundled data at once."""
     from tiny import STUDY, write_study as _write
 
     path = _write(tmp_path, STUDY.replace("max_steps = 2", "max_steps = 60"))
