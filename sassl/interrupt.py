@@ -2,11 +2,13 @@
 `docker stop` and Kubernetes send), SIGUSR1 (`#SBATCH --signal=USR1@120`) and SIGINT (Ctrl-C in a terminal, a
 notebook's interrupt) ask a long job to stop at its next safe point: pre-training after the current step (every
 rank at the same step), evaluation after the current protocol, a study after its current trial. The job saves what
-it has and raises `Stopped`; a second signal stops it at once."""
+it has and raises `Stopped`; a second signal stops it at once. The processes a job starts (a study's lanes, a
+benchmark's trainer) run the parent's own `sassl` (`sassl_child`) and are passed the signal on."""
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -113,6 +115,17 @@ def forward_to_children(signum: int) -> None:
             pass
 
 
+def sassl_child(*args: str, **env: str) -> tuple[list[str], dict]:
+    """The command and environment that run `sassl ARGS` as a child process on the code this process runs: this
+    Python, `-m sassl.cli`, the folder this `sassl` came from first on PYTHONPATH and (Python 3.11+) PYTHONSAFEPATH
+    set, so that a `sassl/` folder in the working directory (another checkout) is not imported instead; `env` adds
+    variables (OMP_NUM_THREADS=...)."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    return [sys.executable, "-m", "sassl.cli", *args], os.environ | {"PYTHONPATH": os.pathsep.join(path),
+                                                                    "PYTHONSAFEPATH": "1"} | env
+
+
 def ignore_in_workers(_worker_id: int) -> None:
     """A DataLoader worker_init_fn: the stop signals are the main process's to act on. A terminal's Ctrl-C and
     SLURM's signal reach every process of the job; a worker that died of them would end the step the main
@@ -122,4 +135,4 @@ def ignore_in_workers(_worker_id: int) -> None:
 
 
 __all__ = ["GracefulStop", "SIGNALS", "Stopped", "children", "forward_to_children", "ignore_in_workers",
-           "signal_name"]
+           "sassl_child", "signal_name"]

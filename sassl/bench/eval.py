@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sassl.data import get_dataset
 from sassl.data.decode import center_square, to_tensor
 from sassl.eval.features import stream_features
 from sassl.eval.linear import train_linear
+from sassl.interrupt import sassl_child
 from sassl.views import imagenet_normalize
 
 
@@ -62,11 +62,11 @@ def bench_eval(folder: str | Path, images: int = 1000, size: int = 64, probe_epo
     if peak_folder:
         big = make_imagefolder(peak_folder, peak_train, peak_val)
         with fresh_cache() as tmp:
-            cmd = [sys.executable, "-m", "sassl.cli", "evaluate", "random:resnet18", "--targets", f"imagefolder:{big}",
-                   "--protocols", "knn", "linear", "--seeds", "0", "--image-size", str(size), "--probe-epochs", "10",
-                   "--out", str(tmp / "eval")]
+            cmd, env = sassl_child("evaluate", "random:resnet18", "--targets", f"imagefolder:{big}", "--protocols",
+                                   "knn", "linear", "--seeds", "0", "--image-size", str(size), "--probe-epochs", "10",
+                                   "--out", str(tmp / "eval"))
             t = time.perf_counter()
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if r.returncode:
                 raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
             row |= {"peak_files": peak_train + peak_val, "peak_wall_s": round(time.perf_counter() - t, 1),

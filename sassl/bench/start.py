@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from sassl.bench.common import cpu_name, fresh_cache, make_imagefolder, report, timed_index
+from sassl.interrupt import sassl_child
 
 
 def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image_size: int = 64, steps: int = 3,
@@ -24,11 +24,11 @@ def bench_start(folder: str | Path, train: int = 40_000, val: int = 1_000, image
     made = time.perf_counter() - t
     with fresh_cache() as tmp:
         index, cold, warm = timed_index(root)
-        cmd = [sys.executable, "-m", "sassl.cli", "pretrain", "--name", "start", "--runs-dir", str(tmp),
-               "--dataset", f"imagefolder:{root}", "--max-steps", str(steps), "--batch-size", "32",
-               "--style", "none", "--image-size", str(image_size), *extra]
+        cmd, env = sassl_child("pretrain", "--name", "start", "--runs-dir", str(tmp), "--dataset", f"imagefolder:{root}",
+                               "--max-steps", str(steps), "--batch-size", "32", "--style", "none", "--image-size",
+                               str(image_size), *extra)
         t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True)  # inherits the fresh SASSL_CACHE
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)  # inherits the fresh SASSL_CACHE
         wall = time.perf_counter() - t
         if r.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")

@@ -9,12 +9,11 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sassl.interrupt import GracefulStop, Stopped, forward_to_children, signal_name
+from sassl.interrupt import GracefulStop, Stopped, forward_to_children, sassl_child, signal_name
 from sassl.notebook import execute, notebook_path
 from sassl.storage import exclusive_lock
 from sassl.records import duration, terminal_line
@@ -161,10 +160,10 @@ def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, a
         lane(study, runs_dir, arms=arms)
     else:
         threads = str(max(1, (os.cpu_count() or lanes) // lanes))
-        cmd = [sys.executable, "-m", "sassl.cli", "study", "lane", str(study.path), "--runs-dir", str(runs_dir),
-               "--lanes", str(lanes)] + (["--arms", *arms] if arms else [])
+        cmd, env = sassl_child("study", "lane", str(study.path), "--runs-dir", str(runs_dir), "--lanes", str(lanes),
+                               *(["--arms", *arms] if arms else []), OMP_NUM_THREADS=threads)
         with GracefulStop(f"study {study.name}", "trial of each lane", on_signal=forward_to_children) as stop:
-            procs = [subprocess.Popen(cmd, env=os.environ | {"OMP_NUM_THREADS": threads}) for _ in range(lanes)]
+            procs = [subprocess.Popen(cmd, env=env) for _ in range(lanes)]
             codes = [p.wait() for p in procs]
         if stop.requested:
             raise Stopped(stop.signum, f"study {study.name}: stopped by {signal_name(stop.signum)}; finished trials "

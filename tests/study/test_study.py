@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sassl.interrupt import sassl_child
 from sassl.stats import min_detectable, paired_stats, pairs_needed
 from sassl.study.runner import record_study, trial_state
 from sassl.study.spec import load_study
@@ -229,6 +230,24 @@ def test_run_arms_runs_only_the_arms_named_first(tmp_path, monkeypatch, capsys):
     assert len(started) == 2 and all(cmd[-2:] == ["--arms", "baseline"] for cmd in started)
     assert main(["study", "lane", str(path), "--runs-dir", str(runs), "--arms", "baseline"]) == 0
     assert ran[2:] == ["baseline-s0", "baseline-s1"]
+
+
+def test_lanes_run_the_parents_sassl_whatever_their_working_directory_holds(tmp_path):
+    """A study's lanes (and a benchmark's trainer) are `python -m sassl.cli` children: run from a folder holding
+    another checkout's `sassl/`, they run the parent's code, not that one (which plain `-m` imports first)."""
+    other = tmp_path / "sassl"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise SystemExit('the sassl of the working directory')\n")
+    (other / "cli.py").write_text("")
+    plain = subprocess.run([sys.executable, "-m", "sassl.cli", "study", "--help"], cwd=tmp_path, capture_output=True,
+                           text=True)
+    assert "the sassl of the working directory" in plain.stderr  # the trap
+    cmd, env = sassl_child("study", "--help", OMP_NUM_THREADS="3")
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "lane" in r.stdout and "report" in r.stdout
+    assert env["OMP_NUM_THREADS"] == "3"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(__file__).resolve().parents[2])
 
 
 def test_sbatch_script_carries_the_options_given(tmp_path, capsys):
