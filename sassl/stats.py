@@ -139,3 +139,12 @@ def correlation(x: list[float], y: list[float], alpha: float = 0.05) -> dict:
         half = stats.norm.ppf(1 - alpha / 2) / math.sqrt(n - 3)
         out["low"], out["high"] = math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)
     return out
+
+
+def correlation_text(c: dict, points: str = "points") -> str:
+    """A `correlation` result in words: "Pearson r = -0.41 [-0.80, +0.19] (Fisher z 95%), p 0.172, over 12 points";
+    "" where it has no r."""
+    if c["r"] is None:
+        return ""
+    interval = "" if c["low"] is None else f" [{c['low']:+.2f}, {c['high']:+.2f}] (Fisher z 95%)"
+    return f"Pearson r = {c['r']:+.2f}{interval}, p {c['p']:.3f}, over {c['n']} {points}"

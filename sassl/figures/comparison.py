@@ -3,7 +3,7 @@ seed-paired differences, and SASSL's gain against the style distance between sou
 from __future__ import annotations
 
 from sassl.compare import is_instrument
-from sassl.stats import correlation
+from sassl.stats import correlation, correlation_text
 
 
 def gain_distance_figure(points: list[dict], protocol: str = "linear"):
@@ -17,12 +17,10 @@ def gain_distance_figure(points: list[dict], protocol: str = "linear"):
         fig.add_scatter(x=[p["distance"] for p in ps], y=[p["gain"] for p in ps], mode="markers+text", name=target,
                         text=[p["style"] for p in ps], textposition="top center",
                         hovertext=[f"{p['variant']}, {p['seeds']} seeds" for p in ps])
-    c = correlation([p["distance"] for p in points], [p["gain"] for p in points])
-    r = "" if c["r"] is None else f" (Pearson r = {c['r']:.2f}" + (
-        f", 95% [{c['low']:.2f}, {c['high']:.2f}]" if c["low"] is not None else "") + f", {c['n']} points)"
+    r = correlation_text(correlation([p["distance"] for p in points], [p["gain"] for p in points]))
     fig.update_layout(template="plotly_white", xaxis_title="Fréchet distance, style source to target (style space)",
                       yaxis_title=f"SASSL minus baseline, {protocol} top-1 (points)",
-                      title="transfer gain against style distance" + r)
+                      title="transfer gain against style distance" + (f"<br><sup>{r}</sup>" if r else ""))
     return fig
 
 

@@ -15,7 +15,7 @@ from sassl.figures.comparison import gain_distance_figure, paired_figure
 from sassl.figures.save import save_figure
 from sassl.plan import trace_step
 from sassl.records import duration, read_metrics, write_table
-from sassl.stats import correlation, pairs_needed
+from sassl.stats import correlation, correlation_text, pairs_needed
 from sassl.study.runner import TIMING, trial_state
 from sassl.study.spec import Study
 from sassl.stylizer import STYLE_KEYWORDS
@@ -115,10 +115,8 @@ def kept_distances(folder: Path, per_dataset: int = 100) -> Callable[[str, str],
 
 def style_gain_markdown(points: list[dict]) -> list[str]:
     """The A.2 section: each point, and Pearson's r over them with its Fisher-z interval."""
-    c = correlation([p["distance"] for p in points], [p["gain"] for p in points])
-    r = "" if c["r"] is None else f"Pearson r = {c['r']:+.2f}" + (
-        f" [{c['low']:+.2f}, {c['high']:+.2f}] (Fisher z 95%)" if c["low"] is not None else "") + \
-        f", p {c['p']:.3f}, over {c['n']} (source, target) points"
+    r = correlation_text(correlation([p["distance"] for p in points], [p["gain"] for p in points]),
+                         "(source, target) points")
     table = [{"source": p["style"], "target": p["target"], "distance": f"{p['distance']:.2f}", "pairs": p["seeds"],
               "linear gain": _fmt(p["gain"])} for p in sorted(points, key=lambda p: p["distance"])]
     return ["", "## Style source against target (A.2)", "", "Each style source's paired linear-probe gain over the "

@@ -219,7 +219,7 @@ def test_correlation_against_fisher_z_written_out_and_scipy():
 
     from scipy import stats
 
-    from sassl.stats import correlation
+    from sassl.stats import correlation, correlation_text
 
     x = [8.7, 9.2, 13.5, 14.0, 3.1, 5.5, 10.2, 12.0, 6.6, 7.7, 11.1, 2.4]
     y = [0.7, 0.4, 2.1, -1.3, 1.9, 0.2, -0.4, -2.0, 1.1, 0.9, -0.6, 2.5]
@@ -236,6 +236,10 @@ def test_correlation_against_fisher_z_written_out_and_scipy():
     assert correlation([1, 1, 1, 1], [1, 2, 3, 4])["r"] is None
     with pytest.raises(ValueError, match="3 values against 2"):
         correlation([1, 2, 3], [1, 2])
+    lo, hi = ref.confidence_interval(0.95)
+    assert correlation_text(c) == f"Pearson r = {r:+.2f} [{lo:+.2f}, {hi:+.2f}] (Fisher z 95%), p {ref.pvalue:.3f}, over 12 points"
+    assert correlation_text(correlation([1, 2, 3], [2, 1, 3]), "pairs") == "Pearson r = +0.50, p 0.667, over 3 pairs"
+    assert correlation_text(correlation([1, 1, 1, 1], [1, 2, 3, 4])) == ""
 
 
 def test_style_gains_against_distance(tmp_path):
@@ -265,7 +269,8 @@ def test_style_gains_against_distance(tmp_path):
     points = with_style_distances(list(gains.values()), lambda st, t: calls.append((st, t)) or far[(st, t)])
     assert sorted(calls) == sorted(far) and {(p["style"], p["target"]): p["distance"] for p in points} == far
     fig = gain_distance_figure(points)
-    assert "Pearson r = -0.98" in fig.layout.title.text  # np.corrcoef([1, 9, 8, 0], [3, -1, 0.5, 4]) and {t.name for t in fig.data} == {"objects", "elpv"}
+    assert "Pearson r = -0.98" in fig.layout.title.text  # np.corrcoef([1, 9, 8, 0], [3, -1, 0.5, 4])
+    assert {t.name for t in fig.data} == {"objects", "elpv"}
 
 
 def test_instruments_are_paired_like_accuracies(tmp_path):
