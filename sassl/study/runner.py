@@ -93,15 +93,21 @@ def progress_line(study: Study, runs_dir: str | Path, lanes: int) -> str:
 
 def run_trial(trial: Trial, run: Path, pretrain_command: list[str] | None = None) -> None:
     """The trial's pre-training (resuming its checkpoint) then its evaluate notebook, into its run folder. The
-    pre-training is the pretrain notebook, or `pretrain_command` (a multi-GPU trial's torchrun line)."""
+    pre-training is the pretrain notebook, or `pretrain_command` (a multi-GPU trial's torchrun line). The trial's
+    wall time (TIMING) adds up its attempts: a stopped or failed one adds its time when it ends, one killed outright
+    does not."""
     t0 = time.time()
-    if trial_state(run) in ("pending", "started") and pretrain_command:
-        subprocess.run(pretrain_command, check=True)
-    elif trial_state(run) in ("pending", "started"):
-        execute(notebook_path("pretrain"), run / "pretrain.ipynb", trial.pretrain | {"resume": True},
-                cwd=notebook_path("pretrain").parent)
-    execute(notebook_path("evaluate"), run / "evaluate.ipynb", trial.evaluate, cwd=notebook_path("evaluate").parent)
-    (run / TIMING).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+    try:
+        if trial_state(run) in ("pending", "started") and pretrain_command:
+            subprocess.run(pretrain_command, check=True)
+        elif trial_state(run) in ("pending", "started"):
+            execute(notebook_path("pretrain"), run / "pretrain.ipynb", trial.pretrain | {"resume": True},
+                    cwd=notebook_path("pretrain").parent)
+        execute(notebook_path("evaluate"), run / "evaluate.ipynb", trial.evaluate, cwd=notebook_path("evaluate").parent)
+    finally:
+        if run.is_dir():
+            before = json.loads((run / TIMING).read_text())["seconds"] if (run / TIMING).is_file() else 0.0
+            (run / TIMING).write_text(json.dumps({"seconds": round(before + time.time() - t0, 1)}))
 
 
 def selected(study: Study, runs_dir: str | Path, arms: tuple[str, ...] = ()) -> list[Trial]:

@@ -232,6 +232,31 @@ def test_run_arms_runs_only_the_arms_named_first(tmp_path, monkeypatch, capsys):
     assert ran[2:] == ["baseline-s0", "baseline-s1"]
 
 
+def test_a_resumed_trials_wall_time_adds_up_its_attempts(tmp_path, monkeypatch):
+    """The study timing that prices the trials left (progress, `sassl study plan`) is the trial's whole wall time:
+    an attempt stopped mid pre-training adds its time to the one that finishes it."""
+    from types import SimpleNamespace
+
+    from sassl.study import runner
+
+    calls = []
+
+    def execute(src, dest, params, cwd=None):
+        calls.append(Path(dest).name)
+        if calls == ["pretrain.ipynb"]:
+            raise KeyboardInterrupt("stopped mid pre-training")
+    clock = iter([100.0, 160.0, 1000.0, 1030.0])
+    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: next(clock)))
+    run, trial = tmp_path / "base-s0", SimpleNamespace(pretrain={}, evaluate={})
+    run.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_trial(trial, run)
+    runner.run_trial(trial, run)
+    assert calls == ["pretrain.ipynb", "pretrain.ipynb", "evaluate.ipynb"]
+    assert json.loads((run / runner.TIMING).read_text()) == {"seconds": 90.0}
+
+
 def test_lanes_run_the_parents_sassl_whatever_their_working_directory_holds(tmp_path):
     """A study's lanes (and a benchmark's trainer) are `python -m sassl.cli` children: run from a folder holding
     another checkout's `sassl/`, they run the parent's code, not that one (which plain `-m` imports first)."""
