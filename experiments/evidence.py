@@ -13,7 +13,8 @@ trials from runs/, from their study folders or from experiments/results/.
     python experiments/evidence.py regime-report  # the regime search's table (from runs/ or experiments/results/)
     python experiments/evidence.py evidence-report  # the evidence study's paired differences -> experiments/results/evidence.md
     python experiments/evidence.py interval-coverage  # how often the paired 95% intervals cover, by seeds (simulated)
-    python experiments/evidence.py keep NAME...   # copy finished runs' small files to experiments/results/ (to commit)
+    python experiments/evidence.py keep [--from FOLDER] NAME...   # copy finished runs' small files (from runs/, or a
+                                                   # study folder elsewhere) to experiments/results/ (to commit)
     python experiments/evidence.py demo7-s1    # one probe by name (the main job's other seeds)
     python experiments/evidence.py compare     # compare.ipynb over every evaluated run (sweeps and studies) -> runs/evidence/
     python experiments/evidence.py report      # tables for docs/RESULTS.md -> runs/evidence/tables.md
@@ -121,9 +122,10 @@ KEEP_FILES = ("config.json", "metrics.json", "metrics.jsonl", "eval/config.json"
               "eval/results.csv", "eval/robustness.json", "eval/shape_bias.json", "eval/baseline_summary.json")
 
 
-def keep(name: str) -> list[Path]:
-    """Copy run `name`'s small result files under experiments/results/<name>/ (to commit), and its augmentation
-    record as augment_summary.csv (sassl.tracking.augment_summary; augment.bin itself is megabytes); returns them."""
+def keep(name: str, runs: Path = RUNS) -> list[Path]:
+    """Copy run `name`'s small result files (from `runs`: runs/ or a study folder elsewhere) under
+    experiments/results/<name>/ (to commit), and its augmentation record as augment_summary.csv
+    (sassl.tracking.augment_summary; augment.bin itself is megabytes); returns them."""
     import shutil
 
     from sassl.tracking import augment_summary
@@ -132,13 +134,13 @@ def keep(name: str) -> list[Path]:
 
     out = []
     for rel in KEEP_FILES:
-        src = RUNS / name / rel
+        src = runs / name / rel
         if src.is_file():
             dst = KEPT / name / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             out.append(dst)
-    record = read_augment(RUNS / name)
+    record = read_augment(runs / name)
     if len(record):
         write_table(augment_summary(record), KEPT / name / "augment_summary")
         out += [KEPT / name / "augment_summary.csv", KEPT / name / "augment_summary.json"]
@@ -680,9 +682,10 @@ def main(argv: list[str]) -> int:
     if argv == ["probes"] or (argv and all(a in PROBES for a in argv)):
         run_probes(list(PROBES) if argv == ["probes"] else argv)
         return 0
-    if argv and argv[0] == "keep":
-        for name in argv[1:]:
-            print("\n".join(str(p) for p in keep(name)) or f"{name}: nothing to keep")
+    if argv and argv[0] == "keep":  # keep [--from FOLDER] RUN...
+        runs, names = (Path(argv[2]), argv[3:]) if argv[1:2] == ["--from"] else (RUNS, argv[1:])
+        for name in names:
+            print("\n".join(str(p) for p in keep(name, runs)) or f"{name}: nothing to keep")
         return 0
     if argv == ["regime-report"]:
         from sassl.compare import to_markdown

@@ -147,3 +147,32 @@ def test_old_reports_read_instruments_through_compare_and_keep_published_tables(
     with pytest.raises(SystemExit, match="r18-sassl-s"):
         ev.robust_report()
     assert not (tmp_path / "docs" / "robust_tradeoff.png").exists()
+
+
+def test_keep_from_a_study_folder_copies_the_small_files_and_summarises_the_augment_record(tmp_path, monkeypatch):
+    """`evidence.py keep --from FOLDER NAME`: a trial trained in a study folder elsewhere leaves its small files and
+    its augmentation summary under experiments/results/NAME; checkpoints and augment.bin stay behind."""
+    import numpy as np
+
+    from sassl.tracking import AUGMENT
+
+    ev = _evidence(monkeypatch, tmp_path / "kept")
+    src = tmp_path / "study" / "ev-base-s6"
+    (src / "eval").mkdir(parents=True)
+    (src / "checkpoints").mkdir()
+    for rel, text in {"config.json": '{"seed": 6}', "metrics.json": '{"knn_top1": 42.0}', "metrics.jsonl": "{}\n",
+                      "eval/summary.json": "[]", "eval/results.csv": "a\n1\n", "checkpoints/last.pt": "x"}.items():
+        (src / rel).write_text(text)
+    rec = np.zeros(8, AUGMENT)
+    rec["step"], rec["stylized"], rec["alpha"], rec["beta"] = [1] * 4 + [2] * 4, [1, 0] * 4, 0.2, 0.15
+    rec["loss"] = np.arange(8, dtype=np.float32)
+    rec.tofile(src / "augment.bin")
+    assert ev.main(["keep", "--from", str(tmp_path / "study"), "ev-base-s6"]) == 0
+    out = tmp_path / "kept" / "ev-base-s6"
+    for rel in ("config.json", "metrics.json", "metrics.jsonl", "eval/summary.json", "eval/results.csv"):
+        assert (out / rel).read_text() == (src / rel).read_text(), rel
+    assert not (out / "checkpoints").exists() and not (out / "augment.bin").exists()
+    summary = {r["by"] + str(r["value"]): r for r in json.loads((out / "augment_summary.json").read_text())}
+    assert summary["stylized1"]["images"] == 4 and summary["stylized0"]["images"] == 4
+    # the stylized images' losses (0, 2 | 4, 6) sit 0.5 below their step's mean (1.5 | 5.5)
+    assert summary["stylized1"]["excess_loss"] == pytest.approx(-0.5)
