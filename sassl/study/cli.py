@@ -6,13 +6,16 @@ import argparse
 from sassl.compare import to_markdown
 from sassl.study.launch import LAUNCHERS, sbatch_script, slurm_options, submit_study
 from sassl.study.report import plan_rows, status_rows, write_report
-from sassl.study.runner import lane, run_study
+from sassl.study.runner import deadline, lane, run_study
 from sassl.study.spec import load_study
 
 
 def _run(args) -> int:
     if args.launcher == "local":
-        return run_study(args.file, args.runs_dir, args.lanes, args.amend, tuple(args.arms or ()))
+        until = deadline(args.until) if args.until else None
+        return run_study(args.file, args.runs_dir, args.lanes, args.amend, tuple(args.arms or ()), until)
+    if args.until:
+        raise ValueError("--until: local lanes only (a cluster job has its own time limit, --time, and requeues)")
     if args.show_sbatch:
         print(sbatch_script(args.file, args.runs_dir, slurm_options(args)))
         return 0
@@ -21,7 +24,8 @@ def _run(args) -> int:
 
 
 def _lane(args) -> int:
-    lane(load_study(args.file), args.runs_dir, args.lanes, tuple(args.arms or ()))
+    lane(load_study(args.file), args.runs_dir, args.lanes, tuple(args.arms or ()),
+         deadline(args.until) if args.until else None)
     return 0
 
 
@@ -61,6 +65,8 @@ def add_parser(sub) -> None:
     r.add_argument("--lanes", type=int, default=1, help="trials run side by side on this machine (cores split)")
     r.add_argument("--arms", nargs="+", metavar="ARM", help="run only these arms' trials (the ones wanted first); "
                    "default: every arm")
+    r.add_argument("--until", metavar="TIME", help="start no trial expected to end after TIME (HH:MM, or "
+                   "2026-12-08T04:50): the mean wall time of the arm's finished trials; started trials go on")
     r.add_argument("--amend", action="store_true",
                    help="accept a study file that changes what existing trials compute (the report says so)")
     r.add_argument("--launcher", choices=LAUNCHERS, default="local",
@@ -77,6 +83,7 @@ def add_parser(sub) -> None:
     lane_p = steps.add_parser("lane", parents=[common], help="one lane of `run --lanes N` (run starts them)")
     lane_p.add_argument("--lanes", type=int, default=1)
     lane_p.add_argument("--arms", nargs="+", metavar="ARM")
+    lane_p.add_argument("--until", metavar="TIME")
     lane_p.set_defaults(handler=_lane)
     s = steps.add_parser("status", parents=[common], help="each trial's state, steps, last kNN, time")
     s.set_defaults(handler=_status)

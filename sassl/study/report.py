@@ -16,7 +16,7 @@ from sassl.figures.save import save_figure
 from sassl.plan import trace_step
 from sassl.records import duration, read_metrics, write_table
 from sassl.stats import correlation, correlation_text, pairs_needed
-from sassl.study.runner import TIMING, trial_state
+from sassl.study.runner import TIMING, expected_seconds, trial_state
 from sassl.study.spec import Study
 from sassl.stylizer import STYLE_KEYWORDS
 from sassl.training.config import PretrainConfig, config_from_dict
@@ -186,16 +186,6 @@ def write_report(study: Study, runs_dir: str | Path, effect: float | None = None
     return out
 
 
-def trial_seconds(run: Path) -> float | None:
-    """A finished trial's wall time: its study timing, else (a trial run before studies) its epochs' seconds."""
-    if (run / TIMING).is_file():
-        return json.loads((run / TIMING).read_text())["seconds"]
-    if (run / "metrics.jsonl").is_file():
-        epochs = [r["epoch_seconds"] for r in read_metrics(run / "metrics.jsonl") if "epoch_seconds" in r]
-        return sum(epochs) if epochs else None
-    return None
-
-
 def trial_gflop(pretrain: dict, train_images: int | None = None) -> float:
     """One trial's pre-training compute in GFLOP, from sassl.plan's FLOP count of its step (fake tensors, no
     weights): epochs x the images an epoch trains (whole batches of `train_images`, else the size of the
@@ -229,8 +219,7 @@ def plan_rows(study: Study, runs_dir: str | Path, effect: float, pilot: Study | 
         raise ValueError(f"study {source.name}: no two finished pairs of a primary outcome to plan from; run two "
                          "seeds of each arm first (a pilot), or give --pilot OTHER.toml")
     main_comparison = " - ".join(source.compare[0])  # a pilot's sd where it does not run this study's comparison
-    times = [s for t in study.trials(runs_dir) if (s := trial_seconds(study.dir(runs_dir) / t.name))]
-    per_trial = sum(times) / len(times) if times else None
+    per_trial = expected_seconds(study, runs_dir)
     folder, out, arm_gflop = study.dir(runs_dir), [], {}
     for t in study.trials(runs_dir):  # one arm's trials differ by seed alone
         if t.arm not in arm_gflop:

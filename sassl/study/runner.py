@@ -6,6 +6,7 @@ checkpoints. Several lanes, or several machines sharing the runs folder, split t
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 from sassl.interrupt import GracefulStop, Stopped, forward_to_children, sassl_child, signal_name
 from sassl.notebook import execute, notebook_path
 from sassl.storage import exclusive_lock
-from sassl.records import duration, terminal_line
+from sassl.records import duration, read_metrics, terminal_line
 from sassl.study.spec import Study, Trial, load_study
 from sassl.eval.config import upgraded_eval
 from sassl.training.config import upgraded
@@ -78,17 +79,70 @@ def _knn(run: Path) -> str:
     return f", kNN monitor {m['knn_top1']:.2f}%" if "knn_top1" in m else ""
 
 
+def trial_seconds(run: Path) -> float | None:
+    """A finished trial's wall time: its study timing, else (a trial run before studies) its epochs' seconds."""
+    if (run / TIMING).is_file():
+        return json.loads((run / TIMING).read_text())["seconds"]
+    if (run / "metrics.jsonl").is_file():
+        epochs = [r["epoch_seconds"] for r in read_metrics(run / "metrics.jsonl") if "epoch_seconds" in r]
+        return sum(epochs) if epochs else None
+    return None
+
+
+def expected_seconds(study: Study, runs_dir: str | Path, arm: str | None = None) -> float | None:
+    """The mean wall time of the study's finished trials of `arm` (of every arm where `arm` has none finished, or
+    is None); None before any trial has finished."""
+    folder = study.dir(runs_dir)
+    done = [t for t in study.trials(runs_dir) if trial_state(folder / t.name) == "finished"]
+    for pool in ([t for t in done if t.arm == arm], done):
+        times = [s for s in (trial_seconds(folder / t.name) for t in pool) if s is not None]
+        if times:
+            return sum(times) / len(times)
+    return None
+
+
 def progress_line(study: Study, runs_dir: str | Path, lanes: int) -> str:
     """Trials finished of all, and the time left at the pace of the finished trials (their mean wall time)."""
     folder = study.dir(runs_dir)
     trials = study.trials(runs_dir)
-    done = [t for t in trials if trial_state(folder / t.name) == "finished"]
-    times = [json.loads((folder / t.name / TIMING).read_text())["seconds"] for t in done
-             if (folder / t.name / TIMING).is_file()]
-    left = ""
-    if times and len(done) < len(trials):
-        left = f"; ~{duration((len(trials) - len(done)) * sum(times) / len(times) / lanes)} left at the pace so far"
-    return f"study {study.name}: {len(done)}/{len(trials)} trials finished{left}"
+    done = sum(trial_state(folder / t.name) == "finished" for t in trials)
+    mean, left = expected_seconds(study, runs_dir), ""
+    if mean is not None and done < len(trials):
+        left = f"; ~{duration((len(trials) - done) * mean / lanes)} left at the pace so far"
+    return f"study {study.name}: {done}/{len(trials)} trials finished{left}"
+
+
+def deadline(text: str, now: float | None = None) -> float:
+    """`--until`: an ISO date and time (2026-12-08T04:50) or a clock time HH:MM (its next occurrence), in local
+    time, as seconds since the epoch."""
+    now = time.time() if now is None else now
+    try:
+        if len(text) <= 5 and ":" in text:
+            hour, minute = (int(v) for v in text.split(":"))
+            today = datetime.datetime.fromtimestamp(now).replace(hour=hour, minute=minute, second=0, microsecond=0)
+            when = today if today.timestamp() > now else today + datetime.timedelta(days=1)
+        else:
+            when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--until: {text!r} is neither HH:MM nor an ISO date and time such as 2026-12-08T04:50") from None
+    if when.timestamp() <= now:
+        raise ValueError(f"--until: {text} has passed")
+    return when.timestamp()
+
+
+def fits(study: Study, runs_dir: str | Path, trial: Trial, until: float | None) -> bool:
+    """Whether a lane starts `trial` before the deadline `until`: a trial already started or trained always goes on
+    (it resumes where it was), a pending one only if its arm's mean finished trial ends before `until` (with none
+    finished yet, it starts). Says why it does not start one."""
+    run = study.dir(runs_dir) / trial.name
+    if until is None or trial_state(run) != "pending":
+        return True
+    expected, left = expected_seconds(study, runs_dir, trial.arm), until - time.time()
+    if expected is None or expected <= left:
+        return True
+    terminal_line(f"study {study.name}: trial {trial.name} not started: it takes ~{duration(expected)}, and "
+                  f"{duration(max(left, 0))} are left before --until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
+    return False
 
 
 def run_trial(trial: Trial, run: Path, pretrain_command: list[str] | None = None) -> None:
@@ -119,9 +173,10 @@ def selected(study: Study, runs_dir: str | Path, arms: tuple[str, ...] = ()) -> 
     return [t for t in study.trials(runs_dir) if not arms or t.arm in arms]
 
 
-def lane(study: Study, runs_dir: str | Path, lanes: int = 1, arms: tuple[str, ...] = ()) -> int:
-    """Run every trial (of `arms`, if given) that is not finished and not held by another lane, seed-major; returns
-    how many ran. A stop signal is passed on to the running trial (its pre-training checkpoints the step it is in,
+def lane(study: Study, runs_dir: str | Path, lanes: int = 1, arms: tuple[str, ...] = (),
+         until: float | None = None) -> int:
+    """Run every trial (of `arms`, if given) that is not finished and not held by another lane, seed-major, and
+    with a deadline `until` (seconds since the epoch) only those that fit (`fits`); returns how many ran. A stop signal is passed on to the running trial (its pre-training checkpoints the step it is in,
     its evaluation keeps the protocols done) and no further trial starts: Stopped."""
     folder, ran = study.dir(runs_dir), 0
     with GracefulStop(f"study {study.name}", "trial", on_signal=forward_to_children) as stop:
@@ -133,6 +188,8 @@ def lane(study: Study, runs_dir: str | Path, lanes: int = 1, arms: tuple[str, ..
                 continue
             with trial_lock(run) as mine:
                 if not mine or trial_state(run) == "finished":  # another lane has it, or finished it meanwhile
+                    continue
+                if not fits(study, runs_dir, trial, until):
                     continue
                 t0 = time.time()
                 terminal_line(f"study {study.name}: trial {trial.name} ({trial_state(run)}) starts, pid {os.getpid()}")
@@ -152,10 +209,10 @@ def lane(study: Study, runs_dir: str | Path, lanes: int = 1, arms: tuple[str, ..
 
 
 def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, amend: bool = False,
-              arms: tuple[str, ...] = ()) -> int:
+              arms: tuple[str, ...] = (), until: float | None = None) -> int:
     """`sassl study run FILE`: validate, record, then run the trials (of `arms` only, if given: the ones to have
-    first) in `lanes` lanes on this machine (each lane a process with cores / lanes threads). Returns 0 when every
-    trial run for is finished."""
+    first) in `lanes` lanes on this machine (each lane a process with cores / lanes threads), with a deadline
+    `until` only those expected to finish by then. Returns 0 when every trial run for is finished."""
     study = load_study(path)
     if lanes < 1:
         raise ValueError(f"--lanes: must be >= 1, got {lanes}")
@@ -163,11 +220,13 @@ def run_study(path: str | Path, runs_dir: str | Path = "runs", lanes: int = 1, a
     record_study(study, runs_dir, amend)
     terminal_line(progress_line(study, runs_dir, lanes))
     if lanes == 1:
-        lane(study, runs_dir, arms=arms)
+        lane(study, runs_dir, arms=arms, until=until)
     else:
         threads = str(max(1, (os.cpu_count() or lanes) // lanes))
         cmd, env = sassl_child("study", "lane", str(study.path), "--runs-dir", str(runs_dir), "--lanes", str(lanes),
-                               *(["--arms", *arms] if arms else []), OMP_NUM_THREADS=threads)
+                               *(["--arms", *arms] if arms else []),
+                               *(["--until", datetime.datetime.fromtimestamp(until).isoformat()] if until else []),
+                               OMP_NUM_THREADS=threads)
         with GracefulStop(f"study {study.name}", "trial of each lane", on_signal=forward_to_children) as stop:
             procs = [subprocess.Popen(cmd, env=env) for _ in range(lanes)]
             codes = [p.wait() for p in procs]
