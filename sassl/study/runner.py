@@ -140,8 +140,9 @@ def fits(study: Study, runs_dir: str | Path, trial: Trial, until: float | None) 
     expected, left = expected_seconds(study, runs_dir, trial.arm), until - time.time()
     if expected is None or expected <= left:
         return True
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(until))
     terminal_line(f"study {study.name}: trial {trial.name} not started: it takes ~{duration(expected)}, and "
-                  f"{duration(max(left, 0))} are left before --until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
+                  f"{duration(max(left, 0))} are left before --until {when}")
     return False
 
 
@@ -176,8 +177,9 @@ def selected(study: Study, runs_dir: str | Path, arms: tuple[str, ...] = ()) -> 
 def lane(study: Study, runs_dir: str | Path, lanes: int = 1, arms: tuple[str, ...] = (),
          until: float | None = None) -> int:
     """Run every trial (of `arms`, if given) that is not finished and not held by another lane, seed-major, and
-    with a deadline `until` (seconds since the epoch) only those that fit (`fits`); returns how many ran. A stop signal is passed on to the running trial (its pre-training checkpoints the step it is in,
-    its evaluation keeps the protocols done) and no further trial starts: Stopped."""
+    with a deadline `until` (seconds since the epoch) only those that fit (`fits`); returns how many ran. A stop
+    signal is passed on to the running trial (its pre-training checkpoints the step it is in, its evaluation keeps
+    the protocols done) and no further trial starts: Stopped."""
     folder, ran = study.dir(runs_dir), 0
     with GracefulStop(f"study {study.name}", "trial", on_signal=forward_to_children) as stop:
         for trial in selected(study, runs_dir, arms):
