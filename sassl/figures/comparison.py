@@ -53,9 +53,11 @@ def paired_figure(paired: list[dict], family: str | None = "primary"):
                         marker={"size": 7, "color": colours[i % len(colours)], "symbol": "circle-open"},
                         text=[f"seed {s}" for r in rs for s in r["by_seed"]], hovertemplate="%{y}, %{text}: %{x:+.2f}")
     fig.add_vline(x=0, line_dash="dash", line_color="grey")
-    n = len({(r["target"], r["protocol"]) for r in rows})
-    fig.update_layout(scattermode="group", template="plotly_white", height=max(360, 70 * n), width=1000,
-                      yaxis={"autorange": "reversed"}, legend={"orientation": "h", "y": -0.25},
+    n, k = len({(r["target"], r["protocol"]) for r in rows}), len({r["variant"] for r in rows})
+    # each outcome's row holds a band per variant (scattermode group): the figure grows with both, the legend
+    # (two entries a variant) beside it
+    fig.update_layout(scattermode="group", template="plotly_white", height=max(360, 160 + n * max(60, 22 * k), 50 * k),
+                      width=1200, yaxis={"autorange": "reversed"}, legend={"yanchor": "top", "y": 1},
                       xaxis_title="difference, paired by seed (points: top-1 %, or the instrument x 100)",
                       title=f"Paired differences{f' ({family} outcomes)' if family else ''}: mean with t 95% "
                             "interval, and each seed")

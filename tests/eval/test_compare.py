@@ -326,3 +326,7 @@ def test_paired_figure_draws_the_t_interval_and_every_seed():
     assert list(seeds.x) == pytest.approx([2.0, 3.0, 4.0, 1.0, 1.0, 1.0])
     assert list(seeds.y) == ["objects / linear"] * 3 + ["elpv / linear"] * 3
     assert len(paired_figure(paired, family=None).data[0].y) == 3
+    many = paired + [r | {"variant": f"ablation {i}"} for i in range(6) for r in paired]  # 7 comparisons, 2 outcomes
+    fig = paired_figure(many)
+    plot_px = fig.layout.height - 160  # less title and axis
+    assert plot_px / (2 * 7) >= 22 and fig.layout.legend.orientation != "h"  # a band per comparison; legend beside
