@@ -683,7 +683,10 @@ def main(argv: list[str]) -> int:
         run_probes(list(PROBES) if argv == ["probes"] else argv)
         return 0
     if argv and argv[0] == "keep":  # keep [--from FOLDER] RUN...
-        runs, names = (Path(argv[2]), argv[3:]) if argv[1:2] == ["--from"] else (RUNS, argv[1:])
+        runs, names = (Path(argv[2]), argv[3:]) if argv[1:2] == ["--from"] and len(argv) > 2 else (RUNS, argv[1:])
+        if not names or names[0] == "--from":
+            print("keep: name the runs to keep: keep [--from FOLDER] NAME...", file=sys.stderr)
+            return 2
         for name in names:
             print("\n".join(str(p) for p in keep(name, runs)) or f"{name}: nothing to keep")
         return 0
